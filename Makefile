@@ -1,0 +1,53 @@
+# kiln: two commands on a fresh Debian 12 machine with Swift 6.3 installed.
+#   make demo   installs what is missing, builds kiln, builds examples/debian (3 images)
+#   make test   the whole test suite (what .ci/run runs)
+
+SWIFT      ?= swift
+KILN_HOME  ?= $(HOME)/.local/share/kiln
+SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# What kiln needs on the host: QEMU, the base-image tools, the SSH client, libraries it links.
+DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
+               libarchive-dev libsqlite3-dev zstd ca-certificates uidmap
+
+.PHONY: all deps build release demo test test-fast lint format clean
+
+all: build
+
+deps:
+	@command -v $(SWIFT) >/dev/null || { echo "kiln needs Swift 6.3 (https://swift.org/install); none on PATH" >&2; exit 1; }
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+demo: release
+	.build/release/kiln validate examples/debian
+	.build/release/kiln plan examples/debian --home "$(KILN_HOME)"
+	.build/release/kiln build examples/debian --home "$(KILN_HOME)"
+	.build/release/kiln images --home "$(KILN_HOME)"
+
+# The whole suite: fast tests and the real-VM build of examples/debian.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+# Only the tests that need no VM (seconds).
+test-fast: deps
+	KILN_SKIP_VM_TESTS=1 $(SWIFT) test
+
+lint:
+	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests
+
+format:
+	$(SWIFT) format --in-place --recursive Package.swift Sources Tests
+
+clean:
+	rm -rf .build

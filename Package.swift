@@ -1,0 +1,53 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Modules depend only downwards:
+// KilnCore -> KilnTemplates -> KilnGraph -> KilnStore -> KilnProviders -> KilnBuild -> KilnCommands -> kiln
+let package = Package(
+    name: "kiln",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "kiln", targets: ["kiln"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CArchive",
+            pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]
+        ),
+        .target(
+            name: "KilnCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .target(name: "KilnTemplates", dependencies: ["KilnCore", "Yams"]),
+        .target(name: "KilnGraph", dependencies: ["KilnTemplates"]),
+        .target(
+            name: "KilnStore",
+            dependencies: ["KilnCore", "CArchive", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(name: "KilnProviders", dependencies: ["KilnCore", "KilnTemplates", "KilnStore"]),
+        .target(name: "KilnBuild", dependencies: ["KilnGraph", "KilnStore", "KilnProviders"]),
+        .target(
+            name: "KilnCommands",
+            dependencies: ["KilnBuild", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(name: "kiln", dependencies: ["KilnCommands"]),
+        .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
+        .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
+        .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"]),
+        .testTarget(name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands"]),
+        .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnCommands"]),
+    ]
+)

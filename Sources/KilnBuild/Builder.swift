@@ -1,0 +1,201 @@
+import Foundation
+import KilnCore
+import KilnGraph
+import KilnProviders
+import KilnStore
+import KilnTemplates
+
+public struct BuildOptions: Sendable {
+    public enum OnError: String, Sendable, CaseIterable {
+        /// Stop the VM and remove its disk.
+        case cleanup
+        /// Stop the VM but keep its disk, and print how to boot it.
+        case keep
+    }
+
+    public var onError: OnError = .cleanup
+    public var bootTimeout: Duration = .seconds(600)
+    public var shutdownTimeout: Duration = .seconds(120)
+
+    public init() {}
+}
+
+/// What the live view is told, besides raw log lines.
+public protocol BuildReporter: Sendable {
+    func line(family: String, source: String, text: String)
+}
+
+/// Builds a graph's images in order: each through its provider's VM, sealed into the store
+/// and only then named in the catalog.
+public struct Builder: Sendable {
+    let store: Store
+    let provider: any Provider
+    let options: BuildOptions
+    let reporter: (any BuildReporter)?
+
+    public init(store: Store, provider: any Provider, options: BuildOptions, reporter: (any BuildReporter)?) {
+        self.store = store
+        self.provider = provider
+        self.options = options
+        self.reporter = reporter
+    }
+
+    /// Builds every template of `graph` in order; stops at the first failure.
+    public func build(_ graph: ImageGraph, secrets: [String]) async throws -> [ImageRecord] {
+        var built: [String: ImageRecord] = [:]
+        var results: [ImageRecord] = []
+        for template in graph.order {
+            let parent: ImageRecord?
+            if let family = template.parentFamily {
+                guard let record = try built[family] ?? store.catalog.head(of: family) else {
+                    throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
+                }
+                parent = record
+            } else {
+                parent = nil
+            }
+            let image = try await build(template, parent: parent, secrets: secrets)
+            built[template.family] = image
+            results.append(image)
+        }
+        return results
+    }
+
+    /// Builds one image on `parent` (nil: on the template's source disk).
+    public func build(_ template: Template, parent: ImageRecord?, secrets: [String]) async throws -> ImageRecord {
+        let buildID = Self.newBuildID(family: template.family)
+        let scratch = store.scratchDirectory(buildID: buildID)
+        let staging = store.stagingDirectory(buildID: buildID)
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        let reporter = self.reporter
+        let family = template.family
+        let log = try BuildLog(
+            path: scratch + "/build.log", family: family, secrets: secrets,
+            sink: { source, line in reporter?.line(family: family, source: source, text: line) })
+        var record = BuildRecord(
+            id: buildID, family: family, image: nil, status: .running, started: Date(), finished: nil,
+            failedStep: nil, message: nil, log: nil, pid: getpid())
+        try store.catalog.insert(record)
+        log.emit(
+            "kiln", "build \(buildID) of \(family) from \(parent.map { "image \($0.name)" } ?? template.source.kind) (\(template.file))")
+
+        var machine: (any Machine)?
+        var currentStep = "prepare"
+        do {
+            let base: String
+            if let parent {
+                base = parent.digest
+            } else {
+                currentStep = "source"
+                base = try await SourceDisk(store: store).prepare(template, buildID: buildID, log: log)
+            }
+            let baseDirectory = store.blobDirectory(digest: base)
+            let hasKernel = fm.fileExists(atPath: baseDirectory + "/" + Store.kernelName)
+            currentStep = "boot"
+            let spec = MachineSpec(
+                buildID: buildID, diskDirectory: staging, backingDisk: "../\(base)/\(Store.diskName)",
+                scratchDirectory: scratch,
+                kernel: hasKernel ? baseDirectory + "/" + Store.kernelName : nil,
+                initrd: hasKernel ? baseDirectory + "/" + Store.initrdName : nil,
+                settings: template.qemu, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
+            machine = try await provider.start(spec, log: log)
+            for step in template.steps {
+                currentStep = step.title
+                try Task.checkCancellation()
+                try await run(step, on: machine!, template: template, log: log)
+            }
+            currentStep = "shutdown"
+            try await machine!.shutdown(log: log)
+            machine = nil
+            currentStep = "snapshot"
+            if hasKernel {
+                // The kernel boots its children too; hard links cost no space.
+                for name in [Store.kernelName, Store.initrdName] {
+                    try linkOrCopy(baseDirectory + "/" + name, staging + "/" + name)
+                }
+            }
+            let (digest, size) = try store.seal(staging: staging)
+            log.emit("kiln", "sealed disk \(digest.prefix(12)) (\(size >> 10) KiB of its own)")
+            let archive = store.logArchivePath(buildID: buildID)
+            let image = try store.catalog.commit(
+                ImageDraft(
+                    family: family, digest: digest, parent: parent?.name,
+                    labels: template.labels.mapValues(log.redact), description: template.description,
+                    templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
+                    sourceKind: template.source.kind))
+            log.emit("kiln", "image ready: \(image.name)")
+            record.image = image.name
+            record.status = .succeeded
+            try finish(&record, log: log, scratch: scratch)
+            return image
+        } catch {
+            let cancelled = Task.isCancelled || (error as? KilnError)?.code == .cancelled || error is CancellationError
+            await machine?.destroy()
+            let message = cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)"
+            log.emit("kiln", "\(cancelled ? "cancelled" : "failed") at \(currentStep): \(message)")
+            let lastLines = log.lastLines(8).filter { !$0.hasPrefix("failed at ") }
+            if options.onError == .keep && fm.fileExists(atPath: staging + "/" + Store.diskName) {
+                log.emit("kiln", "kept the VM disk: \(staging)/\(Store.diskName)")
+            } else {
+                try? fm.removeItem(atPath: staging)
+            }
+            record.status = cancelled ? .cancelled : .failed
+            record.failedStep = currentStep
+            record.message = message
+            try? finish(&record, log: log, scratch: scratch, keepScratch: options.onError == .keep)
+            if cancelled { throw KilnError(.cancelled, "build of \(family) cancelled during \(currentStep)") }
+            var text = "build of \(family) failed at \(currentStep): \(message)"
+            if !lastLines.isEmpty { text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n") }
+            text += "\nfull log: kiln logs \(buildID)"
+            if options.onError == .keep, fm.fileExists(atPath: staging + "/" + Store.diskName) {
+                text +=
+                    "\nVM disk kept at \(staging)/\(Store.diskName); boot it with: qemu-system-x86_64 -m 1024 -nographic -drive file=\(staging)/\(Store.diskName),if=virtio"
+            }
+            throw KilnError(.buildFailed, text)
+        }
+    }
+
+    private func run(_ step: Step, on machine: any Machine, template: Template, log: BuildLog) async throws {
+        log.clearLastLines()
+        log.emit("kiln", "step \(step.title)")
+        let started = ContinuousClock.now
+        switch step.kind {
+        case .shell(let inline, let script, let env):
+            let text = try inline ?? String(contentsOfFile: script!, encoding: .utf8)
+            let environment = [EnvVar(name: "KILN_IMAGE_FAMILY", value: template.family)] + env
+            let status = try await machine.run(script: text, environment: environment, title: step.title, log: log, timeout: nil)
+            guard status == 0 else {
+                throw KilnError(.buildFailed, "exit status \(status) (\(step.location))")
+            }
+        case .file(let src, let dest, let contentsOnly):
+            try await machine.upload(source: src, destination: dest, contentsOnly: contentsOnly, title: step.title, log: log)
+        }
+        log.emit("kiln", "step done in \((ContinuousClock.now - started).kilnDescription)")
+    }
+
+    /// Archives the log (with the serial console) and records how the build ended.
+    private func finish(_ record: inout BuildRecord, log: BuildLog, scratch: String, keepScratch: Bool = false) throws {
+        log.close()
+        let archive = store.logArchivePath(buildID: record.id)
+        try LogArchive.write([("build.log", log.path)], to: archive.absolute)
+        record.log = archive.relative
+        record.finished = Date()
+        try store.catalog.update(record)
+        if !keepScratch { try? FileManager.default.removeItem(atPath: scratch) }
+    }
+
+    private func linkOrCopy(_ from: String, _ to: String) throws {
+        if link(from, to) != 0 { try FileManager.default.copyItem(atPath: from, toPath: to) }
+    }
+
+    /// `20261123T130102-debian-12-base-1a2b`: sortable, readable, unique enough across processes.
+    static func newBuildID(family: String) -> String {
+        let stamp = Date().formatted(
+            .iso8601.year().month().day().dateTimeSeparator(.standard).time(includingFractionalSeconds: false).timeSeparator(.omitted)
+                .dateSeparator(.omitted))
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        return "\(stamp.replacingOccurrences(of: "Z", with: ""))-\(family)-\(suffix)"
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import KilnCore
+import KilnStore
+import KilnTemplates
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Makes the disk a base image starts from, without booting anything, and keeps it in the
+/// store keyed by what made it, so the next build of the same source reuses it.
+struct SourceDisk {
+    let store: Store
+
+    /// Bumped whenever the recipe below changes what a source disk contains.
+    static let recipeVersion = "1"
+
+    /// Packages every bootstrapped base needs to boot by direct kernel boot and answer SSH.
+    static let bootPackages = [
+        "linux-image-cloud-amd64", "systemd-sysv", "udev", "openssh-server", "ifupdown", "isc-dhcp-client",
+    ]
+
+    /// - Returns: the digest of the stored source blob (`images/<digest>/`).
+    func prepare(_ template: Template, buildID: String, log: BuildLog) async throws -> String {
+        let (key, summary) = try identity(of: template)
+        if let digest = try store.catalog.sourceDigest(key: key),
+            FileManager.default.fileExists(atPath: store.blobDirectory(digest: digest) + "/" + Store.diskName)
+        {
+            log.emit("kiln", "source disk up to date: \(summary) (\(digest.prefix(12)))")
+            return digest
+        }
+        let staging = store.stagingDirectory(buildID: buildID + "-source")
+        try? FileManager.default.removeItem(atPath: staging)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        do {
+            switch template.source {
+            case .debootstrap(let spec):
+                try await bootstrap(spec, diskSize: template.qemu.diskSize, into: staging, log: log)
+            case .file(let path, let sha256):
+                try await importDisk(path, sha256: sha256, into: staging, log: log)
+            case .url(let url, let sha256):
+                let path = try await download(url, sha256: sha256, log: log)
+                try await importDisk(path, sha256: sha256, into: staging, log: log)
+            case .image:
+                throw KilnError(.internalError, "an image source has no source disk")
+            }
+            let (digest, size) = try store.seal(staging: staging)
+            try store.catalog.recordSource(key: key, digest: digest, description: summary)
+            log.emit("kiln", "source disk ready: \(summary), \(size >> 20) MiB (\(digest.prefix(12)))")
+            return digest
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw error
+        }
+    }
+
+    /// What determines the source disk's content, hashed; and a line for people.
+    func identity(of template: Template) throws -> (key: String, summary: String) {
+        switch template.source {
+        case .debootstrap(let spec):
+            guard let mirror = spec.mirror ?? DebianMirror.host() else {
+                throw KilnError(
+                    .invalidInput,
+                    "\(template.sourceLocation): no Debian mirror: set from.debootstrap.mirror or KILN_MIRROR (the host's apt configuration names none)"
+                )
+            }
+            let packages = (Self.bootPackages + spec.include).sorted()
+            let fields = ["debootstrap", Self.recipeVersion, spec.suite, spec.variant, mirror, String(template.qemu.diskSize)] + packages
+            return (Hashing.sha256Hex(fields.joined(separator: "\n")), "debootstrap \(spec.suite)/\(spec.variant)")
+        case .file(let path, let sha256):
+            return (Hashing.sha256Hex("file\n\(Self.recipeVersion)\n\(sha256)"), "file \(path)")
+        case .url(let url, let sha256):
+            return (Hashing.sha256Hex("file\n\(Self.recipeVersion)\n\(sha256)"), "url \(url)")
+        case .image(let family):
+            return ("", "image \(family)")
+        }
+    }
+
+    /// mmdebstrap builds the tree; its customize hook makes the guest bootable and writes the
+    /// ext4 disk from the tree with `mkfs.ext4 -d`: no VM, no mount, no loop device.
+    private func bootstrap(_ spec: Debootstrap, diskSize: UInt64, into staging: String, log: BuildLog) async throws {
+        let mirror = spec.mirror ?? DebianMirror.host() ?? ""
+        let hook = staging + "/customize.sh"
+        try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: hook) }
+        let mode = getuid() == 0 ? "root" : "unshare"
+        let packages = (Self.bootPackages + spec.include).joined(separator: ",")
+        log.emit("kiln", "bootstrapping Debian \(spec.suite) (\(spec.variant), mmdebstrap --mode=\(mode))")
+        let started = ContinuousClock.now
+        let result = try await ProcessRunner.run(
+            "mmdebstrap",
+            [
+                "--mode=\(mode)", "--variant=\(spec.variant)", "--include=\(packages)",
+                "--customize-hook=sh \"$KILN_HOOK\" \"$1\"",
+                spec.suite, "/dev/null", mirror,
+            ],
+            environment: ["KILN_HOOK": hook, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize)],
+            timeout: .seconds(1800)
+        ) { line in log.emit("debootstrap", line.text) }
+        guard result.succeeded else {
+            throw KilnError(.buildFailed, "mmdebstrap failed with exit status \(result.status) (see the debootstrap lines in the log)")
+        }
+        log.emit("kiln", "bootstrapped in \((ContinuousClock.now - started).kilnDescription); converting to qcow2")
+        try await ProcessRunner.check(
+            "qemu-img", ["convert", "-O", "qcow2", staging + "/disk.raw", staging + "/" + Store.diskName])
+        try FileManager.default.removeItem(atPath: staging + "/disk.raw")
+    }
+
+    /// Runs inside mmdebstrap's namespace with the tree as $1. Kiln's own text: no template
+    /// value is pasted into it (they arrive as mmdebstrap's arguments and the environment).
+    static let customizeHook = #"""
+        set -eu
+        root="$1"
+        cat > "$root/etc/network/interfaces" <<'EOF'
+        auto lo
+        iface lo inet loopback
+
+        auto eth0
+        iface eth0 inet dhcp
+        EOF
+        echo '/dev/vda / ext4 defaults,errors=remount-ro 0 1' > "$root/etc/fstab"
+        echo kiln > "$root/etc/hostname"
+        # No image ships host keys: each boot of an image makes its own ed25519 key.
+        rm -f "$root"/etc/ssh/ssh_host_*
+        mkdir -p "$root/etc/systemd/system/ssh.service.d"
+        cat > "$root/etc/systemd/system/ssh.service.d/kiln-host-key.conf" <<'EOF'
+        [Service]
+        ExecStartPre=
+        ExecStartPre=/bin/sh -c 'test -s /etc/ssh/ssh_host_ed25519_key || ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key'
+        ExecStartPre=/usr/sbin/sshd -t
+        EOF
+        : > "$root/etc/machine-id"
+        rm -f "$root/var/lib/dbus/machine-id"
+        cp "$root"/boot/vmlinuz-* "$KILN_OUT/vmlinuz"
+        cp "$root"/boot/initrd.img-* "$KILN_OUT/initrd.img"
+        # /proc, /sys and /dev are still mounted in the tree here: a hard-linked copy that stays
+        # on the tree's own filesystem leaves them out (their mount points stay, empty) for free.
+        tree="$root.kiln-tree"
+        rm -rf "$tree"
+        cp -al --one-file-system "$root" "$tree"
+        truncate -s "$KILN_DISK_SIZE" "$KILN_OUT/disk.raw"
+        mkfs.ext4 -q -F -L root -d "$tree" "$KILN_OUT/disk.raw"
+        rm -rf "$tree"
+        """#
+
+    private func importDisk(_ path: String, sha256: String, into staging: String, log: BuildLog) async throws {
+        log.emit("kiln", "verifying \(path)")
+        let actual = try Hashing.sha256Hex(fileAt: path)
+        guard actual == sha256 else {
+            throw KilnError(.buildFailed, "\(path): sha256 is \(actual), the template expects \(sha256)")
+        }
+        try await ProcessRunner.check("qemu-img", ["convert", "-O", "qcow2", path, staging + "/" + Store.diskName])
+    }
+
+    /// Downloads into the cache by checksum; a verified file is never fetched again.
+    private func download(_ url: String, sha256: String, log: BuildLog) async throws -> String {
+        let directory = store.cacheDirectory + "/downloads"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let cached = directory + "/" + sha256
+        if FileManager.default.fileExists(atPath: cached) { return cached }
+        guard let remote = URL(string: url) else { throw KilnError(.invalidInput, "invalid URL \(url)") }
+        log.emit("kiln", "downloading \(url)")
+        let (temporary, response) = try await URLSession.shared.download(from: remote)
+        if let http = response as? HTTPURLResponse, !(200..<300).contains(http.statusCode) {
+            throw KilnError(.buildFailed, "downloading \(url): HTTP \(http.statusCode)")
+        }
+        let actual = try Hashing.sha256Hex(fileAt: temporary.path)
+        guard actual == sha256 else {
+            try? FileManager.default.removeItem(at: temporary)
+            throw KilnError(.buildFailed, "\(url): sha256 is \(actual), the template expects \(sha256)")
+        }
+        try FileManager.default.moveItem(atPath: temporary.path, toPath: cached)
+        return cached
+    }
+}

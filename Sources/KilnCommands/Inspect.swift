@@ -1,0 +1,43 @@
+import ArgumentParser
+import KilnCore
+import KilnStore
+
+struct Inspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show everything the catalog knows about one image.",
+        discussion: "NAME is an exact image name (family-vYYYYMMDD-N) or a family, which resolves to its newest READY image.")
+
+    @Argument(help: ArgumentHelp("An image name or a family.", valueName: "name"))
+    var name: String
+
+    @OptionGroup var store: StoreOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let store = try store.open()
+        let image = try resolveImage(name, in: store)
+        let view = ImageView(image, store: store)
+        if json {
+            try printJSON(view)
+            return
+        }
+        let rows: [(String, String?)] = [
+            ("name", view.name), ("family", view.family), ("version", view.version), ("state", view.state),
+            ("parent", view.parent ?? "-"), ("digest", "sha256:" + view.digest), ("disk", view.disk),
+            ("size", humanSize(view.size)), ("created", view.created), ("source", view.source),
+            ("description", view.description), ("template", "sha256:" + view.templateHash),
+            ("build", view.buildID), ("log", view.log),
+            ("labels", view.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
+        ]
+        for case let (key, value?) in rows { print("\(key.padding(toLength: 12, withPad: " ", startingAt: 0))\(value)") }
+    }
+}
+
+/// An exact image name, or a family resolved to its newest READY image.
+func resolveImage(_ name: String, in store: Store) throws -> ImageRecord {
+    if let image = try store.catalog.image(named: name) { return image }
+    if let head = try store.catalog.head(of: name) { return head }
+    throw KilnError(.notFound, "no image or family named '\(name)' (see kiln images)")
+}

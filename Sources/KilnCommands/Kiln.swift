@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import KilnCore
+import KilnGraph
+import KilnStore
+import KilnTemplates
+
+/// `kiln`: the root command. Subcommands are one file each in this module.
+public struct Kiln: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "kiln",
+        abstract: "Build immutable, versioned VM images from YAML templates.",
+        discussion: """
+            A directory of templates is one image graph (base -> application -> product).
+            kiln builds each image in a provisioning VM, snapshots its disk into a versioned,
+            immutable image in the store ($KILN_HOME, default ~/.local/share/kiln) and archives
+            the build log.
+
+              kiln validate examples/debian     check templates, print every error
+              kiln plan examples/debian         show the build order
+              kiln build examples/debian        build base -> app -> product
+              kiln images                       list images
+              kiln inspect NAME --json          everything the catalog knows about one image
+              kiln logs NAME                    the archived build log
+
+            Exit status: 0 ok, 1 build failed, 2 invalid input, 130 interrupted.
+            """,
+        subcommands: [Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self]
+    )
+
+    public init() {}
+
+    /// Runs the command line with Ctrl-C and SIGTERM turned into task cancellation, so a
+    /// build tears its VM down and archives its log before kiln exits.
+    public static func runMain() async -> Never {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let task = Task { () -> Int32 in
+            do {
+                var command = try parseAsRoot()
+                if var asyncCommand = command as? any AsyncParsableCommand {
+                    try await asyncCommand.run()
+                } else {
+                    try command.run()
+                }
+                return 0
+            } catch {
+                return report(error)
+            }
+        }
+        let sources = [SIGINT, SIGTERM].map { signalNumber in
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                FileHandle.standardError.write(Data("\nkiln: interrupted, cleaning up...\n".utf8))
+                task.cancel()
+            }
+            source.resume()
+            return source
+        }
+        let status = await task.value
+        sources.forEach { $0.cancel() }
+        Foundation.exit(status)
+    }
+
+    static func report(_ error: any Error) -> Int32 {
+        switch error {
+        case let failure as ValidationFailure:
+            printError(failure.description)
+            printError("kiln: \(failure.diagnostics.count) error\(failure.diagnostics.count == 1 ? "" : "s"); nothing was built")
+            return 2
+        case let error as KilnError:
+            printError("kiln: error: \(error.description)")
+            return error.exitStatus
+        case is CancellationError:
+            printError("kiln: interrupted")
+            return 130
+        default:
+            // ArgumentParser's own errors (usage, --help) know their exit code and text.
+            let code = Kiln.exitCode(for: error)
+            let message = Kiln.fullMessage(for: error)
+            if !message.isEmpty {
+                if code == .success { print(message) } else { printError(message) }
+            }
+            return code == .validationFailure ? 2 : code.rawValue
+        }
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Options every command shares.
+struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The store directory.", valueName: "dir"))
+    var home: String?
+
+    var root: String { home ?? Store.defaultRoot() }
+
+    func open() throws -> Store { try Store(root: root) }
+}
+
+/// Template directory and variable values, for commands that read templates.
+struct TemplateOptions: ParsableArguments {
+    @Argument(help: ArgumentHelp("A directory of templates (one graph) or one template file.", valueName: "dir"))
+    var path: String
+
+    @Option(
+        name: .customLong("var"),
+        help: ArgumentHelp("Set a template variable (repeatable; wins over KILN_VAR_NAME and defaults).", valueName: "name=value"))
+    var variables: [String] = []
+
+    func overrides() throws -> [String: String] {
+        var result: [String: String] = [:]
+        for item in variables {
+            guard let equals = item.firstIndex(of: "="), equals != item.startIndex else {
+                throw KilnError(.invalidInput, "--var \(item): expected NAME=VALUE")
+            }
+            result[String(item[..<equals])] = String(item[item.index(after: equals)...])
+        }
+        return result
+    }
+
+    func load(store: Store? = nil) throws -> (TemplateSet, ImageGraph) {
+        let set = try TemplateLoader(overrides: try overrides()).load(path: path)
+        let known = try store?.catalog.families() ?? []
+        return (set, try ImageGraph(set, knownFamilies: known))
+    }
+}

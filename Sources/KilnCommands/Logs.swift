@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import KilnCore
+import KilnStore
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the archived build log of an image or of a build.",
+        discussion: """
+            NAME is an image name, a family (its newest READY image) or a build id (failed builds
+            have no image: find their ids with --failed). The serial console is part of the log.
+            """)
+
+    @Argument(help: ArgumentHelp("An image name, family or build id.", valueName: "name"))
+    var name: String?
+
+    @Flag(help: "List failed and cancelled builds, newest last.")
+    var failed = false
+
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let store = try store.open()
+        if failed {
+            let builds = try store.catalog.builds().filter { $0.status == .failed || $0.status == .cancelled }
+            printTable(
+                ["BUILD", "FAMILY", "STATUS", "STEP", "STARTED"],
+                builds.map {
+                    [$0.id, $0.family, $0.status.rawValue, $0.failedStep ?? "-", $0.started.formatted(.iso8601)]
+                })
+            return
+        }
+        guard let name else { throw KilnError(.invalidInput, "give an image name or build id, or --failed") }
+        let archive: String
+        if let build = try store.catalog.build(id: name) {
+            guard let log = build.log else {
+                throw KilnError(.notFound, "build \(name) has no archived log yet (status \(build.status.rawValue))")
+            }
+            archive = log
+        } else {
+            archive = try resolveImage(name, in: store).log
+        }
+        guard let data = try LogArchive.read(store.absolute(archive), entry: "build.log") else {
+            throw KilnError(.storeInconsistent, "\(store.absolute(archive)) has no build.log")
+        }
+        FileHandle.standardOutput.write(data)
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import KilnBuild
+import KilnCore
+import KilnStore
+
+/// The JSON shape of an image (`kiln images --json`, `kiln inspect --json`), documented in docs/cli.md.
+struct ImageView: Codable {
+    var name: String
+    var family: String
+    var version: String
+    var state: String
+    var parent: String?
+    var size: Int64
+    var created: String
+    var digest: String
+    var disk: String
+    var labels: [String: String]
+    var description: String?
+    var templateHash: String
+    var buildID: String
+    var log: String
+    var source: String
+
+    enum CodingKeys: String, CodingKey {
+        case name, family, version, state, parent, size, created, digest, disk, labels, description
+        case templateHash = "template_hash"
+        case buildID = "build_id"
+        case log, source
+    }
+
+    init(_ image: ImageRecord, store: Store) {
+        name = image.name
+        family = image.family
+        version = image.version
+        state = image.state.rawValue
+        parent = image.parent
+        size = image.size
+        created = image.created.formatted(.iso8601)
+        digest = image.digest
+        disk = store.diskPath(of: image)
+        labels = image.labelDictionary
+        description = image.description
+        templateHash = image.templateHash
+        buildID = image.buildID
+        log = store.absolute(image.log)
+        source = image.sourceKind
+    }
+}
+
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Left-aligned columns, as `docker images` prints them.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let all = [header] + rows
+    let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+    for row in all {
+        let cells = row.enumerated().map { index, cell in
+            index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+        }
+        print(cells.joined(separator: "  "))
+    }
+}
+
+func humanSize(_ bytes: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// The live view of a build: every line on a plain stream; on a terminal, the serial console
+/// collapses into one status line that the next real line replaces.
+final class ConsoleReporter: BuildReporter {
+    private let isTerminal = isatty(STDERR_FILENO) == 1
+    private let statusShown = Locked(false)
+
+    func line(family: String, source: String, text: String) {
+        let time = Date().formatted(.iso8601.time(includingFractionalSeconds: false))
+        if isTerminal {
+            if source == "console" {
+                let width = 100
+                let status = "\(time) \(family) | booting: \(text.prefix(width))"
+                FileHandle.standardError.write(Data("\r\u{1B}[2K\u{1B}[2m\(status)\u{1B}[0m".utf8))
+                statusShown.set(true)
+                return
+            }
+            var out = ""
+            if statusShown.value {
+                out += "\r\u{1B}[2K"
+                statusShown.set(false)
+            }
+            let dim = source != "kiln"
+            out += "\(time) \(family) | " + (dim ? "\u{1B}[2m\(source): \(text)\u{1B}[0m" : text) + "\n"
+            FileHandle.standardError.write(Data(out.utf8))
+        } else {
+            FileHandle.standardError.write(Data("\(time) \(family) | \(source): \(text)\n".utf8))
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Synchronization
+
+/// Where a build's lines go: the raw log file (timestamped, archived later) and the live view.
+///
+/// Every line passes through here, so this is the one place sensitive values are redacted.
+public final class BuildLog: Sendable {
+    public typealias Sink = @Sendable (_ source: String, _ line: String) -> Void
+
+    private struct State {
+        var handle: FileHandle?
+        var lastLines: [String] = []
+    }
+
+    private let state: Mutex<State>
+    private let secrets: [String]
+    private let family: String
+    private let sink: Sink?
+    public let path: String
+
+    /// - Parameters:
+    ///   - path: the raw log file; created or truncated.
+    ///   - secrets: values replaced by `<sensitive>` in every line.
+    ///   - sink: the live view; called with already-redacted lines.
+    public init(path: String, family: String, secrets: [String], sink: Sink?) throws {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw KilnError(.io, "cannot write the build log \(path)")
+        }
+        self.path = path
+        self.family = family
+        self.secrets = secrets.sorted { $0.count > $1.count }
+        self.sink = sink
+        state = Mutex(State(handle: handle))
+    }
+
+    public func redact(_ text: String) -> String {
+        var text = text
+        for secret in secrets where text.contains(secret) {
+            text = text.replacingOccurrences(of: secret, with: "<sensitive>")
+        }
+        return text
+    }
+
+    /// Records one line from `source` ("kiln", "console", or a step's title).
+    public func emit(_ source: String, _ line: String) {
+        let clean = redact(line)
+        let stamp = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+        let record = "\(stamp) [\(family)] [\(source)] \(clean)\n"
+        state.withLock { state in
+            try? state.handle?.write(contentsOf: Data(record.utf8))
+            if source != "console" {
+                state.lastLines.append(clean)
+                if state.lastLines.count > 20 { state.lastLines.removeFirst() }
+            }
+        }
+        sink?(source, clean)
+    }
+
+    /// The last lines a step or kiln printed, for error messages.
+    public func lastLines(_ count: Int) -> [String] {
+        state.withLock { Array($0.lastLines.suffix(count)) }
+    }
+
+    public func clearLastLines() {
+        state.withLock { $0.lastLines.removeAll() }
+    }
+
+    public func close() {
+        state.withLock { state in
+            try? state.handle?.synchronize()
+            try? state.handle?.close()
+            state.handle = nil
+        }
+    }
+}
+
+/// A value shared between tasks, behind a lock.
+public final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    public init(_ value: Value) { mutex = Mutex(value) }
+
+    public var value: Value { mutex.withLock { $0 } }
+
+    public func set(_ value: Value) { mutex.withLock { $0 = value } }
+
+    @discardableResult
+    public func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+}

@@ -1,0 +1,77 @@
+import KilnCore
+import KilnTemplates
+
+/// The images of a template set as a forest: each layer points at its parent family.
+public struct ImageGraph: Sendable {
+    /// Every template, parents before children; ties keep the file order so plans are stable.
+    public let order: [Template]
+    /// Parent families that no template of the set defines: they must come from the catalog.
+    public let externalParents: Set<String>
+
+    /// - Parameter knownFamilies: families the catalog already has images of; a template may
+    ///   build on them without their template being in the set.
+    /// - Throws: ``ValidationFailure`` naming unknown parents and printing each cycle.
+    public init(_ set: TemplateSet, knownFamilies: Set<String> = []) throws {
+        let byFamily = Dictionary(set.templates.map { ($0.family, $0) }, uniquingKeysWith: { first, _ in first })
+        var diagnostics: [Diagnostic] = []
+        var external: Set<String> = []
+        for template in set.templates {
+            guard let parent = template.parentFamily, byFamily[parent] == nil else { continue }
+            if knownFamilies.contains(parent) {
+                external.insert(parent)
+            } else {
+                let defined = byFamily.keys.sorted().joined(separator: ", ")
+                diagnostics.append(
+                    template.sourceLocation.diagnostic(
+                        "unknown parent family '\(parent)': no template defines it (defined here: \(defined)) and the catalog has no image of it"
+                    ))
+            }
+        }
+        // Depth-first with three colours: reaching a grey node again closes a cycle.
+        enum Mark { case visiting, done }
+        var marks: [String: Mark] = [:]
+        var order: [Template] = []
+        var reported: Set<String> = []
+        func visit(_ template: Template, path: [String]) {
+            switch marks[template.family] {
+            case .done: return
+            case .visiting:
+                let start = path.firstIndex(of: template.family) ?? 0
+                let cycle = Array(path[start...]) + [template.family]
+                if reported.insert(cycle.dropLast().sorted().joined(separator: ",")).inserted {
+                    diagnostics.append(
+                        template.sourceLocation.diagnostic("cycle in the image graph: \(cycle.joined(separator: " -> "))"))
+                }
+                return
+            case nil:
+                marks[template.family] = .visiting
+                if let parent = template.parentFamily, let parentTemplate = byFamily[parent] {
+                    visit(parentTemplate, path: path + [template.family])
+                }
+                marks[template.family] = .done
+                order.append(template)
+            }
+        }
+        for template in set.templates { visit(template, path: []) }
+        if !diagnostics.isEmpty { throw ValidationFailure(diagnostics) }
+        self.order = order
+        self.externalParents = external
+    }
+
+    public func template(_ family: String) -> Template? {
+        order.first { $0.family == family }
+    }
+
+    /// The family's template and every template that builds on it, in build order.
+    public func descendants(of family: String) -> [Template] {
+        var included: Set<String> = [family]
+        var result: [Template] = []
+        for template in order {
+            if template.family == family || template.parentFamily.map(included.contains) == true {
+                included.insert(template.family)
+                result.append(template)
+            }
+        }
+        return result
+    }
+}

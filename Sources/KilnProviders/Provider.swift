@@ -1,0 +1,64 @@
+import KilnCore
+import KilnTemplates
+
+/// Everything a provider needs to start one build's machine.
+public struct MachineSpec: Sendable {
+    public var buildID: String
+    /// Directory holding `disk.qcow2`; the provider creates the disk there.
+    public var diskDirectory: String
+    /// The disk the machine starts from, relative to `diskDirectory` (kept relative so the store can move).
+    public var backingDisk: String
+    /// Scratch space for keys, sockets and pid files; removed with the build.
+    public var scratchDirectory: String
+    /// Direct kernel boot; nil boots the disk's own bootloader.
+    public var kernel: String?
+    public var initrd: String?
+    public var settings: QemuSettings
+    public var bootTimeout: Duration
+    public var shutdownTimeout: Duration
+
+    public init(
+        buildID: String, diskDirectory: String, backingDisk: String, scratchDirectory: String,
+        kernel: String?, initrd: String?, settings: QemuSettings,
+        bootTimeout: Duration = .seconds(300), shutdownTimeout: Duration = .seconds(60)
+    ) {
+        self.buildID = buildID
+        self.diskDirectory = diskDirectory
+        self.backingDisk = backingDisk
+        self.scratchDirectory = scratchDirectory
+        self.kernel = kernel
+        self.initrd = initrd
+        self.settings = settings
+        self.bootTimeout = bootTimeout
+        self.shutdownTimeout = shutdownTimeout
+    }
+}
+
+/// A provider makes machines; the pair mirrors a hypervisor and its instances.
+public protocol Provider: Sendable {
+    var name: String { get }
+    /// Creates the machine's disk and boots it until the communicator answers.
+    func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine
+}
+
+/// A running provisioning machine.
+public protocol Machine: Sendable {
+    /// Runs `script` with `/bin/sh -e` as root; returns its exit status. Output goes to `log` under `title`.
+    func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32
+    /// Copies a host file or directory into the guest (see ``Step/Kind/file(src:dest:contentsOnly:)``).
+    func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws
+    /// Removes build credentials, leaves a cleanly unmounted filesystem, and stops the machine.
+    func shutdown(log: BuildLog) async throws
+    /// Stops the machine at once, whatever its state. Safe to call more than once.
+    func destroy() async
+}
+
+/// The one place providers are registered.
+public enum Providers {
+    public static func named(_ name: String) throws -> any Provider {
+        switch name {
+        case "qemu": return QemuProvider()
+        default: throw KilnError(.invalidInput, "unknown provider '\(name)' (available: qemu)")
+        }
+    }
+}

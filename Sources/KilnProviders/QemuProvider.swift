@@ -1,0 +1,212 @@
+import Foundation
+import KilnCore
+import KilnStore
+import KilnTemplates
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Boots the provisioning VM with QEMU: a qcow2 overlay on the parent's disk, direct kernel
+/// boot, user-mode networking with one loopback port forwarded to the guest's SSH.
+public struct QemuProvider: Provider {
+    public let name = "qemu"
+
+    public init() {}
+
+    /// Kernel command line. `quiet` and the masked units are measured boot-time savings under
+    /// TCG (docs/providers.md); `net.ifnames=0` keeps the NIC named eth0 as the base image expects.
+    static let kernelCommandLine = [
+        "root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0", "quiet", "loglevel=0",
+        "systemd.show_status=0", "systemd.mask=ifupdown-pre.service", "systemd.mask=e2scrub_reap.service",
+    ].joined(separator: " ")
+
+    public func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
+        let disk = spec.diskDirectory + "/" + Store.diskName
+        try await ProcessRunner.check(
+            "qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.backingDisk, "-F", "qcow2", disk],
+            workingDirectory: spec.diskDirectory)
+        let key = spec.scratchDirectory + "/id_ed25519"
+        try await ProcessRunner.check(
+            "ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "kiln-build-\(spec.buildID)", "-f", key])
+        let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8)
+        let port = try Self.freeLoopbackPort()
+        let accelerator = await Accelerator.choose(cacheDirectory: spec.scratchDirectory, log: log)
+
+        var arguments = [
+            "-name", "kiln-\(spec.buildID)",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-accel", accelerator.qemuArgument, "-cpu", accelerator.cpu,
+            "-smp", String(spec.settings.cpus), "-m", String(spec.settings.memoryMiB),
+            "-serial", "stdio",
+            // cache=unsafe: a throw-away build disk; kiln syncs the guest and fsyncs the file itself.
+            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=unsafe",
+            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(port)-:22",
+            "-device", "virtio-net-pci,netdev=net0",
+            "-device", "virtio-rng-pci",
+            "-pidfile", spec.scratchDirectory + "/qemu.pid",
+            // systemd (>= 252) writes this credential to /root/.ssh/authorized_keys at boot.
+            "-smbios",
+            "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root="
+                + Data(publicKey.utf8).base64EncodedString(),
+        ]
+        if let kernel = spec.kernel, let initrd = spec.initrd {
+            arguments += ["-kernel", kernel, "-initrd", initrd, "-append", Self.kernelCommandLine]
+        }
+        log.emit(
+            "kiln", "booting VM (\(accelerator.name), \(spec.settings.cpus) CPUs, \(spec.settings.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
+        )
+        let qemu = Task {
+            try await ProcessRunner.run("qemu-system-x86_64", arguments) { line in
+                log.emit(line.stream == .stdout ? "console" : "qemu", line.text)
+            }
+        }
+        let machine = QemuMachine(qemu: qemu, ssh: SSHClient(keyPath: key, port: port), spec: spec)
+        let started = ContinuousClock.now
+        do {
+            try await machine.ssh.waitReady(deadline: started + spec.bootTimeout) { await machine.isRunning }
+        } catch {
+            await machine.destroy()
+            if let error = error as? KilnError, error.code == .timeout {
+                throw KilnError(
+                    .timeout,
+                    "the guest did not answer on SSH within \(spec.bootTimeout.kilnDescription) (see the console lines in the log)")
+            }
+            throw error
+        }
+        log.emit("kiln", "SSH is up after \((ContinuousClock.now - started).kilnDescription)")
+        return machine
+    }
+
+    /// Asks the kernel for a free port; QEMU binds it a moment later (a race kiln accepts:
+    /// QEMU then fails to start and the build reports it).
+    static func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw KilnError(.io, "socket() failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw KilnError(.io, "cannot find a free loopback port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// One running QEMU process and the SSH connection to its guest.
+final class QemuMachine: Machine {
+    let qemu: Task<ProcessResult, any Error>
+    let ssh: SSHClient
+    let spec: MachineSpec
+    private let exited = Locked(false)
+
+    init(qemu: Task<ProcessResult, any Error>, ssh: SSHClient, spec: MachineSpec) {
+        self.qemu = qemu
+        self.ssh = ssh
+        self.spec = spec
+        Task { [exited] in
+            _ = await qemu.result
+            exited.set(true)
+        }
+    }
+
+    var isRunning: Bool { !exited.value }
+
+    func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
+        let path = "/tmp/kiln-step.sh"
+        let upload = try await ssh.run(
+            "cat > \(path)", input: .data(Data(script.utf8)), timeout: .seconds(60))
+        guard upload.succeeded else {
+            throw KilnError(.providerFailed, "cannot copy the script into the guest: \(upload.stderr)")
+        }
+        // Values reach the guest's shell only as single-quoted words.
+        let command = (["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
+        let result = try await ssh.run(ShellQuote.join(command), timeout: timeout) { line in
+            log.emit(title, line.text)
+        }
+        if result.status == 255 && !isRunning {
+            throw KilnError(.providerFailed, "the VM stopped while the step ran")
+        }
+        return result.status
+    }
+
+    func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
+        var isDirectory: ObjCBool = false
+        FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory)
+        let tar = spec.scratchDirectory + "/upload.tar"
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        let target: String
+        if !isDirectory.boolValue {
+            // A file lands at exactly `destination`.
+            let url = URL(fileURLWithPath: destination)
+            try TarWriter.write(source: source, prefix: url.lastPathComponent, to: tar)
+            target = url.deletingLastPathComponent().path
+        } else if contentsOnly {
+            try TarWriter.write(source: source, prefix: "", to: tar)
+            target = destination
+        } else {
+            try TarWriter.write(source: source, prefix: URL(fileURLWithPath: source).lastPathComponent, to: tar)
+            target = destination
+        }
+        let quoted = ShellQuote.quote(target)
+        let result = try await ssh.run(
+            "mkdir -p \(quoted) && tar -x -f - -C \(quoted)", input: .file(tar), timeout: .seconds(600)
+        ) { line in log.emit(title, line.text) }
+        guard result.succeeded else {
+            throw KilnError(.buildFailed, "upload to \(destination) failed (tar exited \(result.status))")
+        }
+    }
+
+    /// The guest forgets the build's credentials, syncs, remounts its filesystems read-only
+    /// (SysRq `u`: a clean filesystem without systemd's slow shutdown under TCG) and powers off.
+    func shutdown(log: BuildLog) async throws {
+        let seal = """
+            rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* /tmp/kiln-step.sh
+            rm -f /var/lib/dbus/machine-id
+            : > /etc/machine-id
+            sync
+            echo u > /proc/sysrq-trigger
+            for i in $(seq 50); do
+              awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' && break
+              sleep 0.1
+            done
+            awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' || { echo 'root filesystem is still writable' >&2; exit 1; }
+            nohup sh -c 'sleep 0.3; poweroff -f' >/dev/null 2>&1 &
+            """
+        log.emit("kiln", "removing build credentials and stopping the VM")
+        let result = try await ssh.run(seal, timeout: .seconds(120)) { line in log.emit("shutdown", line.text) }
+        if result.status != 0 && result.status != 255 {
+            throw KilnError(.buildFailed, "the guest could not be sealed (exit \(result.status)): \(result.stderr)")
+        }
+        let stopped = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                _ = await self.qemu.result; return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: self.spec.shutdownTimeout)
+                return false
+            }
+            let first = await group.next()!
+            group.cancelAll()
+            return first
+        }
+        if !stopped {
+            await destroy()
+            throw KilnError(.timeout, "the VM did not power off within \(spec.shutdownTimeout.kilnDescription)")
+        }
+        if case .success(let result) = await qemu.result, result.status != 0 {
+            throw KilnError(.providerFailed, "qemu exited with status \(result.status): \(result.stderr)")
+        }
+    }
+
+    func destroy() async {
+        qemu.cancel()
+        _ = await qemu.result
+    }
+}

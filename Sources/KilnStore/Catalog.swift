@@ -1,0 +1,197 @@
+import Foundation
+import GRDB
+import KilnCore
+
+/// The embedded SQLite catalog (GRDB, WAL mode): which images exist, their lineage and state,
+/// and every build attempt. Rows are written only after the blobs they name are on disk.
+public final class Catalog: Sendable {
+    private let db: DatabasePool
+
+    public init(path: String) throws {
+        var config = Configuration()
+        // Two kiln processes may share a store; wait for each other's short transactions.
+        config.busyMode = .timeout(10)
+        do {
+            db = try DatabasePool(path: path, configuration: config)
+            try Self.migrator.migrate(db)
+        } catch {
+            throw KilnError(.io, "cannot open the catalog at \(path)", cause: error as? any Error & Sendable)
+        }
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "image") { t in
+                t.primaryKey("name", .text)
+                t.column("family", .text).notNull().indexed()
+                t.column("version", .text).notNull()
+                t.column("digest", .text).notNull()
+                t.column("parent", .text).references("image", onDelete: .restrict)
+                t.column("state", .text).notNull()
+                t.column("created", .datetime).notNull()
+                t.column("labels", .text).notNull()
+                t.column("description", .text)
+                t.column("templateHash", .text).notNull()
+                t.column("size", .integer).notNull()
+                t.column("log", .text).notNull()
+                t.column("buildID", .text).notNull()
+                t.column("sourceKind", .text).notNull()
+                t.uniqueKey(["family", "version"])
+            }
+            try db.create(table: "build") { t in
+                t.primaryKey("id", .text)
+                t.column("family", .text).notNull()
+                t.column("image", .text)
+                t.column("status", .text).notNull()
+                t.column("started", .datetime).notNull()
+                t.column("finished", .datetime)
+                t.column("failedStep", .text)
+                t.column("message", .text)
+                t.column("log", .text)
+                t.column("pid", .integer).notNull()
+            }
+        }
+        migrator.registerMigration("v1-sources") { db in
+            // Disks made from a source (debootstrap tree, file, URL), keyed by what made them,
+            // so the next build of the same source starts from the stored disk.
+            try db.create(table: "source") { t in
+                t.primaryKey("key", .text)
+                t.column("digest", .text).notNull()
+                t.column("description", .text).notNull()
+                t.column("created", .datetime).notNull()
+            }
+        }
+        return migrator
+    }
+
+    // MARK: - Source disks
+
+    public func sourceDigest(key: String) throws -> String? {
+        try db.read { db in
+            try String.fetchOne(db, sql: "SELECT digest FROM source WHERE key = ?", arguments: [key])
+        }
+    }
+
+    public func recordSource(key: String, digest: String, description: String) throws {
+        try db.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO source (key, digest, description, created) VALUES (?, ?, ?, ?)",
+                arguments: [key, digest, description, Date()])
+        }
+    }
+
+    // MARK: - Images
+
+    public func images() throws -> [ImageRecord] {
+        try db.read { db in
+            try ImageRecord.order(Column("family"), Column("created"), Column("version")).fetchAll(db)
+        }
+    }
+
+    public func image(named name: String) throws -> ImageRecord? {
+        try db.read { db in try ImageRecord.fetchOne(db, key: name) }
+    }
+
+    public func families() throws -> Set<String> {
+        try db.read { db in Set(try String.fetchAll(db, sql: "SELECT DISTINCT family FROM image")) }
+    }
+
+    /// The image a family resolves to: its newest READY image.
+    public func head(of family: String) throws -> ImageRecord? {
+        try db.read { db in
+            try ImageRecord
+                .filter(Column("family") == family && Column("state") == ImageState.ready.rawValue)
+                .order(Column("created").desc, Column("version").desc)
+                .fetchOne(db)
+        }
+    }
+
+    /// Records a finished image under the next free version of its family for `date`, in one
+    /// transaction so two processes never take the same name.
+    public func commit(_ draft: ImageDraft, at date: Date = Date()) throws -> ImageRecord {
+        try db.write { db in
+            let day = Self.dayString(date)
+            let prefix = "v\(day)-"
+            let taken = try String.fetchAll(
+                db, sql: "SELECT version FROM image WHERE family = ? AND version LIKE ?",
+                arguments: [draft.family, prefix + "%"])
+            let next = (taken.compactMap { Int($0.dropFirst(prefix.count)) }.max() ?? 0) + 1
+            let version = prefix + String(next)
+            let record = ImageRecord(
+                name: "\(draft.family)-\(version)", family: draft.family, version: version,
+                digest: draft.digest, parent: draft.parent, state: .ready, created: date,
+                labels: draft.labelsJSON, description: draft.description, templateHash: draft.templateHash,
+                size: draft.size, log: draft.log, buildID: draft.buildID, sourceKind: draft.sourceKind)
+            try record.insert(db)
+            try db.execute(
+                sql: "UPDATE build SET image = ? WHERE id = ?", arguments: [record.name, draft.buildID])
+            return record
+        }
+    }
+
+    static func dayString(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let c = calendar.dateComponents([.year, .month, .day], from: date)
+        return String(format: "%04d%02d%02d", c.year!, c.month!, c.day!)
+    }
+
+    // MARK: - Builds
+
+    public func insert(_ build: BuildRecord) throws {
+        try db.write { db in try build.insert(db) }
+    }
+
+    public func update(_ build: BuildRecord) throws {
+        try db.write { db in try build.update(db) }
+    }
+
+    public func builds(status: BuildStatus? = nil) throws -> [BuildRecord] {
+        try db.read { db in
+            var request = BuildRecord.order(Column("started"))
+            if let status { request = request.filter(Column("status") == status.rawValue) }
+            return try request.fetchAll(db)
+        }
+    }
+
+    public func build(id: String) throws -> BuildRecord? {
+        try db.read { db in try BuildRecord.fetchOne(db, key: id) }
+    }
+}
+
+/// What a build knows about an image before the catalog names it.
+public struct ImageDraft: Sendable {
+    public var family: String
+    public var digest: String
+    public var parent: String?
+    public var labels: [String: String]
+    public var description: String?
+    public var templateHash: String
+    public var size: Int64
+    public var log: String
+    public var buildID: String
+    public var sourceKind: String
+
+    public init(
+        family: String, digest: String, parent: String?, labels: [String: String], description: String?,
+        templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String
+    ) {
+        self.family = family
+        self.digest = digest
+        self.parent = parent
+        self.labels = labels
+        self.description = description
+        self.templateHash = templateHash
+        self.size = size
+        self.log = log
+        self.buildID = buildID
+        self.sourceKind = sourceKind
+    }
+
+    var labelsJSON: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(labels)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}

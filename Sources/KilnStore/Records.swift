@@ -1,0 +1,79 @@
+import Foundation
+import GRDB
+
+/// Lifecycle states of an image (docs/lifecycle.md). Only READY images are built from by default.
+public enum ImageState: String, Codable, Sendable, CaseIterable {
+    case ready = "READY"
+    case deprecated = "DEPRECATED"
+    case obsolete = "OBSOLETE"
+    case deleted = "DELETED"
+}
+
+/// One immutable image: a row of the catalog's `image` table.
+public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "image"
+
+    /// `family-vYYYYMMDD-N`: unique, what deploy tools name.
+    public var name: String
+    public var family: String
+    /// `vYYYYMMDD-N`.
+    public var version: String
+    /// SHA-256 of the image's disk blob; the blob lives in `images/<digest>/`.
+    public var digest: String
+    /// Name of the image this one is a layer on; nil for a base image.
+    public var parent: String?
+    public var state: ImageState
+    public var created: Date
+    /// JSON object of the template's labels.
+    public var labels: String
+    public var description: String?
+    public var templateHash: String
+    /// Bytes of this image's own blob (an overlay holds only what the layer changed).
+    public var size: Int64
+    /// Build log archive, relative to the store root.
+    public var log: String
+    public var buildID: String
+    /// debootstrap, file, url or image.
+    public var sourceKind: String
+
+    public var labelDictionary: [String: String] {
+        (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]
+    }
+}
+
+public enum BuildStatus: String, Codable, Sendable {
+    case running, succeeded, failed, cancelled
+}
+
+/// One attempt at building one image, kept for failed builds too so their logs can be found.
+public struct BuildRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "build"
+
+    public var id: String
+    public var family: String
+    public var image: String?
+    public var status: BuildStatus
+    public var started: Date
+    public var finished: Date?
+    public var failedStep: String?
+    public var message: String?
+    /// Build log archive, relative to the store root; nil until archived.
+    public var log: String?
+    public var pid: Int32
+
+    public init(
+        id: String, family: String, image: String? = nil, status: BuildStatus, started: Date,
+        finished: Date? = nil, failedStep: String? = nil, message: String? = nil, log: String? = nil, pid: Int32
+    ) {
+        self.id = id
+        self.family = family
+        self.image = image
+        self.status = status
+        self.started = started
+        self.finished = finished
+        self.failedStep = failedStep
+        self.message = message
+        self.log = log
+        self.pid = pid
+    }
+}

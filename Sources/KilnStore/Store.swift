@@ -1,0 +1,110 @@
+import Foundation
+import KilnCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The on-disk store under `$KILN_HOME`:
+///
+///     catalog.sqlite          the catalog (images, builds)
+///     images/<digest>/        one immutable image: disk.qcow2 (+ vmlinuz, initrd.img), read-only
+///     images/.tmp-<build>/    a build's disk while it runs; renamed to images/<digest>/ when sealed
+///     builds/<build>/         scratch of a running build: SSH key, serial console, raw log
+///     logs/<build>.tar.zst    archived logs of every build, failed ones included
+///     cache/                  downloads and probes, safe to delete
+///
+/// Staging directories sit next to the final ones so that a child disk's relative backing path
+/// (`../<parent digest>/disk.qcow2`) is right both before and after the rename.
+public final class Store: Sendable {
+    public let root: String
+    public let catalog: Catalog
+
+    public static let diskName = "disk.qcow2"
+    public static let kernelName = "vmlinuz"
+    public static let initrdName = "initrd.img"
+
+    public init(root: String) throws {
+        self.root = URL(fileURLWithPath: root).standardizedFileURL.path
+        for dir in ["", "images", "builds", "logs", "cache"] {
+            let path = self.root + "/" + dir
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            } catch {
+                throw KilnError(.io, "cannot create the store directory \(path)", cause: error as NSError)
+            }
+        }
+        catalog = try Catalog(path: self.root + "/catalog.sqlite")
+    }
+
+    /// `$KILN_HOME`, else `~/.local/share/kiln`.
+    public static func defaultRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let home = environment["KILN_HOME"], !home.isEmpty { return home }
+        let userHome = environment["HOME"] ?? NSHomeDirectory()
+        return userHome + "/.local/share/kiln"
+    }
+
+    public var imagesDirectory: String { root + "/images" }
+    public var cacheDirectory: String { root + "/cache" }
+
+    public func blobDirectory(digest: String) -> String { imagesDirectory + "/" + digest }
+
+    public func diskPath(of image: ImageRecord) -> String {
+        blobDirectory(digest: image.digest) + "/" + Self.diskName
+    }
+
+    public func stagingDirectory(buildID: String) -> String { imagesDirectory + "/.tmp-" + buildID }
+
+    public func scratchDirectory(buildID: String) -> String { root + "/builds/" + buildID }
+
+    public func logArchivePath(buildID: String) -> (relative: String, absolute: String) {
+        let relative = "logs/\(buildID).tar.zst"
+        return (relative, root + "/" + relative)
+    }
+
+    public func absolute(_ relative: String) -> String { root + "/" + relative }
+
+    /// Turns a staging directory into an immutable blob: hash the disk, make every file
+    /// read-only, fsync, and rename to `images/<digest>`. Only after this returns may the
+    /// catalog name the image.
+    /// - Returns: the disk's digest and the bytes the blob holds.
+    public func seal(staging: String) throws -> (digest: String, size: Int64) {
+        let fm = FileManager.default
+        let disk = staging + "/" + Self.diskName
+        let digest = try Hashing.sha256Hex(fileAt: disk)
+        var size: Int64 = 0
+        for name in try fm.contentsOfDirectory(atPath: staging) {
+            let path = staging + "/" + name
+            try Self.fsync(path: path)
+            try fm.setAttributes([.posixPermissions: 0o444], ofItemAtPath: path)
+            if name == Self.diskName {
+                size = Int64(try Self.allocatedBytes(path))
+            }
+        }
+        let final = blobDirectory(digest: digest)
+        if fm.fileExists(atPath: final) {
+            // The same bytes are already stored (a rebuild that changed nothing on disk).
+            try? fm.removeItem(atPath: staging)
+        } else {
+            guard rename(staging, final) == 0 else {
+                throw KilnError(.io, "cannot move \(staging) to \(final): \(String(cString: strerror(errno)))")
+            }
+        }
+        try Self.fsync(path: imagesDirectory)
+        return (digest, size)
+    }
+
+    /// Bytes a file occupies on disk (sparse regions excluded), as `du` reports.
+    public static func allocatedBytes(_ path: String) throws -> UInt64 {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw KilnError(.io, "cannot stat \(path)") }
+        return UInt64(info.st_blocks) * 512
+    }
+
+    public static func fsync(path: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw KilnError(.io, "cannot open \(path) to sync it") }
+        defer { close(fd) }
+        guard Glibc.fsync(fd) == 0 else { throw KilnError(.io, "fsync \(path) failed") }
+    }
+}

@@ -1,0 +1,594 @@
+import Foundation
+import KilnCore
+import Yams
+
+/// All templates of one directory (or one file), parsed and checked together.
+public struct TemplateSet: Sendable {
+    public let templates: [Template]
+    /// Values of `sensitive: true` variables: logs and catalog rows have them redacted.
+    public let sensitiveValues: [String]
+
+    public func template(family: String) -> Template? {
+        templates.first { $0.family == family }
+    }
+}
+
+/// Reads templates from disk and reports every problem it finds, each with its position.
+///
+/// It walks Yams `Node`s rather than decoding into `Codable` types, because decoding errors
+/// carry no line and column and stop at the first problem.
+public struct TemplateLoader: Sendable {
+    /// `--var NAME=VALUE` values; they win over `KILN_VAR_NAME` and defaults.
+    public var overrides: [String: String]
+    public var environment: [String: String]
+
+    public init(overrides: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.overrides = overrides
+        self.environment = environment
+    }
+
+    /// Loads `path`: a directory (every `*.yaml`/`*.yml` in it, one graph) or a single file.
+    public func load(path: String) throws -> TemplateSet {
+        let files = try templateFiles(at: path)
+        var diagnostics: [Diagnostic] = []
+        var templates: [Template] = []
+        var sensitive: [String] = []
+        for file in files {
+            let parser = TemplateParser(file: file, loader: self)
+            if let template = parser.parse() {
+                templates.append(template)
+                sensitive += template.variables.filter(\.sensitive).map(\.value)
+            }
+            // Reading order, whatever order the checks ran in.
+            diagnostics += parser.diagnostics.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+        }
+        var seen: [String: Template] = [:]
+        for template in templates {
+            if let first = seen[template.family] {
+                diagnostics.append(
+                    template.location.diagnostic(
+                        "family '\(template.family)' is also defined at \(first.location)"))
+            } else {
+                seen[template.family] = template
+            }
+        }
+        if !diagnostics.isEmpty { throw ValidationFailure(diagnostics) }
+        return TemplateSet(templates: templates, sensitiveValues: sensitive.filter { !$0.isEmpty })
+    }
+
+    private func templateFiles(at path: String) throws -> [String] {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw KilnError(.notFound, "\(path): no such file or directory")
+        }
+        guard isDirectory.boolValue else { return [url.path] }
+        let names = try FileManager.default.contentsOfDirectory(atPath: url.path)
+            .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+            .sorted()
+        guard !names.isEmpty else {
+            throw KilnError(.invalidInput, "\(path): no templates (*.yaml, *.yml) in this directory")
+        }
+        return names.map { url.appendingPathComponent($0).path }
+    }
+}
+
+/// Parses one file. A class so the many small readers can append diagnostics as they go.
+final class TemplateParser {
+    let file: String
+    let directory: String
+    let loader: TemplateLoader
+    private(set) var diagnostics: [Diagnostic] = []
+    private var values: [String: String] = [:]
+    private var declared: Set<String> = []
+    private var missing: Set<String> = []
+
+    init(file: String, loader: TemplateLoader) {
+        self.file = file
+        self.directory = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        self.loader = loader
+    }
+
+    func parse() -> Template? {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            error(at: nil, "cannot read this file")
+            return nil
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            error(at: nil, "not valid UTF-8")
+            return nil
+        }
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                error(at: nil, "empty template: expected a mapping with at least `image:` and `from:`")
+                return nil
+            }
+            root = node
+        } catch let yamlError as YamlError {
+            diagnostics.append(diagnostic(for: yamlError, in: text))
+            return nil
+        } catch {
+            self.error(at: nil, "\(error)")
+            return nil
+        }
+        guard let top = mapping(root, "a template", allowed: Self.topKeys) else { return nil }
+        // Variables first: every other string may refer to them.
+        let variables = top["vars"].map(parseVariables) ?? []
+        let familyNode = top["image"]
+        if familyNode == nil { error(at: root, "missing required key 'image' (the family this template builds)") }
+        let family = familyNode.flatMap { node in
+            string(node, "image").flatMap { name -> String? in
+                guard Names.isValidFamily(name) else {
+                    error(at: node, "invalid family name '\(name)': must match [a-z0-9][a-z0-9-]{0,62}")
+                    return nil
+                }
+                return name
+            }
+        }
+        let description = top["description"].flatMap { string($0, "description") }
+        let source: Source? = {
+            guard let node = top["from"] else {
+                error(at: root, "missing required key 'from' (one of debootstrap, file, url, image)")
+                return nil
+            }
+            return parseSource(node)
+        }()
+        let qemu = top["provider"].map(parseProvider) ?? QemuSettings()
+        var steps: [Step] = []
+        if let provisionNode = top["provision"] {
+            if let items = sequence(provisionNode, "provision") {
+                for (index, item) in items.enumerated() {
+                    if let step = parseStep(item, index: index) { steps.append(step) }
+                }
+            }
+        }
+        let labels = top["labels"].map { stringMap($0, "labels", keyCheck: labelKeyCheck) } ?? [:]
+        guard let family, let source, diagnostics.isEmpty else { return nil }
+        return Template(
+            family: family,
+            description: description,
+            source: source,
+            qemu: qemu,
+            variables: variables,
+            steps: steps,
+            labels: labels,
+            file: file,
+            location: location(of: familyNode),
+            sourceLocation: location(of: top["from"]),
+            templateHash: Hashing.sha256Hex(data)
+        )
+    }
+
+    static let topKeys = ["image", "description", "from", "provider", "vars", "provision", "labels"]
+
+    // MARK: - Sections
+
+    private func parseVariables(_ node: Node) -> [Variable] {
+        guard let entries = mappingEntries(node, "vars") else { return [] }
+        var result: [Variable] = []
+        for (name, keyNode, value) in entries {
+            guard Names.isValidIdentifier(name) else {
+                error(at: keyNode, "invalid variable name '\(name)': must match [A-Za-z_][A-Za-z0-9_]{0,63}")
+                continue
+            }
+            declared.insert(name)
+            var defaultValue: String?
+            var sensitive = false
+            if let scalar = value.scalar, value.null == nil {
+                // Shorthand `name: value` for a plain default.
+                defaultValue = scalar.string
+            } else if value.null != nil {
+                defaultValue = nil
+            } else if let fields = mapping(value, "variable '\(name)'", allowed: ["default", "sensitive", "description"]) {
+                if let d = fields["default"] { defaultValue = rawScalar(d, "default") }
+                if let s = fields["sensitive"] { sensitive = bool(s, "sensitive") ?? false }
+                if let d = fields["description"] { _ = rawScalar(d, "description") }
+            }
+            let resolved = loader.overrides[name] ?? loader.environment["KILN_VAR_\(name)"] ?? defaultValue
+            guard let resolved else {
+                missing.insert(name)
+                error(
+                    at: keyNode,
+                    "variable '\(name)' has no value: give it a default, set KILN_VAR_\(name) or pass --var \(name)=VALUE")
+                continue
+            }
+            values[name] = resolved
+            result.append(Variable(name: name, value: resolved, sensitive: sensitive))
+        }
+        return result
+    }
+
+    private func parseSource(_ node: Node) -> Source? {
+        guard let entries = mappingEntries(node, "from") else { return nil }
+        let kinds = ["debootstrap", "file", "url", "image"]
+        let given = entries.filter { kinds.contains($0.key) }
+        for (key, keyNode, _) in entries where !kinds.contains(key) {
+            error(at: keyNode, "unknown key '\(key)' in from: expected one of \(kinds.joined(separator: ", "))")
+        }
+        guard given.count == 1, let (kind, _, value) = given.first else {
+            if given.isEmpty {
+                error(at: node, "from: needs exactly one of \(kinds.joined(separator: ", "))")
+            } else {
+                error(at: given[1].node, "from: has both '\(given[0].key)' and '\(given[1].key)'; give exactly one")
+            }
+            return nil
+        }
+        switch kind {
+        case "image":
+            guard let family = string(value, "from.image") else { return nil }
+            guard Names.isValidFamily(family) else {
+                error(at: value, "invalid family name '\(family)': must match [a-z0-9][a-z0-9-]{0,62}")
+                return nil
+            }
+            return .image(family: family)
+        case "debootstrap":
+            guard let f = mapping(value, "from.debootstrap", allowed: ["suite", "variant", "include", "mirror"]) else {
+                return nil
+            }
+            guard let suiteNode = f["suite"] else {
+                error(at: value, "from.debootstrap: missing required key 'suite' (e.g. bookworm)")
+                return nil
+            }
+            guard let suite = string(suiteNode, "suite") else { return nil }
+            guard suite.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else {
+                error(at: suiteNode, "invalid suite '\(suite)'")
+                return nil
+            }
+            let variant = f["variant"].flatMap { string($0, "variant") } ?? "minbase"
+            let variants = ["minbase", "buildd", "required", "important", "standard", "essential", "apt", "debootstrap"]
+            if !variants.contains(variant) {
+                error(at: f["variant"], "unknown variant '\(variant)': expected one of \(variants.joined(separator: ", "))")
+            }
+            let include = f["include"].map { stringList($0, "include") } ?? []
+            for (package, packageNode) in zip(include, f["include"]?.sequence.map(Array.init) ?? [])
+            where !isDebianPackageName(package) {
+                error(at: packageNode, "invalid package name '\(package)'")
+            }
+            let mirror = f["mirror"].flatMap { string($0, "mirror") }
+            if let mirror, URL(string: mirror)?.scheme.map({ ["http", "https", "file"].contains($0) }) != true {
+                error(at: f["mirror"], "mirror must be an http, https or file URL, got '\(mirror)'")
+            }
+            return .debootstrap(Debootstrap(suite: suite, variant: variant, include: include, mirror: mirror))
+        case "file":
+            guard let f = mapping(value, "from.file", allowed: ["path", "sha256"]) else { return nil }
+            let path = required(f, "path", in: value, "from.file").flatMap { string($0, "path") }
+            let sha = required(f, "sha256", in: value, "from.file").flatMap { sha256($0) }
+            let absolute = path.map(resolvePath)
+            if let path, let absolute, !FileManager.default.fileExists(atPath: absolute) {
+                error(at: f["path"], "from.file: \(path) does not exist (looked at \(absolute))")
+            }
+            guard let absolute, let sha else { return nil }
+            return .file(path: absolute, sha256: sha)
+        default:
+            guard let f = mapping(value, "from.url", allowed: ["url", "sha256"]) else { return nil }
+            guard let url = required(f, "url", in: value, "from.url").flatMap({ string($0, "url") }),
+                let sha = required(f, "sha256", in: value, "from.url").flatMap({ sha256($0) })
+            else { return nil }
+            guard let parsed = URL(string: url), ["http", "https", "file"].contains(parsed.scheme ?? "") else {
+                error(at: f["url"], "from.url: '\(url)' is not an http, https or file URL")
+                return nil
+            }
+            return .url(url: url, sha256: sha)
+        }
+    }
+
+    private func parseProvider(_ node: Node) -> QemuSettings {
+        var settings = QemuSettings()
+        guard let p = mapping(node, "provider", allowed: ["qemu"]), let q = p["qemu"] else { return settings }
+        if q.null != nil { return settings }
+        guard let f = mapping(q, "provider.qemu", allowed: ["memory", "cpus", "disk_size"]) else { return settings }
+        if let m = f["memory"], let bytes = size(m, "memory", defaultUnit: 1 << 20) {
+            if bytes < 256 << 20 {
+                error(at: m, "memory must be at least 256M")
+            } else {
+                settings.memoryMiB = Int(bytes >> 20)
+            }
+        }
+        if let c = f["cpus"], let n = int(c, "cpus") {
+            if (1...64).contains(n) { settings.cpus = n } else { error(at: c, "cpus must be between 1 and 64") }
+        }
+        if let d = f["disk_size"], let bytes = size(d, "disk_size", defaultUnit: 1) {
+            if bytes < 512 << 20 { error(at: d, "disk_size must be at least 512M") } else { settings.diskSize = bytes }
+        }
+        return settings
+    }
+
+    private func parseStep(_ node: Node, index: Int) -> Step? {
+        guard let entries = mappingEntries(node, "provision[\(index)]") else { return nil }
+        let kinds = ["shell", "file"]
+        for (key, keyNode, _) in entries where !kinds.contains(key) {
+            error(at: keyNode, "unknown step kind '\(key)' in provision[\(index)]: expected shell or file")
+        }
+        let given = entries.filter { kinds.contains($0.key) }
+        guard given.count == 1, let (kind, _, value) = given.first else {
+            if given.count > 1 {
+                error(at: given[1].node, "provision[\(index)] has both shell and file; use one step for each")
+            } else if entries.allSatisfy({ kinds.contains($0.key) }) {
+                error(at: node, "provision[\(index)] needs a shell or file key")
+            }
+            return nil
+        }
+        let where_ = location(of: node)
+        if kind == "shell" {
+            if value.scalar != nil {
+                guard let inline = string(value, "shell") else { return nil }
+                return Step(index: index, kind: .shell(inline: inline, script: nil, env: []), location: where_)
+            }
+            guard let f = mapping(value, "shell", allowed: ["inline", "script", "env"]) else { return nil }
+            var inline: String?
+            if let i = f["inline"] {
+                // A list of commands reads better in YAML than one long block; run them in order.
+                inline = i.sequence != nil ? stringList(i, "inline").joined(separator: "\n") : string(i, "inline")
+            }
+            var script: String?
+            if let s = f["script"], let path = string(s, "script") {
+                let absolute = resolvePath(path)
+                var isDirectory: ObjCBool = false
+                if !FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory) || isDirectory.boolValue {
+                    error(at: s, "script \(path) does not exist (looked at \(absolute))")
+                }
+                script = absolute
+            }
+            if (inline == nil) == (script == nil) {
+                error(at: value, "shell step needs exactly one of 'inline' and 'script'")
+                return nil
+            }
+            var env: [EnvVar] = []
+            if let e = f["env"], let pairs = mappingEntries(e, "env") {
+                for (name, keyNode, valueNode) in pairs {
+                    guard Names.isValidIdentifier(name) else {
+                        error(at: keyNode, "invalid environment variable name '\(name)'")
+                        continue
+                    }
+                    if let v = string(valueNode, "env.\(name)") { env.append(EnvVar(name: name, value: v)) }
+                }
+            }
+            return Step(index: index, kind: .shell(inline: inline, script: script, env: env), location: where_)
+        }
+        guard let f = mapping(value, "file", allowed: ["src", "dest"]) else { return nil }
+        guard let src = required(f, "src", in: value, "file").flatMap({ string($0, "src") }),
+            let dest = required(f, "dest", in: value, "file").flatMap({ string($0, "dest") })
+        else { return nil }
+        guard dest.hasPrefix("/") else {
+            error(at: f["dest"], "file dest must be an absolute path in the guest, got '\(dest)'")
+            return nil
+        }
+        let absolute = resolvePath(src)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory) else {
+            error(at: f["src"], "file src \(src) does not exist (looked at \(absolute))")
+            return nil
+        }
+        return Step(
+            index: index,
+            kind: .file(src: absolute, dest: dest, contentsOnly: isDirectory.boolValue && src.hasSuffix("/")),
+            location: where_)
+    }
+
+    // MARK: - Typed readers
+
+    private func mappingEntries(_ node: Node, _ what: String) -> [(key: String, node: Node, value: Node)]? {
+        guard case .mapping(let m) = node else {
+            error(at: node, "\(what) must be a mapping, got \(kindName(node))")
+            return nil
+        }
+        var result: [(key: String, node: Node, value: Node)] = []
+        for (key, value) in m {
+            guard let name = key.scalar?.string else {
+                error(at: key, "\(what): keys must be strings")
+                continue
+            }
+            result.append((name, key, value))
+        }
+        return result
+    }
+
+    private func mapping(_ node: Node, _ what: String, allowed: [String]) -> [String: Node]? {
+        guard let entries = mappingEntries(node, what) else { return nil }
+        var result: [String: Node] = [:]
+        for (key, keyNode, value) in entries {
+            if allowed.contains(key) {
+                result[key] = value
+            } else {
+                error(at: keyNode, "unknown key '\(key)' in \(what): expected \(allowed.joined(separator: ", "))")
+            }
+        }
+        return result
+    }
+
+    private func required(_ fields: [String: Node], _ key: String, in node: Node, _ what: String) -> Node? {
+        if let value = fields[key] { return value }
+        error(at: node, "\(what): missing required key '\(key)'")
+        return nil
+    }
+
+    private func sequence(_ node: Node, _ what: String) -> [Node]? {
+        guard case .sequence(let s) = node else {
+            error(at: node, "\(what) must be a list, got \(kindName(node))")
+            return nil
+        }
+        return Array(s)
+    }
+
+    /// A scalar's text before interpolation (variable defaults are not themselves interpolated).
+    private func rawScalar(_ node: Node, _ what: String) -> String? {
+        guard let scalar = node.scalar, node.null == nil else {
+            error(at: node, "\(what) must be a string, got \(kindName(node))")
+            return nil
+        }
+        return scalar.string
+    }
+
+    /// A scalar with `${var.NAME}` substituted.
+    private func string(_ node: Node, _ what: String) -> String? {
+        rawScalar(node, what).flatMap { interpolate($0, at: node) }
+    }
+
+    private func stringList(_ node: Node, _ what: String) -> [String] {
+        guard let items = sequence(node, what) else { return [] }
+        return items.compactMap { string($0, "\(what) item") }
+    }
+
+    private func stringMap(_ node: Node, _ what: String, keyCheck: (String, Node) -> Bool) -> [String: String] {
+        guard let entries = mappingEntries(node, what) else { return [:] }
+        var result: [String: String] = [:]
+        for (key, keyNode, value) in entries where keyCheck(key, keyNode) {
+            if let v = string(value, "\(what).\(key)") { result[key] = v }
+        }
+        return result
+    }
+
+    private func labelKeyCheck(_ key: String, _ node: Node) -> Bool {
+        if Names.isValidLabelKey(key) { return true }
+        error(at: node, "invalid label key '\(key)': must match [a-z0-9][a-z0-9._/-]{0,62}")
+        return false
+    }
+
+    private func int(_ node: Node, _ what: String) -> Int? {
+        guard let text = string(node, what), let value = Int(text) else {
+            error(at: node, "\(what) must be an integer")
+            return nil
+        }
+        return value
+    }
+
+    private func bool(_ node: Node, _ what: String) -> Bool? {
+        switch node.scalar?.string.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            error(at: node, "\(what) must be true or false")
+            return nil
+        }
+    }
+
+    private func sha256(_ node: Node) -> String? {
+        guard let text = string(node, "sha256") else { return nil }
+        let hex = text.hasPrefix("sha256:") ? String(text.dropFirst(7)) : text
+        guard hex.count == 64, hex.allSatisfy(\.isHexDigit) else {
+            error(at: node, "sha256 must be 64 hexadecimal digits")
+            return nil
+        }
+        return hex.lowercased()
+    }
+
+    /// `4G`, `512M`, `2048` (in `defaultUnit`s): sizes as people write them, binary units.
+    private func size(_ node: Node, _ what: String, defaultUnit: UInt64) -> UInt64? {
+        guard let text = string(node, what)?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        var digits = Substring(text)
+        var unit = defaultUnit
+        if let last = text.uppercased().last, let u = units[last] {
+            unit = u
+            digits = digits.dropLast()
+        } else if text.uppercased().hasSuffix("IB") || text.uppercased().hasSuffix("B"), text.count > 2 {
+            error(at: node, "\(what): write sizes like 512M or 4G")
+            return nil
+        }
+        guard let n = UInt64(digits), n > 0, n < (1 << 50) / unit else {
+            error(at: node, "\(what) must be a size like 512M or 4G, got '\(text)'")
+            return nil
+        }
+        return n * unit
+    }
+
+    // MARK: - Interpolation
+
+    /// Replaces `${var.NAME}`; `$${` stands for a literal `${`.
+    private func interpolate(_ text: String, at node: Node) -> String? {
+        guard text.contains("${") else { return text }
+        var output = ""
+        var rest = Substring(text)
+        var ok = true
+        while let dollar = rest.firstIndex(of: "$") {
+            output += rest[..<dollar]
+            let after = rest[dollar...]
+            if after.hasPrefix("$${") {
+                output += "${"
+                rest = after.dropFirst(3)
+            } else if after.hasPrefix("${") {
+                guard let close = after.firstIndex(of: "}") else {
+                    error(at: node, "unterminated '${' (write $${ for a literal ${)")
+                    return nil
+                }
+                let expression = after[after.index(after.startIndex, offsetBy: 2)..<close]
+                rest = after[after.index(after: close)...]
+                guard expression.hasPrefix("var.") else {
+                    error(at: node, "unknown reference '${\(expression)}': only ${var.NAME} is supported")
+                    ok = false
+                    continue
+                }
+                let name = String(expression.dropFirst(4))
+                if let value = values[name] {
+                    output += value
+                } else if !missing.contains(name) {
+                    ok = false
+                    error(
+                        at: node,
+                        "undefined variable '\(name)'"
+                            + (declared.isEmpty ? "" : " (declared: \(declared.sorted().joined(separator: ", ")))"))
+                } else {
+                    ok = false
+                }
+            } else {
+                output += "$"
+                rest = after.dropFirst()
+            }
+        }
+        output += rest
+        return ok ? output : nil
+    }
+
+    // MARK: - Helpers
+
+    private func resolvePath(_ path: String) -> String {
+        URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: directory + "/")).standardizedFileURL.path
+            + (path.hasSuffix("/") ? "/" : "")
+    }
+
+    private func isDebianPackageName(_ name: String) -> Bool {
+        name.count >= 2 && name.first!.isLetter || name.first!.isNumber
+            ? name.allSatisfy { $0.isLowercase || $0.isNumber || "+-.".contains($0) } : false
+    }
+
+    private func kindName(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .scalar: return node.null != nil ? "nothing" : "'\(node.scalar?.string ?? "")'"
+        case .alias: return "an alias"
+        }
+    }
+
+    private func location(of node: Node?) -> SourceLocation {
+        SourceLocation(file: file, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1)
+    }
+
+    private func error(at node: Node?, _ message: String) {
+        diagnostics.append(location(of: node).diagnostic(message))
+    }
+
+    private func diagnostic(for yamlError: YamlError, in text: String) -> Diagnostic {
+        func at(_ mark: Mark, _ message: String) -> Diagnostic {
+            Diagnostic(file: file, line: mark.line, column: mark.column, message: message)
+        }
+        switch yamlError {
+        case .scanner(let context, let problem, let mark, _),
+            .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            return at(mark, "invalid YAML: \(problem)" + (context.map { " (\($0.text))" } ?? ""))
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return at(context.mark, "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", "))")
+        case .reader(let problem, let offset, _, _):
+            let prefix = offset.map { text.utf8.prefix($0) } ?? Substring(text).utf8.prefix(0)
+            let line = prefix.filter { $0 == UInt8(ascii: "\n") }.count + 1
+            let column =
+                prefix.count - (prefix.lastIndex(of: UInt8(ascii: "\n")).map { prefix.distance(from: prefix.startIndex, to: $0) + 1 } ?? 0)
+                + 1
+            return Diagnostic(file: file, line: line, column: column, message: "invalid YAML: \(problem)")
+        default:
+            return Diagnostic(file: file, line: 1, column: 1, message: "invalid YAML: \(yamlError)")
+        }
+    }
+}

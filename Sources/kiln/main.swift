@@ -1,0 +1,3 @@
+import KilnCommands
+
+await Kiln.runMain()

@@ -1,0 +1,94 @@
+import Foundation
+import KilnCore
+import Testing
+
+@testable import KilnStore
+
+/// A store in a fresh temporary directory.
+func temporaryStore() throws -> Store {
+    try Store(root: NSTemporaryDirectory() + "kiln-store-" + UUID().uuidString)
+}
+
+func draft(_ family: String, digest: String = "d", parent: String? = nil, build: String = "b") -> ImageDraft {
+    ImageDraft(
+        family: family, digest: digest, parent: parent, labels: ["k": "v"], description: nil, templateHash: "t",
+        size: 1, log: "logs/x.tar.zst", buildID: build, sourceKind: "debootstrap")
+}
+
+@Suite("Store and catalog")
+struct StoreTests {
+    @Test("versions count up per family and day; the family resolves to its newest READY image")
+    func versioning() throws {
+        let store = try temporaryStore()
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        let day = ISO8601DateFormatter().date(from: "2026-11-23T10:00:00Z")!
+        let first = try store.catalog.commit(draft("web"), at: day)
+        let second = try store.catalog.commit(draft("web", parent: nil), at: day.addingTimeInterval(60))
+        let other = try store.catalog.commit(draft("db"), at: day)
+        let nextDay = try store.catalog.commit(draft("web"), at: day.addingTimeInterval(86_400))
+        #expect(first.name == "web-v20261123-1")
+        #expect(second.name == "web-v20261123-2")
+        #expect(other.name == "db-v20261123-1")
+        #expect(nextDay.name == "web-v20261124-1")
+        #expect(try store.catalog.head(of: "web")?.name == "web-v20261124-1")
+        #expect(try store.catalog.image(named: "web-v20261123-1")?.labelDictionary == ["k": "v"])
+        #expect(try store.catalog.families() == ["web", "db"])
+    }
+
+    @Test("a child must name an existing parent")
+    func parentMustExist() throws {
+        let store = try temporaryStore()
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        #expect(throws: (any Error).self) { try store.catalog.commit(draft("child", parent: "no-such-image")) }
+        #expect(try store.catalog.images().isEmpty)
+    }
+
+    @Test("sealing hashes the disk, makes it read-only and moves it under its digest")
+    func seal() throws {
+        let store = try temporaryStore()
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        let staging = store.stagingDirectory(buildID: "b1")
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        try Data("disk bytes".utf8).write(to: URL(fileURLWithPath: staging + "/disk.qcow2"))
+        let (digest, _) = try store.seal(staging: staging)
+        #expect(digest == Hashing.sha256Hex("disk bytes"))
+        let disk = store.blobDirectory(digest: digest) + "/disk.qcow2"
+        #expect(FileManager.default.contents(atPath: disk) == Data("disk bytes".utf8))
+        let mode = try FileManager.default.attributesOfItem(atPath: disk)[.posixPermissions] as? Int
+        #expect(mode == 0o444)
+        #expect(!FileManager.default.fileExists(atPath: staging))
+    }
+
+    @Test("log archives are zstd tarballs that read back entry by entry")
+    func logArchive() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-log-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = (1...2000).map { "line \($0)" }.joined(separator: "\n")
+        try text.write(toFile: dir + "/build.log", atomically: true, encoding: .utf8)
+        try LogArchive.write([("build.log", dir + "/build.log")], to: dir + "/logs.tar.zst")
+        #expect(try LogArchive.entries(of: dir + "/logs.tar.zst") == ["build.log"])
+        #expect(try LogArchive.read(dir + "/logs.tar.zst", entry: "build.log") == Data(text.utf8))
+        #expect(try LogArchive.read(dir + "/logs.tar.zst", entry: "other") == nil)
+        // The archive is a real .tar.zst that other tools read.
+        let listing = try await ProcessRunner.check("tar", ["--zstd", "-tf", dir + "/logs.tar.zst"])
+        #expect(listing.stdout == "build.log\n")
+    }
+
+    @Test("uploads are packed as root-owned tar entries, directory contents or the directory itself")
+    func tarWriter() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-tar-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir + "/site/sub", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "a".write(toFile: dir + "/site/index.html", atomically: true, encoding: .utf8)
+        try "b".write(toFile: dir + "/site/sub/x.css", atomically: true, encoding: .utf8)
+        try TarWriter.write(source: dir + "/site", prefix: "", to: dir + "/contents.tar")
+        let contents = try await ProcessRunner.check("tar", ["-tvf", dir + "/contents.tar"]).stdout
+        #expect(contents.contains("root/root"))
+        let names = try await ProcessRunner.check("tar", ["-tf", dir + "/contents.tar"]).stdout.split(separator: "\n").sorted()
+        #expect(names == ["index.html", "sub/", "sub/x.css"])
+        try TarWriter.write(source: dir + "/site", prefix: "site", to: dir + "/dir.tar")
+        let dirNames = try await ProcessRunner.check("tar", ["-tf", dir + "/dir.tar"]).stdout.split(separator: "\n").sorted()
+        #expect(dirNames == ["site/", "site/index.html", "site/sub/", "site/sub/x.css"])
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import KilnCore
+import Testing
+
+@testable import KilnTemplates
+
+@Suite("Template loading")
+struct TemplateLoaderTests {
+    let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    func diagnostics(_ files: [String: String], overrides: [String: String] = [:], env: [String: String] = [:]) throws
+        -> [Diagnostic]
+    {
+        let dir = try TemplateDirectory(files)
+        do {
+            _ = try TemplateLoader(overrides: overrides, environment: env).load(path: dir.path)
+            return []
+        } catch let failure as ValidationFailure {
+            return failure.diagnostics.map {
+                Diagnostic(file: ($0.file as NSString).lastPathComponent, line: $0.line, column: $0.column, message: $0.message)
+            }
+        }
+    }
+
+    @Test("the three-layer example loads with variables, paths and steps resolved")
+    func exampleLoads() throws {
+        let set = try TemplateLoader(environment: [:]).load(path: repositoryRoot + "/examples/debian")
+        #expect(set.templates.map(\.family) == ["debian-12-nginx", "debian-12-base", "shop-web"])
+        let app = try #require(set.template(family: "debian-12-nginx"))
+        #expect(app.parentFamily == "debian-12-base")
+        guard case .shell(nil, let script?, let env) = app.steps[1].kind else {
+            Issue.record("step 1 should be a script step")
+            return
+        }
+        #expect(script == repositoryRoot + "/examples/debian/scripts/setup.sh")
+        #expect(env == [EnvVar(name: "GREETING", value: "hello")])
+        let product = try #require(set.template(family: "shop-web"))
+        guard case .file(let src, "/var/www/html/", true) = product.steps[0].kind else {
+            Issue.record("product step 0 should upload the site directory's contents")
+            return
+        }
+        #expect(src.hasSuffix("examples/debian/site/"))
+        #expect(product.labels["release"] == "1.0")
+        let base = try #require(set.template(family: "debian-12-base"))
+        #expect(base.source == .debootstrap(Debootstrap(suite: "bookworm", variant: "minbase", include: ["ca-certificates", "less"])))
+        #expect(base.qemu == QemuSettings(memoryMiB: 1024, cpus: 2, diskSize: 4 << 30))
+    }
+
+    @Test("every error is reported at once, each with its line and column")
+    func allErrorsAtOnce() throws {
+        let found = try diagnostics([
+            "a.yaml": """
+            image: Bad_Name
+            colour: blue
+            from:
+              image: base
+            provision:
+              - shell: echo ${var.nope}
+              - file: {src: missing.txt, dest: /etc/x}
+              - copy: {}
+            """
+        ])
+        #expect(found.count == 5)
+        let text = found.map(\.description)
+        #expect(text[0] == "a.yaml:1:8: error: invalid family name 'Bad_Name': must match [a-z0-9][a-z0-9-]{0,62}")
+        #expect(
+            text[1]
+                == "a.yaml:2:1: error: unknown key 'colour' in a template: expected image, description, from, provider, vars, provision, labels"
+        )
+        #expect(text[2] == "a.yaml:6:12: error: undefined variable 'nope'")
+        #expect(text[3].hasPrefix("a.yaml:7:17: error: file src missing.txt does not exist"))
+        #expect(text[4] == "a.yaml:8:5: error: unknown step kind 'copy' in provision[2]: expected shell or file")
+    }
+
+    @Test("missing required keys, wrong types and bad sizes name their place")
+    func requiredAndTypes() throws {
+        let found = try diagnostics([
+            "a.yaml": """
+            description: [not, a, string]
+            provider:
+              qemu: {memory: lots, disk_size: 10X, cpus: 0}
+            provision: not-a-list
+            """
+        ])
+        let text = found.map(\.description)
+        #expect(text.contains("a.yaml:1:14: error: description must be a string, got a list"))
+        #expect(text.contains { $0.hasPrefix("a.yaml:3:18: error: memory must be a size like 512M or 4G") })
+        #expect(text.contains { $0.hasPrefix("a.yaml:3:35: error: disk_size must be a size") })
+        #expect(text.contains("a.yaml:3:46: error: cpus must be between 1 and 64"))
+        #expect(text.contains("a.yaml:4:12: error: provision must be a list, got 'not-a-list'"))
+        #expect(text.contains("a.yaml:1:1: error: missing required key 'image' (the family this template builds)"))
+    }
+
+    @Test("invalid YAML and duplicate keys point at the offending line")
+    func yamlErrors() throws {
+        let broken = try diagnostics(["a.yaml": "image: a\nfrom: {image: b\nprovision: []\n"])
+        #expect(broken.count == 1)
+        #expect(broken[0].description.hasPrefix("a.yaml:3:"))
+        #expect(broken[0].message.hasPrefix("invalid YAML"))
+        let duplicate = try diagnostics(["a.yaml": "image: a\nfrom: {image: b}\nimage: c\n"])
+        #expect(duplicate.map(\.description) == ["a.yaml:1:1: error: duplicate key 'image'"])
+        let tabs = try diagnostics(["a.yaml": "image: a\nfrom:\n\timage: b\n"])
+        #expect(tabs.count == 1 && tabs[0].line == 3)
+    }
+
+    @Test("from needs exactly one source, and each source its own keys")
+    func sources() throws {
+        let found = try diagnostics([
+            "a.yaml": "image: a\nfrom: {image: b, debootstrap: {suite: bookworm}}\n",
+            "b.yaml": "image: b\nfrom: {debootstrap: {variant: tiny}}\n",
+            "c.yaml": "image: c\nfrom: {file: {path: nowhere.qcow2, sha256: abc}}\n",
+            "d.yaml": "image: d\nfrom: {}\n",
+        ])
+        let text = found.map(\.description)
+        #expect(text.contains { $0.hasPrefix("a.yaml:2:18: error: from: has both") })
+        #expect(text.contains("b.yaml:2:21: error: from.debootstrap: missing required key 'suite' (e.g. bookworm)"))
+        #expect(text.contains { $0.hasPrefix("c.yaml:2:21: error: from.file: nowhere.qcow2 does not exist") })
+        #expect(text.contains("c.yaml:2:44: error: sha256 must be 64 hexadecimal digits"))
+        #expect(text.contains("d.yaml:2:7: error: from: needs exactly one of debootstrap, file, url, image"))
+    }
+
+    @Test("variable values: default, then KILN_VAR_NAME, then --var; $${ is a literal")
+    func variablePrecedence() throws {
+        let dir = try TemplateDirectory([
+            "a.yaml": """
+            image: a
+            from: {image: b}
+            vars:
+              v: {default: from-default}
+              w: plain
+              token: {sensitive: true}
+            provision:
+              - shell: echo ${var.v} ${var.w} $${var.v} ${var.token}
+            """
+        ])
+        let env = ["KILN_VAR_v": "from-env", "KILN_VAR_token": "s3cret"]
+        let fromEnv = try TemplateLoader(environment: env).load(path: dir.path)
+        #expect(fromEnv.templates[0].steps[0].kind == .shell(inline: "echo from-env plain ${var.v} s3cret", script: nil, env: []))
+        #expect(fromEnv.sensitiveValues == ["s3cret"])
+        let fromFlag = try TemplateLoader(overrides: ["v": "from-flag"], environment: env).load(path: dir.path)
+        #expect(fromFlag.templates[0].steps[0].kind == .shell(inline: "echo from-flag plain ${var.v} s3cret", script: nil, env: []))
+    }
+
+    @Test("a variable without a value is an error at its declaration")
+    func missingValue() throws {
+        let found = try diagnostics([
+            "a.yaml": "image: a\nfrom: {image: b}\nvars:\n  token: {sensitive: true}\nprovision:\n  - shell: echo ${var.token}\n"
+        ])
+        #expect(
+            found.map(\.description) == [
+                "a.yaml:4:3: error: variable 'token' has no value: give it a default, set KILN_VAR_token or pass --var token=VALUE"
+            ])
+    }
+
+    @Test("two templates for one family are both named")
+    func duplicateFamilies() throws {
+        let found = try diagnostics([
+            "a.yaml": "image: same\nfrom: {image: b}\n",
+            "b.yaml": "# second\nimage: same\nfrom: {image: b}\n",
+        ])
+        #expect(found.count == 1)
+        #expect(found[0].description.hasPrefix("b.yaml:2:8: error: family 'same' is also defined at "))
+        #expect(found[0].description.hasSuffix("a.yaml:1:8"))
+    }
+
+    @Test("hostile names never pass the name pattern")
+    func hostileNames() {
+        for name in ["../etc", "a/b", "a b", "$(reboot)", "a\nb", "", "A", "-a", String(repeating: "a", count: 64), "a'b"] {
+            #expect(!Names.isValidFamily(name), "\(name) must be rejected")
+        }
+        for name in ["a", "debian-12-base", "0abc", String(repeating: "a", count: 63)] {
+            #expect(Names.isValidFamily(name))
+        }
+    }
+
+    @Test("shell quoting survives every character")
+    func quoting() {
+        #expect(ShellQuote.quote("it's $(x) `y`") == #"'it'\''s $(x) `y`'"#)
+        #expect(ShellQuote.join(["env", "A=b c"]) == "'env' 'A=b c'")
+    }
+}
