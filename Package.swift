@@ -44,6 +44,7 @@ let package = Package(
             dependencies: ["KilnBuild", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "kiln", dependencies: ["KilnCommands"]),
+        .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"]),

@@ -82,6 +82,7 @@ public struct Builder: Sendable {
             "kiln", "build \(buildID) of \(family) from \(parent.map { "image \($0.name)" } ?? template.source.kind) (\(template.file))")
 
         var machine: (any Machine)?
+        var machineSpec: MachineSpec?
         var currentStep = "prepare"
         do {
             let base: String
@@ -100,6 +101,7 @@ public struct Builder: Sendable {
                 kernel: hasKernel ? baseDirectory + "/" + Store.kernelName : nil,
                 initrd: hasKernel ? baseDirectory + "/" + Store.initrdName : nil,
                 settings: template.qemu, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
+            machineSpec = spec
             machine = try await provider.start(spec, log: log)
             for step in template.steps {
                 currentStep = step.title
@@ -149,9 +151,8 @@ public struct Builder: Sendable {
             var text = "build of \(family) failed at \(currentStep): \(message)"
             if !lastLines.isEmpty { text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n") }
             text += "\nfull log: kiln logs \(buildID)"
-            if options.onError == .keep, fm.fileExists(atPath: staging + "/" + Store.diskName) {
-                text +=
-                    "\nVM disk kept at \(staging)/\(Store.diskName); boot it with: qemu-system-x86_64 -m 1024 -nographic -drive file=\(staging)/\(Store.diskName),if=virtio"
+            if options.onError == .keep, let machineSpec, fm.fileExists(atPath: staging + "/" + Store.diskName) {
+                text += "\nVM disk kept at \(staging)/\(Store.diskName); " + provider.debugInstructions(machineSpec)
             }
             throw KilnError(.buildFailed, text)
         }

@@ -13,7 +13,7 @@ struct SourceDisk {
     let store: Store
 
     /// Bumped whenever the recipe below changes what a source disk contains.
-    static let recipeVersion = "1"
+    static let recipeVersion = "3"
 
     /// Packages every bootstrapped base needs to boot by direct kernel boot and answer SSH.
     static let bootPackages = [
@@ -83,22 +83,39 @@ struct SourceDisk {
         let hook = staging + "/customize.sh"
         try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: hook) }
-        let mode = getuid() == 0 ? "root" : "unshare"
         let packages = (Self.bootPackages + spec.include).joined(separator: ",")
-        log.emit("kiln", "bootstrapping Debian \(spec.suite) (\(spec.variant), mmdebstrap --mode=\(mode))")
+        let environment = ["KILN_HOOK": hook, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize)]
         let started = ContinuousClock.now
-        let result = try await ProcessRunner.run(
-            "mmdebstrap",
-            [
-                "--mode=\(mode)", "--variant=\(spec.variant)", "--include=\(packages)",
-                "--customize-hook=sh \"$KILN_HOOK\" \"$1\"",
-                spec.suite, "/dev/null", mirror,
-            ],
-            environment: ["KILN_HOOK": hook, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize)],
-            timeout: .seconds(1800)
-        ) { line in log.emit("debootstrap", line.text) }
-        guard result.succeeded else {
-            throw KilnError(.buildFailed, "mmdebstrap failed with exit status \(result.status) (see the debootstrap lines in the log)")
+        let onLine: @Sendable (ProcessOutputLine) -> Void = { line in log.emit("debootstrap", line.text) }
+        if ProcessRunner.find("mmdebstrap") != nil {
+            let mode = getuid() == 0 ? "root" : "unshare"
+            log.emit("kiln", "bootstrapping Debian \(spec.suite) (\(spec.variant), mmdebstrap --mode=\(mode))")
+            let result = try await ProcessRunner.run(
+                "mmdebstrap",
+                [
+                    "--mode=\(mode)", "--variant=\(spec.variant)", "--include=\(packages)",
+                    "--customize-hook=sh \"$KILN_HOOK\" \"$1\"",
+                    spec.suite, "/dev/null", mirror,
+                ],
+                environment: environment, timeout: .seconds(1800), onLine: onLine)
+            guard result.succeeded else {
+                throw KilnError(.buildFailed, "mmdebstrap failed with exit status \(result.status) (see the debootstrap lines in the log)")
+            }
+        } else {
+            // Without mmdebstrap, debootstrap needs root; the same hook then runs on its tree.
+            guard getuid() == 0 else {
+                throw KilnError(.buildFailed, "a debootstrap source needs mmdebstrap (or debootstrap run as root); install mmdebstrap")
+            }
+            let tree = staging + "/rootfs"
+            defer { try? FileManager.default.removeItem(atPath: tree) }
+            log.emit("kiln", "bootstrapping Debian \(spec.suite) (\(spec.variant), debootstrap; mmdebstrap is not installed)")
+            let result = try await ProcessRunner.run(
+                "debootstrap", ["--variant=\(spec.variant)", "--include=\(packages)", spec.suite, tree, mirror],
+                timeout: .seconds(1800), onLine: onLine)
+            guard result.succeeded else {
+                throw KilnError(.buildFailed, "debootstrap failed with exit status \(result.status) (see the debootstrap lines in the log)")
+            }
+            try await ProcessRunner.check("sh", [hook, tree], environment: environment, onLine: onLine)
         }
         log.emit("kiln", "bootstrapped in \((ContinuousClock.now - started).kilnDescription); converting to qcow2")
         try await ProcessRunner.check(
@@ -120,9 +137,16 @@ struct SourceDisk {
         EOF
         echo '/dev/vda / ext4 defaults,errors=remount-ro 0 1' > "$root/etc/fstab"
         echo kiln > "$root/etc/hostname"
+        printf '127.0.0.1\tlocalhost\n127.0.1.1\tkiln\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
         # No image ships host keys: each boot of an image makes its own ed25519 key.
         rm -f "$root"/etc/ssh/ssh_host_*
-        mkdir -p "$root/etc/systemd/system/ssh.service.d"
+        mkdir -p "$root/etc/ssh/sshd_config.d" "$root/etc/systemd/system/ssh.service.d"
+        cat > "$root/etc/ssh/sshd_config.d/10-kiln.conf" <<'EOF'
+        HostKey /etc/ssh/ssh_host_ed25519_key
+        PermitRootLogin prohibit-password
+        PasswordAuthentication no
+        UseDNS no
+        EOF
         cat > "$root/etc/systemd/system/ssh.service.d/kiln-host-key.conf" <<'EOF'
         [Service]
         ExecStartPre=
@@ -138,6 +162,20 @@ struct SourceDisk {
         tree="$root.kiln-tree"
         rm -rf "$tree"
         cp -al --one-file-system "$root" "$tree"
+        # mmdebstrap undoes these in its cleanup, which runs after this hook: undo them in the
+        # copy so the image has working service control and no bootstrap leftovers.
+        rm -f "$tree/usr/sbin/policy-rc.d" "$tree/etc/apt/apt.conf.d/00mmdebstrap"
+        if [ -e "$tree/usr/sbin/start-stop-daemon.REAL" ]; then
+          mv -f "$tree/usr/sbin/start-stop-daemon.REAL" "$tree/usr/sbin/start-stop-daemon"
+        elif [ -e "$tree/sbin/start-stop-daemon.REAL" ]; then
+          mv -f "$tree/sbin/start-stop-daemon.REAL" "$tree/sbin/start-stop-daemon"
+        fi
+        rm -rf "$tree"/var/lib/apt/lists/* "$tree"/var/cache/apt/*.bin "$tree"/var/cache/apt/archives/*.deb
+        mkdir -p "$tree/var/lib/apt/lists/partial"
+        # The host's resolver configuration and the bootstrap's own logs are not the image's.
+        rm -f "$tree/etc/resolv.conf" "$tree/var/log/dpkg.log" "$tree/var/log/alternatives.log" \
+          "$tree"/var/log/apt/*.log "$tree"/var/log/apt/eipp.log.xz "$tree/var/cache/ldconfig/aux-cache"
+        find "$tree/tmp" -mindepth 1 -delete
         truncate -s "$KILN_DISK_SIZE" "$KILN_OUT/disk.raw"
         mkfs.ext4 -q -F -L root -d "$tree" "$KILN_OUT/disk.raw"
         rm -rf "$tree"
@@ -160,16 +198,15 @@ struct SourceDisk {
         if FileManager.default.fileExists(atPath: cached) { return cached }
         guard let remote = URL(string: url) else { throw KilnError(.invalidInput, "invalid URL \(url)") }
         log.emit("kiln", "downloading \(url)")
-        let (temporary, response) = try await URLSession.shared.download(from: remote)
-        if let http = response as? HTTPURLResponse, !(200..<300).contains(http.statusCode) {
-            throw KilnError(.buildFailed, "downloading \(url): HTTP \(http.statusCode)")
-        }
-        let actual = try Hashing.sha256Hex(fileAt: temporary.path)
+        let fetched = directory + "/" + sha256 + ".download"
+        let resumed = try await Download.fetch(remote, to: fetched)
+        if resumed > 0 { log.emit("kiln", "resumed the download at byte \(resumed)") }
+        let actual = try Hashing.sha256Hex(fileAt: fetched)
         guard actual == sha256 else {
-            try? FileManager.default.removeItem(at: temporary)
+            try? FileManager.default.removeItem(atPath: fetched)
             throw KilnError(.buildFailed, "\(url): sha256 is \(actual), the template expects \(sha256)")
         }
-        try FileManager.default.moveItem(atPath: temporary.path, toPath: cached)
+        try FileManager.default.moveItem(atPath: fetched, toPath: cached)
         return cached
     }
 }

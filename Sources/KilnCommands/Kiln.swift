@@ -33,6 +33,11 @@ public struct Kiln: AsyncParsableCommand {
     /// Runs the command line with Ctrl-C and SIGTERM turned into task cancellation, so a
     /// build tears its VM down and archives its log before kiln exits.
     public static func runMain() async -> Never {
+        // A parent may have started kiln with signals blocked (Foundation's Process does);
+        // Ctrl-C and SIGTERM must reach the handlers below or a build could not be stopped.
+        var none = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, nil)
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         let task = Task { () -> Int32 in

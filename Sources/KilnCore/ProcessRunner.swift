@@ -84,6 +84,16 @@ public enum ProcessRunner {
         return result
     }
 
+    /// The path of `name` on `PATH`, or nil.
+    public static func find(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
     private static func runOnce(
         _ executable: String,
         _ arguments: [String],

@@ -11,8 +11,18 @@ struct Accelerator: Sendable {
     static let tcg = Accelerator(name: "TCG software emulation", qemuArgument: "tcg,thread=multi", cpu: "max")
     static let kvm = Accelerator(name: "KVM", qemuArgument: "kvm", cpu: "host")
 
-    /// `KILN_ACCEL=kvm|tcg` overrides the probe.
-    static func choose(cacheDirectory: String, log: BuildLog) async -> Accelerator {
+    /// The probe's answer for this process: the host does not change between two images.
+    static let chosen = Locked<Accelerator?>(nil)
+
+    /// `KILN_ACCEL=kvm|tcg` overrides the probe. The notice is logged by the first build only.
+    static func choose(log: BuildLog) async -> Accelerator {
+        if let chosen = chosen.value { return chosen }
+        let accelerator = await probe(log: log)
+        chosen.set(accelerator)
+        return accelerator
+    }
+
+    private static func probe(log: BuildLog) async -> Accelerator {
         switch ProcessInfo.processInfo.environment["KILN_ACCEL"] {
         case "kvm": return .kvm
         case "tcg": return .tcg

@@ -39,6 +39,8 @@ public protocol Provider: Sendable {
     var name: String { get }
     /// Creates the machine's disk and boots it until the communicator answers.
     func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine
+    /// How a person boots a failed build's kept disk to look inside (`--on-error=keep`).
+    func debugInstructions(_ spec: MachineSpec) -> String
 }
 
 /// A running provisioning machine.

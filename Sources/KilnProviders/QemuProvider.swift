@@ -31,28 +31,9 @@ public struct QemuProvider: Provider {
             "ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "kiln-build-\(spec.buildID)", "-f", key])
         let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8)
         let port = try Self.freeLoopbackPort()
-        let accelerator = await Accelerator.choose(cacheDirectory: spec.scratchDirectory, log: log)
+        let accelerator = await Accelerator.choose(log: log)
 
-        var arguments = [
-            "-name", "kiln-\(spec.buildID)",
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-accel", accelerator.qemuArgument, "-cpu", accelerator.cpu,
-            "-smp", String(spec.settings.cpus), "-m", String(spec.settings.memoryMiB),
-            "-serial", "stdio",
-            // cache=unsafe: a throw-away build disk; kiln syncs the guest and fsyncs the file itself.
-            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=unsafe",
-            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(port)-:22",
-            "-device", "virtio-net-pci,netdev=net0",
-            "-device", "virtio-rng-pci",
-            "-pidfile", spec.scratchDirectory + "/qemu.pid",
-            // systemd (>= 252) writes this credential to /root/.ssh/authorized_keys at boot.
-            "-smbios",
-            "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root="
-                + Data(publicKey.utf8).base64EncodedString(),
-        ]
-        if let kernel = spec.kernel, let initrd = spec.initrd {
-            arguments += ["-kernel", kernel, "-initrd", initrd, "-append", Self.kernelCommandLine]
-        }
+        let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey)
         log.emit(
             "kiln", "booting VM (\(accelerator.name), \(spec.settings.cpus) CPUs, \(spec.settings.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
         )
@@ -76,6 +57,42 @@ public struct QemuProvider: Provider {
         }
         log.emit("kiln", "SSH is up after \((ContinuousClock.now - started).kilnDescription)")
         return machine
+    }
+
+    static func arguments(_ spec: MachineSpec, accelerator: Accelerator, port: Int, publicKey: String) -> [String] {
+        let disk = spec.diskDirectory + "/" + Store.diskName
+        var arguments = [
+            "-name", "kiln-\(spec.buildID)",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-accel", accelerator.qemuArgument, "-cpu", accelerator.cpu,
+            "-smp", String(spec.settings.cpus), "-m", String(spec.settings.memoryMiB),
+            "-serial", "stdio",
+            // cache=unsafe: a throw-away build disk; kiln syncs the guest and fsyncs the file itself.
+            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(port)-:22",
+            "-device", "virtio-net-pci,netdev=net0",
+            "-device", "virtio-rng-pci",
+            "-pidfile", spec.scratchDirectory + "/qemu.pid",
+            // systemd (>= 252) writes this credential to /root/.ssh/authorized_keys at boot.
+            "-smbios",
+            "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root="
+                + Data(publicKey.utf8).base64EncodedString(),
+        ]
+        if let kernel = spec.kernel, let initrd = spec.initrd {
+            arguments += ["-kernel", kernel, "-initrd", initrd, "-append", kernelCommandLine]
+        }
+        return arguments
+    }
+
+    /// How to boot a kept disk by hand, with the build's key, SSH on 127.0.0.1:2222.
+    public func debugInstructions(_ spec: MachineSpec) -> String {
+        let key = spec.scratchDirectory + "/id_ed25519"
+        let publicKey = (try? String(contentsOfFile: key + ".pub", encoding: .utf8)) ?? ""
+        var arguments = Self.arguments(spec, accelerator: Accelerator.chosen.value ?? .tcg, port: 2222, publicKey: publicKey)
+        if let index = arguments.firstIndex(of: "-pidfile") { arguments.removeSubrange(index...index + 1) }
+        let boot = ShellQuote.join(["qemu-system-x86_64"] + arguments)
+        let ssh = ShellQuote.join(["ssh", "-i", key, "-p", "2222", "-o", "StrictHostKeyChecking=no", "root@127.0.0.1"])
+        return "boot it with:\n  \(boot)\nthen log in with:\n  \(ssh)"
     }
 
     /// Asks the kernel for a free port; QEMU binds it a moment later (a race kiln accepts:
@@ -170,6 +187,8 @@ final class QemuMachine: Machine {
             rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* /tmp/kiln-step.sh
             rm -f /var/lib/dbus/machine-id
             : > /etc/machine-id
+            # Blocks this layer wrote and freed again (package lists, caches) leave the overlay.
+            fstrim / 2>/dev/null || true
             sync
             echo u > /proc/sysrq-trigger
             for i in $(seq 50); do

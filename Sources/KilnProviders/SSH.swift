@@ -16,7 +16,7 @@ struct SSHClient: Sendable {
             // The guest's host key is made fresh on every boot of a throw-away VM on loopback.
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6",
+            "-o", "ConnectTimeout=2", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6",
             "\(user)@127.0.0.1",
         ]
     }
@@ -29,8 +29,9 @@ struct SSHClient: Sendable {
         try await ProcessRunner.run("ssh", options + ["--", command], input: input, timeout: timeout, onLine: onLine)
     }
 
-    /// Polls until a command succeeds or `deadline` passes. Each attempt is bounded by
-    /// ConnectTimeout, which also covers QEMU's forwarder accepting before the guest answers.
+    /// Polls until a command succeeds or `deadline` passes. ConnectTimeout bounds the connect
+    /// and the banner wait (QEMU's forwarder accepts before the guest answers) of each attempt,
+    /// and the outer timeout the key exchange and login.
     func waitReady(deadline: ContinuousClock.Instant, isAlive: @Sendable () async -> Bool) async throws {
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()

@@ -1,0 +1,46 @@
+import Foundation
+import KilnCore
+import KilnProviders
+import KilnTemplates
+
+/// A provider that boots nothing: it writes a stand-in disk and records what the orchestrator
+/// asked of it. For testing the orchestration only; real builds are tested in KilnVMTests.
+final class FakeProvider: Provider {
+    let name = "fake"
+    let events = Locked<[String]>([])
+    /// A script containing this text exits with status 3.
+    let failMarker = "FAIL-HERE"
+
+    func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
+        let disk = spec.diskDirectory + "/disk.qcow2"
+        try Data("overlay of \(spec.backingDisk) for \(spec.buildID)".utf8).write(to: URL(fileURLWithPath: disk))
+        events.withLock { $0.append("start backing=\(spec.backingDisk)") }
+        return FakeMachine(provider: self)
+    }
+
+    func debugInstructions(_ spec: MachineSpec) -> String { "boot \(spec.diskDirectory)" }
+}
+
+final class FakeMachine: Machine {
+    let provider: FakeProvider
+
+    init(provider: FakeProvider) { self.provider = provider }
+
+    func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
+        provider.events.withLock { $0.append("run \(script) env=\(environment.map { "\($0.name)=\($0.value)" })") }
+        log.emit(title, "ran: \(script)")
+        return script.contains(provider.failMarker) ? 3 : 0
+    }
+
+    func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
+        provider.events.withLock { $0.append("upload \((source as NSString).lastPathComponent) -> \(destination)") }
+    }
+
+    func shutdown(log: BuildLog) async throws {
+        provider.events.withLock { $0.append("shutdown") }
+    }
+
+    func destroy() async {
+        provider.events.withLock { $0.append("destroy") }
+    }
+}
