@@ -104,7 +104,7 @@ public struct Builder: Sendable {
             machineSpec = spec
             machine = try await provider.start(spec, log: log)
             for step in template.steps {
-                currentStep = step.title
+                currentStep = log.redact(step.title)
                 try Task.checkCancellation()
                 try await run(step, on: machine!, template: template, log: log)
             }
@@ -160,18 +160,20 @@ public struct Builder: Sendable {
 
     private func run(_ step: Step, on machine: any Machine, template: Template, log: BuildLog) async throws {
         log.clearLastLines()
-        log.emit("kiln", "step \(step.title)")
+        // A title quotes the step's text, which may hold a sensitive value.
+        let title = log.redact(step.title)
+        log.emit("kiln", "step \(title)")
         let started = ContinuousClock.now
         switch step.kind {
         case .shell(let inline, let script, let env):
             let text = try inline ?? String(contentsOfFile: script!, encoding: .utf8)
             let environment = [EnvVar(name: "KILN_IMAGE_FAMILY", value: template.family)] + env
-            let status = try await machine.run(script: text, environment: environment, title: step.title, log: log, timeout: nil)
+            let status = try await machine.run(script: text, environment: environment, title: title, log: log, timeout: nil)
             guard status == 0 else {
                 throw KilnError(.buildFailed, "exit status \(status) (\(step.location))")
             }
         case .file(let src, let dest, let contentsOnly):
-            try await machine.upload(source: src, destination: dest, contentsOnly: contentsOnly, title: step.title, log: log)
+            try await machine.upload(source: src, destination: dest, contentsOnly: contentsOnly, title: title, log: log)
         }
         log.emit("kiln", "step done in \((ContinuousClock.now - started).kilnDescription)")
     }

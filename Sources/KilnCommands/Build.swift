@@ -9,11 +9,13 @@ struct Build: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Build the images of a template directory, parents first.",
         discussion: """
-            Each image boots a provisioning VM on its parent's disk (or on a disk made from its
-            source), runs the provision steps, stops the VM and becomes an immutable image named
+            Each image boots a provisioning VM on its parent's disk (or on a disk made from its \
+            source), runs the provision steps, stops the VM and becomes an immutable image named \
             FAMILY-vYYYYMMDD-N. A layer is built from the newest READY image of its parent family.
-            On failure the step is named, the VM is torn down, its disk removed (keep it with
-            --on-error=keep) and the log archived: see kiln logs --failed.
+
+            On failure the step is named, the VM is torn down, its disk removed (keep it with \
+            --on-error=keep) and the log archived: see kiln logs --failed. Ctrl-C cleans up the \
+            same way and exits with status 130.
             """)
 
     @OptionGroup var templates: TemplateOptions
@@ -31,8 +33,9 @@ struct Build: AsyncParsableCommand {
         guard let onErrorMode = BuildOptions.OnError(rawValue: onError) else {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
         }
+        // Invalid templates stop here, before anything is written to the store.
+        let (set, graph) = try templates.load(store: try store.openIfPresent())
         let store = try store.open()
-        let (set, graph) = try templates.load(store: store)
         var options = BuildOptions()
         options.onError = onErrorMode
         options.bootTimeout = .seconds(bootTimeout)

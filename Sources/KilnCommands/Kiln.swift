@@ -11,19 +11,20 @@ public struct Kiln: AsyncParsableCommand {
         commandName: "kiln",
         abstract: "Build immutable, versioned VM images from YAML templates.",
         discussion: """
-            A directory of templates is one image graph (base -> application -> product).
-            kiln builds each image in a provisioning VM, snapshots its disk into a versioned,
-            immutable image in the store ($KILN_HOME, default ~/.local/share/kiln) and archives
+            A directory of templates is one image graph (base -> application -> product). \
+            kiln builds each image in a provisioning VM, snapshots its disk into a versioned, \
+            immutable image in the store ($KILN_HOME, default ~/.local/share/kiln) and archives \
             the build log.
 
-              kiln validate examples/debian     check templates, print every error
-              kiln plan examples/debian         show the build order
-              kiln build examples/debian        build base -> app -> product
-              kiln images                       list images
-              kiln inspect NAME --json          everything the catalog knows about one image
-              kiln logs NAME                    the archived build log
+              kiln validate examples/debian   check templates, print every error
+              kiln plan examples/debian       show the build order
+              kiln build examples/debian      build base -> app -> product
+              kiln images                     list images
+              kiln inspect NAME --json        all the catalog knows of an image
+              kiln logs NAME                  the archived build log
 
-            Exit status: 0 ok, 1 build failed, 2 invalid input, 130 interrupted.
+            Exit status: 0 ok, 1 build failed, 2 invalid input, 130 interrupted. \
+            Documentation: docs/ in kiln's source tree.
             """,
         subcommands: [Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self]
     )
@@ -103,6 +104,11 @@ struct StoreOptions: ParsableArguments {
     var root: String { home ?? Store.defaultRoot() }
 
     func open() throws -> Store { try Store(root: root) }
+
+    /// The store if one exists: commands that only read templates never create one.
+    func openIfPresent() throws -> Store? {
+        FileManager.default.fileExists(atPath: root + "/catalog.sqlite") ? try open() : nil
+    }
 }
 
 /// Template directory and variable values, for commands that read templates.

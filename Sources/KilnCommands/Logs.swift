@@ -7,7 +7,7 @@ struct Logs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the archived build log of an image or of a build.",
         discussion: """
-            NAME is an image name, a family (its newest READY image) or a build id (failed builds
+            NAME is an image name, a family (its newest READY image) or a build id (failed builds \
             have no image: find their ids with --failed). The serial console is part of the log.
             """)
 

@@ -24,7 +24,7 @@ struct Plan: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try store.open()
+        let store = try store.openIfPresent()
         let (_, graph) = try templates.load(store: store)
         let entries = try graph.order.map { template -> Entry in
             var from: String
@@ -33,7 +33,7 @@ struct Plan: AsyncParsableCommand {
                 if graph.template(family) != nil {
                     from = "image \(family) (built in this run)"
                 } else {
-                    from = "image \(try store.catalog.head(of: family)?.name ?? family) (from the catalog)"
+                    from = "image \(try store?.catalog.head(of: family)?.name ?? family) (from the catalog)"
                 }
             case .debootstrap(let spec):
                 from = "debootstrap \(spec.suite) (\(spec.variant), mirror \(spec.mirror ?? DebianMirror.host() ?? "unset"))"

@@ -6,8 +6,8 @@ struct Validate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check templates and print every error at once.",
         discussion: """
-            Errors are printed as file:line:col: error: message, all of them, and kiln exits
-            with status 2. Nothing is written to the store. A parent family that no template
+            Errors are printed as file:line:col: error: message, all of them, and kiln exits \
+            with status 2. Nothing is written to the store. A parent family that no template \
             of the directory defines is accepted when the catalog has an image of it.
             """)
 
@@ -15,8 +15,7 @@ struct Validate: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        let catalogStore = FileManager.default.fileExists(atPath: store.root + "/catalog.sqlite") ? try store.open() : nil
-        let (_, graph) = try templates.load(store: catalogStore)
+        let (_, graph) = try templates.load(store: try store.openIfPresent())
         print(
             "ok: \(graph.order.count) template\(graph.order.count == 1 ? "" : "s"): \(graph.order.map(\.family).joined(separator: " -> "))")
     }

@@ -45,6 +45,7 @@ public final class BuildLog: Sendable {
     /// Records one line from `source` ("kiln", "console", or a step's title).
     public func emit(_ source: String, _ line: String) {
         let clean = redact(line)
+        let source = redact(source)
         let stamp = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
         let record = "\(stamp) [\(family)] [\(source)] \(clean)\n"
         state.withLock { state in

@@ -81,7 +81,7 @@ struct BuilderTests {
         #expect(images[1].labelDictionary == ["secret": "<sensitive>"])
         let log = try #require(try LogArchive.read(workspace.store.absolute(images[1].log), entry: "build.log"))
         let text = String(decoding: log, as: UTF8.self)
-        #expect(text.contains("ran: echo product <sensitive>"))
+        #expect(text.contains("[provision[1] shell echo product <sensitive>] ran: echo product <sensitive>"))
         #expect(!text.contains("hunter2"))
         #expect(try workspace.store.catalog.builds().allSatisfy { $0.status == .succeeded && $0.log != nil })
     }

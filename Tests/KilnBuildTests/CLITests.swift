@@ -1,0 +1,89 @@
+import Foundation
+import KilnCore
+import Testing
+
+/// The `kiln` binary that `swift build` made beside the tests, run as a user would.
+enum CLI {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    static func kiln(_ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
+        try await ProcessRunner.run(root + "/.build/debug/kiln", arguments, environment: environment, timeout: .seconds(60))
+    }
+}
+
+@Suite("Command line (no VM)")
+struct CLITests {
+    let home = NSTemporaryDirectory() + "kiln-cli-" + UUID().uuidString
+
+    @Test("validate prints every error as file:line:col: error:, exits 2 and writes nothing")
+    func validateErrors() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-cli-templates-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "image: app\nfrom: {image: base}\nprovision:\n  - shell: echo ${var.x}\n".write(
+            toFile: dir + "/app.yaml", atomically: true, encoding: .utf8)
+        try "image: base\nfrom: {image: app}\nlables: {}\n".write(toFile: dir + "/base.yaml", atomically: true, encoding: .utf8)
+        for command in ["validate", "plan", "build"] {
+            let result = try await CLI.kiln([command, dir, "--home", home])
+            #expect(result.status == 2, "\(command) must exit 2")
+            let lines = result.stderr.split(separator: "\n").map(String.init)
+            #expect(lines.contains("\(dir)/app.yaml:4:12: error: undefined variable 'x'"), "\(command): \(result.stderr)")
+            #expect(
+                lines.contains(
+                    "\(dir)/base.yaml:3:1: error: unknown key 'lables' in a template: expected image, description, from, provider, vars, provision, labels"
+                ))
+            #expect(lines.last == "kiln: 2 errors; nothing was built")
+            #expect(!FileManager.default.fileExists(atPath: home), "\(command) wrote to the store")
+        }
+    }
+
+    @Test("a cycle is reported with its path")
+    func cycle() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-cli-cycle-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "image: a\nfrom: {image: b}\n".write(toFile: dir + "/a.yaml", atomically: true, encoding: .utf8)
+        try "image: b\nfrom: {image: a}\n".write(toFile: dir + "/b.yaml", atomically: true, encoding: .utf8)
+        let result = try await CLI.kiln(["validate", dir, "--home", home])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("\(dir)/a.yaml:2:7: error: cycle in the image graph: a -> b -> a"))
+    }
+
+    @Test("validate and plan accept the example and show the build order")
+    func planExample() async throws {
+        let validate = try await CLI.kiln(["validate", CLI.root + "/examples/debian", "--home", home])
+        #expect(validate.status == 0)
+        #expect(validate.stdout == "ok: 3 templates: debian-12-base -> debian-12-nginx -> shop-web\n")
+        let plan = try await CLI.kiln(["plan", CLI.root + "/examples/debian", "--json", "--home", home])
+        #expect(plan.status == 0)
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(plan.stdout.utf8)) as? [[String: Any]])
+        #expect(entries.map { $0["family"] as? String } == ["debian-12-base", "debian-12-nginx", "shop-web"])
+        #expect(entries[1]["parent"] as? String == "debian-12-base")
+        #expect((entries[1]["steps"] as? [String])?.count == 3)
+    }
+
+    @Test("--var overrides a default, and a bad --var is invalid input")
+    func variables() async throws {
+        let plan = try await CLI.kiln(["plan", CLI.root + "/examples/debian", "--var", "release=2.0", "--home", home])
+        #expect(plan.stdout.contains("echo \"2.0\" > /etc/shop-release"))
+        let bad = try await CLI.kiln(["plan", CLI.root + "/examples/debian", "--var", "release", "--home", home])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("--var release: expected NAME=VALUE"))
+    }
+
+    @Test("an unknown image is invalid input with a hint; --help teaches the commands")
+    func unknownImageAndHelp() async throws {
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let inspect = try await CLI.kiln(["inspect", "nope", "--home", home])
+        #expect(inspect.status == 2)
+        #expect(inspect.stderr.contains("no image or family named 'nope' (see kiln images)"))
+        let images = try await CLI.kiln(["images", "--json", "--home", home])
+        #expect(images.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || images.stdout.contains("[]"))
+        let help = try await CLI.kiln(["--help"])
+        #expect(help.status == 0)
+        for command in ["validate", "plan", "build", "images", "inspect", "logs"] { #expect(help.stdout.contains(command)) }
+        let buildHelp = try await CLI.kiln(["build", "--help"])
+        #expect(buildHelp.stdout.contains("--on-error"))
+    }
+}
