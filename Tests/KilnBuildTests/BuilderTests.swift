@@ -131,6 +131,27 @@ struct BuilderTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: workspace.store.root + "/builds").isEmpty)
     }
 
+    @Test("--on-error=keep leaves the failed VM's disk and scratch in place and says how to boot it")
+    func keepOnError() async throws {
+        let workspace = try Workspace(product: "echo FAIL-HERE")
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        options.onError = .keep
+        let builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+        do {
+            _ = try await builder.build(graph, secrets: set.sensitiveValues)
+            Issue.record("the build should fail")
+        } catch let error as KilnError {
+            let failed = try #require(try workspace.store.catalog.builds(status: .failed).first)
+            let staging = workspace.store.stagingDirectory(buildID: failed.id)
+            #expect(error.message.contains("VM disk kept at \(staging)/disk.qcow2; boot \(staging)"))
+            #expect(FileManager.default.fileExists(atPath: staging + "/disk.qcow2"))
+            #expect(FileManager.default.fileExists(atPath: workspace.store.scratchDirectory(buildID: failed.id)))
+            #expect(try workspace.store.catalog.images().map(\.family) == ["base"])
+        }
+    }
+
     @Test("the host's Debian mirror is read from apt's deb822 and one-line sources")
     func mirrorDetection() {
         let deb822 = """
