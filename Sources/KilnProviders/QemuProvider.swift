@@ -137,14 +137,13 @@ final class QemuMachine: Machine {
 
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
         let path = "/tmp/kiln-step.sh"
-        let upload = try await ssh.run(
-            "cat > \(path)", input: .data(Data(script.utf8)), timeout: .seconds(60))
-        guard upload.succeeded else {
-            throw KilnError(.providerFailed, "cannot copy the script into the guest: \(upload.stderr)")
-        }
+        // One connection per step (each SSH handshake costs a second or more under TCG): the
+        // script arrives on stdin, then runs with stdin from /dev/null so nothing waits on a prompt.
         // Values reach the guest's shell only as single-quoted words.
-        let command = (["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
-        let result = try await ssh.run(ShellQuote.join(command), timeout: timeout) { line in
+        let run = ShellQuote.join(["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
+        let result = try await ssh.run(
+            "cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)), timeout: timeout
+        ) { line in
             log.emit(title, line.text)
         }
         if result.status == 255 && !isRunning {
