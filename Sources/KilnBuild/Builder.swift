@@ -20,6 +20,17 @@ public struct BuildOptions: Sendable {
     public init() {}
 }
 
+public enum BuildResult: Sendable {
+    case built(ImageRecord)
+    case upToDate(ImageRecord)
+
+    public var image: ImageRecord {
+        switch self {
+        case .built(let image), .upToDate(let image): return image
+        }
+    }
+}
+
 /// What the live view is told, besides raw log lines.
 public protocol BuildReporter: Sendable {
     func line(family: String, source: String, text: String)
@@ -40,29 +51,79 @@ public struct Builder: Sendable {
         self.reporter = reporter
     }
 
-    /// Builds every template of `graph` in order; stops at the first failure.
-    public func build(_ graph: ImageGraph, secrets: [String]) async throws -> [ImageRecord] {
-        var built: [String: ImageRecord] = [:]
-        var results: [ImageRecord] = []
+    /// Builds every template of `graph` whose inputs changed, parents first; stops at the first failure.
+    /// - Parameters:
+    ///   - force: rebuild even images whose build key matches a READY image.
+    ///   - selected: when given, only these families are built; the others are taken as they are
+    ///     in the catalog (their newest READY image).
+    public func build(
+        _ graph: ImageGraph, secrets: [String], force: Bool = false, selected: Set<String>? = nil, jobs: Int = 1
+    ) async throws -> [BuildResult] {
+        var done: [String: ImageRecord] = [:]
+        var waiting: [Template] = []
         for template in graph.order {
-            let parent: ImageRecord?
-            if let family = template.parentFamily {
-                guard let record = try built[family] ?? store.catalog.head(of: family) else {
-                    throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
+            if let selected, !selected.contains(template.family) {
+                guard let head = try store.catalog.head(of: template.family) else {
+                    throw KilnError(
+                        .notFound, "\(template.family) is not selected for building and has no READY image to build on")
                 }
-                parent = record
+                done[template.family] = head
             } else {
-                parent = nil
+                waiting.append(template)
             }
-            let image = try await build(template, parent: parent, secrets: secrets)
-            built[template.family] = image
-            results.append(image)
         }
-        return results
+        // Images whose parents are done start as soon as a slot is free; at most `jobs` at once.
+        // The first failure cancels the others (their VMs are torn down) and is rethrown.
+        var results: [String: BuildResult] = [:]
+        try await withThrowingTaskGroup(of: (String, BuildResult).self) { group in
+            var running = 0
+            while !waiting.isEmpty || running > 0 {
+                let ready = { (template: Template) -> Bool in
+                    guard let parent = template.parentFamily else { return true }
+                    return done[parent] != nil || graph.template(parent) == nil
+                }
+                while running < max(jobs, 1), let index = waiting.firstIndex(where: ready) {
+                    let template = waiting.remove(at: index)
+                    let parent = try template.parentFamily.map { family -> ImageRecord in
+                        guard let record = try done[family] ?? store.catalog.head(of: family) else {
+                            throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
+                        }
+                        return record
+                    }
+                    running += 1
+                    group.addTask {
+                        (template.family, try await self.buildIfChanged(template, parent: parent, secrets: secrets, force: force))
+                    }
+                }
+                guard let (family, result) = try await group.next() else { break }
+                running -= 1
+                done[family] = result.image
+                results[family] = result
+            }
+        }
+        return graph.order.compactMap { results[$0.family] }
+    }
+
+    /// What a machine of this size can hold at once: no more VMs than cores, nor than memory allows.
+    public static func defaultJobs(memoryMiB: Int) -> Int {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let available = Int(ProcessInfo.processInfo.physicalMemory >> 20) - 1024
+        return max(1, min(cores, available / max(memoryMiB + 512, 1)))
+    }
+
+    private func buildIfChanged(_ template: Template, parent: ImageRecord?, secrets: [String], force: Bool) async throws -> BuildResult {
+        let planner = Planner(store: store, secrets: secrets)
+        let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
+        if decision.action == .upToDate, let image = decision.image {
+            reporter?.line(family: template.family, source: "kiln", text: "up to date: \(image.name)")
+            return .upToDate(image)
+        }
+        reporter?.line(family: template.family, source: "kiln", text: "building: " + decision.reasons.joined(separator: "; "))
+        return .built(try await build(template, parent: parent, decision: decision, secrets: secrets))
     }
 
     /// Builds one image on `parent` (nil: on the template's source disk).
-    public func build(_ template: Template, parent: ImageRecord?, secrets: [String]) async throws -> ImageRecord {
+    func build(_ template: Template, parent: ImageRecord?, decision: Decision, secrets: [String]) async throws -> ImageRecord {
         let buildID = Self.newBuildID(family: template.family)
         let scratch = store.scratchDirectory(buildID: buildID)
         let staging = store.stagingDirectory(buildID: buildID)
@@ -90,7 +151,8 @@ public struct Builder: Sendable {
                 base = parent.digest
             } else {
                 currentStep = "source"
-                base = try await SourceDisk(store: store).prepare(template, buildID: buildID, log: log)
+                guard let identity = decision.source else { throw KilnError(.internalError, "no source identity for \(family)") }
+                base = try await SourceDisk(store: store).prepare(template, identity: identity, buildID: buildID, log: log)
             }
             let baseDirectory = store.blobDirectory(digest: base)
             let hasKernel = fm.fileExists(atPath: baseDirectory + "/" + Store.kernelName)
@@ -126,7 +188,7 @@ public struct Builder: Sendable {
                     family: family, digest: digest, parent: parent?.name,
                     labels: template.labels.mapValues(log.redact), description: template.description,
                     templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
-                    sourceKind: template.source.kind))
+                    sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json))
             log.emit("kiln", "image ready: \(image.name)")
             record.image = image.name
             record.status = .succeeded

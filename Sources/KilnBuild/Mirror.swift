@@ -1,4 +1,9 @@
 import Foundation
+import KilnCore
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// The Debian mirror kiln bootstraps from when a template names none: `KILN_MIRROR`, else the
 /// one the host's apt is configured with. No mirror host is written into kiln itself.
@@ -16,6 +21,34 @@ public enum DebianMirror {
             return fromOneLine(text)
         }
         return nil
+    }
+
+    private static let releaseHashes = Locked<[String: String]>([:])
+
+    /// SHA-256 of the suite's `InRelease` file: it changes whenever the mirror publishes new
+    /// packages for the suite, so it stands for "the mirror's state" in build keys.
+    public static func releaseHash(mirror: String, suite: String) async throws -> String {
+        let address = mirror.hasSuffix("/") ? mirror : mirror + "/"
+        let location = address + "dists/\(suite)/InRelease"
+        if let known = releaseHashes.value[location] { return known }
+        guard let url = URL(string: location) else { throw KilnError(.invalidInput, "invalid mirror URL \(mirror)") }
+        let data: Data
+        if url.isFileURL {
+            data = try Data(contentsOf: url)
+        } else {
+            let response: URLResponse
+            do {
+                (data, response) = try await URLSession.shared.data(from: url)
+            } catch {
+                throw KilnError(.io, "cannot read \(location) to check the mirror's state: \(error.localizedDescription)")
+            }
+            if let http = response as? HTTPURLResponse, http.statusCode != 200 {
+                throw KilnError(.io, "\(location): HTTP \(http.statusCode) (is '\(suite)' a suite of this mirror?)")
+            }
+        }
+        let hash = Hashing.sha256Hex(data)
+        releaseHashes.withLock { $0[location] = hash }
+        return hash
     }
 
     /// The first `URIs:` of a stanza whose suites are a release's main suite (not -security).

@@ -7,6 +7,14 @@ import KilnTemplates
     import FoundationNetworking
 #endif
 
+/// The identity of a base's source: key inputs, and a line for people.
+public struct SourceIdentity: Sendable, Equatable {
+    public var fields: [String: String]
+    public var summary: String
+
+    public var key: String { KeyInputs(fields).key }
+}
+
 /// Makes the disk a base image starts from, without booting anything, and keeps it in the
 /// store keyed by what made it, so the next build of the same source reuses it.
 struct SourceDisk {
@@ -21,8 +29,9 @@ struct SourceDisk {
     ]
 
     /// - Returns: the digest of the stored source blob (`images/<digest>/`).
-    func prepare(_ template: Template, buildID: String, log: BuildLog) async throws -> String {
-        let (key, summary) = try identity(of: template)
+    func prepare(_ template: Template, identity: SourceIdentity, buildID: String, log: BuildLog) async throws -> String {
+        let key = identity.key
+        let summary = identity.summary
         if let digest = try store.catalog.sourceDigest(key: key),
             FileManager.default.fileExists(atPath: store.blobDirectory(digest: digest) + "/" + Store.diskName)
         {
@@ -54,8 +63,9 @@ struct SourceDisk {
         }
     }
 
-    /// What determines the source disk's content, hashed; and a line for people.
-    func identity(of template: Template) throws -> (key: String, summary: String) {
+    /// What determines the source disk's content: these fields are part of the build key of
+    /// every image built on it, and their hash names the cached source disk.
+    static func identity(of template: Template) async throws -> SourceIdentity {
         switch template.source {
         case .debootstrap(let spec):
             guard let mirror = spec.mirror ?? DebianMirror.host() else {
@@ -65,14 +75,25 @@ struct SourceDisk {
                 )
             }
             let packages = (Self.bootPackages + spec.include).sorted()
-            let fields = ["debootstrap", Self.recipeVersion, spec.suite, spec.variant, mirror, String(template.qemu.diskSize)] + packages
-            return (Hashing.sha256Hex(fields.joined(separator: "\n")), "debootstrap \(spec.suite)/\(spec.variant)")
+            return SourceIdentity(
+                fields: [
+                    "source.kind": "debootstrap", "source.recipe": Self.recipeVersion, "source.suite": spec.suite,
+                    "source.variant": spec.variant, "source.include": packages.joined(separator: ","),
+                    "source.mirror": mirror,
+                    "source.release": try await DebianMirror.releaseHash(mirror: mirror, suite: spec.suite),
+                    "source.disk_size": String(template.qemu.diskSize),
+                ],
+                summary: "debootstrap \(spec.suite)/\(spec.variant)")
         case .file(let path, let sha256):
-            return (Hashing.sha256Hex("file\n\(Self.recipeVersion)\n\(sha256)"), "file \(path)")
+            return SourceIdentity(
+                fields: ["source.kind": "disk", "source.recipe": Self.recipeVersion, "source.sha256": sha256],
+                summary: "file \(path)")
         case .url(let url, let sha256):
-            return (Hashing.sha256Hex("file\n\(Self.recipeVersion)\n\(sha256)"), "url \(url)")
+            return SourceIdentity(
+                fields: ["source.kind": "disk", "source.recipe": Self.recipeVersion, "source.sha256": sha256],
+                summary: "url \(url)")
         case .image(let family):
-            return ("", "image \(family)")
+            throw KilnError(.internalError, "image \(family) is a parent, not a source")
         }
     }
 

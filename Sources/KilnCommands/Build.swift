@@ -29,6 +29,24 @@ struct Build: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds to wait for the guest's SSH.", valueName: "seconds"))
     var bootTimeout: Int = 600
 
+    @Option(
+        name: .short,
+        help: ArgumentHelp("Build up to N independent images at once (default: what the machine holds: cores, memory).", valueName: "N"))
+    var jobs: Int?
+
+    @Flag(help: "Rebuild every selected image, even when a READY image was built from the same inputs.")
+    var force = false
+
+    @Option(
+        parsing: .upToNextOption,
+        help: ArgumentHelp("Build only these families; the others (their ancestors) are taken from the catalog.", valueName: "family"))
+    var only: [String] = []
+
+    @Option(
+        parsing: .upToNextOption,
+        help: ArgumentHelp("Build every family but these; they are taken from the catalog.", valueName: "family"))
+    var except: [String] = []
+
     func run() async throws {
         guard let onErrorMode = BuildOptions.OnError(rawValue: onError) else {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
@@ -41,9 +59,24 @@ struct Build: AsyncParsableCommand {
         options.bootTimeout = .seconds(bootTimeout)
         let builder = Builder(
             store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
-        let images = try await builder.build(graph, secrets: set.sensitiveValues)
-        for image in images {
-            print("built \(image.name)\(image.parent.map { " (on \($0))" } ?? "")")
+        let families = Set(graph.order.map(\.family))
+        for name in only + except where !families.contains(name) {
+            throw KilnError(
+                .invalidInput, "no template of \(templates.path) builds '\(name)' (families: \(families.sorted().joined(separator: ", ")))")
+        }
+        var selected: Set<String>? = only.isEmpty ? nil : Set(only)
+        if !except.isEmpty { selected = (selected ?? families).subtracting(except) }
+        if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
+        let parallel = jobs ?? Builder.defaultJobs(memoryMiB: graph.order.map(\.qemu.memoryMiB).max() ?? 1024)
+        let results = try await builder.build(
+            graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
+        for result in results {
+            let image = result.image
+            let on = image.parent.map { " (on \($0))" } ?? ""
+            switch result {
+            case .built: print("built \(image.name)\(on)")
+            case .upToDate: print("up to date: \(image.name)\(on)")
+            }
         }
     }
 }

@@ -20,12 +20,16 @@ struct ImageView: Codable {
     var buildID: String
     var log: String
     var source: String
+    var buildKey: String?
+    var keyInputs: [String: String]?
 
     enum CodingKeys: String, CodingKey {
         case name, family, version, state, parent, size, created, digest, disk, labels, description
         case templateHash = "template_hash"
         case buildID = "build_id"
         case log, source
+        case buildKey = "build_key"
+        case keyInputs = "key_inputs"
     }
 
     init(_ image: ImageRecord, store: Store) {
@@ -44,6 +48,8 @@ struct ImageView: Codable {
         buildID = image.buildID
         log = store.absolute(image.log)
         source = image.sourceKind
+        buildKey = image.buildKey
+        keyInputs = image.keyInputs.map { KeyInputs(json: $0).entries }
     }
 }
 

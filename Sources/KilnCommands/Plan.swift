@@ -15,25 +15,35 @@ struct Plan: AsyncParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "Plan as if every image were rebuilt.")
+    var force = false
+
     struct Entry: Codable {
         var family: String
         var file: String
         var from: String
         var parent: String?
         var steps: [String]
+        var action: String
+        /// The READY image built from the same inputs, when up to date.
+        var image: String?
+        var reasons: [String]
+        var key: String?
     }
 
     func run() async throws {
-        let store = try store.openIfPresent()
-        let (_, graph) = try templates.load(store: store)
-        let entries = try graph.order.map { template -> Entry in
+        let present = try store.openIfPresent()
+        let (set, graph) = try templates.load(store: present)
+        let store = try present ?? self.store.open()
+        let decisions = try await Planner(store: store, secrets: set.sensitiveValues).plan(graph, force: force)
+        let entries = try zip(graph.order, decisions).map { template, decision -> Entry in
             var from: String
             switch template.source {
             case .image(let family):
                 if graph.template(family) != nil {
-                    from = "image \(family) (built in this run)"
+                    from = "image \(family) (this graph)"
                 } else {
-                    from = "image \(try store?.catalog.head(of: family)?.name ?? family) (from the catalog)"
+                    from = "image \(try store.catalog.head(of: family)?.name ?? family) (from the catalog)"
                 }
             case .debootstrap(let spec):
                 from = "debootstrap \(spec.suite) (\(spec.variant), mirror \(spec.mirror ?? DebianMirror.host() ?? "unset"))"
@@ -43,16 +53,19 @@ struct Plan: AsyncParsableCommand {
             }
             return Entry(
                 family: template.family, file: template.file, from: from, parent: template.parentFamily,
-                steps: template.steps.map(\.title))
+                steps: template.steps.map(\.title).map(set.redact), action: decision.action.rawValue,
+                image: decision.image?.name, reasons: decision.reasons, key: decision.key)
         }
         if json {
             try printJSON(entries)
             return
         }
-        print("build order (\(entries.count) image\(entries.count == 1 ? "" : "s")):")
+        let toBuild = entries.filter { $0.action == "build" }.count
+        print("build order (\(entries.count) image\(entries.count == 1 ? "" : "s"), \(toBuild) to build):")
         for (index, entry) in entries.enumerated() {
-            print("  \(index + 1). \(entry.family)")
+            print("  \(index + 1). \(entry.family): \(entry.action)\(entry.image.map { " (\($0))" } ?? "")")
             print("     from   \(entry.from)")
+            for reason in entry.reasons { print("     why    \(reason)") }
             print("     steps  \(entry.steps.count)")
             for step in entry.steps { print("            \(step)") }
         }

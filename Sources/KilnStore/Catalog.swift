@@ -62,7 +62,29 @@ public final class Catalog: Sendable {
                 t.column("created", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v2-build-keys") { db in
+            try db.alter(table: "image") { t in
+                t.add(column: "buildKey", .text)
+                t.add(column: "keyInputs", .text)
+            }
+            try db.create(index: "image_on_family_buildKey", on: "image", columns: ["family", "buildKey"])
+        }
         return migrator
+    }
+
+    /// A READY image of `family` built from exactly these inputs, if any: the newest one.
+    public func image(family: String, buildKey: String) throws -> ImageRecord? {
+        try db.read { db in
+            try ImageRecord
+                .filter(Column("family") == family && Column("buildKey") == buildKey)
+                .filter(Column("state") == ImageState.ready.rawValue)
+                .order(Column("created").desc, Column("version").desc)
+                .fetchOne(db)
+        }
+    }
+
+    public func image(digest: String) throws -> ImageRecord? {
+        try db.read { db in try ImageRecord.filter(Column("digest") == digest).fetchOne(db) }
     }
 
     // MARK: - Source disks
@@ -122,7 +144,8 @@ public final class Catalog: Sendable {
                 name: "\(draft.family)-\(version)", family: draft.family, version: version,
                 digest: draft.digest, parent: draft.parent, state: .ready, created: date,
                 labels: draft.labelsJSON, description: draft.description, templateHash: draft.templateHash,
-                size: draft.size, log: draft.log, buildID: draft.buildID, sourceKind: draft.sourceKind)
+                size: draft.size, log: draft.log, buildID: draft.buildID, sourceKind: draft.sourceKind,
+                buildKey: draft.buildKey, keyInputs: draft.keyInputs)
             try record.insert(db)
             try db.execute(
                 sql: "UPDATE build SET image = ? WHERE id = ?", arguments: [record.name, draft.buildID])
@@ -172,11 +195,17 @@ public struct ImageDraft: Sendable {
     public var log: String
     public var buildID: String
     public var sourceKind: String
+    public var buildKey: String?
+    /// JSON object of the key's inputs.
+    public var keyInputs: String?
 
     public init(
         family: String, digest: String, parent: String?, labels: [String: String], description: String?,
-        templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String
+        templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
+        buildKey: String? = nil, keyInputs: String? = nil
     ) {
+        self.buildKey = buildKey
+        self.keyInputs = keyInputs
         self.family = family
         self.digest = digest
         self.parent = parent

@@ -35,6 +35,10 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var buildID: String
     /// debootstrap, file, url or image.
     public var sourceKind: String
+    /// SHA-256 over the key's inputs (docs/build-keys.md); nil for images made before keys existed.
+    public var buildKey: String?
+    /// JSON object of the inputs, kept to explain the next rebuild.
+    public var keyInputs: String?
 
     public var labelDictionary: [String: String] {
         (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]

@@ -11,6 +11,11 @@ public struct TemplateSet: Sendable {
     public func template(family: String) -> Template? {
         templates.first { $0.family == family }
     }
+
+    /// `text` with every sensitive value replaced, for output that quotes template text.
+    public func redact(_ text: String) -> String {
+        sensitiveValues.reduce(text) { $0.replacingOccurrences(of: $1, with: "<sensitive>") }
+    }
 }
 
 /// Reads templates from disk and reports every problem it finds, each with its position.

@@ -58,15 +58,16 @@ struct BuilderTests {
         let provider = FakeProvider()
         let (set, graph) = try workspace.graph()
         let builder = Builder(store: workspace.store, provider: provider, options: BuildOptions(), reporter: nil)
-        let images = try await builder.build(graph, secrets: set.sensitiveValues)
+        let results = try await builder.build(graph, secrets: set.sensitiveValues)
+        let images = results.map(\.image)
         #expect(images.map(\.family) == ["base", "app"])
+        #expect(images.allSatisfy { $0.buildKey != nil && $0.keyInputs != nil })
         #expect(images[0].parent == nil)
         #expect(images[1].parent == images[0].name)
         #expect(images.allSatisfy { $0.name.hasPrefix($0.family + "-v") && $0.name.hasSuffix("-1") })
         let events = provider.events.value
-        let source = try #require(
-            try workspace.store.catalog.sourceDigest(
-                key: SourceDisk(store: workspace.store).identity(of: set.template(family: "base")!).key))
+        let key = try await SourceDisk.identity(of: set.template(family: "base")!).key
+        let source = try #require(try workspace.store.catalog.sourceDigest(key: key))
         #expect(events.first == "start backing=../\(source)/disk.qcow2")
         #expect(events.contains("start backing=../\(images[0].digest)/disk.qcow2"))
         #expect(events.contains("upload motd -> /etc/motd"))
@@ -86,18 +87,105 @@ struct BuilderTests {
         #expect(try workspace.store.catalog.builds().allSatisfy { $0.status == .succeeded && $0.log != nil })
     }
 
-    @Test("a second build reuses the source disk and takes the next version")
+    @Test("a second build with no change boots nothing; --force rebuilds, reusing the source disk")
     func rebuild() async throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
         let (set, graph) = try workspace.graph()
-        let builder = Builder(store: workspace.store, provider: FakeProvider(), options: BuildOptions(), reporter: nil)
-        _ = try await builder.build(graph, secrets: set.sensitiveValues)
-        let second = try await builder.build(graph, secrets: set.sensitiveValues)
-        #expect(second.map { $0.name.hasSuffix("-2") } == [true, true])
-        #expect(try workspace.store.catalog.head(of: "app")?.name == second[1].name)
-        let log = try #require(try LogArchive.read(workspace.store.absolute(second[0].log), entry: "build.log"))
+        let provider = FakeProvider()
+        let builder = Builder(store: workspace.store, provider: provider, options: BuildOptions(), reporter: nil)
+        let first = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
+        let starts = provider.events.value.filter { $0.hasPrefix("start") }.count
+        let again = try await builder.build(graph, secrets: set.sensitiveValues)
+        #expect(provider.events.value.filter { $0.hasPrefix("start") }.count == starts, "an up-to-date build booted a machine")
+        #expect(again.map(\.image.name) == first.map(\.name))
+        #expect(again.allSatisfy { if case .upToDate = $0 { true } else { false } })
+        let forced = try await builder.build(graph, secrets: set.sensitiveValues, force: true).map(\.image)
+        #expect(forced.map { $0.name.hasSuffix("-2") } == [true, true])
+        #expect(try workspace.store.catalog.head(of: "app")?.name == forced[1].name)
+        let log = try #require(try LogArchive.read(workspace.store.absolute(forced[0].log), entry: "build.log"))
         #expect(String(decoding: log, as: UTF8.self).contains("source disk up to date"))
+    }
+
+    @Test("a change to the child rebuilds only the child; a change to the base rebuilds both, in order")
+    func incremental() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let provider = FakeProvider()
+        let builder = Builder(store: workspace.store, provider: provider, options: BuildOptions(), reporter: nil)
+        let (set, graph) = try workspace.graph()
+        let first = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
+        // The uploaded file of the child changes.
+        try "changed".write(toFile: workspace.dir + "/t/files/motd", atomically: true, encoding: .utf8)
+        let (set2, graph2) = try workspace.graph()
+        let plan = try await Planner(store: workspace.store, secrets: set2.sensitiveValues).plan(graph2, force: false)
+        #expect(plan.map(\.action) == [.upToDate, .build])
+        #expect(plan[1].reasons == ["provision[0].src files/motd changed"])
+        let second = try await builder.build(graph2, secrets: set2.sensitiveValues)
+        #expect(second[0].image.name == first[0].name)
+        guard case .built(let app) = second[1] else {
+            Issue.record("app should be rebuilt")
+            return
+        }
+        #expect(app.parent == first[0].name)
+        // The base's step changes: both rebuild, the child on the new base.
+        let baseFile = workspace.dir + "/t/base.yaml"
+        let base = try String(contentsOfFile: baseFile, encoding: .utf8)
+        try base.replacingOccurrences(of: "echo base", with: "echo base v2").write(toFile: baseFile, atomically: true, encoding: .utf8)
+        let (set3, graph3) = try workspace.graph()
+        let plan3 = try await Planner(store: workspace.store, secrets: set3.sensitiveValues).plan(graph3, force: false)
+        #expect(plan3.map(\.action) == [.build, .build])
+        #expect(plan3[0].reasons == ["provision[0].shell changed"])
+        #expect(plan3[1].reasons == ["parent base is rebuilt first"])
+        let third = try await builder.build(graph3, secrets: set3.sensitiveValues).map(\.image)
+        #expect(third[1].parent == third[0].name)
+        #expect(third[0].name.hasSuffix("-2") && third[1].name.hasSuffix("-3"))
+        // Now that the base moved, the reason names the new parent.
+        try "changed again".write(toFile: workspace.dir + "/t/files/motd", atomically: true, encoding: .utf8)
+        let (set4, graph4) = try workspace.graph()
+        let plan4 = try await Planner(store: workspace.store, secrets: set4.sensitiveValues).plan(graph4, force: false)
+        #expect(plan4[1].reasons == ["provision[0].src files/motd changed"])
+    }
+
+    @Test("-j 2 builds independent images at once; children still wait for their parent")
+    func parallel() async throws {
+        let workspace = try Workspace(product: "echo SLOW product")
+        defer { workspace.remove() }
+        for name in ["left", "right"] {
+            try "image: \(name)\nfrom: {image: base}\nprovision:\n  - shell: echo SLOW \(name)\n".write(
+                toFile: workspace.dir + "/t/\(name).yaml", atomically: true, encoding: .utf8)
+        }
+        let provider = FakeProvider()
+        let builder = Builder(store: workspace.store, provider: provider, options: BuildOptions(), reporter: nil)
+        let (set, graph) = try workspace.graph()
+        let results = try await builder.build(graph, secrets: set.sensitiveValues, jobs: 2)
+        #expect(results.map(\.image.family) == graph.order.map(\.family))
+        let events = provider.events.value
+        let baseDone = try #require(events.firstIndex(of: "shutdown"))
+        let starts = events.indices.filter { events[$0].hasPrefix("start") }
+        #expect(starts.count == 4)
+        #expect(starts[0] < baseDone && starts.dropFirst().allSatisfy { $0 > baseDone }, "children started before their parent was done")
+        // Three children of base, two slots: the first two overlap, the third waits for a slot.
+        let shutdowns = events.indices.filter { events[$0] == "shutdown" }
+        #expect(shutdowns.count == 4)
+        #expect(starts[2] < shutdowns[1], "the first two children did not run at once: \(events)")
+        #expect(starts[3] > shutdowns[1], "a third machine started while two were running: \(events)")
+    }
+
+    @Test("--only builds the named family on its parent from the catalog")
+    func only() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let provider = FakeProvider()
+        let builder = Builder(store: workspace.store, provider: provider, options: BuildOptions(), reporter: nil)
+        let (set, graph) = try workspace.graph()
+        await #expect(throws: KilnError.self) {
+            _ = try await builder.build(graph, secrets: set.sensitiveValues, selected: ["app"])
+        }
+        let first = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
+        let onlyApp = try await builder.build(graph, secrets: set.sensitiveValues, force: true, selected: ["app"])
+        #expect(onlyApp.map(\.image.family) == ["app"])
+        #expect(onlyApp[0].image.parent == first[0].name)
     }
 
     @Test("a failing step names itself, destroys the machine, stages nothing and archives the log")
@@ -121,6 +209,9 @@ struct BuilderTests {
         #expect(try workspace.store.catalog.images().map(\.family) == ["base"])
         let failed = try #require(try workspace.store.catalog.builds(status: .failed).first)
         #expect(failed.family == "app")
+        // The base is kept: the next build starts from it.
+        let retry = try await Planner(store: workspace.store, secrets: set.sensitiveValues).plan(graph, force: false)
+        #expect(retry.map(\.action) == [.upToDate, .build])
         #expect(failed.failedStep == "provision[1] shell echo FAIL-HERE")
         let archive = try #require(failed.log)
         let log = try #require(try LogArchive.read(workspace.store.absolute(archive), entry: "build.log"))

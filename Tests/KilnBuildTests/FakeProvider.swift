@@ -29,6 +29,7 @@ final class FakeMachine: Machine {
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
         provider.events.withLock { $0.append("run \(script) env=\(environment.map { "\($0.name)=\($0.value)" })") }
         log.emit(title, "ran: \(script)")
+        if script.contains("SLOW") { try await Task.sleep(for: .milliseconds(300)) }
         return script.contains(provider.failMarker) ? 3 : 0
     }
 

@@ -87,6 +87,23 @@ struct VMBuildTests {
         #expect(table.stdout.contains("shop-web-v"))
     }
 
+    @Test("building the example again with no change is up to date in every image and boots no VM")
+    func rebuildIsUpToDate() async throws {
+        let first = try await SharedStore.shared.exampleBuild()
+        try #require(first.status == 0)
+        let again = try await SharedStore.shared.kiln(["build", Repo.root + "/examples/debian"])
+        #expect(again.status == 0)
+        let lines = again.stdout.split(separator: "\n")
+        #expect(lines.count == 3 && lines.allSatisfy { $0.hasPrefix("up to date: ") }, "\(again.stdout)")
+        #expect(!again.stderr.contains("booting VM"))
+        let plan = try await SharedStore.shared.kiln(["plan", Repo.root + "/examples/debian", "--json"])
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(plan.stdout.utf8)) as? [[String: Any]])
+        #expect(entries.allSatisfy { $0["action"] as? String == "up to date" })
+        let product = try await SharedStore.shared.image("shop-web")
+        #expect((product["build_key"] as? String)?.count == 64)
+        #expect(entries.last?["key"] as? String == product["build_key"] as? String)
+    }
+
     @Test("each child disk is a qcow2 overlay whose backing file is its parent's disk, by relative path")
     func overlaysChain() async throws {
         let result = try await SharedStore.shared.exampleBuild()

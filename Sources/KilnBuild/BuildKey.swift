@@ -1,0 +1,135 @@
+import Foundation
+import KilnCore
+import KilnStore
+import KilnTemplates
+
+/// Everything that determines an image's content, as named values. The build key is the
+/// SHA-256 of these entries in canonical form; the entries themselves are stored with the image
+/// so `kiln plan` can say *why* an image must be rebuilt.
+///
+/// Canonical: sorted by name, one `name=value` line each; paths relative to the template's
+/// directory; file contents by hash; no timestamps. The same inputs give the same key on any
+/// machine and in any run.
+public struct KeyInputs: Sendable, Equatable, Codable {
+    public var entries: [String: String]
+
+    public init(_ entries: [String: String] = [:]) { self.entries = entries }
+
+    public var key: String {
+        Hashing.sha256Hex(entries.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined())
+    }
+
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(entries)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    public init(json: String?) {
+        entries = json.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+    }
+}
+
+public enum BuildKeys {
+    /// Bumped when kiln changes how an image's disk is made, so every image rebuilds once.
+    public static let imageFormatVersion = "1"
+
+    /// The key inputs of `template` built on `parent` (a layer) or on `source` (a base).
+    public static func inputs(
+        for template: Template, parent: ImageRecord?, source: SourceIdentity?, secrets: [String]
+    ) throws -> KeyInputs {
+        var e: [String: String] = ["kiln.image-format": imageFormatVersion]
+        let directory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
+        func hidden(_ value: String) -> String {
+            secrets.contains(where: { !$0.isEmpty && value.contains($0) }) ? "sha256:" + Hashing.sha256Hex(value) : value
+        }
+        if let parent {
+            e["parent"] = parent.digest
+        } else if let source {
+            e.merge(source.fields) { _, new in new }
+            e["provider.qemu.disk_size"] = String(template.qemu.diskSize)
+        }
+        if let description = template.description { e["description"] = hidden(description) }
+        for (key, value) in template.labels { e["labels.\(key)"] = hidden(value) }
+        for variable in template.variables {
+            e["var.\(variable.name)"] = variable.sensitive ? "sha256:" + Hashing.sha256Hex(variable.value) : hidden(variable.value)
+        }
+        for step in template.steps {
+            let p = "provision[\(step.index)]"
+            switch step.kind {
+            case .shell(let inline, let script, let env):
+                if let inline { e["\(p).shell"] = "sha256:" + Hashing.sha256Hex(inline) }
+                if let script {
+                    e["\(p).shell.script"] = relative(script, to: directory) + " sha256:" + (try Hashing.sha256Hex(fileAt: script))
+                }
+                for variable in env { e["\(p).shell.env.\(variable.name)"] = hidden(variable.value) }
+            case .file(let src, let dest, let contentsOnly):
+                e["\(p).src"] = relative(src, to: directory) + " sha256:" + (try treeHash(src))
+                e["\(p).dest"] = hidden(dest) + (contentsOnly ? " (contents)" : "")
+            }
+        }
+        return KeyInputs(e)
+    }
+
+    /// Why `current` differs from `previous`, one line per changed input, in name order.
+    /// - Parameter parentName: the name of the image `current` would build on, for the reason
+    ///   "parent FAMILY moved to NAME".
+    public static func reasons(
+        from previous: KeyInputs, to current: KeyInputs, parentFamily: String?, parentName: String?
+    ) -> [String] {
+        var lines: [String] = []
+        for name in Set(previous.entries.keys).union(current.entries.keys).sorted() {
+            let old = previous.entries[name]
+            let new = current.entries[name]
+            guard old != new else { continue }
+            switch (old, new) {
+            case (nil, _?): lines.append("\(name) added")
+            case (_?, nil): lines.append("\(name) removed")
+            case (let old?, let new?):
+                if name == "parent" {
+                    lines.append("parent \(parentFamily ?? "image") moved to \(parentName ?? new)")
+                } else if name == "kiln.image-format" {
+                    lines.append("kiln's image format changed (\(old) -> \(new))")
+                } else if name.hasSuffix(".src") || name.hasSuffix(".script") {
+                    let path = new.split(separator: " ").first.map(String.init) ?? name
+                    lines.append("\(name) \(path) changed")
+                } else if old.hasPrefix("sha256:") || new.hasPrefix("sha256:") || old.count > 60 || new.count > 60 {
+                    lines.append("\(name) changed")
+                } else {
+                    lines.append("\(name.replacingOccurrences(of: "var.", with: "var ")): \(old) -> \(new)")
+                }
+            default: break
+            }
+        }
+        return lines
+    }
+
+    static func relative(_ path: String, to directory: String) -> String {
+        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+        return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path
+    }
+
+    /// A file's SHA-256, or for a directory the SHA-256 over its sorted entries (relative path,
+    /// type, mode, content hash or link target): what an upload of it puts in the guest.
+    static func treeHash(_ path: String) throws -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw KilnError(.notFound, "\(path) does not exist")
+        }
+        guard isDirectory.boolValue else { return try Hashing.sha256Hex(fileAt: path) }
+        let fm = FileManager.default
+        let names = (fm.enumerator(atPath: path)?.allObjects as? [String] ?? []).sorted()
+        var lines: [String] = []
+        for name in names {
+            let full = path + "/" + name
+            let attributes = try fm.attributesOfItem(atPath: full)
+            let mode = String((attributes[.posixPermissions] as? Int) ?? 0, radix: 8)
+            switch attributes[.type] as? FileAttributeType {
+            case .typeDirectory: lines.append("\(name) dir \(mode)")
+            case .typeSymbolicLink: lines.append("\(name) link \(try fm.destinationOfSymbolicLink(atPath: full))")
+            default: lines.append("\(name) file \(mode) \(try Hashing.sha256Hex(fileAt: full))")
+            }
+        }
+        return Hashing.sha256Hex(lines.joined(separator: "\n"))
+    }
+}
