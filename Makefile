@@ -9,7 +9,7 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
                libarchive-dev libsqlite3-dev zstd ca-certificates uidmap
 
-.PHONY: all deps build release demo test test-fast lint format clean
+.PHONY: all deps build release demo test test-fast lint format clean bench-incremental
 
 all: build
 
@@ -51,3 +51,7 @@ format:
 
 clean:
 	rm -rf .build
+
+# Benchmarks write Markdown tables to bench/results/ (not run by make test).
+bench-incremental: deps
+	bench/incremental.sh

@@ -188,7 +188,8 @@ public struct Builder: Sendable {
                     family: family, digest: digest, parent: parent?.name,
                     labels: template.labels.mapValues(log.redact), description: template.description,
                     templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
-                    sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json))
+                    sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
+                    backingDigest: base))
             log.emit("kiln", "image ready: \(image.name)")
             record.image = image.name
             record.status = .succeeded

@@ -32,11 +32,19 @@ struct SourceDisk {
     func prepare(_ template: Template, identity: SourceIdentity, buildID: String, log: BuildLog) async throws -> String {
         let key = identity.key
         let summary = identity.summary
-        if let digest = try store.catalog.sourceDigest(key: key),
-            FileManager.default.fileExists(atPath: store.blobDirectory(digest: digest) + "/" + Store.diskName)
-        {
-            log.emit("kiln", "source disk up to date: \(summary) (\(digest.prefix(12)))")
-            return digest
+        if let digest = try store.catalog.sourceDigest(key: key) {
+            // A cached disk is used only if its bytes still hash to its name.
+            let disk = store.blobDirectory(digest: digest) + "/" + Store.diskName
+            if FileManager.default.fileExists(atPath: disk), (try? Hashing.sha256Hex(fileAt: disk)) == digest {
+                try store.catalog.markSourceUsed(key: key)
+                log.emit("kiln", "source disk up to date: \(summary) (\(digest.prefix(12)), digest verified)")
+                return digest
+            }
+            log.emit("kiln", "cached source disk \(digest.prefix(12)) is missing or damaged; making it again")
+            try store.catalog.forgetSource(key: key)
+            if try !store.catalog.backingDigests().contains(digest) {
+                try? FileManager.default.removeItem(atPath: store.blobDirectory(digest: digest))
+            }
         }
         let staging = store.stagingDirectory(buildID: buildID + "-source")
         try? FileManager.default.removeItem(atPath: staging)

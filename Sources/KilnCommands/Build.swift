@@ -70,6 +70,10 @@ struct Build: AsyncParsableCommand {
         let parallel = jobs ?? Builder.defaultJobs(memoryMiB: graph.order.map(\.qemu.memoryMiB).max() ?? 1024)
         let results = try await builder.build(
             graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
+        // The cache stays bounded without anyone remembering to prune it.
+        for entry in try SourceCache.prune(store, limit: SourceCache.defaultLimit()) {
+            printError("kiln: cache: removed \(entry.kind.rawValue) \(entry.description) (\(humanSize(Int64(entry.bytes))))")
+        }
         for result in results {
             let image = result.image
             let on = image.parent.map { " (on \($0))" } ?? ""

@@ -69,6 +69,12 @@ public final class Catalog: Sendable {
             }
             try db.create(index: "image_on_family_buildKey", on: "image", columns: ["family", "buildKey"])
         }
+        migrator.registerMigration("v3-source-use") { db in
+            // Which blob each image's disk is backed by, so a cache prune never removes a source
+            // disk an image still needs; and when a cached source disk was last used.
+            try db.alter(table: "image") { t in t.add(column: "backingDigest", .text) }
+            try db.alter(table: "source") { t in t.add(column: "used", .datetime) }
+        }
         return migrator
     }
 
@@ -92,6 +98,33 @@ public final class Catalog: Sendable {
     public func sourceDigest(key: String) throws -> String? {
         try db.read { db in
             try String.fetchOne(db, sql: "SELECT digest FROM source WHERE key = ?", arguments: [key])
+        }
+    }
+
+    public func markSourceUsed(key: String, at date: Date = Date()) throws {
+        try db.write { db in try db.execute(sql: "UPDATE source SET used = ? WHERE key = ?", arguments: [date, key]) }
+    }
+
+    /// Cached source disks, least recently used first.
+    public func sources() throws -> [SourceRecord] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT key, digest, description, created, used FROM source ORDER BY COALESCE(used, created)")
+                .map {
+                    SourceRecord(
+                        key: $0["key"], digest: $0["digest"], description: $0["description"],
+                        lastUsed: ($0["used"] as Date?) ?? $0["created"])
+                }
+        }
+    }
+
+    public func forgetSource(key: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM source WHERE key = ?", arguments: [key]) }
+    }
+
+    /// Digests of every blob some image's disk is backed by.
+    public func backingDigests() throws -> Set<String> {
+        try db.read { db in
+            Set(try String.fetchAll(db, sql: "SELECT DISTINCT backingDigest FROM image WHERE backingDigest IS NOT NULL"))
         }
     }
 
@@ -145,7 +178,7 @@ public final class Catalog: Sendable {
                 digest: draft.digest, parent: draft.parent, state: .ready, created: date,
                 labels: draft.labelsJSON, description: draft.description, templateHash: draft.templateHash,
                 size: draft.size, log: draft.log, buildID: draft.buildID, sourceKind: draft.sourceKind,
-                buildKey: draft.buildKey, keyInputs: draft.keyInputs)
+                buildKey: draft.buildKey, keyInputs: draft.keyInputs, backingDigest: draft.backingDigest)
             try record.insert(db)
             try db.execute(
                 sql: "UPDATE build SET image = ? WHERE id = ?", arguments: [record.name, draft.buildID])
@@ -198,12 +231,15 @@ public struct ImageDraft: Sendable {
     public var buildKey: String?
     /// JSON object of the key's inputs.
     public var keyInputs: String?
+    /// The blob the disk is an overlay on (the parent's disk, or a base's source disk).
+    public var backingDigest: String?
 
     public init(
         family: String, digest: String, parent: String?, labels: [String: String], description: String?,
         templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
-        buildKey: String? = nil, keyInputs: String? = nil
+        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil
     ) {
+        self.backingDigest = backingDigest
         self.buildKey = buildKey
         self.keyInputs = keyInputs
         self.family = family

@@ -39,10 +39,20 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var buildKey: String?
     /// JSON object of the inputs, kept to explain the next rebuild.
     public var keyInputs: String?
+    /// The blob this image's disk is an overlay on: the parent's disk, or a base's source disk.
+    public var backingDigest: String?
 
     public var labelDictionary: [String: String] {
         (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]
     }
+}
+
+/// A cached source disk (`images/<digest>/`), made from a debootstrap tree, a file or a URL.
+public struct SourceRecord: Sendable, Equatable {
+    public var key: String
+    public var digest: String
+    public var description: String
+    public var lastUsed: Date
 }
 
 public enum BuildStatus: String, Codable, Sendable {

@@ -82,10 +82,12 @@ public final class Store: Sendable {
             }
         }
         let final = blobDirectory(digest: digest)
-        if fm.fileExists(atPath: final) {
+        if fm.fileExists(atPath: final), (try? Hashing.sha256Hex(fileAt: final + "/" + Self.diskName)) == digest {
             // The same bytes are already stored (a rebuild that changed nothing on disk).
             try? fm.removeItem(atPath: staging)
         } else {
+            // A blob under this name whose bytes no longer match it is replaced, not trusted.
+            if fm.fileExists(atPath: final) { try fm.removeItem(atPath: final) }
             guard rename(staging, final) == 0 else {
                 throw KilnError(.io, "cannot move \(staging) to \(final): \(String(cString: strerror(errno)))")
             }

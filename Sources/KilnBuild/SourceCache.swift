@@ -1,0 +1,92 @@
+import Foundation
+import KilnCore
+import KilnStore
+
+/// One thing the cache holds: a source disk (debootstrap tree, file or URL made into a disk)
+/// or a downloaded file. Entries are rebuilt on demand, so removing one costs time, not data.
+public struct CacheEntry: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable {
+        case sourceDisk = "source disk"
+        case download
+    }
+
+    public var kind: Kind
+    public var description: String
+    public var path: String
+    public var bytes: UInt64
+    public var lastUsed: Date
+    /// An image's disk is backed by it: never removed while that image exists.
+    public var inUse: Bool
+    var sourceKey: String?
+}
+
+/// The source cache, bounded in size: `kiln cache`, `kiln cache prune`, and the prune that
+/// follows every build.
+public enum SourceCache {
+    /// 20 GiB unless `KILN_CACHE_MAX_SIZE` (bytes, or 10G-style) says otherwise.
+    public static func defaultLimit(environment: [String: String] = ProcessInfo.processInfo.environment) -> UInt64 {
+        environment["KILN_CACHE_MAX_SIZE"].flatMap(parseSize) ?? 20 << 30
+    }
+
+    /// `10G`, `512M`, `1048576`.
+    public static func parseSize(_ text: String) -> UInt64? {
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
+        guard let last = trimmed.last else { return nil }
+        if let unit = units[last] { return UInt64(trimmed.dropLast()).map { $0 * unit } }
+        return UInt64(trimmed)
+    }
+
+    public static func entries(in store: Store) throws -> [CacheEntry] {
+        let fm = FileManager.default
+        let backing = try store.catalog.backingDigests()
+        // Bases made before kiln recorded backing digests: any source disk may be theirs.
+        let legacyBases = try store.catalog.images().contains { $0.parent == nil && $0.backingDigest == nil }
+        var entries: [CacheEntry] = []
+        for source in try store.catalog.sources() {
+            let directory = store.blobDirectory(digest: source.digest)
+            guard fm.fileExists(atPath: directory) else { continue }
+            entries.append(
+                CacheEntry(
+                    kind: .sourceDisk, description: source.description, path: directory, bytes: try size(of: directory),
+                    lastUsed: source.lastUsed, inUse: legacyBases || backing.contains(source.digest), sourceKey: source.key))
+        }
+        let downloads = store.cacheDirectory + "/downloads"
+        for name in (try? fm.contentsOfDirectory(atPath: downloads)) ?? [] {
+            let path = downloads + "/" + name
+            let modified = (try? fm.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date.distantPast
+            entries.append(
+                CacheEntry(
+                    kind: .download, description: name, path: path, bytes: try size(of: path), lastUsed: modified,
+                    inUse: false))
+        }
+        return entries.sorted { $0.lastUsed < $1.lastUsed }
+    }
+
+    /// Removes unused entries, least recently used first, until the cache holds at most `limit` bytes.
+    /// - Returns: what was (or, with `dryRun`, would be) removed.
+    @discardableResult
+    public static func prune(_ store: Store, limit: UInt64, dryRun: Bool = false) throws -> [CacheEntry] {
+        let all = try entries(in: store)
+        var total = all.reduce(0) { $0 + $1.bytes }
+        var removed: [CacheEntry] = []
+        for entry in all where total > limit && !entry.inUse {
+            if !dryRun {
+                if let key = entry.sourceKey { try store.catalog.forgetSource(key: key) }
+                try FileManager.default.removeItem(atPath: entry.path)
+            }
+            total -= entry.bytes
+            removed.append(entry)
+        }
+        return removed
+    }
+
+    static func size(of path: String) throws -> UInt64 {
+        var isDirectory: ObjCBool = false
+        FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        guard isDirectory.boolValue else { return try Store.allocatedBytes(path) }
+        return try FileManager.default.contentsOfDirectory(atPath: path).reduce(0) {
+            $0 + (try Store.allocatedBytes(path + "/" + $1))
+        }
+    }
+}

@@ -1,0 +1,26 @@
+import ArgumentParser
+import KilnBuild
+
+struct CacheList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List what the source cache holds.")
+
+    @OptionGroup var store: StoreOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let entries = try SourceCache.entries(in: try store.open())
+        if json {
+            try printJSON(entries)
+            return
+        }
+        printTable(
+            ["KIND", "SIZE", "LAST USED", "IN USE", "WHAT"],
+            entries.map {
+                [$0.kind.rawValue, humanSize(Int64($0.bytes)), $0.lastUsed.formatted(.iso8601), $0.inUse ? "yes" : "no", $0.description]
+            })
+        let total = entries.reduce(0) { $0 + $1.bytes }
+        print("total \(humanSize(Int64(total))) (limit \(humanSize(Int64(SourceCache.defaultLimit()))))")
+    }
+}
