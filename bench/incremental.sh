@@ -32,12 +32,17 @@ for _ in $(seq "$runs"); do
   no_change_vms=$((no_change_vms + $(grep -c "booting VM" /tmp/kiln-bench.err || true)))
 done
 
+# A product-only change: the product template edited in a copy of the example (build keys
+# hold no absolute path, so the copy's base and app layers are the ones already built).
+copy=$(mktemp -d /tmp/kiln-bench-example.XXXXXX)
+trap 'rm -rf "$copy"' EXIT
+cp -r examples/debian/. "$copy"
 product=()
 product_vms=()
 for i in $(seq "$runs"); do
-  # A product-only change: a new value of the product's variable.
+  sed -i "s/release: {default: .*}/release: {default: \"bench-$(date +%s)-$i\"}/" "$copy/product.yaml"
   start=$(now)
-  "$kiln" build examples/debian --home "$home" --var release="bench-$(date +%s)-$i" >/tmp/kiln-bench.out 2>/tmp/kiln-bench.err
+  "$kiln" build "$copy" --home "$home" >/tmp/kiln-bench.out 2>/tmp/kiln-bench.err
   product+=("$(elapsed "$start")")
   product_vms+=("$(grep -c "booting VM" /tmp/kiln-bench.err || true)")
 done
@@ -52,7 +57,7 @@ done
   echo "| case | wall min (s) | median (s) | max (s) | VMs booted per run |"
   echo "|---|---|---|---|---|"
   echo "| rebuild, no change | $(printf '%s\n' "${no_change[@]}" | stats) | $((no_change_vms / runs)) |"
-  echo "| product-only change (--var release) | $(printf '%s\n' "${product[@]}" | stats) | $(printf '%s ' "${product_vms[@]}") |"
+  echo "| product template changed | $(printf '%s\n' "${product[@]}" | stats) | $(printf '%s ' "${product_vms[@]}") |"
   echo
   echo "Goal (issue 3): no change < 2 s and no VM; a product-only change boots exactly one VM."
 } | tee "$out"
