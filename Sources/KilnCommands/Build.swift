@@ -51,14 +51,9 @@ struct Build: AsyncParsableCommand {
         guard let onErrorMode = BuildOptions.OnError(rawValue: onError) else {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
         }
-        // Invalid templates stop here, before anything is written to the store.
+        if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
+        // Invalid templates and flags stop here, before anything is written to the store.
         let (set, graph) = try templates.load(store: try store.openIfPresent())
-        let store = try store.open()
-        var options = BuildOptions()
-        options.onError = onErrorMode
-        options.bootTimeout = .seconds(bootTimeout)
-        let builder = Builder(
-            store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
         let families = Set(graph.order.map(\.family))
         for name in only + except where !families.contains(name) {
             throw KilnError(
@@ -66,8 +61,13 @@ struct Build: AsyncParsableCommand {
         }
         var selected: Set<String>? = only.isEmpty ? nil : Set(only)
         if !except.isEmpty { selected = (selected ?? families).subtracting(except) }
-        if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
         let parallel = jobs ?? Builder.defaultJobs(memoryMiB: graph.order.map(\.qemu.memoryMiB).max() ?? 1024)
+        let store = try store.open()
+        var options = BuildOptions()
+        options.onError = onErrorMode
+        options.bootTimeout = .seconds(bootTimeout)
+        let builder = Builder(
+            store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
         let results = try await builder.build(
             graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
         // The cache stays bounded without anyone remembering to prune it.

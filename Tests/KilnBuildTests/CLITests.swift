@@ -63,6 +63,20 @@ struct CLITests {
         #expect((entries[1]["steps"] as? [String])?.count == 3)
     }
 
+    @Test("--only and --except name families of the graph; -j needs a positive count")
+    func selectionFlags() async throws {
+        let example = CLI.root + "/examples/debian"
+        let only = try await CLI.kiln(["build", example, "--only", "shop-web", "nope", "--home", home])
+        #expect(only.status == 2)
+        #expect(only.stderr.contains("builds 'nope' (families: debian-12-base, debian-12-nginx, shop-web)"))
+        let except = try await CLI.kiln(["build", example, "--except", "typo", "--home", home])
+        #expect(except.status == 2)
+        let jobs = try await CLI.kiln(["build", example, "-j", "0", "--home", home])
+        #expect(jobs.status == 2)
+        #expect(jobs.stderr.contains("-j must be at least 1"))
+        #expect(!FileManager.default.fileExists(atPath: home), "a rejected build wrote to the store")
+    }
+
     @Test("--var overrides a default, and a bad --var is invalid input")
     func variables() async throws {
         let plan = try await CLI.kiln(["plan", CLI.root + "/examples/debian", "--var", "release=2.0", "--home", home])
