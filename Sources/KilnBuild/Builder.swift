@@ -139,6 +139,7 @@ public struct Builder: Sendable {
             id: buildID, family: family, image: nil, status: .running, started: Date(), finished: nil,
             failedStep: nil, message: nil, log: nil, pid: getpid())
         try store.catalog.insert(record)
+        for warning in decision.warnings { log.emit("kiln", "warning: \(warning)") }
         log.emit(
             "kiln", "build \(buildID) of \(family) from \(parent.map { "image \($0.name)" } ?? template.source.kind) (\(template.file))")
 

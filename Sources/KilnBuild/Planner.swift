@@ -19,6 +19,8 @@ public struct Decision: Sendable {
     /// nil while the parent is still to be rebuilt: the key depends on its new digest.
     public var inputs: KeyInputs?
     public var source: SourceIdentity?
+    /// Said before building, and written into the build log.
+    public var warnings: [String] = []
 
     public var key: String? { inputs?.key }
 }
@@ -42,13 +44,23 @@ public struct Planner: Sendable {
     }
 
     public func decide(_ template: Template, parent: ParentState, force: Bool) async throws -> Decision {
-        var decision = Decision(family: template.family, action: .build, image: nil, reasons: [], inputs: nil, source: nil)
+        var decision = Decision(
+            family: template.family, action: .build, image: nil, reasons: [], inputs: nil, source: nil, warnings: [])
         let parentImage: ImageRecord?
         switch parent {
         case .rebuilding(let family):
             decision.reasons = ["parent \(family) is rebuilt first"]
             return decision
         case .image(let image):
+            switch image.state {
+            case .ready: break
+            case .deprecated:
+                decision.warnings.append(
+                    "parent \(image.name) is DEPRECATED" + (image.replacement.map { "; its replacement is \($0)" } ?? ""))
+            case .obsolete, .deleted:
+                throw KilnError(
+                    .invalidInput, "\(template.family) cannot be built on \(image.name): it is \(image.state.rawValue)")
+            }
             parentImage = image
         case .none:
             parentImage = nil

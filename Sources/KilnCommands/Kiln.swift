@@ -26,7 +26,10 @@ public struct Kiln: AsyncParsableCommand {
             Exit status: 0 ok, 1 build failed, 2 invalid input, 130 interrupted. \
             Documentation: docs/ in kiln's source tree.
             """,
-        subcommands: [Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self, Cache.self]
+        subcommands: [
+            Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self, Resolve.self, Deprecate.self,
+            Undeprecate.self, Obsolete.self, Delete.self, Rollback.self, Cache.self,
+        ]
     )
 
     public init() {}

@@ -5,7 +5,7 @@ import KilnCore
 /// The embedded SQLite catalog (GRDB, WAL mode): which images exist, their lineage and state,
 /// and every build attempt. Rows are written only after the blobs they name are on disk.
 public final class Catalog: Sendable {
-    private let db: DatabasePool
+    let db: DatabasePool
 
     public init(path: String) throws {
         var config = Configuration()
@@ -74,6 +74,24 @@ public final class Catalog: Sendable {
             // disk an image still needs; and when a cached source disk was last used.
             try db.alter(table: "image") { t in t.add(column: "backingDigest", .text) }
             try db.alter(table: "source") { t in t.add(column: "used", .datetime) }
+        }
+        migrator.registerMigration("v4-lifecycle") { db in
+            try db.alter(table: "image") { t in
+                t.add(column: "replacement", .text)
+                t.add(column: "obsoleteOn", .datetime)
+                t.add(column: "deleteOn", .datetime)
+            }
+            // Every state change: who, when, why (docs/lifecycle.md).
+            try db.create(table: "event") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("image", .text).notNull().indexed()
+                t.column("family", .text).notNull().indexed()
+                t.column("fromState", .text).notNull()
+                t.column("toState", .text).notNull()
+                t.column("at", .datetime).notNull()
+                t.column("actor", .text).notNull()
+                t.column("reason", .text).notNull()
+            }
         }
         return migrator
     }

@@ -41,6 +41,10 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var keyInputs: String?
     /// The blob this image's disk is an overlay on: the parent's disk, or a base's source disk.
     public var backingDigest: String?
+    /// Set when deprecated: the image to use instead.
+    public var replacement: String?
+    public var obsoleteOn: Date?
+    public var deleteOn: Date?
 
     public var labelDictionary: [String: String] {
         (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]

@@ -1,0 +1,150 @@
+import ArgumentParser
+import Foundation
+import KilnCore
+import KilnStore
+
+/// Options shared by the commands that change an image's state.
+struct ChangeOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Why: recorded in the family's history.", valueName: "text"))
+    var reason: String?
+
+    @Flag(name: .customLong("dry-run"), help: "Print what would change, change nothing.")
+    var dryRun = false
+
+    func apply(_ name: String, _ change: Transition, in store: Store) throws {
+        let events = try store.catalog.transition(name, change, dryRun: dryRun)
+        for event in events {
+            print(
+                "\(dryRun ? "would change" : "changed") \(event.image): \(event.fromState.rawValue) -> \(event.toState.rawValue)"
+            )
+        }
+    }
+}
+
+/// `2026-12-01` or a full ISO 8601 time.
+func parseDate(_ text: String, flag: String) throws -> Date {
+    if let date = try? Date(text, strategy: .iso8601) { return date }
+    if let date = try? Date(text + "T00:00:00Z", strategy: .iso8601) { return date }
+    throw KilnError(.invalidInput, "\(flag) \(text): expected a date like 2026-12-01 or 2026-12-01T12:00:00Z")
+}
+
+struct Deprecate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mark an image DEPRECATED: still usable, but resolving or building on it warns.")
+
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Option(help: ArgumentHelp("The image to use instead.", valueName: "name")) var replacement: String?
+    @Option(name: .customLong("obsolete-on"), help: ArgumentHelp("When rotation makes it OBSOLETE.", valueName: "date"))
+    var obsoleteOn: String?
+    @Option(name: .customLong("delete-on"), help: ArgumentHelp("When rotation makes it DELETED.", valueName: "date"))
+    var deleteOn: String?
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        var transition = Transition(to: .deprecated, reason: change.reason ?? "deprecated")
+        transition.replacement = replacement
+        transition.obsoleteOn = try obsoleteOn.map { try parseDate($0, flag: "--obsolete-on") }
+        transition.deleteOn = try deleteOn.map { try parseDate($0, flag: "--delete-on") }
+        try change.apply(name, transition, in: try store.open())
+    }
+}
+
+struct Undeprecate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make a DEPRECATED or OBSOLETE image READY again.")
+
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        try change.apply(name, Transition(to: .ready, reason: change.reason ?? "undeprecated"), in: try store.open())
+    }
+}
+
+struct Obsolete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mark an image OBSOLETE: resolving it or building on it is an error.",
+        discussion: "Images built on it must be OBSOLETE or DELETED already, or be marked too with --cascade.")
+
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Flag(help: "Mark every image built on it too.") var cascade = false
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        var transition = Transition(to: .obsolete, reason: change.reason ?? "obsoleted")
+        transition.cascade = cascade
+        try change.apply(name, transition, in: try store.open())
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mark an image DELETED: unusable; its disk stays until it is purged.",
+        discussion: """
+            The head of a family cannot be deleted (roll the family back first). Images built on \
+            it must be DELETED already, or be marked too with --cascade.
+            """)
+
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Flag(help: "Mark every image built on it too.") var cascade = false
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        var transition = Transition(to: .deleted, reason: change.reason ?? "deleted")
+        transition.cascade = cascade
+        try change.apply(name, transition, in: try store.open())
+    }
+}
+
+struct Rollback: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Deprecate a family's head: the family resolves to its previous READY image.")
+
+    @Argument(help: ArgumentHelp("A family.", valueName: "family")) var family: String
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let (from, to) = try store.open().catalog.rollback(family: family)
+        print("\(family): \(from.name) is DEPRECATED; the family resolves to \(to.name)")
+    }
+}
+
+struct Resolve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the exact image name to deploy or build from.",
+        discussion: """
+            A family resolves to its newest READY image. An exact name resolves to itself: with a \
+            warning naming the replacement when it is DEPRECATED, and as an error when it is \
+            OBSOLETE or DELETED.
+            """)
+
+    @Argument(help: ArgumentHelp("A family or an exact image name.", valueName: "family")) var name: String
+    @Flag(help: "Print JSON (the same object as inspect --json).") var json = false
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let store = try store.open()
+        let image: ImageRecord
+        if let exact = try store.catalog.image(named: name) {
+            image = exact
+        } else if let head = try store.catalog.head(of: name) {
+            image = head
+        } else if try store.catalog.families().contains(name) {
+            throw KilnError(.notFound, "family '\(name)' has no READY image (see kiln images --family \(name))")
+        } else {
+            throw KilnError(.notFound, "no image or family named '\(name)' (see kiln images)")
+        }
+        switch image.state {
+        case .ready: break
+        case .deprecated:
+            printError("kiln: warning: \(image.name) is DEPRECATED" + (image.replacement.map { "; use \($0) instead" } ?? ""))
+        case .obsolete, .deleted:
+            throw KilnError(
+                .invalidInput, "\(image.name) is \(image.state.rawValue)" + (image.replacement.map { "; use \($0)" } ?? ""))
+        }
+        if json { try printJSON(ImageView(image, store: store)) } else { print(image.name) }
+    }
+}

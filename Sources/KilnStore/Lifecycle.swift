@@ -1,0 +1,175 @@
+import Foundation
+import GRDB
+import KilnCore
+
+/// One recorded state change of an image.
+public struct ImageEvent: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "event"
+    public var id: Int64?
+    public var image: String
+    public var family: String
+    public var fromState: ImageState
+    public var toState: ImageState
+    public var at: Date
+    public var actor: String
+    public var reason: String
+}
+
+/// How a state change is asked for.
+public struct Transition: Sendable {
+    public var to: ImageState
+    public var reason: String
+    public var actor: String
+    public var now: Date
+    public var replacement: String?
+    public var obsoleteOn: Date?
+    public var deleteOn: Date?
+    /// Apply the change to every descendant too (obsolete, delete); without it, live children refuse it.
+    public var cascade = false
+
+    public init(to: ImageState, reason: String, actor: String = Transition.defaultActor(), now: Date = Date()) {
+        self.to = to
+        self.reason = reason
+        self.actor = actor
+        self.now = now
+    }
+
+    /// `KILN_ACTOR`, else the user name: who an event is attributed to.
+    public static func defaultActor(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        environment["KILN_ACTOR"] ?? environment["USER"] ?? environment["LOGNAME"] ?? "unknown"
+    }
+}
+
+/// The lifecycle rules (docs/lifecycle.md), enforced in the catalog inside one transaction per change.
+extension Catalog {
+    public func children(of name: String) throws -> [ImageRecord] {
+        try db.read { db in try ImageRecord.filter(Column("parent") == name).order(Column("name")).fetchAll(db) }
+    }
+
+    public func history(family: String) throws -> [ImageEvent] {
+        try db.read { db in
+            try ImageEvent.filter(Column("family") == family).order(Column("at"), Column("id")).fetchAll(db)
+        }
+    }
+
+    /// Changes the state of `name` (and, with `cascade`, of its descendants).
+    /// - Returns: the events that were (or, with `dryRun`, would be) recorded, parents first.
+    /// - Throws: ``KilnError/Code/invalidInput`` naming the rule that forbids the change.
+    @discardableResult
+    public func transition(_ name: String, _ change: Transition, dryRun: Bool = false) throws -> [ImageEvent] {
+        try db.write { db in
+            guard let image = try ImageRecord.fetchOne(db, key: name) else {
+                throw KilnError(.notFound, "no image named '\(name)' (see kiln images)")
+            }
+            try Self.check(image, change, db: db)
+            var targets = [image]
+            if change.to == .obsolete || change.to == .deleted {
+                let descendants = try Self.descendants(of: name, db: db).filter { Self.rank($0.state) < Self.rank(change.to) }
+                if !descendants.isEmpty && !change.cascade {
+                    let names = descendants.map { "\($0.name) (\($0.state.rawValue))" }.joined(separator: ", ")
+                    throw KilnError(
+                        .invalidInput,
+                        "\(name) has images built on it that are not \(change.to.rawValue): \(names); give --cascade to mark them too")
+                }
+                targets += descendants
+            }
+            var events: [ImageEvent] = []
+            for var target in targets {
+                let event = ImageEvent(
+                    id: nil, image: target.name, family: target.family, fromState: target.state, toState: change.to,
+                    at: change.now, actor: change.actor,
+                    reason: target.name == name ? change.reason : "\(change.reason) (cascaded from \(name))")
+                events.append(event)
+                if dryRun { continue }
+                target.state = change.to
+                switch change.to {
+                case .ready:
+                    target.replacement = nil
+                    target.obsoleteOn = nil
+                    target.deleteOn = nil
+                case .deprecated:
+                    target.replacement = change.replacement
+                    target.obsoleteOn = change.obsoleteOn
+                    target.deleteOn = change.deleteOn
+                case .obsolete, .deleted:
+                    if let date = change.deleteOn { target.deleteOn = date }
+                }
+                try target.update(db)
+                try event.insert(db)
+            }
+            return events
+        }
+    }
+
+    /// READY < DEPRECATED < OBSOLETE < DELETED: a cascade only moves descendants forward.
+    static func rank(_ state: ImageState) -> Int {
+        ImageState.allCases.firstIndex(of: state) ?? 0
+    }
+
+    private static func check(_ image: ImageRecord, _ change: Transition, db: Database) throws {
+        let from = image.state
+        let allowed: Bool
+        switch change.to {
+        case .ready: allowed = from == .deprecated || from == .obsolete
+        case .deprecated: allowed = from == .ready
+        case .obsolete: allowed = from == .ready || from == .deprecated
+        case .deleted: allowed = from != .deleted
+        }
+        guard allowed else {
+            throw KilnError(.invalidInput, "\(image.name) is \(from.rawValue); it cannot become \(change.to.rawValue)")
+        }
+        if let replacement = change.replacement {
+            guard let other = try ImageRecord.fetchOne(db, key: replacement) else {
+                throw KilnError(.notFound, "replacement '\(replacement)' is not an image")
+            }
+            guard other.state == .ready, other.name != image.name else {
+                throw KilnError(.invalidInput, "replacement \(replacement) must be another READY image (it is \(other.state.rawValue))")
+            }
+        }
+        if change.to == .deleted || change.to == .obsolete {
+            let head =
+                try ImageRecord
+                .filter(Column("family") == image.family && Column("state") == ImageState.ready.rawValue)
+                .order(Column("created").desc, Column("version").desc)
+                .fetchOne(db)
+            if head?.name == image.name {
+                throw KilnError(
+                    .invalidInput,
+                    "\(image.name) is the head of \(image.family): roll the family back first (kiln rollback \(image.family))")
+            }
+        }
+    }
+
+    private static func descendants(of name: String, db: Database) throws -> [ImageRecord] {
+        var result: [ImageRecord] = []
+        var frontier = [name]
+        while let next = frontier.popLast() {
+            let children = try ImageRecord.filter(Column("parent") == next).order(Column("name")).fetchAll(db)
+            result += children
+            frontier += children.map(\.name)
+        }
+        return result
+    }
+
+    /// Deprecates the family's head so the family resolves to its previous READY image.
+    @discardableResult
+    public func rollback(family: String, actor: String = Transition.defaultActor(), now: Date = Date()) throws -> (
+        from: ImageRecord, to: ImageRecord
+    ) {
+        let ready = try db.read { db in
+            try ImageRecord
+                .filter(Column("family") == family && Column("state") == ImageState.ready.rawValue)
+                .order(Column("created").desc, Column("version").desc)
+                .limit(2)
+                .fetchAll(db)
+        }
+        guard let head = ready.first else { throw KilnError(.notFound, "family '\(family)' has no READY image") }
+        guard ready.count == 2 else {
+            throw KilnError(.invalidInput, "\(head.name) is the only READY image of \(family): nothing to roll back to")
+        }
+        var change = Transition(to: .deprecated, reason: "rollback to \(ready[1].name)", actor: actor, now: now)
+        change.replacement = ready[1].name
+        try transition(head.name, change)
+        return (head, ready[1])
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import KilnCore
+import KilnStore
+import Testing
+
+@Suite("Lifecycle commands (no VM)")
+struct LifecycleCLITests {
+    @Test("resolve, deprecate, rollback, undeprecate and delete through the kiln binary")
+    func commands() async throws {
+        let home = NSTemporaryDirectory() + "kiln-lifecycle-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let store = try Store(root: home)
+        for index in 1...2 {
+            _ = try store.catalog.commit(
+                ImageDraft(
+                    family: "web", digest: "d\(index)", parent: nil, labels: [:], description: nil, templateHash: "t", size: 1,
+                    log: "logs/x.tar.zst", buildID: "b\(index)", sourceKind: "file"),
+                at: Date(timeIntervalSinceNow: Double(index)))
+        }
+        let names = try store.catalog.images().map(\.name)
+        let (old, new) = (names[0], names[1])
+        func kiln(_ arguments: String...) async throws -> ProcessResult { try await CLI.kiln(arguments + ["--home", home]) }
+
+        #expect(try await kiln("resolve", "web").stdout == "\(new)\n")
+        let dry = try await kiln("deprecate", old, "--replacement", new, "--dry-run")
+        #expect(dry.stdout == "would change \(old): READY -> DEPRECATED\n")
+        #expect(try await kiln("deprecate", old, "--replacement", new, "--reason", "superseded").status == 0)
+        let warned = try await kiln("resolve", old)
+        #expect(warned.status == 0 && warned.stdout == "\(old)\n")
+        #expect(warned.stderr.contains("\(old) is DEPRECATED; use \(new) instead"))
+        let refused = try await kiln("delete", new)
+        #expect(refused.status == 2 && refused.stderr.contains("is the head of web"))
+        #expect(try await kiln("undeprecate", old).status == 0)
+        let rollback = try await kiln("rollback", "web")
+        #expect(rollback.stdout == "web: \(new) is DEPRECATED; the family resolves to \(old)\n")
+        #expect(try await kiln("resolve", "web").stdout == "\(old)\n")
+        #expect(try await kiln("delete", new).status == 0)
+        let gone = try await kiln("resolve", new)
+        #expect(gone.status == 2 && gone.stderr.contains("\(new) is DELETED"))
+        let events = try store.catalog.history(family: "web").map { "\($0.fromState.rawValue)->\($0.toState.rawValue) \($0.reason)" }
+        #expect(
+            events == [
+                "READY->DEPRECATED superseded", "DEPRECATED->READY undeprecated", "READY->DEPRECATED rollback to \(old)",
+                "DEPRECATED->DELETED deleted",
+            ])
+    }
+}
