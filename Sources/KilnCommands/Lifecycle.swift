@@ -116,19 +116,29 @@ struct Resolve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the exact image name to deploy or build from.",
         discussion: """
-            A family resolves to its newest READY image. An exact name resolves to itself: with a \
+            A family resolves to its newest READY image; FAMILY@CHANNEL to the image the channel \
+            points at. An exact name resolves to itself: with a \
             warning naming the replacement when it is DEPRECATED, and as an error when it is \
             OBSOLETE or DELETED.
             """)
 
-    @Argument(help: ArgumentHelp("A family or an exact image name.", valueName: "family")) var name: String
+    @Argument(help: ArgumentHelp("A family, FAMILY@CHANNEL or an exact image name.", valueName: "family")) var name: String
     @Flag(help: "Print JSON (the same object as inspect --json).") var json = false
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
         let store = try store.open()
         let image: ImageRecord
-        if let exact = try store.catalog.image(named: name) {
+        if let at = name.firstIndex(of: "@") {
+            let family = String(name[..<at])
+            let channel = String(name[name.index(after: at)...])
+            guard let assignment = try store.catalog.channel(channel, of: family),
+                let target = try store.catalog.image(named: assignment.image)
+            else {
+                throw KilnError(.notFound, "no channel '\(channel)' of family '\(family)' (see kiln family show \(family))")
+            }
+            image = target
+        } else if let exact = try store.catalog.image(named: name) {
             image = exact
         } else if let head = try store.catalog.head(of: name) {
             image = head

@@ -93,6 +93,18 @@ public final class Catalog: Sendable {
                 t.column("reason", .text).notNull()
             }
         }
+        migrator.registerMigration("v5-channels") { db in
+            // Append-only: a channel's image is its newest row; older rows are its history.
+            try db.create(table: "channel") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("family", .text).notNull()
+                t.column("name", .text).notNull()
+                t.column("image", .text).notNull().references("image")
+                t.column("at", .datetime).notNull()
+                t.column("actor", .text).notNull()
+            }
+            try db.create(index: "channel_on_family_name", on: "channel", columns: ["family", "name"])
+        }
         return migrator
     }
 

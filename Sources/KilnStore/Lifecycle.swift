@@ -127,6 +127,10 @@ extension Catalog {
             }
         }
         if change.to == .deleted || change.to == .obsolete {
+            if try Catalog.channelTargets(db).contains(image.name) {
+                throw KilnError(
+                    .invalidInput, "\(image.name) is what a channel of \(image.family) points at: promote another image first")
+            }
             let head =
                 try ImageRecord
                 .filter(Column("family") == image.family && Column("state") == ImageState.ready.rawValue)

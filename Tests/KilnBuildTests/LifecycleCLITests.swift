@@ -37,6 +37,15 @@ struct LifecycleCLITests {
         #expect(try await kiln("delete", new).status == 0)
         let gone = try await kiln("resolve", new)
         #expect(gone.status == 2 && gone.stderr.contains("\(new) is DELETED"))
+        #expect(try await kiln("promote", old, "--channel", "prod").stdout == "web@prod -> \(old)\n")
+        #expect(try await kiln("resolve", "web@prod").stdout == "\(old)\n")
+        #expect(try await kiln("resolve", "web@staging").status == 2)
+        let show = try await kiln("family", "show", "web")
+        #expect(show.stdout.contains("family web: head \(old)"))
+        #expect(show.stdout.contains("channel prod -> \(old)"))
+        #expect(show.stdout.contains("\(new) READY -> DEPRECATED by "))
+        let list = try await kiln("family")
+        #expect(list.stdout.contains("web     \(old)"))
         let events = try store.catalog.history(family: "web").map { "\($0.fromState.rawValue)->\($0.toState.rawValue) \($0.reason)" }
         #expect(
             events == [

@@ -99,4 +99,22 @@ struct LifecycleTests {
             try store.catalog.transition("base-v20261123-1", change(.deprecated, replacement: "base-v20261123-1"))
         }
     }
+
+    @Test("channels point at exact images, keep their history, and protect what they point at")
+    func channels() throws {
+        let (store, _) = try lifecycleStore()
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        let catalog = store.catalog
+        try catalog.promote("base-v20261123-1", channel: "prod", actor: "ci", now: clock)
+        try catalog.promote("base-v20261123-3", channel: "dev", actor: "ci", now: clock)
+        #expect(try catalog.channel("prod", of: "base")?.image == "base-v20261123-1")
+        // A channel target is never obsoleted or deleted, even though it is not the head.
+        #expect(throws: KilnError.self) { try catalog.transition("base-v20261123-1", change(.deleted, cascade: true)) }
+        try catalog.promote("base-v20261123-2", channel: "prod", actor: "ci", now: clock.addingTimeInterval(60))
+        #expect(try catalog.channels(of: "base") == ["prod": "base-v20261123-2", "dev": "base-v20261123-3"])
+        #expect(try catalog.channelHistory(of: "base").map(\.image) == ["base-v20261123-1", "base-v20261123-3", "base-v20261123-2"])
+        try catalog.transition("base-v20261123-1", change(.deleted, cascade: true))
+        #expect(throws: KilnError.self) { try catalog.promote("base-v20261123-1", channel: "prod") }
+        #expect(throws: KilnError.self) { try catalog.promote("base-v20261123-2", channel: "Bad Name") }
+    }
 }

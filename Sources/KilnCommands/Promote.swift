@@ -1,0 +1,21 @@
+import ArgumentParser
+import KilnStore
+
+struct Promote: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Point a channel (dev, prod, ...) of the image's family at an exact image.",
+        discussion: """
+            Channels let the same image go from dev to prod: resolve FAMILY@CHANNEL gives the \
+            image the channel points at. Every move is kept in the family's history (kiln family \
+            show), and an image a channel points at is never obsoleted or deleted.
+            """)
+
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Option(help: ArgumentHelp("The channel.", valueName: "channel")) var channel: String
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let assignment = try store.open().catalog.promote(name, channel: channel)
+        print("\(assignment.family)@\(assignment.name) -> \(assignment.image)")
+    }
+}
