@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "KilnGraph", dependencies: ["KilnTemplates"]),
         .target(
             name: "KilnStore",
-            dependencies: ["KilnCore", "CArchive", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["KilnCore", "KilnTemplates", "CArchive", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .target(name: "KilnProviders", dependencies: ["KilnCore", "KilnTemplates", "KilnStore"]),
         .target(name: "KilnBuild", dependencies: ["KilnGraph", "KilnStore", "KilnProviders"]),

@@ -190,7 +190,7 @@ public struct Builder: Sendable {
                     labels: template.labels.mapValues(log.redact), description: template.description,
                     templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
                     sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
-                    backingDigest: base))
+                    backingDigest: base, policy: Self.policyJSON(template.lifecycle)))
             log.emit("kiln", "image ready: \(image.name)")
             record.image = image.name
             record.status = .succeeded
@@ -251,6 +251,12 @@ public struct Builder: Sendable {
         record.finished = Date()
         try store.catalog.update(record)
         if !keepScratch { try? FileManager.default.removeItem(atPath: scratch) }
+    }
+
+    static func policyJSON(_ policy: LifecyclePolicy) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(policy)) ?? Data("{}".utf8), as: UTF8.self)
     }
 
     private func linkOrCopy(_ from: String, _ to: String) throws {

@@ -105,6 +105,16 @@ public final class Catalog: Sendable {
             }
             try db.create(index: "channel_on_family_name", on: "channel", columns: ["family", "name"])
         }
+        migrator.registerMigration("v6-rotation") { db in
+            try db.alter(table: "image") { t in
+                // The template's lifecycle policy (JSON) at build time: rotate applies the head's.
+                t.add(column: "policy", .text)
+                t.add(column: "purgeOn", .datetime)
+                // The blob was removed by gc; the row stays for the family's history.
+                t.add(column: "purged", .boolean).notNull().defaults(to: false)
+            }
+            try db.create(index: "image_on_family_state", on: "image", columns: ["family", "state"])
+        }
         return migrator
     }
 
@@ -208,7 +218,8 @@ public final class Catalog: Sendable {
                 digest: draft.digest, parent: draft.parent, state: .ready, created: date,
                 labels: draft.labelsJSON, description: draft.description, templateHash: draft.templateHash,
                 size: draft.size, log: draft.log, buildID: draft.buildID, sourceKind: draft.sourceKind,
-                buildKey: draft.buildKey, keyInputs: draft.keyInputs, backingDigest: draft.backingDigest)
+                buildKey: draft.buildKey, keyInputs: draft.keyInputs, backingDigest: draft.backingDigest,
+                policy: draft.policy)
             try record.insert(db)
             try db.execute(
                 sql: "UPDATE build SET image = ? WHERE id = ?", arguments: [record.name, draft.buildID])
@@ -263,12 +274,15 @@ public struct ImageDraft: Sendable {
     public var keyInputs: String?
     /// The blob the disk is an overlay on (the parent's disk, or a base's source disk).
     public var backingDigest: String?
+    /// JSON of the template's lifecycle policy.
+    public var policy: String?
 
     public init(
         family: String, digest: String, parent: String?, labels: [String: String], description: String?,
         templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
-        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil
+        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, policy: String? = nil
     ) {
+        self.policy = policy
         self.backingDigest = backingDigest
         self.buildKey = buildKey
         self.keyInputs = keyInputs

@@ -24,6 +24,7 @@ public struct Transition: Sendable {
     public var replacement: String?
     public var obsoleteOn: Date?
     public var deleteOn: Date?
+    public var purgeOn: Date?
     /// Apply the change to every descendant too (obsolete, delete); without it, live children refuse it.
     public var cascade = false
 
@@ -91,8 +92,10 @@ extension Catalog {
                     target.replacement = change.replacement
                     target.obsoleteOn = change.obsoleteOn
                     target.deleteOn = change.deleteOn
-                case .obsolete, .deleted:
+                case .obsolete:
                     if let date = change.deleteOn { target.deleteOn = date }
+                case .deleted:
+                    target.purgeOn = change.purgeOn ?? target.purgeOn
                 }
                 try target.update(db)
                 try event.insert(db)

@@ -45,6 +45,11 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var replacement: String?
     public var obsoleteOn: Date?
     public var deleteOn: Date?
+    /// JSON of the template's lifecycle policy when it was built.
+    public var policy: String?
+    /// When `kiln gc` may remove the disk of this DELETED image.
+    public var purgeOn: Date?
+    public var purged: Bool = false
 
     public var labelDictionary: [String: String] {
         (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]

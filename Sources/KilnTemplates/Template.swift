@@ -37,12 +37,31 @@ public struct Template: Sendable {
     public let sourceLocation: SourceLocation
     /// SHA-256 of the file's bytes: recorded on the image so one can tell which template made it.
     public let templateHash: String
+    /// How `kiln rotate` ages this family's images.
+    public var lifecycle = LifecyclePolicy()
 
     /// The parent family, when this image is a layer on another one.
     public var parentFamily: String? {
         if case .image(let family) = source { return family }
         return nil
     }
+}
+
+/// The `lifecycle:` block: how `kiln rotate` moves a family's older images along
+/// READY -> DEPRECATED -> OBSOLETE -> DELETED -> purged. Durations are in seconds.
+public struct LifecyclePolicy: Sendable, Equatable, Codable {
+    /// The newest `keep` READY images of the family are never rotated (the head always is kept).
+    public var keep = 2
+    /// A READY image beyond `keep` is deprecated once it is this old.
+    public var deprecateAfter: Int = 0
+    /// A DEPRECATED image becomes OBSOLETE this long after its deprecation.
+    public var obsoleteAfter: Int = 7 * 86_400
+    /// An OBSOLETE image becomes DELETED this long after it became obsolete.
+    public var deleteAfter: Int = 30 * 86_400
+    /// A DELETED image's disk is purged by `kiln gc` this long after its deletion.
+    public var purgeAfter: Int = 30 * 86_400
+
+    public init() {}
 }
 
 public enum Source: Sendable, Equatable {

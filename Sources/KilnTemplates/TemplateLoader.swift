@@ -149,8 +149,9 @@ final class TemplateParser {
             }
         }
         let labels = top["labels"].map { stringMap($0, "labels", keyCheck: labelKeyCheck) } ?? [:]
+        let lifecycle = top["lifecycle"].map(parseLifecycle) ?? LifecyclePolicy()
         guard let family, let source, diagnostics.isEmpty else { return nil }
-        return Template(
+        var template = Template(
             family: family,
             description: description,
             source: source,
@@ -163,9 +164,34 @@ final class TemplateParser {
             sourceLocation: location(of: top["from"]),
             templateHash: Hashing.sha256Hex(data)
         )
+        template.lifecycle = lifecycle
+        return template
     }
 
-    static let topKeys = ["image", "description", "from", "provider", "vars", "provision", "labels"]
+    private func parseLifecycle(_ node: Node) -> LifecyclePolicy {
+        var policy = LifecyclePolicy()
+        let keys = ["keep", "deprecate_after", "obsolete_after", "delete_after", "purge_after"]
+        guard let f = mapping(node, "lifecycle", allowed: keys) else { return policy }
+        if let k = f["keep"], let n = int(k, "keep") {
+            if n >= 1 { policy.keep = n } else { error(at: k, "keep must be at least 1 (the head is always kept)") }
+        }
+        func duration(_ key: String) -> Int? {
+            guard let value = f[key], let text = string(value, key) else { return nil }
+            let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400]
+            guard let unit = text.last.flatMap({ units[$0] }), let n = Int(text.dropLast()), n >= 0 else {
+                error(at: value, "\(key) must be a duration like 12h, 7d or 2w, got '\(text)'")
+                return nil
+            }
+            return n * unit
+        }
+        if let d = duration("deprecate_after") { policy.deprecateAfter = d }
+        if let d = duration("obsolete_after") { policy.obsoleteAfter = d }
+        if let d = duration("delete_after") { policy.deleteAfter = d }
+        if let d = duration("purge_after") { policy.purgeAfter = d }
+        return policy
+    }
+
+    static let topKeys = ["image", "description", "from", "provider", "vars", "provision", "labels", "lifecycle"]
 
     // MARK: - Sections
 

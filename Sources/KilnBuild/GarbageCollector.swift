@@ -1,0 +1,46 @@
+import Foundation
+import KilnCore
+import KilnStore
+
+/// `kiln gc`: removes the disks of purged images, the leftovers of builds that are no longer
+/// running, and bounds the source cache.
+public enum GarbageCollector {
+    public struct Report: Sendable {
+        public var purged: [String] = []
+        public var staleDirectories: [String] = []
+        public var cache: [CacheEntry] = []
+        public var bytes: UInt64 = 0
+    }
+
+    public static func run(_ store: Store, now: Date, dryRun: Bool, cacheLimit: UInt64) throws -> Report {
+        var report = Report()
+        let fm = FileManager.default
+        for image in try store.catalog.purgeable(now: now) {
+            let blob = store.blobDirectory(digest: image.digest)
+            let shared = try store.catalog.blobNeeded(image.digest, except: image.name)
+            if !shared, fm.fileExists(atPath: blob) {
+                report.bytes += try SourceCache.size(of: blob)
+                if !dryRun { try fm.removeItem(atPath: blob) }
+            }
+            if !dryRun { try store.catalog.markPurged(image.name) }
+            report.purged.append(image.name)
+        }
+        // Staging and scratch directories of builds that are not running any more.
+        let running = Set(try store.catalog.builds(status: .running).filter { kill($0.pid, 0) == 0 }.map(\.id))
+        let staging = (try? fm.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []
+        for name in staging where name.hasPrefix(".tmp-") {
+            let id = String(name.dropFirst(5)).replacingOccurrences(of: "-source", with: "")
+            if !running.contains(id) { report.staleDirectories.append(store.imagesDirectory + "/" + name) }
+        }
+        for id in (try? fm.contentsOfDirectory(atPath: store.root + "/builds")) ?? [] where !running.contains(id) {
+            report.staleDirectories.append(store.scratchDirectory(buildID: id))
+        }
+        for path in report.staleDirectories {
+            report.bytes += (try? SourceCache.size(of: path)) ?? 0
+            if !dryRun { try fm.removeItem(atPath: path) }
+        }
+        report.cache = try SourceCache.prune(store, limit: cacheLimit, dryRun: dryRun)
+        report.bytes += report.cache.reduce(0) { $0 + $1.bytes }
+        return report
+    }
+}

@@ -1,0 +1,27 @@
+import ArgumentParser
+import Foundation
+import KilnBuild
+
+struct GC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Remove the disks of purged images, leftovers of dead builds, and bound the cache.",
+        discussion: """
+            A DELETED image's disk is removed once its purge date has passed and no image that is \
+            not purged is built on it; its catalog row stays for the family's history.
+            """)
+
+    @Flag(name: .customLong("dry-run"), help: "Print what would be removed, remove nothing.") var dryRun = false
+    @Option(help: ArgumentHelp("Collect as if it were this date.", valueName: "date")) var now: String?
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let date = try now.map { try parseDate($0, flag: "--now") } ?? Date()
+        let report = try GarbageCollector.run(try store.open(), now: date, dryRun: dryRun, cacheLimit: SourceCache.defaultLimit())
+        let verb = dryRun ? "would remove" : "removed"
+        for name in report.purged { print("\(verb) the disk of \(name)") }
+        for path in report.staleDirectories { print("\(verb) \(path)") }
+        for entry in report.cache { print("\(verb) \(entry.kind.rawValue) \(entry.description)") }
+        print("\(dryRun ? "would free" : "freed") \(humanSize(Int64(report.bytes)))")
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import GRDB
+import KilnCore
+import KilnTemplates
+
+/// What `kiln rotate` did, or would do, to one image.
+public struct RotationAction: Sendable, Equatable, Codable {
+    public var image: String
+    public var family: String
+    public var from: ImageState
+    public var to: ImageState
+    public var note: String
+}
+
+/// The image rotator of seed 004, with the dates enforced: for every family, every image but
+/// the protected ones moves one step along READY -> DEPRECATED -> OBSOLETE -> DELETED when its
+/// date has come.
+extension Catalog {
+    public func rotate(family only: String? = nil, now: Date, dryRun: Bool, actor: String = Transition.defaultActor()) throws -> (
+        actions: [RotationAction], skipped: [RotationAction]
+    ) {
+        let all = try db.read { db in
+            try ImageRecord.filter(Column("purged") == false).order(Column("created").desc, Column("version").desc).fetchAll(db)
+        }
+        let channelTargets = try db.read { db in try Catalog.channelTargets(db) }
+        var actions: [RotationAction] = []
+        var skipped: [RotationAction] = []
+        for (family, images) in Dictionary(grouping: all, by: \.family).sorted(by: { $0.key < $1.key })
+        where only == nil || only == family {
+            let policy =
+                images.lazy.compactMap(\.policy).first.flatMap {
+                    try? JSONDecoder().decode(LifecyclePolicy.self, from: Data($0.utf8))
+                } ?? LifecyclePolicy()
+            let ready = images.filter { $0.state == .ready }
+            let kept = Set(ready.prefix(max(policy.keep, 1)).map(\.name))
+            let head = ready.first
+            for image in images {
+                // Protected: the head, the newest `keep` READY images, channel targets, pinned images.
+                if kept.contains(image.name) || channelTargets.contains(image.name) || image.labelDictionary["pinned"] == "true" {
+                    continue
+                }
+                var change: Transition?
+                switch image.state {
+                case .ready where now.timeIntervalSince(image.created) >= Double(policy.deprecateAfter):
+                    var t = Transition(
+                        to: .deprecated, reason: "rotation: older than the newest \(policy.keep) READY images", actor: actor, now: now)
+                    t.replacement = head?.name
+                    t.obsoleteOn = now.addingTimeInterval(Double(policy.obsoleteAfter))
+                    t.deleteOn = t.obsoleteOn!.addingTimeInterval(Double(policy.deleteAfter))
+                    change = t
+                case .deprecated where (image.obsoleteOn ?? .distantFuture) <= now:
+                    var t = Transition(to: .obsolete, reason: "rotation: obsolete date passed", actor: actor, now: now)
+                    t.deleteOn = image.deleteOn ?? now.addingTimeInterval(Double(policy.deleteAfter))
+                    change = t
+                case .obsolete where (image.deleteOn ?? .distantFuture) <= now:
+                    var t = Transition(to: .deleted, reason: "rotation: delete date passed", actor: actor, now: now)
+                    t.purgeOn = now.addingTimeInterval(Double(policy.purgeAfter))
+                    change = t
+                default:
+                    try scheduleIfUndated(image, policy: policy, now: now, dryRun: dryRun)
+                }
+                guard let change else { continue }
+                let action = RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: change.reason)
+                do {
+                    try transition(image.name, change, dryRun: dryRun)
+                    actions.append(action)
+                } catch let error as KilnError {
+                    // A guard said no (live children, ...): the image waits for the next rotation.
+                    skipped.append(RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: error.message))
+                }
+            }
+        }
+        return (actions, skipped)
+    }
+
+    /// Images deprecated, obsoleted or deleted by hand without a date get one from the policy,
+    /// so rotation moves them on in time.
+    private func scheduleIfUndated(_ image: ImageRecord, policy: LifecyclePolicy, now: Date, dryRun: Bool) throws {
+        guard !dryRun else { return }
+        var updated = image
+        switch image.state {
+        case .deprecated where image.obsoleteOn == nil: updated.obsoleteOn = now.addingTimeInterval(Double(policy.obsoleteAfter))
+        case .obsolete where image.deleteOn == nil: updated.deleteOn = now.addingTimeInterval(Double(policy.deleteAfter))
+        case .deleted where image.purgeOn == nil: updated.purgeOn = now.addingTimeInterval(Double(policy.purgeAfter))
+        default: return
+        }
+        try db.write { db in try updated.update(db) }
+    }
+
+    /// DELETED images whose purge date has passed and that no unpurged image is built on.
+    public func purgeable(now: Date) throws -> [ImageRecord] {
+        try db.read { db in
+            let candidates =
+                try ImageRecord
+                .filter(Column("state") == ImageState.deleted.rawValue && Column("purged") == false && Column("purgeOn") <= now)
+                .fetchAll(db)
+            return try candidates.filter { image in
+                try ImageRecord.filter(Column("parent") == image.name && Column("purged") == false).fetchCount(db) == 0
+            }
+        }
+    }
+
+    public func markPurged(_ name: String) throws {
+        try db.write { db in try db.execute(sql: "UPDATE image SET purged = 1 WHERE name = ?", arguments: [name]) }
+    }
+
+    /// Whether any image other than `name` still needs the blob `digest` (as its own disk or as a backing file).
+    public func blobNeeded(_ digest: String, except name: String) throws -> Bool {
+        try db.read { db in
+            try ImageRecord
+                .filter(Column("name") != name && Column("purged") == false)
+                .filter(Column("digest") == digest || Column("backingDigest") == digest)
+                .fetchCount(db) > 0
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import KilnCore
+import KilnTemplates
+import Testing
+
+@testable import KilnStore
+
+@Suite("Rotation (injected clock)")
+struct RotationTests {
+    static let day: TimeInterval = 86_400
+    let start = ISO8601DateFormatter().date(from: "2026-11-01T00:00:00Z")!
+
+    /// base-1..base-5 on consecutive days; app-1 on base-1, app-2 on base-5. Policy: keep 2,
+    /// obsolete 1 day after deprecation, delete 2 days after, purge 3 days after.
+    func family() throws -> (Store, [String]) {
+        let store = try temporaryStore()
+        var policy = LifecyclePolicy()
+        policy.keep = 2
+        policy.obsoleteAfter = Int(Self.day)
+        policy.deleteAfter = 2 * Int(Self.day)
+        policy.purgeAfter = 3 * Int(Self.day)
+        let json = String(decoding: try JSONEncoder().encode(policy), as: UTF8.self)
+        var names: [String] = []
+        for index in 1...5 {
+            var base = draft("base", digest: "base\(index)")
+            base.policy = json
+            let image = try store.catalog.commit(base, at: start.addingTimeInterval(Double(index) * Self.day))
+            try FileManager.default.createDirectory(atPath: store.blobDirectory(digest: image.digest), withIntermediateDirectories: true)
+            names.append(image.name)
+        }
+        for (index, parent) in [(1, names[0]), (2, names[4])] {
+            var app = draft("app", digest: "app\(index)", parent: parent)
+            app.policy = json
+            app.backingDigest = "base\(index == 1 ? 1 : 5)"
+            _ = try store.catalog.commit(app, at: start.addingTimeInterval(Double(5 + index) * Self.day))
+        }
+        return (store, names)
+    }
+
+    func states(_ store: Store) throws -> [String] {
+        try store.catalog.images().filter { $0.family == "base" }.map { "\($0.state.rawValue)\($0.purged ? "*" : "")" }
+    }
+
+    @Test("a family moves through every state on schedule; guards hold; gc frees exactly the purged disks")
+    func fullCycle() throws {
+        let (store, names) = try family()
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        let catalog = store.catalog
+        var now = start.addingTimeInterval(8 * Self.day)
+
+        // Dry run: prints, changes nothing.
+        let preview = try catalog.rotate(now: now, dryRun: true)
+        #expect(preview.actions.map(\.image) == [names[2], names[1], names[0]])
+        #expect(try states(store) == ["READY", "READY", "READY", "READY", "READY"])
+
+        // Day 8: everything but the newest two READY is deprecated, pointing at the head.
+        _ = try catalog.rotate(now: now, dryRun: false)
+        #expect(try states(store) == ["DEPRECATED", "DEPRECATED", "DEPRECATED", "READY", "READY"])
+        #expect(try catalog.image(named: names[0])?.replacement == names[4])
+        #expect(try catalog.head(of: "base")?.name == names[4])
+
+        // Before the obsolete date nothing moves.
+        #expect(try catalog.rotate(now: now.addingTimeInterval(3600), dryRun: false).actions.isEmpty)
+
+        // Day 9+: obsolete, except base-1 which app-1 (READY) is still built on.
+        now += Self.day + 1
+        let second = try catalog.rotate(now: now, dryRun: false)
+        #expect(second.actions.map(\.image) == [names[2], names[1]])
+        #expect(second.skipped.map(\.image) == [names[0]])
+        #expect(second.skipped[0].note.contains("app-"))
+        #expect(try states(store) == ["DEPRECATED", "OBSOLETE", "OBSOLETE", "READY", "READY"])
+
+        // Day 11+: deleted, with a purge date; gc before that date removes nothing.
+        now += 2 * Self.day + 1
+        _ = try catalog.rotate(now: now, dryRun: false)
+        #expect(try states(store) == ["DEPRECATED", "DELETED", "DELETED", "READY", "READY"])
+        #expect(try GarbageCollectorProbe.purgeable(store, now) == [])
+
+        // Day 14+: purge date passed: gc frees base-2 and base-3's disks and nothing else.
+        now += 3 * Self.day + 1
+        let purgeable = try GarbageCollectorProbe.purgeable(store, now)
+        #expect(Set(purgeable) == [names[1], names[2]])
+        for name in purgeable {
+            let image = try #require(try catalog.image(named: name))
+            #expect(try !catalog.blobNeeded(image.digest, except: name))
+            try FileManager.default.removeItem(atPath: store.blobDirectory(digest: image.digest))
+            try catalog.markPurged(name)
+        }
+        #expect(try states(store) == ["DEPRECATED", "DELETED*", "DELETED*", "READY", "READY"])
+        for index in [1, 4, 5] {
+            #expect(FileManager.default.fileExists(atPath: store.blobDirectory(digest: "base\(index)")))
+        }
+        // base-1 needs its child gone first: the child's own rotation never touches a kept image.
+        #expect(try catalog.blobNeeded("base1", except: names[0]))
+    }
+
+    @Test("the head, channel targets and pinned images are never rotated")
+    func protectedImages() throws {
+        let (store, names) = try family()
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        try store.catalog.promote(names[1], channel: "prod", now: start)
+        var pinned = draft("base", digest: "pinned")
+        pinned.labels = ["pinned": "true"]
+        let pin = try store.catalog.commit(pinned, at: start)
+        let now = start.addingTimeInterval(100 * Self.day)
+        for _ in 0..<6 {
+            _ = try store.catalog.rotate(now: now.addingTimeInterval(Double(Int.random(in: 0...10)) * Self.day), dryRun: false)
+        }
+        #expect(try store.catalog.image(named: names[4])?.state == .ready)
+        #expect(try store.catalog.image(named: names[3])?.state == .ready)
+        #expect(try store.catalog.image(named: names[1])?.state == .ready)
+        #expect(try store.catalog.image(named: pin.name)?.state == .ready)
+        #expect(try store.catalog.image(named: names[2])?.state != .ready)
+    }
+}
+
+/// gc's selection, read through the catalog (the blob removal itself is GarbageCollector's).
+enum GarbageCollectorProbe {
+    static func purgeable(_ store: Store, _ now: Date) throws -> [String] {
+        try store.catalog.purgeable(now: now).map(\.name)
+    }
+}
