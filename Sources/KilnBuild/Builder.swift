@@ -63,9 +63,9 @@ public struct Builder: Sendable {
         var waiting: [Template] = []
         for template in graph.order {
             if let selected, !selected.contains(template.family) {
-                guard let head = try store.catalog.head(of: template.family) else {
+                guard let head = try store.catalog.buildParent(of: template.family) else {
                     throw KilnError(
-                        .notFound, "\(template.family) is not selected for building and has no READY image to build on")
+                        .notFound, "\(template.family) is not selected for building and has no READY or DEPRECATED image to build on")
                 }
                 done[template.family] = head
             } else {
@@ -85,7 +85,7 @@ public struct Builder: Sendable {
                 while running < max(jobs, 1), let index = waiting.firstIndex(where: ready) {
                     let template = waiting.remove(at: index)
                     let parent = try template.parentFamily.map { family -> ImageRecord in
-                        guard let record = try done[family] ?? store.catalog.head(of: family) else {
+                        guard let record = try done[family] ?? store.catalog.buildParent(of: family) else {
                             throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
                         }
                         return record

@@ -110,7 +110,7 @@ public struct Planner: Sendable {
             if decision.action == .upToDate, let image = decision.image { return .image(image) }
             return .rebuilding(family: family)
         }
-        guard let head = try store.catalog.head(of: family) else {
+        guard let head = try store.catalog.buildParent(of: family) else {
             throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
         }
         return .image(head)

@@ -202,6 +202,18 @@ public final class Catalog: Sendable {
         }
     }
 
+    /// The image a layer of `family` is built on: the newest READY image, else the newest
+    /// DEPRECATED one (usable, with a warning); OBSOLETE and DELETED images never.
+    public func buildParent(of family: String) throws -> ImageRecord? {
+        if let head = try head(of: family) { return head }
+        return try db.read { db in
+            try ImageRecord
+                .filter(Column("family") == family && Column("state") == ImageState.deprecated.rawValue)
+                .order(Column("created").desc, Column("version").desc)
+                .fetchOne(db)
+        }
+    }
+
     /// Records a finished image under the next free version of its family for `date`, in one
     /// transaction so two processes never take the same name.
     public func commit(_ draft: ImageDraft, at date: Date = Date()) throws -> ImageRecord {

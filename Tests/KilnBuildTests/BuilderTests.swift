@@ -172,6 +172,30 @@ struct BuilderTests {
         #expect(starts[3] > shutdowns[1], "a third machine started while two were running: \(events)")
     }
 
+    @Test("a layer builds on a DEPRECATED parent with a warning in its log, and never on an OBSOLETE one")
+    func parentStates() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let builder = Builder(store: workspace.store, provider: FakeProvider(), options: BuildOptions(), reporter: nil)
+        let (set, graph) = try workspace.graph()
+        let first = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
+        var deprecate = Transition(to: .deprecated, reason: "test")
+        deprecate.replacement = nil
+        try workspace.store.catalog.transition(first[0].name, deprecate)
+        let onDeprecated = try await builder.build(graph, secrets: set.sensitiveValues, force: true, selected: ["app"])
+        let log = try #require(try LogArchive.read(workspace.store.absolute(onDeprecated[0].image.log), entry: "build.log"))
+        #expect(String(decoding: log, as: UTF8.self).contains("warning: parent \(first[0].name) is DEPRECATED"))
+        var obsolete = Transition(to: .obsolete, reason: "test")
+        obsolete.cascade = true
+        try workspace.store.catalog.transition(first[0].name, obsolete)
+        let provider = FakeProvider()
+        let refusing = Builder(store: workspace.store, provider: provider, options: BuildOptions(), reporter: nil)
+        await #expect(throws: KilnError.self) {
+            _ = try await refusing.build(graph, secrets: set.sensitiveValues, force: true, selected: ["app"])
+        }
+        #expect(provider.events.value.isEmpty, "a machine started for a build on an OBSOLETE parent")
+    }
+
     @Test("--only builds the named family on its parent from the catalog")
     func only() async throws {
         let workspace = try Workspace()
