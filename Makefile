@@ -9,7 +9,7 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
                libarchive-dev libsqlite3-dev zstd ca-certificates uidmap
 
-.PHONY: all deps build release demo test test-fast lint format clean bench-incremental
+.PHONY: all deps build release demo test test-fast lint format clean bench-incremental bench-catalog
 
 all: build
 
@@ -44,10 +44,10 @@ test-fast: deps
 	KILN_SKIP_VM_TESTS=1 $(SWIFT) test
 
 lint:
-	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests
+	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests bench/Sources
 
 format:
-	$(SWIFT) format --in-place --recursive Package.swift Sources Tests
+	$(SWIFT) format --in-place --recursive Package.swift Sources Tests bench/Sources
 
 clean:
 	rm -rf .build
@@ -55,3 +55,6 @@ clean:
 # Benchmarks write Markdown tables to bench/results/ (not run by make test).
 bench-incremental: deps
 	bench/incremental.sh
+
+bench-catalog: deps
+	bench/catalog.sh

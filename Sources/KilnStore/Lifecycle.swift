@@ -58,50 +58,56 @@ extension Catalog {
     /// - Throws: ``KilnError/Code/invalidInput`` naming the rule that forbids the change.
     @discardableResult
     public func transition(_ name: String, _ change: Transition, dryRun: Bool = false) throws -> [ImageEvent] {
-        try db.write { db in
-            guard let image = try ImageRecord.fetchOne(db, key: name) else {
-                throw KilnError(.notFound, "no image named '\(name)' (see kiln images)")
-            }
-            try Self.check(image, change, db: db)
-            var targets = [image]
-            if change.to == .obsolete || change.to == .deleted {
-                let descendants = try Self.descendants(of: name, db: db).filter { Self.rank($0.state) < Self.rank(change.to) }
-                if !descendants.isEmpty && !change.cascade {
-                    let names = descendants.map { "\($0.name) (\($0.state.rawValue))" }.joined(separator: ", ")
-                    throw KilnError(
-                        .invalidInput,
-                        "\(name) has images built on it that are not \(change.to.rawValue): \(names); give --cascade to mark them too")
-                }
-                targets += descendants
-            }
-            var events: [ImageEvent] = []
-            for var target in targets {
-                let event = ImageEvent(
-                    id: nil, image: target.name, family: target.family, fromState: target.state, toState: change.to,
-                    at: change.now, actor: change.actor,
-                    reason: target.name == name ? change.reason : "\(change.reason) (cascaded from \(name))")
-                events.append(event)
-                if dryRun { continue }
-                target.state = change.to
-                switch change.to {
-                case .ready:
-                    target.replacement = nil
-                    target.obsoleteOn = nil
-                    target.deleteOn = nil
-                case .deprecated:
-                    target.replacement = change.replacement
-                    target.obsoleteOn = change.obsoleteOn
-                    target.deleteOn = change.deleteOn
-                case .obsolete:
-                    if let date = change.deleteOn { target.deleteOn = date }
-                case .deleted:
-                    target.purgeOn = change.purgeOn ?? target.purgeOn
-                }
-                try target.update(db)
-                try event.insert(db)
-            }
-            return events
+        try db.write { db in try Self.apply(name, change, dryRun: dryRun, channelTargets: try Catalog.channelTargets(db), db: db) }
+    }
+
+    /// One state change inside the caller's transaction. Every rule is checked before anything
+    /// is written, so a refusal leaves the transaction as it was.
+    static func apply(
+        _ name: String, _ change: Transition, dryRun: Bool, channelTargets: Set<String>, db: Database, known: ImageRecord? = nil
+    ) throws -> [ImageEvent] {
+        guard let image = try known ?? ImageRecord.fetchOne(db, key: name) else {
+            throw KilnError(.notFound, "no image named '\(name)' (see kiln images)")
         }
+        try Self.check(image, change, channelTargets: channelTargets, db: db)
+        var targets = [image]
+        if change.to == .obsolete || change.to == .deleted {
+            let descendants = try Self.descendants(of: name, db: db).filter { Self.rank($0.state) < Self.rank(change.to) }
+            if !descendants.isEmpty && !change.cascade {
+                let names = descendants.map { "\($0.name) (\($0.state.rawValue))" }.joined(separator: ", ")
+                throw KilnError(
+                    .invalidInput,
+                    "\(name) has images built on it that are not \(change.to.rawValue): \(names); give --cascade to mark them too")
+            }
+            targets += descendants
+        }
+        var events: [ImageEvent] = []
+        for var target in targets {
+            let event = ImageEvent(
+                id: nil, image: target.name, family: target.family, fromState: target.state, toState: change.to,
+                at: change.now, actor: change.actor,
+                reason: target.name == name ? change.reason : "\(change.reason) (cascaded from \(name))")
+            events.append(event)
+            if dryRun { continue }
+            target.state = change.to
+            switch change.to {
+            case .ready:
+                target.replacement = nil
+                target.obsoleteOn = nil
+                target.deleteOn = nil
+            case .deprecated:
+                target.replacement = change.replacement
+                target.obsoleteOn = change.obsoleteOn
+                target.deleteOn = change.deleteOn
+            case .obsolete:
+                if let date = change.deleteOn { target.deleteOn = date }
+            case .deleted:
+                target.purgeOn = change.purgeOn ?? target.purgeOn
+            }
+            try target.update(db, columns: ["state", "replacement", "obsoleteOn", "deleteOn", "purgeOn"])
+            try event.insert(db)
+        }
+        return events
     }
 
     /// READY < DEPRECATED < OBSOLETE < DELETED: a cascade only moves descendants forward.
@@ -109,7 +115,7 @@ extension Catalog {
         ImageState.allCases.firstIndex(of: state) ?? 0
     }
 
-    private static func check(_ image: ImageRecord, _ change: Transition, db: Database) throws {
+    private static func check(_ image: ImageRecord, _ change: Transition, channelTargets: Set<String>, db: Database) throws {
         let from = image.state
         let allowed: Bool
         switch change.to {
@@ -130,7 +136,7 @@ extension Catalog {
             }
         }
         if change.to == .deleted || change.to == .obsolete {
-            if try Catalog.channelTargets(db).contains(image.name) {
+            if channelTargets.contains(image.name) {
                 throw KilnError(
                     .invalidInput, "\(image.name) is what a channel of \(image.family) points at: promote another image first")
             }

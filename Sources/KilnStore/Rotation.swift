@@ -19,72 +19,82 @@ extension Catalog {
     public func rotate(family only: String? = nil, now: Date, dryRun: Bool, actor: String = Transition.defaultActor()) throws -> (
         actions: [RotationAction], skipped: [RotationAction]
     ) {
-        let all = try db.read { db in
-            try ImageRecord.filter(Column("purged") == false).order(Column("created").desc, Column("version").desc).fetchAll(db)
-        }
-        let channelTargets = try db.read { db in try Catalog.channelTargets(db) }
-        var actions: [RotationAction] = []
-        var skipped: [RotationAction] = []
-        for (family, images) in Dictionary(grouping: all, by: \.family).sorted(by: { $0.key < $1.key })
-        where only == nil || only == family {
-            let policy =
-                images.lazy.compactMap(\.policy).first.flatMap {
-                    try? JSONDecoder().decode(LifecyclePolicy.self, from: Data($0.utf8))
-                } ?? LifecyclePolicy()
-            let ready = images.filter { $0.state == .ready }
-            let kept = Set(ready.prefix(max(policy.keep, 1)).map(\.name))
-            let head = ready.first
-            for image in images {
-                // Protected: the head, the newest `keep` READY images, channel targets, pinned images.
-                if kept.contains(image.name) || channelTargets.contains(image.name) || image.labelDictionary["pinned"] == "true" {
-                    continue
-                }
-                var change: Transition?
-                switch image.state {
-                case .ready where now.timeIntervalSince(image.created) >= Double(policy.deprecateAfter):
-                    var t = Transition(
-                        to: .deprecated, reason: "rotation: older than the newest \(policy.keep) READY images", actor: actor, now: now)
-                    t.replacement = head?.name
-                    t.obsoleteOn = now.addingTimeInterval(Double(policy.obsoleteAfter))
-                    t.deleteOn = t.obsoleteOn!.addingTimeInterval(Double(policy.deleteAfter))
-                    change = t
-                case .deprecated where (image.obsoleteOn ?? .distantFuture) <= now:
-                    var t = Transition(to: .obsolete, reason: "rotation: obsolete date passed", actor: actor, now: now)
-                    t.deleteOn = image.deleteOn ?? now.addingTimeInterval(Double(policy.deleteAfter))
-                    change = t
-                case .obsolete where (image.deleteOn ?? .distantFuture) <= now:
-                    var t = Transition(to: .deleted, reason: "rotation: delete date passed", actor: actor, now: now)
-                    t.purgeOn = now.addingTimeInterval(Double(policy.purgeAfter))
-                    change = t
-                default:
-                    try scheduleIfUndated(image, policy: policy, now: now, dryRun: dryRun)
-                }
-                guard let change else { continue }
-                let action = RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: change.reason)
-                do {
-                    try transition(image.name, change, dryRun: dryRun)
-                    actions.append(action)
-                } catch let error as KilnError {
-                    // A guard said no (live children, ...): the image waits for the next rotation.
-                    skipped.append(RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: error.message))
+        // One transaction for the whole rotation: all of it happens, as of one `now`, or none.
+        try db.write { db in
+            let all = try ImageRecord.filter(Column("purged") == false).order(Column("created").desc, Column("version").desc)
+                .fetchAll(db)
+            let channelTargets = try Catalog.channelTargets(db)
+            var actions: [RotationAction] = []
+            var skipped: [RotationAction] = []
+            for (family, images) in Dictionary(grouping: all, by: \.family).sorted(by: { $0.key < $1.key })
+            where only == nil || only == family {
+                let policy =
+                    images.lazy.compactMap(\.policy).first.flatMap {
+                        try? JSONDecoder().decode(LifecyclePolicy.self, from: Data($0.utf8))
+                    } ?? LifecyclePolicy()
+                let ready = images.filter { $0.state == .ready }
+                let kept = Set(ready.prefix(max(policy.keep, 1)).map(\.name))
+                let head = ready.first
+                for image in images {
+                    // Protected: the head, the newest `keep` READY images, channel targets, pinned images.
+                    if kept.contains(image.name) || channelTargets.contains(image.name)
+                        || (image.labels.contains("pinned") && image.labelDictionary["pinned"] == "true")
+                    {
+                        continue
+                    }
+                    guard let change = Self.nextStep(for: image, policy: policy, head: head, now: now, actor: actor) else {
+                        if !dryRun, let dated = Self.dated(image, policy: policy, now: now) { try dated.update(db) }
+                        continue
+                    }
+                    let action = RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: change.reason)
+                    do {
+                        _ = try Self.apply(image.name, change, dryRun: dryRun, channelTargets: channelTargets, db: db, known: image)
+                        actions.append(action)
+                    } catch let error as KilnError {
+                        // A guard said no (live children, ...): the image waits for the next rotation.
+                        skipped.append(
+                            RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: error.message))
+                    }
                 }
             }
+            return (actions, skipped)
         }
-        return (actions, skipped)
+    }
+
+    /// The step `image` takes now, if its date has come.
+    static func nextStep(for image: ImageRecord, policy: LifecyclePolicy, head: ImageRecord?, now: Date, actor: String) -> Transition? {
+        switch image.state {
+        case .ready where now.timeIntervalSince(image.created) >= Double(policy.deprecateAfter):
+            var t = Transition(
+                to: .deprecated, reason: "rotation: older than the newest \(policy.keep) READY images", actor: actor, now: now)
+            t.replacement = head?.name
+            t.obsoleteOn = now.addingTimeInterval(Double(policy.obsoleteAfter))
+            t.deleteOn = t.obsoleteOn!.addingTimeInterval(Double(policy.deleteAfter))
+            return t
+        case .deprecated where (image.obsoleteOn ?? .distantFuture) <= now:
+            var t = Transition(to: .obsolete, reason: "rotation: obsolete date passed", actor: actor, now: now)
+            t.deleteOn = image.deleteOn ?? now.addingTimeInterval(Double(policy.deleteAfter))
+            return t
+        case .obsolete where (image.deleteOn ?? .distantFuture) <= now:
+            var t = Transition(to: .deleted, reason: "rotation: delete date passed", actor: actor, now: now)
+            t.purgeOn = now.addingTimeInterval(Double(policy.purgeAfter))
+            return t
+        default:
+            return nil
+        }
     }
 
     /// Images deprecated, obsoleted or deleted by hand without a date get one from the policy,
     /// so rotation moves them on in time.
-    private func scheduleIfUndated(_ image: ImageRecord, policy: LifecyclePolicy, now: Date, dryRun: Bool) throws {
-        guard !dryRun else { return }
+    static func dated(_ image: ImageRecord, policy: LifecyclePolicy, now: Date) -> ImageRecord? {
         var updated = image
         switch image.state {
         case .deprecated where image.obsoleteOn == nil: updated.obsoleteOn = now.addingTimeInterval(Double(policy.obsoleteAfter))
         case .obsolete where image.deleteOn == nil: updated.deleteOn = now.addingTimeInterval(Double(policy.deleteAfter))
         case .deleted where image.purgeOn == nil: updated.purgeOn = now.addingTimeInterval(Double(policy.purgeAfter))
-        default: return
+        default: return nil
         }
-        try db.write { db in try updated.update(db) }
+        return updated
     }
 
     /// DELETED images whose purge date has passed and that no unpurged image is built on.

@@ -1,0 +1,64 @@
+// Catalog operations at scale (issue 4): resolve on 100,000 images, rotate over 10,000.
+// Prints one Markdown table row per measurement; bench/catalog.sh writes them to bench/results/.
+import Foundation
+import GRDB
+import KilnStore
+
+/// Fills a fresh store's catalog with `families` x `perFamily` READY images, one transaction.
+func populate(families: Int, perFamily: Int) throws -> Store {
+    let store = try Store(root: NSTemporaryDirectory() + "kiln-bench-" + UUID().uuidString)
+    let pool = try DatabasePool(path: store.root + "/catalog.sqlite")
+    let start = Date(timeIntervalSince1970: 1_790_000_000)
+    try pool.write { db in
+        let statement = try db.makeStatement(
+            sql: """
+                INSERT INTO image (name, family, version, digest, state, created, labels, templateHash, size, log, buildID,
+                                   sourceKind, purged)
+                VALUES (?, ?, ?, ?, 'READY', ?, '{}', 't', 0, 'l', 'b', 'image', 0)
+                """)
+        for f in 0..<families {
+            for v in 0..<perFamily {
+                let version = String(format: "v%08d-1", v)
+                try statement.execute(arguments: [
+                    "fam\(f)-\(version)", "fam\(f)", version, "d\(f)-\(v)", start.addingTimeInterval(Double(v) * 3600),
+                ])
+            }
+        }
+    }
+    return store
+}
+
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let begin = ContinuousClock.now
+    try body()
+    let d = (ContinuousClock.now - begin).components
+    return Double(d.seconds) + Double(d.attoseconds) / 1e18
+}
+
+func summary(_ values: [Double]) -> (Double, Double, Double) {
+    let sorted = values.sorted()
+    return (sorted.first!, sorted[sorted.count / 2], sorted.last!)
+}
+
+// Resolve: the newest READY image of a family among 100,000 images (1,000 families x 100).
+let big = try populate(families: 1_000, perFamily: 100)
+var timings: [Double] = []
+for i in 0..<1_000 {
+    timings.append(try seconds { _ = try big.catalog.head(of: "fam\((i * 7919) % 1_000)") } * 1000)
+}
+let (rmin, rmed, rmax) = summary(timings)
+print(String(format: "| resolve FAMILY, 100,000 images (1,000 runs) | %.3f ms | %.3f ms | %.3f ms | < 10 ms |", rmin, rmed, rmax))
+try? FileManager.default.removeItem(atPath: big.root)
+
+// Rotate: 10,000 images (100 families x 100), a third of them then a second rotation later.
+var rotations: [Double] = []
+for _ in 0..<3 {
+    let store = try populate(families: 100, perFamily: 100)
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+    var changed = 0
+    rotations.append(try seconds { changed = try store.catalog.rotate(now: now, dryRun: false, actor: "bench").actions.count })
+    precondition(changed == 100 * 98, "rotate changed \(changed) images")
+    try? FileManager.default.removeItem(atPath: store.root)
+}
+let (tmin, tmed, tmax) = summary(rotations)
+print(String(format: "| rotate, 10,000 images, 9,800 deprecated (3 runs) | %.3f s | %.3f s | %.3f s | < 2 s |", tmin, tmed, tmax))
