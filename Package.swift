@@ -46,7 +46,8 @@ let package = Package(
         .executableTarget(name: "kiln", dependencies: ["KilnCommands"]),
         // Catalog benchmarks at scale (bench/catalog.sh); not part of the test suite.
         .executableTarget(
-            name: "kiln-bench", dependencies: ["KilnStore", .product(name: "GRDB", package: "GRDB.swift")], path: "bench/Sources/kiln-bench"),
+            name: "kiln-bench", dependencies: ["KilnStore", .product(name: "GRDB", package: "GRDB.swift")], path: "bench/Sources/kiln-bench"
+        ),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
