@@ -136,6 +136,9 @@ extension Catalog {
             }
         }
         if change.to == .deleted || change.to == .obsolete {
+            if image.labels.contains("pinned") && image.labelDictionary["pinned"] == "true" {
+                throw KilnError(.invalidInput, "\(image.name) is pinned (label pinned: \"true\"): it is never obsoleted or deleted")
+            }
             if channelTargets.contains(image.name) {
                 throw KilnError(
                     .invalidInput, "\(image.name) is what a channel of \(image.family) points at: promote another image first")

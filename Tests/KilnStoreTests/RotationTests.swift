@@ -110,6 +110,9 @@ struct RotationTests {
         #expect(try store.catalog.image(named: names[3])?.state == .ready)
         #expect(try store.catalog.image(named: names[1])?.state == .ready)
         #expect(try store.catalog.image(named: pin.name)?.state == .ready)
+        #expect(throws: KilnError.self) {
+            try store.catalog.transition(pin.name, Transition(to: .deleted, reason: "by hand", actor: "t", now: now))
+        }
         #expect(try store.catalog.image(named: names[2])?.state != .ready)
     }
 }
