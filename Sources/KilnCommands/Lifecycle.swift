@@ -11,6 +11,13 @@ struct ChangeOptions: ParsableArguments {
     @Flag(name: .customLong("dry-run"), help: "Print what would change, change nothing.")
     var dryRun = false
 
+    /// OBSOLETE or DELETED, with their descendants when `cascade` is set.
+    func revoke(_ name: String, to state: ImageState, cascade: Bool, in store: Store) throws {
+        var transition = Transition(to: state, reason: reason ?? state.rawValue.lowercased())
+        transition.cascade = cascade
+        try apply(name, transition, in: store)
+    }
+
     func apply(_ name: String, _ change: Transition, in store: Store) throws {
         let events = try store.catalog.transition(name, change, dryRun: dryRun)
         for event in events {
@@ -72,11 +79,7 @@ struct Obsolete: AsyncParsableCommand {
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
-    func run() async throws {
-        var transition = Transition(to: .obsolete, reason: change.reason ?? "obsoleted")
-        transition.cascade = cascade
-        try change.apply(name, transition, in: try store.open())
-    }
+    func run() async throws { try change.revoke(name, to: .obsolete, cascade: cascade, in: try store.open()) }
 }
 
 struct Delete: AsyncParsableCommand {
@@ -92,11 +95,7 @@ struct Delete: AsyncParsableCommand {
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
-    func run() async throws {
-        var transition = Transition(to: .deleted, reason: change.reason ?? "deleted")
-        transition.cascade = cascade
-        try change.apply(name, transition, in: try store.open())
-    }
+    func run() async throws { try change.revoke(name, to: .deleted, cascade: cascade, in: try store.open()) }
 }
 
 struct Rollback: AsyncParsableCommand {
