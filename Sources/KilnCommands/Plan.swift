@@ -7,7 +7,7 @@ import KilnTemplates
 
 struct Plan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the image graph in build order and what each image is built from.")
+        abstract: "Show the build order, what each image is built from, and whether (and why) it will be rebuilt.")
 
     @OptionGroup var templates: TemplateOptions
     @OptionGroup var store: StoreOptions
