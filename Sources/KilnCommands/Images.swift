@@ -25,7 +25,8 @@ struct Images: AsyncParsableCommand {
             ["NAME", "FAMILY", "VERSION", "STATE", "PARENT", "SIZE", "CREATED"],
             images.map {
                 [
-                    $0.name, $0.family, $0.version, $0.state.rawValue, $0.parent ?? "-", humanSize($0.size),
+                    $0.name, $0.family, $0.version, $0.state.rawValue + ($0.purged ? " (purged)" : ""), $0.parent ?? "-",
+                    humanSize($0.size),
                     $0.created.formatted(.iso8601),
                 ]
             })

@@ -25,7 +25,9 @@ struct Inspect: AsyncParsableCommand {
         }
         let rows: [(String, String?)] = [
             ("name", view.name), ("family", view.family), ("version", view.version), ("state", view.state),
-            ("parent", view.parent ?? "-"), ("digest", "sha256:" + view.digest), ("disk", view.disk),
+            ("parent", view.parent ?? "-"), ("replacement", view.replacement), ("obsolete on", view.obsoleteOn),
+            ("delete on", view.deleteOn), ("purge on", view.purgeOn), ("purged", view.purged ? "yes" : nil),
+            ("digest", "sha256:" + view.digest), ("disk", view.disk),
             ("size", humanSize(view.size)), ("created", view.created), ("source", view.source),
             ("description", view.description), ("template", "sha256:" + view.templateHash),
             ("build", view.buildID), ("log", view.log), ("build key", view.buildKey.map { "sha256:" + $0 } ?? "-"),

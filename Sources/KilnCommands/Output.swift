@@ -22,6 +22,11 @@ struct ImageView: Codable {
     var source: String
     var buildKey: String?
     var keyInputs: [String: String]?
+    var replacement: String?
+    var obsoleteOn: String?
+    var deleteOn: String?
+    var purgeOn: String?
+    var purged: Bool
 
     enum CodingKeys: String, CodingKey {
         case name, family, version, state, parent, size, created, digest, disk, labels, description
@@ -30,6 +35,11 @@ struct ImageView: Codable {
         case log, source
         case buildKey = "build_key"
         case keyInputs = "key_inputs"
+        case replacement
+        case obsoleteOn = "obsolete_on"
+        case deleteOn = "delete_on"
+        case purgeOn = "purge_on"
+        case purged
     }
 
     init(_ image: ImageRecord, store: Store) {
@@ -50,6 +60,11 @@ struct ImageView: Codable {
         source = image.sourceKind
         buildKey = image.buildKey
         keyInputs = image.keyInputs.map { KeyInputs(json: $0).entries }
+        replacement = image.replacement
+        obsoleteOn = image.obsoleteOn?.formatted(.iso8601)
+        deleteOn = image.deleteOn?.formatted(.iso8601)
+        purgeOn = image.purgeOn?.formatted(.iso8601)
+        purged = image.purged
     }
 }
 
