@@ -41,7 +41,7 @@ public enum SourceCache {
         let fm = FileManager.default
         let backing = try store.catalog.backingDigests()
         // Bases made before kiln recorded backing digests: any source disk may be theirs.
-        let legacyBases = try store.catalog.images().contains { $0.parent == nil && $0.backingDigest == nil }
+        let legacyBases = try store.catalog.hasBasesWithoutBacking()
         var entries: [CacheEntry] = []
         for source in try store.catalog.sources() {
             let directory = store.blobDirectory(digest: source.digest)

@@ -52,7 +52,8 @@ struct SourceDisk {
         do {
             switch template.source {
             case .debootstrap(let spec):
-                try await bootstrap(spec, diskSize: template.qemu.diskSize, into: staging, log: log)
+                try await bootstrap(
+                    spec, mirror: identity.fields["source.mirror"] ?? "", diskSize: template.qemu.diskSize, into: staging, log: log)
             case .file(let path, let sha256):
                 try await importDisk(path, sha256: sha256, into: staging, log: log)
             case .url(let url, let sha256):
@@ -107,8 +108,7 @@ struct SourceDisk {
 
     /// mmdebstrap builds the tree; its customize hook makes the guest bootable and writes the
     /// ext4 disk from the tree with `mkfs.ext4 -d`: no VM, no mount, no loop device.
-    private func bootstrap(_ spec: Debootstrap, diskSize: UInt64, into staging: String, log: BuildLog) async throws {
-        let mirror = spec.mirror ?? DebianMirror.host() ?? ""
+    private func bootstrap(_ spec: Debootstrap, mirror: String, diskSize: UInt64, into staging: String, log: BuildLog) async throws {
         let hook = staging + "/customize.sh"
         try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: hook) }

@@ -70,9 +70,14 @@ struct Build: AsyncParsableCommand {
             store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
         let results = try await builder.build(
             graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
-        // The cache stays bounded without anyone remembering to prune it.
-        for entry in try SourceCache.prune(store, limit: SourceCache.defaultLimit()) {
-            printError("kiln: cache: removed \(entry.kind.rawValue) \(entry.description) (\(humanSize(Int64(entry.bytes))))")
+        // The cache stays bounded without anyone remembering to prune it. The images are built
+        // by now: a failed prune is reported, not turned into a failed build.
+        do {
+            for entry in try SourceCache.prune(store, limit: SourceCache.defaultLimit()) {
+                printError("kiln: cache: removed \(entry.kind.rawValue) \(entry.description) (\(humanSize(Int64(entry.bytes))))")
+            }
+        } catch {
+            printError("kiln: warning: could not prune the source cache: \(error)")
         }
         for result in results {
             let image = result.image

@@ -5,7 +5,7 @@ import KilnStore
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show everything the catalog knows about one image.",
-        discussion: "NAME is an exact image name (family-vYYYYMMDD-N) or a family, which resolves to its newest READY image.")
+        discussion: "NAME is an exact image name (family-vYYYYMMDD-N), FAMILY@CHANNEL, or a family (its newest READY image).")
 
     @Argument(help: ArgumentHelp("An image name or a family.", valueName: "name"))
     var name: String
@@ -17,7 +17,7 @@ struct Inspect: AsyncParsableCommand {
 
     func run() async throws {
         let store = try store.open()
-        let image = try resolveImage(name, in: store)
+        let image = try store.catalog.resolve(name)
         let view = ImageView(image, store: store)
         if json {
             try printJSON(view)
@@ -35,11 +35,4 @@ struct Inspect: AsyncParsableCommand {
         ]
         for case let (key, value?) in rows { print("\(key.padding(toLength: 12, withPad: " ", startingAt: 0))\(value)") }
     }
-}
-
-/// An exact image name, or a family resolved to its newest READY image.
-func resolveImage(_ name: String, in store: Store) throws -> ImageRecord {
-    if let image = try store.catalog.image(named: name) { return image }
-    if let head = try store.catalog.head(of: name) { return head }
-    throw KilnError(.notFound, "no image or family named '\(name)' (see kiln images)")
 }

@@ -127,25 +127,7 @@ struct Resolve: AsyncParsableCommand {
 
     func run() async throws {
         let store = try store.open()
-        let image: ImageRecord
-        if let at = name.firstIndex(of: "@") {
-            let family = String(name[..<at])
-            let channel = String(name[name.index(after: at)...])
-            guard let assignment = try store.catalog.channel(channel, of: family),
-                let target = try store.catalog.image(named: assignment.image)
-            else {
-                throw KilnError(.notFound, "no channel '\(channel)' of family '\(family)' (see kiln family show \(family))")
-            }
-            image = target
-        } else if let exact = try store.catalog.image(named: name) {
-            image = exact
-        } else if let head = try store.catalog.head(of: name) {
-            image = head
-        } else if try store.catalog.families().contains(name) {
-            throw KilnError(.notFound, "family '\(name)' has no READY image (see kiln images --family \(name))")
-        } else {
-            throw KilnError(.notFound, "no image or family named '\(name)' (see kiln images)")
-        }
+        let image = try store.catalog.resolve(name)
         switch image.state {
         case .ready: break
         case .deprecated:

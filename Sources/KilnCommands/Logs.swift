@@ -38,7 +38,7 @@ struct Logs: AsyncParsableCommand {
             }
             archive = log
         } else {
-            archive = try resolveImage(name, in: store).log
+            archive = try store.catalog.resolve(name).log
         }
         guard let data = try LogArchive.read(store.absolute(archive), entry: "build.log") else {
             throw KilnError(.storeInconsistent, "\(store.absolute(archive)) has no build.log")

@@ -43,7 +43,7 @@ struct Plan: AsyncParsableCommand {
                 if graph.template(family) != nil {
                     from = "image \(family) (this graph)"
                 } else {
-                    from = "image \(try store.catalog.head(of: family)?.name ?? family) (from the catalog)"
+                    from = "image \(try store.catalog.buildParent(of: family)?.name ?? family) (from the catalog)"
                 }
             case .debootstrap(let spec):
                 from = "debootstrap \(spec.suite) (\(spec.variant), mirror \(spec.mirror ?? DebianMirror.host() ?? "unset"))"

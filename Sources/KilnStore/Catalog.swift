@@ -192,13 +192,41 @@ public final class Catalog: Sendable {
         try db.read { db in Set(try String.fetchAll(db, sql: "SELECT DISTINCT family FROM image")) }
     }
 
+    /// A family's images in one state, newest first: the one query behind head, build parents,
+    /// rollback and the lifecycle guards.
+    static func newest(_ family: String, _ state: ImageState) -> QueryInterfaceRequest<ImageRecord> {
+        ImageRecord
+            .filter(Column("family") == family && Column("state") == state.rawValue)
+            .order(Column("created").desc, Column("version").desc)
+    }
+
     /// The image a family resolves to: its newest READY image.
     public func head(of family: String) throws -> ImageRecord? {
+        try db.read { db in try Self.newest(family, .ready).fetchOne(db) }
+    }
+
+    /// What a user names: an exact image, `FAMILY@CHANNEL`, or a family (its newest READY image).
+    public func resolve(_ name: String) throws -> ImageRecord {
+        if let at = name.firstIndex(of: "@") {
+            let family = String(name[..<at])
+            let channelName = String(name[name.index(after: at)...])
+            guard let assignment = try channel(channelName, of: family), let target = try image(named: assignment.image) else {
+                throw KilnError(.notFound, "no channel '\(channelName)' of family '\(family)' (see kiln family show \(family))")
+            }
+            return target
+        }
+        if let exact = try image(named: name) { return exact }
+        if let head = try head(of: name) { return head }
+        if try families().contains(name) {
+            throw KilnError(.notFound, "family '\(name)' has no READY image (see kiln images --family \(name))")
+        }
+        throw KilnError(.notFound, "no image or family named '\(name)' (see kiln images)")
+    }
+
+    /// Whether some base image predates recorded backing digests (its source disk is unknown).
+    public func hasBasesWithoutBacking() throws -> Bool {
         try db.read { db in
-            try ImageRecord
-                .filter(Column("family") == family && Column("state") == ImageState.ready.rawValue)
-                .order(Column("created").desc, Column("version").desc)
-                .fetchOne(db)
+            try ImageRecord.filter(Column("parent") == nil && Column("backingDigest") == nil).fetchCount(db) > 0
         }
     }
 
@@ -206,12 +234,7 @@ public final class Catalog: Sendable {
     /// DEPRECATED one (usable, with a warning); OBSOLETE and DELETED images never.
     public func buildParent(of family: String) throws -> ImageRecord? {
         if let head = try head(of: family) { return head }
-        return try db.read { db in
-            try ImageRecord
-                .filter(Column("family") == family && Column("state") == ImageState.deprecated.rawValue)
-                .order(Column("created").desc, Column("version").desc)
-                .fetchOne(db)
-        }
+        return try db.read { db in try Self.newest(family, .deprecated).fetchOne(db) }
     }
 
     /// Records a finished image under the next free version of its family for `date`, in one

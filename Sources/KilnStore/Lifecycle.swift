@@ -172,13 +172,7 @@ extension Catalog {
     public func rollback(family: String, actor: String = Transition.defaultActor(), now: Date = Date()) throws -> (
         from: ImageRecord, to: ImageRecord
     ) {
-        let ready = try db.read { db in
-            try ImageRecord
-                .filter(Column("family") == family && Column("state") == ImageState.ready.rawValue)
-                .order(Column("created").desc, Column("version").desc)
-                .limit(2)
-                .fetchAll(db)
-        }
+        let ready = try db.read { db in try Self.newest(family, .ready).limit(2).fetchAll(db) }
         guard let head = ready.first else { throw KilnError(.notFound, "family '\(family)' has no READY image") }
         guard ready.count == 2 else {
             throw KilnError(.invalidInput, "\(head.name) is the only READY image of \(family): nothing to roll back to")
