@@ -52,6 +52,7 @@ let package = Package(
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"]),
+        .testTarget(name: "KilnProvidersTests", dependencies: ["KilnProviders"]),
         .testTarget(name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands"]),
         .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnCommands"]),
     ]

@@ -172,9 +172,12 @@ public struct Builder: Sendable {
                 try await run(step, on: machine!, template: template, log: log)
             }
             currentStep = "shutdown"
+            let stopping = ContinuousClock.now
             try await machine!.shutdown(log: log)
             machine = nil
+            log.emit("kiln", "VM stopped after \((ContinuousClock.now - stopping).kilnDescription)")
             currentStep = "snapshot"
+            let sealing = ContinuousClock.now
             if hasKernel {
                 // The kernel boots its children too; hard links cost no space.
                 for name in [Store.kernelName, Store.initrdName] {
@@ -182,7 +185,9 @@ public struct Builder: Sendable {
                 }
             }
             let (digest, size) = try store.seal(staging: staging)
-            log.emit("kiln", "sealed disk \(digest.prefix(12)) (\(size >> 10) KiB of its own)")
+            log.emit(
+                "kiln",
+                "sealed disk \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)")
             let archive = store.logArchivePath(buildID: buildID)
             let image = try store.catalog.commit(
                 ImageDraft(

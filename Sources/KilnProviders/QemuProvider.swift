@@ -14,12 +14,34 @@ public struct QemuProvider: Provider {
 
     public init() {}
 
-    /// Kernel command line. `quiet` and the masked units are measured boot-time savings under
-    /// TCG (docs/providers.md); `net.ifnames=0` keeps the NIC named eth0 as the base image expects.
+    /// Kernel command line of the build boot only (the image keeps its own). Each option past
+    /// `net.ifnames=0` (which keeps the NIC named eth0, as the base expects) is a boot-time saving
+    /// measured by bench/levers.sh: a quiet console; units a build never uses (serial output and
+    /// gettys cost CPU under TCG); no speculative-execution mitigations, whose page-table
+    /// switches are expensive to emulate (the build VM runs only the template's own code); and
+    /// QEMU's fixed user-mode network configured statically by systemd-networkd from `ip=`
+    /// instead of ifupdown's DHCP client, which sat on sshd's critical path.
     static let kernelCommandLine = [
         "root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0", "quiet", "loglevel=0",
         "systemd.show_status=0", "systemd.mask=ifupdown-pre.service", "systemd.mask=e2scrub_reap.service",
+        "systemd.mask=getty-static.service", "systemd.mask=getty@tty1.service", "systemd.mask=serial-getty@ttyS0.service",
+        "mitigations=off",
+        "systemd.mask=networking.service", "systemd.wants=systemd-network-generator.service",
+        "systemd.wants=systemd-networkd.service", "ip=\(guestAddress)::\(gatewayAddress):255.255.255.0::eth0:off",
     ].joined(separator: " ")
+
+    /// QEMU's user-mode network: fixed addresses, the same in every build VM.
+    static let guestAddress = "10.0.2.15"
+    static let gatewayAddress = "10.0.2.2"
+    static let dnsAddress = "10.0.2.3"
+
+    /// Without a DHCP client nothing writes /etc/resolv.conf: each step makes sure one points at
+    /// QEMU's resolver, and the shutdown removes it again unless a step changed it, so the image
+    /// keeps whatever it had before the build.
+    static let prepareResolver =
+        "{ [ -e /etc/resolv.conf ] || [ -L /etc/resolv.conf ] || { echo 'nameserver \(dnsAddress)' > /etc/resolv.conf && : > /run/kiln-resolv; }; }"
+    static let restoreResolver =
+        "if [ -e /run/kiln-resolv ] && [ \"$(cat /etc/resolv.conf 2>/dev/null)\" = 'nameserver \(dnsAddress)' ]; then rm -f /etc/resolv.conf; fi"
 
     public func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
         let disk = spec.diskDirectory + "/" + Store.diskName
@@ -45,7 +67,8 @@ public struct QemuProvider: Provider {
         let machine = QemuMachine(qemu: qemu, ssh: SSHClient(keyPath: key, port: port), spec: spec)
         let started = ContinuousClock.now
         do {
-            try await machine.ssh.waitReady(deadline: started + spec.bootTimeout) { await machine.isRunning }
+            let master = try await machine.ssh.connectMaster(deadline: started + spec.bootTimeout) { await machine.isRunning }
+            machine.master.set(master)
         } catch {
             await machine.destroy()
             if let error = error as? KilnError, error.code == .timeout {
@@ -121,6 +144,8 @@ final class QemuMachine: Machine {
     let qemu: Task<ProcessResult, any Error>
     let ssh: SSHClient
     let spec: MachineSpec
+    /// The SSH master connection every command of the build goes through.
+    let master = Locked<Task<ProcessResult, any Error>?>(nil)
     private let exited = Locked(false)
 
     init(qemu: Task<ProcessResult, any Error>, ssh: SSHClient, spec: MachineSpec) {
@@ -142,7 +167,7 @@ final class QemuMachine: Machine {
         // Values reach the guest's shell only as single-quoted words.
         let run = ShellQuote.join(["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
         let result = try await ssh.run(
-            "cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)), timeout: timeout
+            "\(QemuProvider.prepareResolver) && cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)), timeout: timeout
         ) { line in
             log.emit(title, line.text)
         }
@@ -185,6 +210,7 @@ final class QemuMachine: Machine {
         let seal = """
             rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* /tmp/kiln-step.sh
             rm -f /var/lib/dbus/machine-id
+            \(QemuProvider.restoreResolver)
             : > /etc/machine-id
             # Blocks this layer wrote and freed again (package lists, caches) leave the overlay.
             fstrim / 2>/dev/null || true
@@ -214,6 +240,7 @@ final class QemuMachine: Machine {
             group.cancelAll()
             return first
         }
+        await closeMaster()
         if !stopped {
             await destroy()
             throw KilnError(.timeout, "the VM did not power off within \(spec.shutdownTimeout.kilnDescription)")
@@ -226,5 +253,13 @@ final class QemuMachine: Machine {
     func destroy() async {
         qemu.cancel()
         _ = await qemu.result
+        await closeMaster()
+    }
+
+    private func closeMaster() async {
+        guard let master = master.value else { return }
+        master.cancel()
+        _ = await master.result
+        try? FileManager.default.removeItem(atPath: ssh.controlPath)
     }
 }

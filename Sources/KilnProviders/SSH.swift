@@ -1,14 +1,30 @@
 import Foundation
 import KilnCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Talks to the guest through the system's OpenSSH client with a per-build key.
 ///
 /// The OpenSSH client is used rather than an in-process SSH library because it is what the
 /// guest's sshd is tested against, and it streams large uploads through a pipe for free.
+/// One master connection carries every command of a build (`ControlMaster`): a key exchange
+/// costs a second or more under TCG, so steps and the shutdown reuse the first login's.
 struct SSHClient: Sendable {
     let keyPath: String
     let port: Int
     let user = "root"
+    /// The master connection's socket. Kept short: a Unix socket path holds at most 107 bytes,
+    /// and the store's build directory can be deeper than that.
+    let controlPath: String
+
+    init(keyPath: String, port: Int) {
+        self.keyPath = keyPath
+        self.port = port
+        let tag = UUID().uuidString.prefix(12).lowercased()
+        controlPath = NSTemporaryDirectory() + "kiln-ssh-\(tag).sock"
+    }
 
     private var options: [String] {
         [
@@ -16,30 +32,84 @@ struct SSHClient: Sendable {
             // The guest's host key is made fresh on every boot of a throw-away VM on loopback.
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=2", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6",
-            "\(user)@127.0.0.1",
+            "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6",
+            "-o", "ControlPath=\(controlPath)",
         ]
     }
 
-    /// Runs `command` (a shell line: quote values with ``ShellQuote``) in the guest.
+    private var destination: String { "\(user)@127.0.0.1" }
+
+    /// Runs `command` (a shell line: quote values with ``ShellQuote``) in the guest, over the
+    /// master connection when it is up (OpenSSH connects on its own when it is not).
     func run(
         _ command: String, input: ProcessInput = .none, timeout: Duration? = nil,
         onLine: (@Sendable (ProcessOutputLine) -> Void)? = nil
     ) async throws -> ProcessResult {
-        try await ProcessRunner.run("ssh", options + ["--", command], input: input, timeout: timeout, onLine: onLine)
+        try await ProcessRunner.run(
+            "ssh", options + ["-o", "ControlMaster=no", destination, "--", command], input: input, timeout: timeout,
+            onLine: onLine)
     }
 
-    /// Polls until a command succeeds or `deadline` passes. ConnectTimeout bounds the connect
-    /// and the banner wait (QEMU's forwarder accepts before the guest answers) of each attempt,
-    /// and the outer timeout the key exchange and login.
-    func waitReady(deadline: ContinuousClock.Instant, isAlive: @Sendable () async -> Bool) async throws {
+    /// Waits until the guest's sshd answers, then logs in once and keeps that connection as
+    /// the master until `deadline`'s owner cancels the returned task (or the guest goes away).
+    ///
+    /// The banner is probed in-process every 100 ms: cheaper than starting `ssh` (QEMU's
+    /// forwarder accepts at once, so a client would sit out its whole ConnectTimeout while the
+    /// guest has no address yet). A login can still fail right after the banner (the key is
+    /// provisioned by systemd a moment later): it is retried until the deadline.
+    func connectMaster(
+        deadline: ContinuousClock.Instant, isAlive: @Sendable () async -> Bool
+    ) async throws -> Task<ProcessResult, any Error> {
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
             guard await isAlive() else { throw KilnError(.providerFailed, "the VM exited before SSH came up") }
-            let result = try await ProcessRunner.run("ssh", options + ["--", "true"], timeout: .seconds(8))
-            if result.succeeded { return }
-            try await Task.sleep(for: .milliseconds(500))
+            guard Self.bannerAnswers(port: port) else {
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            try? FileManager.default.removeItem(atPath: controlPath)
+            let exited = Locked(false)
+            let master = Task {
+                defer { exited.set(true) }
+                return try await ProcessRunner.run(
+                    "ssh", options + ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", destination])
+            }
+            // The master creates its socket once it has logged in.
+            do {
+                while ContinuousClock.now < deadline && !exited.value {
+                    if FileManager.default.fileExists(atPath: controlPath) { return master }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            } catch {
+                master.cancel()
+                _ = await master.result
+                throw error
+            }
+            master.cancel()
+            _ = await master.result
+            try await Task.sleep(for: .milliseconds(250))
         }
         throw KilnError(.timeout, "SSH did not come up")
+    }
+
+    /// True when something on 127.0.0.1:`port` sends an SSH identification string within 300 ms.
+    static func bannerAnswers(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        guard connected else { return false }
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, 300) == 1 else { return false }
+        var buffer = [UInt8](repeating: 0, count: 4)
+        return recv(fd, &buffer, 4, 0) == 4 && buffer == Array("SSH-".utf8)
     }
 }

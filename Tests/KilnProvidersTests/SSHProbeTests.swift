@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+
+@testable import KilnProviders
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A loopback listener that answers each connection with `greeting` (nothing when nil), the
+/// way sshd, or QEMU's forwarder before the guest has an address, would.
+final class Listener: @unchecked Sendable {
+    let fd: Int32
+    let port: Int
+
+    init(greeting: String?) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let fd = self.fd
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 4) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard ok else { throw POSIXError(.EADDRNOTAVAIL) }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread {
+            while true {
+                let client = accept(fd, nil, nil)
+                guard client >= 0 else { return }
+                if let greeting { _ = greeting.withCString { send(client, $0, strlen($0), 0) } }
+                Thread.sleep(forTimeInterval: 0.5)
+                close(client)
+            }
+        }
+    }
+
+    deinit { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+}
+
+@Suite("SSH readiness probe")
+struct SSHProbeTests {
+    @Test("an SSH identification string on the port means sshd answers")
+    func bannerAnswers() throws {
+        let listener = try Listener(greeting: "SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+        #expect(SSHClient.bannerAnswers(port: listener.port))
+    }
+
+    @Test("a port that accepts but stays silent (QEMU's forwarder, guest not up) is not ready, within the probe's 300 ms")
+    func silentPortIsNotReady() throws {
+        let listener = try Listener(greeting: nil)
+        let started = ContinuousClock.now
+        #expect(!SSHClient.bannerAnswers(port: listener.port))
+        #expect(ContinuousClock.now - started < .seconds(1))
+    }
+
+    @Test("something else than sshd on the port, or nothing at all, is not ready")
+    func otherServiceOrClosedPort() throws {
+        let http = try Listener(greeting: "HTTP/1.1 400 Bad Request\r\n")
+        #expect(!SSHClient.bannerAnswers(port: http.port))
+        let closedPort = http.port
+        _ = consume http
+        #expect(!SSHClient.bannerAnswers(port: closedPort))
+    }
+
+    @Test("the master connection's socket path fits a Unix socket address whatever the store path")
+    func controlPathIsShort() {
+        let client = SSHClient(keyPath: "/" + String(repeating: "deep/", count: 40) + "id_ed25519", port: 2222)
+        #expect(client.controlPath.utf8.count < 108)
+    }
+}
