@@ -1,5 +1,4 @@
-// Catalog operations at scale (issue 4): resolve on 100,000 images, rotate over 10,000.
-// Prints one Markdown table row per measurement; bench/catalog.sh writes them to bench/results/.
+// B9, catalog operations at scale: resolve on 100,000 images, rotate over 10,000.
 import Foundation
 import GRDB
 import KilnStore
@@ -28,37 +27,28 @@ func populate(families: Int, perFamily: Int) throws -> Store {
     return store
 }
 
-func seconds(_ body: () throws -> Void) rethrows -> Double {
-    let begin = ContinuousClock.now
-    try body()
-    let d = (ContinuousClock.now - begin).components
-    return Double(d.seconds) + Double(d.attoseconds) / 1e18
-}
+/// Prints one Markdown table row per measurement.
+func catalogBenchmark() throws {
+    // Resolve: the newest READY image of a family among 100,000 images (1,000 families x 100).
+    let big = try populate(families: 1_000, perFamily: 100)
+    var timings: [Double] = []
+    for i in 0..<1_000 {
+        timings.append(try seconds { _ = try big.catalog.head(of: "fam\((i * 7919) % 1_000)") } * 1000)
+    }
+    let (rmin, rmed, rmax) = summary(timings)
+    print(String(format: "| resolve FAMILY, 100,000 images (1,000 runs) | %.3f ms | %.3f ms | %.3f ms | < 10 ms |", rmin, rmed, rmax))
+    try? FileManager.default.removeItem(atPath: big.root)
 
-func summary(_ values: [Double]) -> (Double, Double, Double) {
-    let sorted = values.sorted()
-    return (sorted.first!, sorted[sorted.count / 2], sorted.last!)
+    // Rotate: 10,000 images (100 families x 100), a third of them then a second rotation later.
+    var rotations: [Double] = []
+    for _ in 0..<3 {
+        let store = try populate(families: 100, perFamily: 100)
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        var changed = 0
+        rotations.append(try seconds { changed = try store.catalog.rotate(now: now, dryRun: false, actor: "bench").actions.count })
+        precondition(changed == 100 * 98, "rotate changed \(changed) images")
+        try? FileManager.default.removeItem(atPath: store.root)
+    }
+    let (tmin, tmed, tmax) = summary(rotations)
+    print(String(format: "| rotate, 10,000 images, 9,800 deprecated (3 runs) | %.3f s | %.3f s | %.3f s | < 2 s |", tmin, tmed, tmax))
 }
-
-// Resolve: the newest READY image of a family among 100,000 images (1,000 families x 100).
-let big = try populate(families: 1_000, perFamily: 100)
-var timings: [Double] = []
-for i in 0..<1_000 {
-    timings.append(try seconds { _ = try big.catalog.head(of: "fam\((i * 7919) % 1_000)") } * 1000)
-}
-let (rmin, rmed, rmax) = summary(timings)
-print(String(format: "| resolve FAMILY, 100,000 images (1,000 runs) | %.3f ms | %.3f ms | %.3f ms | < 10 ms |", rmin, rmed, rmax))
-try? FileManager.default.removeItem(atPath: big.root)
-
-// Rotate: 10,000 images (100 families x 100), a third of them then a second rotation later.
-var rotations: [Double] = []
-for _ in 0..<3 {
-    let store = try populate(families: 100, perFamily: 100)
-    let now = Date(timeIntervalSince1970: 1_800_000_000)
-    var changed = 0
-    rotations.append(try seconds { changed = try store.catalog.rotate(now: now, dryRun: false, actor: "bench").actions.count })
-    precondition(changed == 100 * 98, "rotate changed \(changed) images")
-    try? FileManager.default.removeItem(atPath: store.root)
-}
-let (tmin, tmed, tmax) = summary(rotations)
-print(String(format: "| rotate, 10,000 images, 9,800 deprecated (3 runs) | %.3f s | %.3f s | %.3f s | < 2 s |", tmin, tmed, tmax))

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# What each of kiln's boot-time choices is worth, measured one at a time on the same disk by
+# starting QEMU by hand (bench/run.sh calls it; it prints Markdown table rows).
+#
+#   bench/levers.sh SOURCE_DISK KERNEL INITRD tcg|kvm RUNS
+#
+# Boot: seconds from QEMU's start to the guest's SSH banner, each variant adding one lever to
+# the one before; the variants take turns, so machine noise spreads over all of them.
+# SSH: one command on a new connection against one over an open master connection.
+# Power-off: Packer's `poweroff` against kiln's sync, read-only remount and `poweroff -f`.
+set -euo pipefail
+disk=$1 kernel=$2 initrd=$3 accel=$4 runs=$5
+work=$(mktemp -d /tmp/kiln-levers.XXXXXX)
+qemu_pid=
+cleanup() {
+  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+  ssh -o ControlPath="$work/mux" -O exit x 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ssh-keygen -q -t ed25519 -N "" -f "$work/key"
+credential="type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root=$(base64 -w0 "$work/key.pub")"
+if [ "$accel" = kvm ]; then accel_args=(-accel kvm -cpu host); else accel_args=(-accel tcg,thread=multi -cpu max); fi
+
+stock="root=/dev/vda rw console=ttyS0 net.ifnames=0"
+quiet="$stock quiet loglevel=0 systemd.show_status=0"
+masked="$quiet systemd.mask=ifupdown-pre.service systemd.mask=e2scrub_reap.service systemd.mask=getty-static.service"
+masked="$masked systemd.mask=getty@tty1.service systemd.mask=serial-getty@ttyS0.service"
+nomitigations="$masked mitigations=off"
+names=("Packer's settings: a verbose console" "+ a quiet console" "+ units a build does not need masked"
+  "+ mitigations=off (kiln's settings)")
+appends=("$stock" "$quiet" "$masked" "$nomitigations")
+kiln_variant=3
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f | %.2f | %.2f", v[1], v[int(NR / 2) + 1], v[NR] }'; }
+port=
+ssh_opts() {
+  echo -i "$work/key" -p "$port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
+    -o LogLevel=ERROR -o ControlPath="$work/mux"
+}
+banner() {
+  python3 -c "
+import socket, sys
+try:
+    s = socket.create_connection(('127.0.0.1', $port), timeout=1); s.settimeout(0.3)
+    sys.exit(0 if s.recv(4) == b'SSH-' else 1)
+except OSError:
+    sys.exit(1)"
+}
+
+# boot VARIANT: starts QEMU, waits for the SSH banner, prints the seconds it took.
+boot() {
+  local v=$1
+  rm -f "$work/disk.qcow2"
+  qemu-img create -q -f qcow2 -b "$disk" -F qcow2 "$work/disk.qcow2"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local start; start=$(now)
+  qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot "${accel_args[@]}" -smp 2 -m 1024 \
+    -serial "file:$work/console.log" \
+    -drive "file=$work/disk.qcow2,if=virtio,format=qcow2,cache=unsafe,discard=unmap" \
+    -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=net0 -device virtio-rng-pci \
+    -smbios "$credential" -kernel "$kernel" -initrd "$initrd" -append "${appends[$v]}" &
+  qemu_pid=$!
+  until banner; do
+    kill -0 "$qemu_pid" 2>/dev/null || { echo "levers: QEMU exited before SSH (variant $v)" >&2; exit 1; }
+    sleep 0.1
+  done
+  since "$start"
+  # Logged in once (the key lands a moment after sshd starts); the master stays open.
+  until ssh $(ssh_opts) -o ControlMaster=yes -o ControlPersist=yes root@127.0.0.1 true 2>/dev/null; do sleep 0.2; done
+}
+
+# halt HOW: powers the guest off and prints the seconds until QEMU exited.
+halt() {
+  local start; start=$(now)
+  if [ "$1" = packer ]; then
+    ssh $(ssh_opts) root@127.0.0.1 poweroff >/dev/null 2>&1 || true
+  else
+    ssh $(ssh_opts) root@127.0.0.1 'sync; echo u > /proc/sysrq-trigger; nohup sh -c "sleep 0.3; poweroff -f" >/dev/null 2>&1 &' || true
+  fi
+  ssh -o ControlPath="$work/mux" -O exit x 2>/dev/null || true
+  wait "$qemu_pid" || true
+  qemu_pid=
+  since "$start"
+}
+
+declare -A times
+new_conn=() mux=() halt_packer=() halt_kiln=()
+for _ in $(seq "$runs"); do
+  for v in "${!names[@]}"; do
+    times[$v]+="$(boot "$v") "
+    if [ "$v" = 0 ]; then
+      for _ in 1 2 3; do
+        s=$(now); ssh $(ssh_opts) -o ControlMaster=no -o ControlPath=none root@127.0.0.1 true; new_conn+=("$(since "$s")")
+        s=$(now); ssh $(ssh_opts) -o ControlMaster=no root@127.0.0.1 true; mux+=("$(since "$s")")
+      done
+      halt_packer+=("$(halt packer)")
+    else
+      halt_kiln_v=$(halt kiln)
+      [ "$v" = "$kiln_variant" ] && halt_kiln+=("$halt_kiln_v")
+    fi
+  done
+done
+for v in "${!names[@]}"; do
+  echo "| boot: ${names[$v]} | $(printf '%s\n' ${times[$v]} | stats) |"
+done
+echo "| SSH command on a new connection (Packer: each provisioner) | $(printf '%s\n' "${new_conn[@]}" | stats) |"
+echo "| SSH command over the master connection (kiln: every step) | $(printf '%s\n' "${mux[@]}" | stats) |"
+echo "| power-off: \`poweroff\` (Packer's shutdown_command) | $(printf '%s\n' "${halt_packer[@]}" | stats) |"
+echo "| power-off: sync, read-only remount, \`poweroff -f\` (kiln) | $(printf '%s\n' "${halt_kiln[@]}" | stats) |"

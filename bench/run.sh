@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# kiln beside Packer, on the same work, in one run on one machine (issue 11).
+#
+#   bench/run.sh [--runs N]     all of B1-B9 and the boot levers (~30 min under TCG);
+#                               writes bench/results/latest.md and a dated copy
+#   bench/run.sh --quick        B4, B8 and B9 only, no VM booted once the graph is built
+#                               (what CI runs); writes bench/results/quick.md (not kept in git)
+#
+# BENCH_HOME (default /tmp/kiln-bench) is kiln's store for the run; its Debian source disk is
+# made once and then shared by every case, Packer's included. BENCH_GRAPH (default
+# bench/templates/graph) is the graph --quick rebuilds; CI points it at examples/debian in the
+# store its VM tests already filled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+quick=0
+runs=3
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --runs) runs=$2; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+home=${BENCH_HOME:-/tmp/kiln-bench}
+graph=${BENCH_GRAPH:-bench/templates/graph}
+work=$(mktemp -d /tmp/kiln-bench-work.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+kiln=$repo/.build/release/kiln
+bench=$repo/.build/release/kiln-bench
+swift build -c release --product kiln >/dev/null
+swift build -c release --product kiln-bench >/dev/null
+mkdir -p bench/results
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+# min | median | max of the numbers on stdin (the median of an even count: the upper middle).
+stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f | %.2f | %.2f", v[1], v[int(NR / 2) + 1], v[NR] }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int(NR / 2) + 1] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+verdict() { awk -v v="$1" -v goal="$2" 'BEGIN { print (v <= goal ? "met" : sprintf("missed by %.0f%%", (v / goal - 1) * 100)) }'; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+allocated() { du -B1 -c "$@" | tail -1 | cut -f1; }
+
+rows=()
+row() { rows+=("$*"); }
+
+machine="$(nproc) cores, $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r)"
+
+# --- B4: the graph rebuilt with no change ------------------------------------------------
+b4() {
+  if "$kiln" plan "$graph" --home "$home" --json | jq -e 'any(.[]; .action == "build")' >/dev/null; then
+    echo "building $graph once into $home (not timed)" >&2
+    "$kiln" build "$graph" --home "$home" >/dev/null 2>&1
+  fi
+  b4_times=()
+  local vms=0
+  for _ in $(seq 5); do
+    local start; start=$(now)
+    "$kiln" build "$graph" --home "$home" >"$work/out" 2>"$work/err"
+    b4_times+=("$(since "$start")")
+    vms=$((vms + $(grep -c "booting VM" "$work/err" || true)))
+  done
+  b4_median=$(printf '%s\n' "${b4_times[@]}" | median)
+  b4_vms=$vms
+}
+
+# --- B8: validate + plan of 1,000 generated templates, 5 levels deep ---------------------
+b8() {
+  "$bench" generate "$work/b8" 1000 >/dev/null
+  local validate=() plan=() both=()
+  for _ in $(seq 5); do
+    local start; start=$(now)
+    "$kiln" validate "$work/b8" >/dev/null
+    local v; v=$(since "$start")
+    start=$(now)
+    "$kiln" plan "$work/b8" --home "$work/b8-home" >/dev/null
+    local p; p=$(since "$start")
+    validate+=("$v"); plan+=("$p"); both+=("$(awk -v a="$v" -v b="$p" 'BEGIN { print a + b }')")
+  done
+  b8_validate=$(printf '%s\n' "${validate[@]}" | stats)
+  b8_plan=$(printf '%s\n' "${plan[@]}" | stats)
+  b8_both=$(printf '%s\n' "${both[@]}" | stats)
+  b8_median=$(printf '%s\n' "${both[@]}" | median)
+}
+
+quick_report() {
+  echo "| B4 | $graph rebuilt, no change (5 runs) | $(printf '%s\n' "${b4_times[@]}" | stats) s | VMs booted: $b4_vms | < 2 s: $(verdict "$b4_median" 2) |"
+  echo "| B8 | validate 1,000 templates, 5 levels (5 runs) | $b8_validate s | | |"
+  echo "| B8 | plan 1,000 templates, 5 levels (5 runs) | $b8_plan s | | |"
+  echo "| B8 | validate + plan | $b8_both s | | < 1 s: $(verdict "$b8_median" 1) |"
+  "$bench" catalog | sed 's/^| /| B9 | /; s/ | \([^|]*\) |$/ | | \1: see min\/median\/max |/'
+}
+
+header() {
+  echo "# $1"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- machine: $machine"
+  echo "- kiln: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (uncommitted changes)'), release build; store: $home"
+}
+
+if [ "$quick" = 1 ]; then
+  start=$(now)
+  b4
+  b8
+  {
+    header "kiln benchmarks, quick mode (B4, B8, B9)"
+    echo "- runs: as listed; no Packer in quick mode (bench/run.sh without --quick runs it)"
+    echo
+    echo "| id | case | min / median / max | notes | goal |"
+    echo "|---|---|---|---|---|"
+    quick_report
+    echo
+    echo "Measured in $(since "$start") s."
+  } | tee bench/results/quick.md
+  exit 0
+fi
+
+command -v packer >/dev/null || { echo "bench/run.sh: Packer is not installed (make bench installs it)" >&2; exit 1; }
+command -v jq >/dev/null || { echo "bench/run.sh: jq is not installed (make bench installs it)" >&2; exit 1; }
+packer_version=$(packer version | head -1)
+graph=bench/templates/graph
+
+# --- Setup: kiln's source disk, the disk both tools start from ---------------------------
+echo "setup: kiln's Debian 12 source disk and a first build (not timed)" >&2
+"$kiln" build bench/templates/one --home "$home" >/dev/null 2>"$work/setup.err" || { cat "$work/setup.err" >&2; exit 1; }
+one_disk=$("$kiln" inspect bench-one --home "$home" --json | jq -r .disk)
+source_dir=$(cd "$(dirname "$one_disk")" && cd "$(dirname "$(qemu-img info --output=json "$one_disk" | jq -r '."backing-filename"')")" && pwd)
+source_disk=$source_dir/disk.qcow2
+kernel=$source_dir/vmlinuz
+initrd=$source_dir/initrd.img
+# The accelerator kiln chose; Packer gets the same.
+if grep -q "booting VM (KVM" "$work/setup.err"; then accel=kvm; else accel=tcg; fi
+disk_size="$(($(qemu-img info --output=json "$source_disk" | jq '."virtual-size"') / 1048576))M"
+ssh-keygen -q -t ed25519 -N "" -C kiln-bench -f "$work/packer_key"
+credential="type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root=$(base64 -w0 "$work/packer_key.pub")"
+
+# packer_build OUT BASE_DISK SCRIPT [RELEASE]: one Packer build; prints its wall seconds.
+packer_build() {
+  local out=$1 base=$2 script=$3 release=${4:-1}
+  rm -rf "$out"
+  local start; start=$(now)
+  packer build -var base_disk="$base" -var kernel="$kernel" -var initrd="$initrd" -var ssh_key="$work/packer_key" \
+    -var ssh_credential="$credential" -var disk_size="$disk_size" -var accelerator="$accel" \
+    -var script="$script" -var release="$release" -var out="$out" bench/packer/layer.json >"$out.log" 2>&1 \
+    || { echo "packer build failed, see below" >&2; tail -20 "$out.log" >&2; exit 1; }
+  since "$start"
+}
+
+# kiln_build ARGS...: one kiln build; prints its wall seconds, keeps stderr in $work/kiln.err.
+kiln_build() {
+  local start; start=$(now)
+  "$kiln" build "$@" --home "$home" >"$work/kiln.out" 2>"$work/kiln.err" \
+    || { echo "kiln build failed:" >&2; tail -20 "$work/kiln.err" >&2; exit 1; }
+  since "$start"
+}
+
+# The guest's own time in a kiln build, from its log: boot to SSH, the steps, the power-off.
+guest_time() {
+  "$kiln" logs "$1" --home "$home" | awk '
+    /\[kiln\] SSH is up after / { t += $(NF - 1) }
+    /\[kiln\] step done in / { t += $(NF - 1) }
+    /\[kiln\] VM stopped after / { t += $(NF - 1) }
+    END { printf "%.2f", t }'
+}
+log_value() { "$kiln" logs "$1" --home "$home" | awk -v pat="$2" '$0 ~ pat { v = $(NF - 1) } END { print v }'; }
+
+# --- B1 and B2: one image, one step ------------------------------------------------------
+echo "B1/B2: one image, one shell step, $runs runs each, interleaved" >&2
+b1_kiln=(); b1_packer=(); b2=(); b2_boot=(); b2_steps=(); b2_stop=()
+for i in $(seq "$runs"); do
+  t=$(kiln_build bench/templates/one --force)
+  b1_kiln+=("$t")
+  name=$(awk '/^built / { print $2 }' "$work/kiln.out")
+  g=$(guest_time "$name")
+  b2+=("$(awk -v a="$t" -v b="$g" 'BEGIN { printf "%.2f", a - b }')")
+  b2_boot+=("$(log_value "$name" "SSH is up after")")
+  b2_stop+=("$(log_value "$name" "VM stopped after")")
+  b1_packer+=("$(packer_build "$work/p-one" "$source_disk" bench/templates/one/one.sh)")
+  echo "  run $i: kiln ${b1_kiln[-1]} s (overhead ${b2[-1]} s), packer ${b1_packer[-1]} s" >&2
+done
+b1_ratio=$(ratio "$(printf '%s\n' "${b1_kiln[@]}" | median)" "$(printf '%s\n' "${b1_packer[@]}" | median)")
+b2_median=$(printf '%s\n' "${b2[@]}" | median)
+
+# --- B3: the three-layer graph, first build ----------------------------------------------
+echo "B3: base -> app -> product, $runs runs each, interleaved" >&2
+b3_kiln=(); b3_packer=(); p_base=(); p_app=(); p_product=()
+for i in $(seq "$runs"); do
+  b3_kiln+=("$(kiln_build "$graph" --force)")
+  a=$(packer_build "$work/p-base" "$source_disk" "$graph/base.sh")
+  b=$(packer_build "$work/p-app" "$work/p-base/image.qcow2" "$graph/app.sh")
+  c=$(packer_build "$work/p-product" "$work/p-app/image.qcow2" "$graph/product.sh")
+  p_base+=("$a"); p_app+=("$b"); p_product+=("$c")
+  b3_packer+=("$(awk -v a="$a" -v b="$b" -v c="$c" 'BEGIN { printf "%.2f", a + b + c }')")
+  echo "  run $i: kiln ${b3_kiln[-1]} s, packer ${b3_packer[-1]} s ($a + $b + $c)" >&2
+done
+packer_chain=$(printf '%s\n' "${b3_packer[@]}" | median)
+b3_ratio=$(ratio "$(printf '%s\n' "${b3_kiln[@]}" | median)" "$packer_chain")
+
+# --- B6: disk bytes of the three images (the last B3 run of each tool) -------------------
+kiln_disks=()
+for family in bench-base bench-app bench-product; do kiln_disks+=("$("$kiln" inspect "$family" --home "$home" --json | jq -r .disk)"); done
+kiln_bytes=$(allocated "${kiln_disks[@]}")
+kiln_bytes_with_source=$(allocated "${kiln_disks[@]}" "$source_disk")
+packer_bytes=$(allocated "$work/p-base/image.qcow2" "$work/p-app/image.qcow2" "$work/p-product/image.qcow2")
+b6_ratio=$(ratio "$kiln_bytes_with_source" "$packer_bytes")
+
+# --- B4 and B5: rebuilt with no change, then after a product-only change -----------------
+echo "B4: no change; B5: product-only change" >&2
+b4
+b4_ratio=$(ratio "$b4_median" "$packer_chain")
+b5=(); b5_vms=()
+for i in $(seq "$runs"); do
+  b5+=("$(kiln_build "$graph" --var release="bench-$(date +%s)-$i")")
+  b5_vms+=("$(grep -c "booting VM" "$work/kiln.err" || true)")
+done
+b5_median=$(printf '%s\n' "${b5[@]}" | median)
+b5_ratio=$(ratio "$b5_median" "$packer_chain")
+b5_vs_one=$(ratio "$b5_median" "$(printf '%s\n' "${b1_kiln[@]}" | median)")
+
+# --- B7: snapshot time against the parent's size -----------------------------------------
+echo "B7: snapshot of a 10 MiB change on 2 and 8 GiB parents" >&2
+b7_rows=$("$bench" snapshot "$work")
+
+# --- B8 and B9 ---------------------------------------------------------------------------
+echo "B8, B9" >&2
+b8
+b9_rows=$("$bench" catalog)
+
+# --- The boot levers ----------------------------------------------------------------------
+echo "levers: what each boot-time choice is worth" >&2
+lever_rows=$(bench/levers.sh "$source_disk" "$kernel" "$initrd" "$accel" "$runs")
+
+list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
+{
+  header "kiln beside Packer"
+  echo "- peer: $packer_version, QEMU builder, the same source disk ($(mib "$(allocated "$source_disk")"), $disk_size), kernel, initrd,"
+  echo "  2 CPUs, 1024 MiB, accelerator: $accel (kiln's probe; Packer is given the same), same provisioning scripts"
+  echo "- runs per VM case: $runs, kiln and Packer interleaved; min | median | max; ratios are of medians"
+  echo
+  echo "| id | case | kiln min / median / max | Packer min / median / max | ratio / value | goal |"
+  echo "|---|---|---|---|---|---|"
+  echo "| B1 | one image, one shell step | $(printf '%s\n' "${b1_kiln[@]}" | stats) s | $(printf '%s\n' "${b1_packer[@]}" | stats) s | $b1_ratio | ≤ 0.6: $(verdict "$b1_ratio" 0.6) |"
+  echo "| B2 | kiln's overhead in B1 (wall − boot to SSH − steps − power-off) | $(printf '%s\n' "${b2[@]}" | stats) s | | boot to SSH $(printf '%s\n' "${b2_boot[@]}" | median) s, power-off $(printf '%s\n' "${b2_stop[@]}" | median) s (medians) | ≤ 3 s: $(verdict "$b2_median" 3) |"
+  echo "| B3 | base → app → product, first build (Packer: three chained builds) | $(printf '%s\n' "${b3_kiln[@]}" | stats) s | $(printf '%s\n' "${b3_packer[@]}" | stats) s | $b3_ratio | ≤ 0.6: $(verdict "$b3_ratio" 0.6) |"
+  echo "| B4 | the graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | rebuilds all: $packer_chain s (B3) | $b4_ratio | < 2 s: $(verdict "$b4_median" 2) |"
+  echo "| B5 | after a product-only change (VMs booted per run: $(list "${b5_vms[@]}")) | $(printf '%s\n' "${b5[@]}" | stats) s | full chain: $packer_chain s (B3); product build alone: $(printf '%s\n' "${p_product[@]}" | median) s | $b5_ratio (kiln B5 / kiln B1: $b5_vs_one) | ≈ one VM cycle |"
+  echo "| B6 | disk bytes of the three images | $(mib "$kiln_bytes") in three overlays; $(mib "$kiln_bytes_with_source") with the source disk they stand on | $(mib "$packer_bytes") in three full disks | $b6_ratio (with the source disk) | ≤ 0.4: $(verdict "$b6_ratio" 0.4) |"
+  echo "| B8 | validate + plan, 1,000 templates, 5 levels (5 runs) | $b8_both s | | validate $b8_validate s; plan $b8_plan s | < 1 s: $(verdict "$b8_median" 1) |"
+  echo
+  echo "Packer's three chained builds, medians: base $(printf '%s\n' "${p_base[@]}" | median) s, app $(printf '%s\n' "${p_app[@]}" | median) s, product $(printf '%s\n' "${p_product[@]}" | median) s."
+  echo "Every run: B1 kiln $(list "${b1_kiln[@]}") s, Packer $(list "${b1_packer[@]}") s; B3 kiln $(list "${b3_kiln[@]}") s, Packer $(list "${b3_packer[@]}") s."
+  echo
+  echo "## B7: snapshot time against the parent's size"
+  echo
+  echo "kiln's snapshot (Store.seal: hash, fsync and move the child's overlay) beside a full copy of the same child"
+  echo "(\`qemu-img convert\`, what Packer does after every build). Goal: independent of the parent's size."
+  echo
+  echo "| parent | kiln min | median | max | full copy min | median | max |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "$b7_rows"
+  echo
+  echo "## B9: the catalog at scale (SQLite)"
+  echo
+  echo "| operation | min | median | max | goal |"
+  echo "|---|---|---|---|---|"
+  echo "$b9_rows"
+  echo
+  echo "## Boot levers"
+  echo
+  echo "Each lever measured on its own, QEMU started by hand on the same source disk (bench/levers.sh); seconds from"
+  echo "QEMU's start to the guest's SSH banner (boot), or per command."
+  echo
+  echo "| lever | min | median | max |"
+  echo "|---|---|---|---|"
+  echo "$lever_rows"
+} >"$work/report.md"
+dated=bench/results/bench-$(date -u +%Y%m%d-%H%M%S).md
+cp "$work/report.md" "$dated"
+cp "$work/report.md" bench/results/latest.md
+cat bench/results/latest.md

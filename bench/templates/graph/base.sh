@@ -1,0 +1,2 @@
+echo base > /etc/bench-layer
+dpkg -l | wc -l

@@ -1,0 +1,2 @@
+echo "release $RELEASE" > /etc/bench-release
+echo product > /etc/bench-layer

@@ -1,0 +1,2 @@
+echo hello > /etc/provisioned
+dpkg -l | wc -l
