@@ -89,11 +89,11 @@ b8() {
 }
 
 quick_report() {
-  echo "| B4 | $graph rebuilt, no change (5 runs) | $(printf '%s\n' "${b4_times[@]}" | stats) s | VMs booted: $b4_vms | < 2 s: $(verdict "$b4_median" 2) |"
+  echo "| B4 | $graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | | < 2 s: $(verdict "$b4_median" 2) |"
   echo "| B8 | validate 1,000 templates, 5 levels (5 runs) | $b8_validate s | | |"
   echo "| B8 | plan 1,000 templates, 5 levels (5 runs) | $b8_plan s | | |"
   echo "| B8 | validate + plan | $b8_both s | | < 1 s: $(verdict "$b8_median" 1) |"
-  "$bench" catalog | sed 's/^| /| B9 | /; s/ | \([^|]*\) |$/ | | \1: see min\/median\/max |/'
+  "$bench" catalog | sed 's/^| /| B9 | /; s/ | \([^|]*\) |$/ | | \1 |/'
 }
 
 header() {
@@ -112,8 +112,8 @@ if [ "$quick" = 1 ]; then
     header "kiln benchmarks, quick mode (B4, B8, B9)"
     echo "- runs: as listed; no Packer in quick mode (bench/run.sh without --quick runs it)"
     echo
-    echo "| id | case | min / median / max | notes | goal |"
-    echo "|---|---|---|---|---|"
+    echo "| id | case | min | median | max | notes | goal |"
+    echo "|---|---|---|---|---|---|---|"
     quick_report
     echo
     echo "Measured in $(since "$start") s."
@@ -243,17 +243,18 @@ list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
   echo "  2 CPUs, 1024 MiB, accelerator: $accel (kiln's probe; Packer is given the same), same provisioning scripts"
   echo "- runs per VM case: $runs, kiln and Packer interleaved; min | median | max; ratios are of medians"
   echo
-  echo "| id | case | kiln min / median / max | Packer min / median / max | ratio / value | goal |"
-  echo "|---|---|---|---|---|---|"
-  echo "| B1 | one image, one shell step | $(printf '%s\n' "${b1_kiln[@]}" | stats) s | $(printf '%s\n' "${b1_packer[@]}" | stats) s | $b1_ratio | ≤ 0.6: $(verdict "$b1_ratio" 0.6) |"
-  echo "| B2 | kiln's overhead in B1 (wall − boot to SSH − steps − power-off) | $(printf '%s\n' "${b2[@]}" | stats) s | | boot to SSH $(printf '%s\n' "${b2_boot[@]}" | median) s, power-off $(printf '%s\n' "${b2_stop[@]}" | median) s (medians) | ≤ 3 s: $(verdict "$b2_median" 3) |"
-  echo "| B3 | base → app → product, first build (Packer: three chained builds) | $(printf '%s\n' "${b3_kiln[@]}" | stats) s | $(printf '%s\n' "${b3_packer[@]}" | stats) s | $b3_ratio | ≤ 0.6: $(verdict "$b3_ratio" 0.6) |"
-  echo "| B4 | the graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | rebuilds all: $packer_chain s (B3) | $b4_ratio | < 2 s: $(verdict "$b4_median" 2) |"
-  echo "| B5 | after a product-only change (VMs booted per run: $(list "${b5_vms[@]}")) | $(printf '%s\n' "${b5[@]}" | stats) s | full chain: $packer_chain s (B3); product build alone: $(printf '%s\n' "${p_product[@]}" | median) s | $b5_ratio (kiln B5 / kiln B1: $b5_vs_one) | ≈ one VM cycle |"
-  echo "| B6 | disk bytes of the three images | $(mib "$kiln_bytes") in three overlays; $(mib "$kiln_bytes_with_source") with the source disk they stand on | $(mib "$packer_bytes") in three full disks | $b6_ratio (with the source disk) | ≤ 0.4: $(verdict "$b6_ratio" 0.4) |"
-  echo "| B8 | validate + plan, 1,000 templates, 5 levels (5 runs) | $b8_both s | | validate $b8_validate s; plan $b8_plan s | < 1 s: $(verdict "$b8_median" 1) |"
+  echo "| id | case | kiln min | median | max | Packer median | ratio or value | goal |"
+  echo "|---|---|---|---|---|---|---|---|"
+  echo "| B1 | one image, one shell step | $(printf '%s\n' "${b1_kiln[@]}" | stats) s | $(printf '%s\n' "${b1_packer[@]}" | median) s | $b1_ratio | ≤ 0.6: $(verdict "$b1_ratio" 0.6) |"
+  echo "| B2 | kiln's overhead in B1: wall − (boot to SSH + steps + power-off) | $(printf '%s\n' "${b2[@]}" | stats) s | | boot to SSH $(printf '%s\n' "${b2_boot[@]}" | median) s, power-off $(printf '%s\n' "${b2_stop[@]}" | median) s (medians) | ≤ 3 s: $(verdict "$b2_median" 3) |"
+  echo "| B3 | base → app → product, first build (Packer: three chained builds) | $(printf '%s\n' "${b3_kiln[@]}" | stats) s | $packer_chain s | $b3_ratio | ≤ 0.6: $(verdict "$b3_ratio" 0.6) |"
+  echo "| B4 | the graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | $packer_chain s (rebuilds all: B3) | $b4_ratio | < 2 s: $(verdict "$b4_median" 2) |"
+  echo "| B5 | after a product-only change (VMs booted per run: $(list "${b5_vms[@]}")) | $(printf '%s\n' "${b5[@]}" | stats) s | $packer_chain s (full chain: B3) | $b5_ratio; kiln B5 / kiln B1: $b5_vs_one | ≈ one VM cycle |"
+  echo "| B6 | disk bytes of the three images (kiln: three overlays, $(mib "$kiln_bytes"); the median column adds the source disk they stand on) | | $(mib "$kiln_bytes_with_source") | | $(mib "$packer_bytes") (three full disks) | $b6_ratio | ≤ 0.4: $(verdict "$b6_ratio" 0.4) |"
+  echo "| B8 | validate + plan, 1,000 templates, 5 levels (5 runs; validate $b8_validate s; plan $b8_plan s) | $b8_both s | | | < 1 s: $(verdict "$b8_median" 1) |"
   echo
   echo "Packer's three chained builds, medians: base $(printf '%s\n' "${p_base[@]}" | median) s, app $(printf '%s\n' "${p_app[@]}" | median) s, product $(printf '%s\n' "${p_product[@]}" | median) s."
+  echo "Packer min | median | max: B1 $(printf '%s\n' "${b1_packer[@]}" | stats) s; B3 $(printf '%s\n' "${b3_packer[@]}" | stats) s."
   echo "Every run: B1 kiln $(list "${b1_kiln[@]}") s, Packer $(list "${b1_packer[@]}") s; B3 kiln $(list "${b3_kiln[@]}") s, Packer $(list "${b3_packer[@]}") s."
   echo
   echo "## B7: snapshot time against the parent's size"

@@ -64,12 +64,13 @@ extension Catalog {
     /// One state change inside the caller's transaction. Every rule is checked before anything
     /// is written, so a refusal leaves the transaction as it was.
     static func apply(
-        _ name: String, _ change: Transition, dryRun: Bool, channelTargets: Set<String>, db: Database, known: ImageRecord? = nil
+        _ name: String, _ change: Transition, dryRun: Bool, channelTargets: Set<String>, db: Database, known: ImageRecord? = nil,
+        knownReplacement: ImageRecord? = nil
     ) throws -> [ImageEvent] {
         guard let image = try known ?? ImageRecord.fetchOne(db, key: name) else {
             throw KilnError(.notFound, "no image named '\(name)' (see kiln images)")
         }
-        try Self.check(image, change, channelTargets: channelTargets, db: db)
+        try Self.check(image, change, channelTargets: channelTargets, db: db, knownReplacement: knownReplacement)
         var targets = [image]
         if change.to == .obsolete || change.to == .deleted {
             let descendants = try Self.descendants(of: name, db: db).filter { Self.rank($0.state) < Self.rank(change.to) }
@@ -115,7 +116,11 @@ extension Catalog {
         ImageState.allCases.firstIndex(of: state) ?? 0
     }
 
-    private static func check(_ image: ImageRecord, _ change: Transition, channelTargets: Set<String>, db: Database) throws {
+    /// `knownReplacement`: the replacement's row when the caller read it in this transaction
+    /// (a rotation names its family's head for every image it deprecates).
+    private static func check(
+        _ image: ImageRecord, _ change: Transition, channelTargets: Set<String>, db: Database, knownReplacement: ImageRecord?
+    ) throws {
         let from = image.state
         let allowed: Bool
         switch change.to {
@@ -128,7 +133,8 @@ extension Catalog {
             throw KilnError(.invalidInput, "\(image.name) is \(from.rawValue); it cannot become \(change.to.rawValue)")
         }
         if let replacement = change.replacement {
-            guard let other = try ImageRecord.fetchOne(db, key: replacement) else {
+            let known = knownReplacement.flatMap { $0.name == replacement ? $0 : nil }
+            guard let other = try known ?? ImageRecord.fetchOne(db, key: replacement) else {
                 throw KilnError(.notFound, "replacement '\(replacement)' is not an image")
             }
             guard other.state == .ready, other.name != image.name else {

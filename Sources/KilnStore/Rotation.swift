@@ -48,7 +48,9 @@ extension Catalog {
                     }
                     let action = RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: change.reason)
                     do {
-                        _ = try Self.apply(image.name, change, dryRun: dryRun, channelTargets: channelTargets, db: db, known: image)
+                        _ = try Self.apply(
+                            image.name, change, dryRun: dryRun, channelTargets: channelTargets, db: db, known: image, knownReplacement: head
+                        )
                         actions.append(action)
                     } catch let error as KilnError {
                         // A guard said no (live children, ...): the image waits for the next rotation.

@@ -19,6 +19,11 @@ func summary(_ values: [Double]) -> (Double, Double, Double) {
     return (sorted.first!, sorted[sorted.count / 2], sorted.last!)
 }
 
+/// "< 2 s: met", or by how much the median missed the goal.
+func verdict(_ median: Double, goal: Double, _ label: String) -> String {
+    median < goal ? "\(label): met" : label + String(format: ": missed by %.0f%%", (median / goal - 1) * 100)
+}
+
 let arguments = Array(CommandLine.arguments.dropFirst())
 switch arguments.first {
 case "catalog":
