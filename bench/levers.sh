@@ -27,10 +27,12 @@ quiet="$stock quiet loglevel=0 systemd.show_status=0"
 masked="$quiet systemd.mask=ifupdown-pre.service systemd.mask=e2scrub_reap.service systemd.mask=getty-static.service"
 masked="$masked systemd.mask=getty@tty1.service systemd.mask=serial-getty@ttyS0.service"
 nomitigations="$masked mitigations=off"
+networkd="$nomitigations systemd.mask=networking.service systemd.wants=systemd-network-generator.service"
+networkd="$networkd systemd.wants=systemd-networkd.service ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off"
 names=("Packer's settings: a verbose console" "+ a quiet console" "+ units a build does not need masked"
-  "+ mitigations=off (kiln's settings)")
-appends=("$stock" "$quiet" "$masked" "$nomitigations")
-kiln_variant=3
+  "+ mitigations=off" "+ a static address from systemd-networkd instead of DHCP (kiln's settings)")
+appends=("$stock" "$quiet" "$masked" "$nomitigations" "$networkd")
+kiln_variant=4
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -38,8 +40,10 @@ stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f | %.2f | %.2f", v[1],
 port=
 ssh_opts() {
   echo -i "$work/key" -p "$port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
-    -o LogLevel=ERROR -o ControlPath="$work/mux"
+    -o LogLevel=ERROR
 }
+# OpenSSH keeps the first value of an option: the control path is given once per command.
+mux_opts() { echo -o ControlPath="$work/mux"; }
 banner() {
   python3 -c "
 import socket, sys
@@ -50,7 +54,8 @@ except OSError:
     sys.exit(1)"
 }
 
-# boot VARIANT: starts QEMU, waits for the SSH banner, prints the seconds it took.
+# boot VARIANT: starts QEMU, waits for the SSH banner; sets boot_time to the seconds it took.
+# (Globals, not output: QEMU must stay a child of this shell, not of a command substitution.)
 boot() {
   local v=$1
   rm -f "$work/disk.qcow2"
@@ -67,39 +72,47 @@ boot() {
     kill -0 "$qemu_pid" 2>/dev/null || { echo "levers: QEMU exited before SSH (variant $v)" >&2; exit 1; }
     sleep 0.1
   done
-  since "$start"
+  boot_time=$(since "$start")
   # Logged in once (the key lands a moment after sshd starts); the master stays open.
-  until ssh $(ssh_opts) -o ControlMaster=yes -o ControlPersist=yes root@127.0.0.1 true 2>/dev/null; do sleep 0.2; done
+  until ssh $(ssh_opts) $(mux_opts) -o ControlMaster=yes -o ControlPersist=yes root@127.0.0.1 true 2>/dev/null; do sleep 0.2; done
 }
 
-# halt HOW: powers the guest off and prints the seconds until QEMU exited.
+# halt HOW: powers the guest off; sets halt_time to the seconds until QEMU exited.
 halt() {
   local start; start=$(now)
   if [ "$1" = packer ]; then
-    ssh $(ssh_opts) root@127.0.0.1 poweroff >/dev/null 2>&1 || true
+    ssh $(ssh_opts) $(mux_opts) root@127.0.0.1 poweroff >/dev/null 2>&1 || true
   else
-    ssh $(ssh_opts) root@127.0.0.1 'sync; echo u > /proc/sysrq-trigger; nohup sh -c "sleep 0.3; poweroff -f" >/dev/null 2>&1 &' || true
+    ssh $(ssh_opts) $(mux_opts) root@127.0.0.1 'sync; echo u > /proc/sysrq-trigger; nohup sh -c "sleep 0.3; poweroff -f" >/dev/null 2>&1 &' || true
   fi
   ssh -o ControlPath="$work/mux" -O exit x 2>/dev/null || true
+  local waited=0
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    sleep 0.1
+    waited=$((waited + 1))
+    [ "$waited" -lt 1200 ] || { echo "levers: the guest did not power off within 120 s ($1)" >&2; exit 1; }
+  done
   wait "$qemu_pid" || true
   qemu_pid=
-  since "$start"
+  halt_time=$(since "$start")
 }
 
 declare -A times
 new_conn=() mux=() halt_packer=() halt_kiln=()
 for _ in $(seq "$runs"); do
   for v in "${!names[@]}"; do
-    times[$v]+="$(boot "$v") "
+    boot "$v"
+    times[$v]+="$boot_time "
     if [ "$v" = 0 ]; then
       for _ in 1 2 3; do
-        s=$(now); ssh $(ssh_opts) -o ControlMaster=no -o ControlPath=none root@127.0.0.1 true; new_conn+=("$(since "$s")")
-        s=$(now); ssh $(ssh_opts) -o ControlMaster=no root@127.0.0.1 true; mux+=("$(since "$s")")
+        s=$(now); ssh $(ssh_opts) -o ControlPath=none root@127.0.0.1 true; new_conn+=("$(since "$s")")
+        s=$(now); ssh $(ssh_opts) $(mux_opts) -o ControlMaster=no root@127.0.0.1 true; mux+=("$(since "$s")")
       done
-      halt_packer+=("$(halt packer)")
+      halt packer
+      halt_packer+=("$halt_time")
     else
-      halt_kiln_v=$(halt kiln)
-      [ "$v" = "$kiln_variant" ] && halt_kiln+=("$halt_kiln_v")
+      halt kiln
+      [ "$v" = "$kiln_variant" ] && halt_kiln+=("$halt_time")
     fi
   done
 done
