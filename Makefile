@@ -42,7 +42,11 @@ demo: release
 # The whole suite: fast tests and the real-VM build of examples/debian.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	@# The VM tests share one store: KILN_TEST_HOME when given (CI keeps it for bench-quick),
+	@# else a temporary one, removed afterwards.
+	@home="$${KILN_TEST_HOME:-$$(mktemp -d /tmp/kiln-test.XXXXXX)}"; \
+	KILN_TEST_HOME="$$home" $(SWIFT) test --skip-build; status=$$?; \
+	[ -n "$$KILN_TEST_HOME" ] || rm -rf "$$home"; exit $$status
 
 # Only the tests that need no VM (seconds).
 test-fast: deps

@@ -7,7 +7,7 @@
 # Boot: seconds from QEMU's start to the guest's SSH banner, each variant adding one lever to
 # the one before; the variants take turns, so machine noise spreads over all of them.
 # SSH: one command on a new connection against one over an open master connection.
-# Power-off: Packer's `poweroff` against kiln's sync, read-only remount and `poweroff -f`.
+# Stop: Packer's `poweroff` against kiln's sync and read-only remount, then SIGTERM to QEMU.
 set -euo pipefail
 disk=$1 kernel=$2 initrd=$3 accel=$4 runs=$5
 work=$(mktemp -d /tmp/kiln-levers.XXXXXX)
@@ -83,7 +83,9 @@ halt() {
   if [ "$1" = packer ]; then
     ssh $(ssh_opts) $(mux_opts) root@127.0.0.1 poweroff >/dev/null 2>&1 || true
   else
-    ssh $(ssh_opts) $(mux_opts) root@127.0.0.1 'sync; echo u > /proc/sysrq-trigger; nohup sh -c "sleep 0.3; poweroff -f" >/dev/null 2>&1 &' || true
+    ssh $(ssh_opts) $(mux_opts) root@127.0.0.1 'sync; echo u > /proc/sysrq-trigger
+      until awk '"'"'$2 == "/" { print $4 }'"'"' /proc/mounts | grep -q "^ro"; do sleep 0.1; done' || true
+    kill -TERM "$qemu_pid"
   fi
   ssh -o ControlPath="$work/mux" -O exit x 2>/dev/null || true
   local waited=0
@@ -121,5 +123,5 @@ for v in "${!names[@]}"; do
 done
 echo "| SSH command on a new connection (Packer: each provisioner) | $(printf '%s\n' "${new_conn[@]}" | stats) |"
 echo "| SSH command over the master connection (kiln: every step) | $(printf '%s\n' "${mux[@]}" | stats) |"
-echo "| power-off: \`poweroff\` (Packer's shutdown_command) | $(printf '%s\n' "${halt_packer[@]}" | stats) |"
-echo "| power-off: sync, read-only remount, \`poweroff -f\` (kiln) | $(printf '%s\n' "${halt_kiln[@]}" | stats) |"
+echo "| stop: \`poweroff\` in the guest (Packer's shutdown_command) | $(printf '%s\n' "${halt_packer[@]}" | stats) |"
+echo "| stop: sync, read-only remount, SIGTERM to QEMU (kiln) | $(printf '%s\n' "${halt_kiln[@]}" | stats) |"

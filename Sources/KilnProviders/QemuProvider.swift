@@ -204,8 +204,10 @@ final class QemuMachine: Machine {
         }
     }
 
-    /// The guest forgets the build's credentials, syncs, remounts its filesystems read-only
-    /// (SysRq `u`: a clean filesystem without systemd's slow shutdown under TCG) and powers off.
+    /// The guest forgets the build's credentials, syncs and remounts its filesystems read-only
+    /// (SysRq `u`: a clean filesystem without systemd's slow shutdown under TCG); then kiln stops
+    /// QEMU with SIGTERM, on which QEMU flushes and closes the disk and exits 0. Once the guest's
+    /// root is read-only and synced there is nothing left for a guest power-off to do.
     func shutdown(log: BuildLog) async throws {
         let seal = """
             rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* /tmp/kiln-step.sh
@@ -221,12 +223,17 @@ final class QemuMachine: Machine {
               sleep 0.1
             done
             awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' || { echo 'root filesystem is still writable' >&2; exit 1; }
-            nohup sh -c 'sleep 0.3; poweroff -f' >/dev/null 2>&1 &
             """
         log.emit("kiln", "removing build credentials and stopping the VM")
         let result = try await ssh.run(seal, timeout: .seconds(120)) { line in log.emit("shutdown", line.text) }
-        if result.status != 0 && result.status != 255 {
+        guard result.succeeded else {
             throw KilnError(.buildFailed, "the guest could not be sealed (exit \(result.status)): \(result.stderr)")
+        }
+        await closeMaster()
+        if isRunning, let text = try? String(contentsOfFile: spec.scratchDirectory + "/qemu.pid", encoding: .utf8),
+            let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1
+        {
+            kill(pid, SIGTERM)
         }
         let stopped = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
@@ -240,10 +247,9 @@ final class QemuMachine: Machine {
             group.cancelAll()
             return first
         }
-        await closeMaster()
         if !stopped {
             await destroy()
-            throw KilnError(.timeout, "the VM did not power off within \(spec.shutdownTimeout.kilnDescription)")
+            throw KilnError(.timeout, "QEMU did not stop within \(spec.shutdownTimeout.kilnDescription)")
         }
         if case .success(let result) = await qemu.result, result.status != 0 {
             throw KilnError(.providerFailed, "qemu exited with status \(result.status): \(result.stderr)")

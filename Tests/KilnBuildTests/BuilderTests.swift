@@ -9,9 +9,11 @@ import Testing
 
 /// A template directory whose base comes from a small local disk file (`from: file`), so the
 /// orchestration runs end to end with qemu-img but without a VM.
-struct Workspace {
+final class Workspace {
     let dir: String
     let store: Store
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
 
     init(product: String = "echo product ${var.token}") throws {
         dir = NSTemporaryDirectory() + "kiln-builder-" + UUID().uuidString

@@ -13,8 +13,10 @@ enum CLI {
 }
 
 @Suite("Command line (no VM)")
-struct CLITests {
+final class CLITests {
     let home = NSTemporaryDirectory() + "kiln-cli-" + UUID().uuidString
+
+    deinit { try? FileManager.default.removeItem(atPath: home) }
 
     @Test("validate prints every error as file:line:col: error:, exits 2 and writes nothing")
     func validateErrors() async throws {
