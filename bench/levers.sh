@@ -44,14 +44,26 @@ ssh_opts() {
 }
 # OpenSSH keeps the first value of an option: the control path is given once per command.
 mux_opts() { echo -o ControlPath="$work/mux"; }
-banner() {
-  python3 -c "
-import socket, sys
-try:
-    s = socket.create_connection(('127.0.0.1', $port), timeout=1); s.settimeout(0.3)
-    sys.exit(0 if s.recv(4) == b'SSH-' else 1)
-except OSError:
-    sys.exit(1)"
+# Waits for sshd's identification string on the forwarded port, polling every 100 ms from one
+# process (a process per attempt would take CPU from the booting guest); exits 1 if QEMU exits.
+wait_banner() {
+  python3 - "$port" "$qemu_pid" <<'PY'
+import os, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+while True:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(1)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(0.3)
+            if s.recv(4) == b"SSH-":
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+PY
 }
 
 # boot VARIANT: starts QEMU, waits for the SSH banner; sets boot_time to the seconds it took.
@@ -68,10 +80,7 @@ boot() {
     -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=net0 -device virtio-rng-pci \
     -smbios "$credential" -kernel "$kernel" -initrd "$initrd" -append "${appends[$v]}" &
   qemu_pid=$!
-  until banner; do
-    kill -0 "$qemu_pid" 2>/dev/null || { echo "levers: QEMU exited before SSH (variant $v)" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_banner || { echo "levers: QEMU exited before SSH (variant $v)" >&2; exit 1; }
   boot_time=$(since "$start")
   # Logged in once (the key lands a moment after sshd starts); the master stays open.
   until ssh $(ssh_opts) $(mux_opts) -o ControlMaster=yes -o ControlPersist=yes root@127.0.0.1 true 2>/dev/null; do sleep 0.2; done
