@@ -53,7 +53,8 @@ wait_banner() {
   python3 - "$port" "$qemu_pid" <<'PY'
 import os, socket, sys, time
 port, pid = int(sys.argv[1]), int(sys.argv[2])
-while True:
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
     try:
         os.kill(pid, 0)
     except OSError:
@@ -66,6 +67,7 @@ while True:
     except OSError:
         pass
     time.sleep(0.1)
+sys.exit(1)
 PY
 }
 
@@ -83,7 +85,7 @@ boot() {
     -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=net0 -device virtio-rng-pci \
     -kernel "$kernel" -initrd "$initrd" -append "${appends[$v]} $credential" &
   qemu_pid=$!
-  wait_banner || { echo "levers: QEMU exited before SSH (variant $v)" >&2; exit 1; }
+  wait_banner || { echo "levers: no SSH banner within 300 s, or QEMU exited (variant $v)" >&2; exit 1; }
   boot_time=$(since "$start")
   # Logged in once (the key lands a moment after sshd starts); the master stays open.
   until ssh $(ssh_opts) $(mux_opts) -o ControlMaster=yes -o ControlPersist=yes root@127.0.0.1 true 2>/dev/null; do sleep 0.2; done
