@@ -30,6 +30,7 @@ home=${BENCH_HOME:-/tmp/kiln-bench}
 graph=${BENCH_GRAPH:-bench/templates/graph}
 work=$(mktemp -d /tmp/kiln-bench-work.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+: >"$work/failures"
 kiln=$repo/.build/release/kiln
 bench=$repo/.build/release/kiln-bench
 swift build -c release --product kiln >/dev/null
@@ -142,42 +143,36 @@ disk_size="$(($(qemu-img info --output=json "$source_disk" | jq '."virtual-size"
 ssh-keygen -q -t ed25519 -N "" -C kiln-bench -f "$work/packer_key"
 credential="type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root=$(base64 -w0 "$work/packer_key.pub")"
 
-# packer_build OUT BASE_DISK SCRIPT [RELEASE]: one Packer build; prints its wall seconds. A
-# failed build is retried once (and counted in the report): its time is not a build's time.
-packer_build() {
-  local out=$1 base=$2 script=$3 release=${4:-1}
+# timed TOOL LOG COMMAND...: runs COMMAND with its output in LOG and prints its wall seconds.
+# A failed run is run once more and counted in the report (a guest that never answered SSH has
+# been seen under TCG, for both tools' VMs); its time is not a build's time.
+timed() {
+  local tool=$1 log=$2
+  shift 2
   for attempt in 1 2; do
-    rm -rf "$out"
     local start; start=$(now)
-    if packer build -var base_disk="$base" -var kernel="$kernel" -var initrd="$initrd" -var ssh_key="$work/packer_key" \
-      -var ssh_credential="$credential" -var disk_size="$disk_size" -var accelerator="$accel" \
-      -var script="$script" -var release="$release" -var out="$out" bench/packer/layer.json >"$out.log" 2>&1; then
+    if "$@" >"$log" 2>&1; then
       since "$start"
       return 0
     fi
-    echo "packer build failed (attempt $attempt):" >&2
-    grep -a "errored\|Error" "$out.log" | tail -3 >&2
-    echo "$attempt" >>"$work/packer-failures"
+    echo "$tool build failed (attempt $attempt):" >&2
+    grep -a "errored\|Error\|error\|failed at" "$log" | tail -3 >&2
+    echo "$tool" >>"$work/failures"
   done
   exit 1
 }
 
-# kiln_build ARGS...: one kiln build; prints its wall seconds, keeps stderr in $work/kiln.err.
-# A failed build is run again once and counted, like Packer's (a guest that never answers SSH
-# has been seen under TCG, for both tools' VMs).
-kiln_build() {
-  for attempt in 1 2; do
-    local start; start=$(now)
-    if "$kiln" build "$@" --home "$home" >"$work/kiln.out" 2>"$work/kiln.err"; then
-      since "$start"
-      return 0
-    fi
-    echo "kiln build failed (attempt $attempt):" >&2
-    grep -a "failed at\|error" "$work/kiln.err" | tail -3 >&2
-    echo "$attempt" >>"$work/kiln-failures"
-  done
-  exit 1
+# packer_build OUT BASE_DISK SCRIPT [RELEASE]: one Packer build; prints its wall seconds.
+packer_build() {
+  local out=$1 base=$2 script=$3 release=${4:-1}
+  rm -rf "$out"
+  timed packer "$out.log" packer build -var base_disk="$base" -var kernel="$kernel" -var initrd="$initrd" \
+    -var ssh_key="$work/packer_key" -var ssh_credential="$credential" -var disk_size="$disk_size" \
+    -var accelerator="$accel" -var script="$script" -var release="$release" -var out="$out" bench/packer/layer.json
 }
+
+# kiln_build ARGS...: one kiln build; prints its wall seconds, keeps its output in $work/kiln.log.
+kiln_build() { timed kiln "$work/kiln.log" "$kiln" build "$@" --home "$home"; }
 
 # The guest's own time in a kiln build, from its log: boot to SSH, the steps, the power-off.
 guest_time() {
@@ -197,7 +192,7 @@ b1_kiln=(); b1_packer=(); b2=(); b2_boot=(); b2_stop=()
 for i in $(seq "$b1_runs"); do
   t=$(kiln_build bench/templates/one --force)
   b1_kiln+=("$t")
-  name=$(awk '/^built / { print $2 }' "$work/kiln.out")
+  name=$(awk '/^built / { print $2 }' "$work/kiln.log")
   g=$(guest_time "$name")
   b2+=("$(awk -v a="$t" -v b="$g" 'BEGIN { printf "%.2f", a - b }')")
   b2_boot+=("$(log_value "$name" "SSH is up after")")
@@ -238,7 +233,7 @@ b4_ratio=$(ratio "$b4_median" "$packer_chain")
 b5=(); b5_vms=()
 for i in $(seq "$runs"); do
   b5+=("$(kiln_build "$graph" --var release="bench-$(date +%s)-$i")")
-  b5_vms+=("$(grep -c "booting VM" "$work/kiln.err" || true)")
+  b5_vms+=("$(grep -c "booting VM" "$work/kiln.log" || true)")
 done
 b5_median=$(printf '%s\n' "${b5[@]}" | median)
 b5_ratio=$(ratio "$b5_median" "$packer_chain")
@@ -263,7 +258,7 @@ list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
   echo "- peer: $packer_version, QEMU builder, the same source disk ($(mib "$(allocated "$source_disk")"), $disk_size), kernel, initrd,"
   echo "  2 CPUs, 1024 MiB, accelerator: $accel (kiln's probe; Packer is given the same), same provisioning scripts"
   echo "- runs per VM case: $runs (B1: $b1_runs), kiln and Packer interleaved; min | median | max; ratios are of medians"
-  echo "- builds that failed and were run again (not timed): Packer $(cat "$work/packer-failures" 2>/dev/null | wc -l), kiln $(cat "$work/kiln-failures" 2>/dev/null | wc -l)"
+  echo "- builds that failed and were run again (not timed): Packer $(grep -cx packer "$work/failures" || true), kiln $(grep -cx kiln "$work/failures" || true)"
   echo
   echo "| id | case | kiln min | median | max | Packer median | ratio or value | goal |"
   echo "|---|---|---|---|---|---|---|---|"
