@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"]),
-        .testTarget(name: "KilnProvidersTests", dependencies: ["KilnProviders"]),
+        .testTarget(name: "KilnProvidersTests", dependencies: ["KilnProviders", "KilnCore"]),
         .testTarget(
             name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands"],
             // Run from its source path by DownloadTests (a loopback HTTP server), not bundled.

@@ -72,9 +72,11 @@ public struct QemuProvider: Provider {
         } catch {
             await machine.destroy()
             if let error = error as? KilnError, error.code == .timeout {
+                let detail = error.message.isEmpty ? "" : "; " + error.message
                 throw KilnError(
                     .timeout,
-                    "the guest did not answer on SSH within \(spec.bootTimeout.kilnDescription) (see the console lines in the log)")
+                    "the guest did not answer on SSH within \(spec.bootTimeout.kilnDescription)\(detail) (see the console lines in the log)"
+                )
             }
             throw error
         }

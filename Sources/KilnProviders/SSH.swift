@@ -60,6 +60,7 @@ struct SSHClient: Sendable {
     func connectMaster(
         deadline: ContinuousClock.Instant, isAlive: @Sendable () async -> Bool
     ) async throws -> Task<ProcessResult, any Error> {
+        var lastFailure: String?
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
             guard await isAlive() else { throw KilnError(.providerFailed, "the VM exited before SSH came up") }
@@ -81,15 +82,22 @@ struct SSHClient: Sendable {
                     try await Task.sleep(for: .milliseconds(50))
                 }
             } catch {
-                master.cancel()
-                _ = await master.result
+                _ = await Self.stop(master)
                 throw error
             }
-            master.cancel()
-            _ = await master.result
+            if let reason = await Self.stop(master) { lastFailure = reason }
             try await Task.sleep(for: .milliseconds(250))
         }
-        throw KilnError(.timeout, "SSH did not come up")
+        // Said when sshd answered but never let the build's key in (a base without systemd's
+        // credential support, say), so the error points at the login, not at the boot.
+        throw KilnError(.timeout, lastFailure.map { "sshd answered, but the login failed: \($0)" } ?? "")
+    }
+
+    /// Stops a master attempt; returns the last line it printed on stderr, if any.
+    private static func stop(_ master: Task<ProcessResult, any Error>) async -> String? {
+        master.cancel()
+        guard case .success(let result) = await master.result else { return nil }
+        return result.stderr.split(separator: "\n").last.map { String($0) }
     }
 
     /// True when something on 127.0.0.1:`port` sends an SSH identification string within 300 ms.

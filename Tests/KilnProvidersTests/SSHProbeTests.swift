@@ -1,4 +1,5 @@
 import Foundation
+import KilnCore
 import Testing
 
 @testable import KilnProviders
@@ -64,6 +65,17 @@ struct SSHProbeTests {
         let closedPort = http.port
         _ = consume http
         #expect(!SSHClient.bannerAnswers(port: closedPort))
+    }
+
+    @Test("sshd that answers but never lets the key in times out with the login's own error, not a boot error")
+    func loginFailureIsNamed() async throws {
+        let listener = try Listener(greeting: "SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+        let client = SSHClient(keyPath: "/nonexistent/id_ed25519", port: listener.port)
+        let error = await #expect(throws: KilnError.self) {
+            _ = try await client.connectMaster(deadline: .now + .seconds(2)) { true }
+        }
+        #expect(error?.code == .timeout)
+        #expect(error?.message.hasPrefix("sshd answered, but the login failed: ") == true, "\(String(describing: error))")
     }
 
     @Test("the master connection's socket path fits a Unix socket address whatever the store path")
