@@ -93,31 +93,18 @@ public struct QemuProvider: Provider {
             "-smp", String(spec.settings.cpus), "-m", String(spec.settings.memoryMiB),
             "-serial", "stdio",
             // cache=unsafe: a throw-away build disk; kiln syncs the guest and fsyncs the file itself.
-            "-drive", "file=\(disk),if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap",
-            "-device", "virtio-blk-pci,drive=disk0",
+            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=unsafe,discard=unmap",
             "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(port)-:22",
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
             "-pidfile", spec.scratchDirectory + "/qemu.pid",
-        ]
-        let key = publicKey.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let kernel = spec.kernel, let initrd = spec.initrd {
-            // A direct kernel boot needs no PC firmware or legacy chipset: QEMU's microvm machine
-            // (qboot firmware, a PCIe bus for the virtio devices) boots the guest ~4 s sooner under
-            // TCG (bench/levers.sh). The PIT, PIC and RTC stay: the kernel calibrates its clock
-            // against them and stalls without. microvm has no SMBIOS, so the key arrives as a
-            // kernel command-line credential (systemd >= 252; a public key is no secret).
-            arguments += [
-                "-machine", "microvm,pcie=on,pit=on,pic=on,rtc=on",
-                "-kernel", kernel, "-initrd", initrd,
-                "-append", kernelCommandLine + " systemd.set_credential=\"ssh.authorized_keys.root:\(key)\"",
-            ]
-        } else {
             // systemd (>= 252) writes this credential to /root/.ssh/authorized_keys at boot.
-            arguments += [
-                "-smbios",
-                "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root=" + Data(key.utf8).base64EncodedString(),
-            ]
+            "-smbios",
+            "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root="
+                + Data(publicKey.utf8).base64EncodedString(),
+        ]
+        if let kernel = spec.kernel, let initrd = spec.initrd {
+            arguments += ["-kernel", kernel, "-initrd", initrd, "-append", kernelCommandLine]
         }
         return arguments
     }
