@@ -58,15 +58,21 @@ struct SSHClient: Sendable {
     /// guest has no address yet). A login can still fail right after the banner (the key is
     /// provisioned by systemd a moment later): it is retried until the deadline.
     func connectMaster(
-        deadline: ContinuousClock.Instant, isAlive: @Sendable () async -> Bool
+        deadline: ContinuousClock.Instant, isAlive: @Sendable () async -> Bool,
+        onBanner: @Sendable () -> Void = {}
     ) async throws -> Task<ProcessResult, any Error> {
         var lastFailure: String?
+        var bannerSeen = false
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
             guard await isAlive() else { throw KilnError(.providerFailed, "the VM exited before SSH came up") }
             guard Self.bannerAnswers(port: port) else {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
+            }
+            if !bannerSeen {
+                bannerSeen = true
+                onBanner()
             }
             try? FileManager.default.removeItem(atPath: controlPath)
             let exited = Locked(false)
