@@ -16,6 +16,8 @@ public struct BuildOptions: Sendable {
     public var onError: OnError = .cleanup
     public var bootTimeout: Duration = .seconds(600)
     public var shutdownTimeout: Duration = .seconds(120)
+    /// How long one step may run before it is stopped and the build fails.
+    public var stepTimeout: Duration = .seconds(7200)
 
     public init() {}
 }
@@ -112,6 +114,14 @@ public struct Builder: Sendable {
     }
 
     private func buildIfChanged(_ template: Template, parent: ImageRecord?, secrets: [String], force: Bool) async throws -> BuildResult {
+        let reporter = self.reporter
+        let family = template.family
+        // Decided under the family's lock: a second kiln on this store waits, then finds the
+        // first one's image up to date instead of building the same key again.
+        let lock = try await store.lockFamily(family) {
+            reporter?.line(family: family, source: "kiln", text: "waiting for another kiln process that is building \(family)")
+        }
+        defer { _ = lock }
         let planner = Planner(store: store, secrets: secrets)
         let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
         if decision.action == .upToDate, let image = decision.image {
@@ -145,10 +155,15 @@ public struct Builder: Sendable {
 
         var machine: (any Machine)?
         var machineSpec: MachineSpec?
+        /// Set once the disk is a blob: until the catalog names it, a failure removes it again.
+        var sealed: String?
         var currentStep = "prepare"
         do {
             let base: String
             if let parent {
+                // The parent's blob and every blob under it must still be the bytes they were sealed as.
+                currentStep = "verify"
+                try verifyChain(from: parent.digest)
                 base = parent.digest
             } else {
                 currentStep = "source"
@@ -166,11 +181,14 @@ public struct Builder: Sendable {
                 settings: template.qemu, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
             machineSpec = spec
             machine = try await provider.start(spec, log: log)
+            _ = try await machine!.run(script: SecretScan.mark, environment: [], title: "kiln", log: log, timeout: .seconds(60))
             for step in template.steps {
                 currentStep = log.redact(step.title)
                 try Task.checkCancellation()
                 try await run(step, on: machine!, template: template, log: log)
             }
+            currentStep = "secret scan"
+            try await scanForSecrets(on: machine!, template: template, log: log)
             currentStep = "shutdown"
             let stopping = ContinuousClock.now
             try await machine!.shutdown(log: log)
@@ -185,10 +203,15 @@ public struct Builder: Sendable {
                 }
             }
             let (digest, size) = try store.seal(staging: staging)
+            sealed = digest
             log.emit(
                 "kiln",
                 "sealed disk \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)")
             let archive = store.logArchivePath(buildID: buildID)
+            // Archived once before the catalog names the image: a host disk that is full fails
+            // the build here, while no image exists yet (the archive is written again below).
+            currentStep = "snapshot"
+            try LogArchive.write([("build.log", log.path)], to: archive.absolute)
             let image = try store.catalog.commit(
                 ImageDraft(
                     family: family, digest: digest, parent: parent?.name,
@@ -199,11 +222,23 @@ public struct Builder: Sendable {
             log.emit("kiln", "image ready: \(image.name)")
             record.image = image.name
             record.status = .succeeded
-            try finish(&record, log: log, scratch: scratch)
+            do {
+                try finish(&record, log: log, scratch: scratch)
+            } catch {
+                // The image is whole and named; the archive from before the commit stays.
+                reporter?.line(family: family, source: "kiln", text: "warning: could not archive the final log: \(error)")
+            }
             return image
         } catch {
             let cancelled = Task.isCancelled || (error as? KilnError)?.code == .cancelled || error is CancellationError
             await machine?.destroy()
+            // A blob sealed but never named (the catalog write failed: a full disk, say) is
+            // removed, unless an image or source disk had the same bytes already.
+            if let sealed, (try? store.catalog.image(digest: sealed)) == nil,
+                (try? store.catalog.sources().contains { $0.digest == sealed }) == false
+            {
+                try? fm.removeItem(atPath: store.blobDirectory(digest: sealed))
+            }
             let message = cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)"
             log.emit("kiln", "\(cancelled ? "cancelled" : "failed") at \(currentStep): \(message)")
             let lastLines = log.lastLines(8).filter { !$0.hasPrefix("failed at ") }
@@ -227,6 +262,35 @@ public struct Builder: Sendable {
         }
     }
 
+    private func scanForSecrets(on machine: any Machine, template: Template, log: BuildLog) async throws {
+        log.clearLastLines()
+        let started = ContinuousClock.now
+        let allowed = EnvVar(name: "KILN_ALLOW_SECRETS", value: template.allowedSecrets.joined(separator: "\n"))
+        let status = try await machine.run(
+            script: SecretScan.script, environment: [allowed], title: "secret scan", log: log, timeout: .seconds(900))
+        switch status {
+        case 0:
+            log.emit("kiln", "secret scan done in \((ContinuousClock.now - started).kilnDescription)")
+        case SecretScan.foundStatus:
+            throw KilnError(
+                .buildFailed,
+                "private keys or credential files would be in the image (listed below): remove them in a step, or list their paths under allow_secrets: in \(template.file)"
+            )
+        default:
+            throw KilnError(.buildFailed, "the secret scan could not run (exit status \(status))")
+        }
+    }
+
+    /// Re-hashes the blob `digest` and each blob it is an overlay on, down to its source disk.
+    private func verifyChain(from digest: String) throws {
+        var next: String? = digest
+        var seen: Set<String> = []
+        while let digest = next, seen.insert(digest).inserted {
+            try store.verifyBlob(digest)
+            next = try store.catalog.image(digest: digest)?.backingDigest
+        }
+    }
+
     private func run(_ step: Step, on machine: any Machine, template: Template, log: BuildLog) async throws {
         log.clearLastLines()
         // A title quotes the step's text, which may hold a sensitive value.
@@ -237,7 +301,14 @@ public struct Builder: Sendable {
         case .shell(let inline, let script, let env):
             let text = try inline ?? String(contentsOfFile: script!, encoding: .utf8)
             let environment = [EnvVar(name: "KILN_IMAGE_FAMILY", value: template.family)] + env
-            let status = try await machine.run(script: text, environment: environment, title: title, log: log, timeout: nil)
+            let status: Int32
+            do {
+                status = try await machine.run(
+                    script: text, environment: environment, title: title, log: log, timeout: options.stepTimeout)
+            } catch let error as KilnError where error.code == .timeout {
+                throw KilnError(
+                    .timeout, "the step did not finish within \(options.stepTimeout.kilnDescription) (--step-timeout) (\(step.location))")
+            }
             guard status == 0 else {
                 throw KilnError(.buildFailed, "exit status \(status) (\(step.location))")
             }

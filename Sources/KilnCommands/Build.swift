@@ -30,6 +30,11 @@ struct Build: AsyncParsableCommand {
     var bootTimeout: Int = 600
 
     @Option(
+        help: ArgumentHelp(
+            "Seconds one provisioning step may run; a step still running is stopped and the build fails.", valueName: "seconds"))
+    var stepTimeout: Int = 7200
+
+    @Option(
         name: .short,
         help: ArgumentHelp("Build up to N independent images at once (default: what the machine holds: cores, memory).", valueName: "N"))
     var jobs: Int?
@@ -52,6 +57,7 @@ struct Build: AsyncParsableCommand {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
         }
         if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
+        guard bootTimeout > 0, stepTimeout > 0 else { throw KilnError(.invalidInput, "--boot-timeout and --step-timeout must be positive") }
         // Invalid templates and flags stop here, before anything is written to the store.
         let (set, graph) = try templates.load(store: try store.openIfPresent())
         let families = Set(graph.order.map(\.family))
@@ -62,10 +68,11 @@ struct Build: AsyncParsableCommand {
         var selected: Set<String>? = only.isEmpty ? nil : Set(only)
         if !except.isEmpty { selected = (selected ?? families).subtracting(except) }
         let parallel = jobs ?? Builder.defaultJobs(memoryMiB: graph.order.map(\.qemu.memoryMiB).max() ?? 1024)
-        let store = try store.open()
+        let store = try store.openRecovered()
         var options = BuildOptions()
         options.onError = onErrorMode
         options.bootTimeout = .seconds(bootTimeout)
+        options.stepTimeout = .seconds(stepTimeout)
         let builder = Builder(
             store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
         let results = try await builder.build(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnBuild
 import KilnCore
 import KilnGraph
 import KilnStore
@@ -29,6 +30,7 @@ public struct Kiln: AsyncParsableCommand {
         subcommands: [
             Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self, Resolve.self, Deprecate.self,
             Undeprecate.self, Obsolete.self, Delete.self, Rollback.self, Promote.self, Family.self, Rotate.self, GC.self, Cache.self,
+            Verify.self,
         ]
     )
 
@@ -107,6 +109,21 @@ struct StoreOptions: ParsableArguments {
     var root: String { home ?? Store.defaultRoot() }
 
     func open() throws -> Store { try Store(root: root) }
+
+    /// The store, after cleaning up what kiln processes that died mid-build left (``Recovery``).
+    func openRecovered() throws -> Store {
+        let store = try open()
+        let report = try Recovery.run(store)
+        for reaped in report.reaped where !reaped.killed.isEmpty {
+            printError(
+                "kiln: killed \(reaped.killed.count) process(es) left running by kiln pid \(reaped.owner), which died: \(reaped.killed.map(String.init).joined(separator: " "))"
+            )
+        }
+        for build in report.interrupted {
+            printError("kiln: build \(build.id) of \(build.family) was interrupted at \(build.failedStep ?? "?"); recorded as failed")
+        }
+        return store
+    }
 
     /// The store if one exists: commands that only read templates never create one.
     func openIfPresent() throws -> Store? {

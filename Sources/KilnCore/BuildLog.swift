@@ -46,8 +46,7 @@ public final class BuildLog: Sendable {
     public func emit(_ source: String, _ line: String) {
         let clean = redact(line)
         let source = redact(source)
-        let stamp = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
-        let record = "\(stamp) [\(family)] [\(source)] \(clean)\n"
+        let record = "\(Self.timestamp(Date())) [\(family)] [\(source)] \(clean)\n"
         state.withLock { state in
             try? state.handle?.write(contentsOf: Data(record.utf8))
             if source != "console" {
@@ -56,6 +55,11 @@ public final class BuildLog: Sendable {
             }
         }
         sink?(source, clean)
+    }
+
+    /// How every line of a log starts.
+    public static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
     }
 
     /// The last lines a step or kiln printed, for error messages.
@@ -87,5 +91,7 @@ public final class Locked<Value: Sendable>: Sendable {
     public func set(_ value: Value) { mutex.withLock { $0 = value } }
 
     @discardableResult
-    public func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+    public func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        try mutex.withLock { (value: inout Value) throws(E) -> R in try body(&value) }
+    }
 }

@@ -123,9 +123,10 @@ public enum ProcessRunner {
                 output: .sequence,
                 error: .sequence
             ) { execution in
+                ProcessRegistry.shared.started(pid: execution.processIdentifier.value)
                 // stdin, stdout and stderr are served concurrently: a child blocked on a full
                 // pipe while we wait on another one would never finish.
-                try await withThrowingTaskGroup(of: (ProcessOutputLine.Stream?, String).self) { group in
+                return try await withThrowingTaskGroup(of: (ProcessOutputLine.Stream?, String).self) { group in
                     group.addTask {
                         try await feed(input, to: execution.standardInputWriter)
                         return (nil, "")

@@ -231,6 +231,8 @@ final class QemuMachine: Machine {
     /// root is read-only and synced there is nothing left for a guest power-off to do.
     func shutdown(log: BuildLog) async throws {
         let seal = """
+            # Overwritten before removal: a freed block would keep the key on the disk.
+            shred -n 0 -z -u /root/.ssh/authorized_keys 2>/dev/null || true
             rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* /tmp/kiln-step.sh
             rm -f /var/lib/dbus/machine-id
             \(QemuProvider.restoreResolver)

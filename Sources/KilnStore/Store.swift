@@ -13,12 +13,17 @@ import KilnCore
 ///     builds/<build>/         scratch of a running build: SSH key, serial console, raw log
 ///     logs/<build>.tar.zst    archived logs of every build, failed ones included
 ///     cache/                  downloads and probes, safe to delete
+///     run/                    one lock per live kiln process and the children it started
+///     locks/                  one lock per family, held while it builds
 ///
 /// Staging directories sit next to the final ones so that a child disk's relative backing path
 /// (`../<parent digest>/disk.qcow2`) is right both before and after the rename.
 public final class Store: Sendable {
     public let root: String
     public let catalog: Catalog
+    /// Blobs this process has re-hashed, with the file identity they had: a graph build checks
+    /// each parent blob once, not once per child.
+    private let verified = Locked<[String: FileIdentity]>([:])
 
     public static let diskName = "disk.qcow2"
     public static let kernelName = "vmlinuz"
@@ -26,7 +31,7 @@ public final class Store: Sendable {
 
     public init(root: String) throws {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
-        for dir in ["", "images", "builds", "logs", "cache"] {
+        for dir in ["", "images", "builds", "logs", "cache", "run", "locks"] {
             let path = self.root + "/" + dir
             do {
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -35,7 +40,13 @@ public final class Store: Sendable {
             }
         }
         catalog = try Catalog(path: self.root + "/catalog.sqlite")
+        try ProcessRegistry.shared.attach(directory: self.root + "/run")
     }
+
+    deinit { ProcessRegistry.shared.detach(directory: runDirectory) }
+
+    /// Where live kiln processes hold their locks and record their children (``ProcessRegistry``).
+    public var runDirectory: String { root + "/run" }
 
     /// `$KILN_HOME`, else `~/.local/share/kiln`.
     public static func defaultRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
@@ -46,6 +57,12 @@ public final class Store: Sendable {
 
     public var imagesDirectory: String { root + "/images" }
     public var cacheDirectory: String { root + "/cache" }
+
+    /// Held while `family` builds, by whichever kiln process builds it: two processes on one
+    /// store never build the same family at once, and the second sees the first's result.
+    public func lockFamily(_ family: String, waiting: @Sendable () -> Void) async throws -> FileLock {
+        try await FileLock.acquire(root + "/locks/\(family).lock", waiting: waiting)
+    }
 
     public func blobDirectory(digest: String) -> String { imagesDirectory + "/" + digest }
 
@@ -96,6 +113,22 @@ public final class Store: Sendable {
         return (digest, size)
     }
 
+    /// Checks that the blob `digest` is present and its disk still hashes to its name; throws
+    /// `storeInconsistent` otherwise. Every blob is checked before a VM boots on it.
+    public func verifyBlob(_ digest: String) throws {
+        let disk = blobDirectory(digest: digest) + "/" + Self.diskName
+        guard let identity = FileIdentity(path: disk) else {
+            throw KilnError(.storeInconsistent, "the blob \(digest.prefix(12)) is missing: \(disk) does not exist")
+        }
+        if verified.value[digest] == identity { return }
+        let actual = try Hashing.sha256Hex(fileAt: disk)
+        guard actual == digest else {
+            throw KilnError(
+                .storeInconsistent, "the blob \(digest.prefix(12)) is damaged: \(disk) hashes to \(actual.prefix(12)) (run kiln verify)")
+        }
+        verified.withLock { $0[digest] = identity }
+    }
+
     /// Bytes a file occupies on disk (sparse regions excluded), as `du` reports.
     public static func allocatedBytes(_ path: String) throws -> UInt64 {
         var info = stat()
@@ -108,5 +141,24 @@ public final class Store: Sendable {
         guard fd >= 0 else { throw KilnError(.io, "cannot open \(path) to sync it") }
         defer { close(fd) }
         guard Glibc.fsync(fd) == 0 else { throw KilnError(.io, "fsync \(path) failed") }
+    }
+}
+
+/// What tells a file's bytes apart without reading them: a rewrite changes its mtime or inode.
+struct FileIdentity: Equatable, Sendable {
+    let device: UInt64
+    let inode: UInt64
+    let size: Int64
+    let modified: Int
+    let modifiedNanoseconds: Int
+
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        modified = info.st_mtim.tv_sec
+        modifiedNanoseconds = info.st_mtim.tv_nsec
     }
 }

@@ -39,6 +39,8 @@ public struct Template: Sendable {
     public let templateHash: String
     /// How `kiln rotate` ages this family's images.
     public var lifecycle = LifecyclePolicy()
+    /// Guest paths the secret scan lets through (`allow_secrets:`); everything else it finds fails the build.
+    public var allowedSecrets: [String] = []
 
     /// The parent family, when this image is a layer on another one.
     public var parentFamily: String? {

@@ -99,8 +99,19 @@ final class TemplateParser {
             error(at: nil, "cannot read this file")
             return nil
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            error(at: nil, "not valid UTF-8")
+        let bytes = [UInt8](data)
+        guard bytes.count <= YAMLLimits.maxBytes else {
+            error(at: nil, "the template is \(bytes.count) bytes; templates are limited to \(YAMLLimits.maxBytes) bytes")
+            return nil
+        }
+        if let offset = YAMLLimits.firstInvalidUTF8(bytes) {
+            let (line, column) = YAMLLimits.position(of: offset, in: bytes)
+            diagnostics.append(Diagnostic(file: file, line: line, column: column, message: "not valid UTF-8 (byte \(offset))"))
+            return nil
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        if let violation = YAMLLimits.check(bytes) {
+            diagnostics.append(Diagnostic(file: file, line: violation.line, column: violation.column, message: violation.message))
             return nil
         }
         let root: Node
@@ -150,6 +161,7 @@ final class TemplateParser {
         }
         let labels = top["labels"].map { stringMap($0, "labels", keyCheck: labelKeyCheck) } ?? [:]
         let lifecycle = top["lifecycle"].map(parseLifecycle) ?? LifecyclePolicy()
+        let allowedSecrets = top["allow_secrets"].map(parseAllowedSecrets) ?? []
         guard let family, let source, diagnostics.isEmpty else { return nil }
         var template = Template(
             family: family,
@@ -165,7 +177,21 @@ final class TemplateParser {
             templateHash: Hashing.sha256Hex(data)
         )
         template.lifecycle = lifecycle
+        template.allowedSecrets = allowedSecrets
         return template
+    }
+
+    /// `allow_secrets:` guest paths (absolute, `*` matching within one path component).
+    private func parseAllowedSecrets(_ node: Node) -> [String] {
+        guard let items = sequence(node, "allow_secrets") else { return [] }
+        return items.compactMap { item in
+            guard let path = string(item, "allow_secrets") else { return nil }
+            guard path.hasPrefix("/"), !path.split(separator: "/").contains(".."), !path.contains("\n") else {
+                error(at: item, "allow_secrets: '\(path)' must be an absolute guest path without '..'")
+                return nil
+            }
+            return path
+        }
     }
 
     private func parseLifecycle(_ node: Node) -> LifecyclePolicy {
@@ -191,7 +217,7 @@ final class TemplateParser {
         return policy
     }
 
-    static let topKeys = ["image", "description", "from", "provider", "vars", "provision", "labels", "lifecycle"]
+    static let topKeys = ["image", "description", "from", "provider", "vars", "provision", "labels", "lifecycle", "allow_secrets"]
 
     // MARK: - Sections
 
@@ -578,9 +604,14 @@ final class TemplateParser {
             + (path.hasSuffix("/") ? "/" : "")
     }
 
+    /// Debian policy: lowercase letters, digits, `+ - .`; at least two characters, starting alphanumeric.
     private func isDebianPackageName(_ name: String) -> Bool {
-        name.count >= 2 && name.first!.isLetter || name.first!.isNumber
-            ? name.allSatisfy { $0.isLowercase || $0.isNumber || "+-.".contains($0) } : false
+        guard name.count >= 2, let first = name.unicodeScalars.first, first.isASCII,
+            first.properties.isLowercase || ("0"..."9").contains(first)
+        else { return false }
+        return name.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (scalar.properties.isLowercase || ("0"..."9").contains(scalar) || "+-.".unicodeScalars.contains(scalar))
+        }
     }
 
     private func kindName(_ node: Node) -> String {

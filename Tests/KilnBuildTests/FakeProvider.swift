@@ -10,6 +10,8 @@ final class FakeProvider: Provider {
     let events = Locked<[String]>([])
     /// A script containing this text exits with status 3.
     let failMarker = "FAIL-HERE"
+    /// Runs when a machine is shut down, before kiln seals its disk.
+    let onShutdown = Locked<(@Sendable () -> Void)?>(nil)
 
     func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
         let disk = spec.diskDirectory + "/disk.qcow2"
@@ -39,6 +41,7 @@ final class FakeMachine: Machine {
 
     func shutdown(log: BuildLog) async throws {
         provider.events.withLock { $0.append("shutdown") }
+        provider.onShutdown.value?()
     }
 
     func destroy() async {

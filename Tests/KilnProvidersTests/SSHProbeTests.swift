@@ -72,7 +72,8 @@ struct SSHProbeTests {
         let listener = try Listener(greeting: "SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
         let client = SSHClient(keyPath: "/nonexistent/id_ed25519", port: listener.port)
         let error = await #expect(throws: KilnError.self) {
-            _ = try await client.connectMaster(deadline: .now + .seconds(2)) { true }
+            // Long enough for ssh to start and complain even on a loaded machine.
+            _ = try await client.connectMaster(deadline: .now + .seconds(6)) { true }
         }
         #expect(error?.code == .timeout)
         #expect(error?.message.hasPrefix("sshd answered, but the login failed: ") == true, "\(String(describing: error))")

@@ -70,7 +70,8 @@ struct VMBuildTests {
         #expect(result.status == 0, "kiln build failed:\n\(result.stderr.suffix(3000))")
         let listing = try await SharedStore.shared.kiln(["images", "--json"])
         let images = try #require(try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [[String: Any]])
-        let byFamily = Dictionary(uniqueKeysWithValues: images.map { ($0["family"] as! String, $0) })
+        // Other tests add families (some with several images) to the shared store: newest wins.
+        let byFamily = Dictionary(images.map { ($0["family"] as! String, $0) }, uniquingKeysWith: { _, newer in newer })
         let base = try #require(byFamily["debian-12-base"])
         let app = try #require(byFamily["debian-12-nginx"])
         let product = try #require(byFamily["shop-web"])

@@ -1,0 +1,77 @@
+import Foundation
+import KilnCore
+import KilnStore
+
+/// Puts a store back in order after kiln processes that died without finishing (`kill -9`, a
+/// power cut): their surviving children (QEMU, ssh, mmdebstrap) are killed, their builds are
+/// recorded as failed with the log they had written archived, and their staging and scratch
+/// directories are removed. Nothing they had not sealed and named was ever visible as an image.
+/// `kiln build`, `kiln gc` and `kiln verify` run it first.
+public enum Recovery {
+    public struct Report: Sendable {
+        public var reaped: [ProcessRegistry.Reaped] = []
+        public var interrupted: [BuildRecord] = []
+    }
+
+    public static func run(_ store: Store) throws -> Report {
+        var report = Report()
+        report.reaped = ProcessRegistry.shared.reap(directory: store.runDirectory)
+        let fm = FileManager.default
+        for build in try store.catalog.builds(status: .running)
+        where !ProcessRegistry.shared.isAlive(owner: build.pid, directory: store.runDirectory) {
+            var record = build
+            let scratch = store.scratchDirectory(buildID: build.id)
+            let logPath = scratch + "/build.log"
+            let message = "interrupted: the kiln process (pid \(build.pid)) stopped before the build finished"
+            if fm.fileExists(atPath: logPath) {
+                record.failedStep = lastStep(inLog: logPath)
+                if let handle = FileHandle(forWritingAtPath: logPath) {
+                    handle.seekToEndOfFile()
+                    handle.write(
+                        Data("\(BuildLog.timestamp(Date())) [\(build.family)] [kiln] \(message); recovered by pid \(getpid())\n".utf8))
+                    try? handle.close()
+                }
+                let archive = store.logArchivePath(buildID: build.id)
+                if (try? LogArchive.write([("build.log", logPath)], to: archive.absolute)) != nil { record.log = archive.relative }
+            }
+            if let image = try store.catalog.images().first(where: { $0.buildID == build.id }) {
+                // Killed after the catalog named the image: the image is whole; only the record lagged.
+                record.status = .succeeded
+                record.image = image.name
+                record.message = "the kiln process (pid \(build.pid)) stopped after \(image.name) was committed"
+            } else {
+                record.status = .failed
+                record.message = message
+            }
+            record.finished = Date()
+            try store.catalog.update(record)
+            for path in [scratch, store.stagingDirectory(buildID: build.id), store.stagingDirectory(buildID: build.id) + "-source"] {
+                try? fm.removeItem(atPath: path)
+            }
+            report.interrupted.append(record)
+        }
+        return report
+    }
+
+    /// The phase the log reached last, in the words a finished build's record uses.
+    static func lastStep(inLog path: String) -> String {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        var step = "prepare"
+        for line in text.split(separator: "\n") {
+            guard let range = line.range(of: "[kiln] ") else { continue }
+            let event = line[range.upperBound...]
+            if event.hasPrefix("source disk") || event.hasPrefix("bootstrapping") || event.hasPrefix("downloading") {
+                step = "source"
+            } else if event.hasPrefix("booting VM") {
+                step = "boot"
+            } else if event.hasPrefix("step ") {
+                step = String(event.dropFirst(5))
+            } else if event.hasPrefix("removing build credentials") {
+                step = "shutdown"
+            } else if event.hasPrefix("VM stopped") {
+                step = "snapshot"
+            }
+        }
+        return step
+    }
+}

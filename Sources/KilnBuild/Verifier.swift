@@ -1,0 +1,135 @@
+import Foundation
+import KilnCore
+import KilnStore
+
+/// `kiln verify`: re-hashes blobs and checks the catalog against the store, so "nothing was
+/// lost" is a checked statement rather than a hope.
+public enum Verifier {
+    public struct Result: Sendable, Codable {
+        /// An image name, or `source <digest>` for a source disk.
+        public let subject: String
+        public let digest: String
+        /// Empty when everything checked out.
+        public let problems: [String]
+    }
+
+    public struct Report: Sendable, Codable {
+        public var results: [Result] = []
+        /// Not wrong, but worth knowing: leftovers that `kiln gc` removes.
+        public var notes: [String] = []
+        public var problemCount: Int { results.reduce(0) { $0 + $1.problems.count } }
+    }
+
+    /// Checks `name` (an image, with every blob under it) or, when nil, every image whose disk
+    /// the catalog says exists, every recorded source disk, and what lies in the store unnamed.
+    public static func run(_ store: Store, name: String?) async throws -> Report {
+        var report = Report()
+        let images = try store.catalog.images()
+        let byDigest = Dictionary(images.map { ($0.digest, $0) }, uniquingKeysWith: { first, _ in first })
+        let sources = try store.catalog.sources()
+        var subjects: [(String, String, ImageRecord?)] = []
+        if let name {
+            guard let image = try store.catalog.image(named: name) else {
+                throw KilnError(.notFound, "no image named '\(name)' (kiln images lists them)")
+            }
+            guard !image.purged else { throw KilnError(.invalidInput, "\(name) is purged: its disk was removed on purpose") }
+            // The image, then each blob its disk stands on.
+            var next: String? = image.digest
+            var seen: Set<String> = []
+            while let digest = next, seen.insert(digest).inserted {
+                let record = byDigest[digest]
+                subjects.append((record?.name ?? "source \(digest.prefix(12))", digest, record))
+                next = record?.backingDigest
+            }
+        } else {
+            for image in images where !image.purged { subjects.append((image.name, image.digest, image)) }
+            let imageDigests = Set(images.map(\.digest))
+            for source in sources where !imageDigests.contains(source.digest) {
+                subjects.append(("source \(source.digest.prefix(12))", source.digest, nil))
+            }
+        }
+        // Each blob is hashed once, however many images name it.
+        var hashed: [String: [String]] = [:]
+        for (subject, digest, record) in subjects {
+            let blobProblems: [String]
+            if let known = hashed[digest] {
+                blobProblems = known
+            } else {
+                blobProblems = await checkBlob(store, digest: digest, expectedBacking: record?.backingDigest)
+                hashed[digest] = blobProblems
+            }
+            var problems = blobProblems
+            if let record { problems += checkRow(record, byName: images, byDigest: byDigest, store: store) }
+            report.results.append(Result(subject: subject, digest: digest, problems: problems))
+        }
+        if name == nil { report.notes = leftovers(store, images: images, sources: sources) }
+        return report
+    }
+
+    /// The blob's files: present, read-only, hashing to the name, backed by the right blob.
+    static func checkBlob(_ store: Store, digest: String, expectedBacking: String?) async -> [String] {
+        let directory = store.blobDirectory(digest: digest)
+        let disk = directory + "/" + Store.diskName
+        guard FileManager.default.fileExists(atPath: disk) else { return ["blob missing: \(disk) does not exist"] }
+        var problems: [String] = []
+        do {
+            let actual = try Hashing.sha256Hex(fileAt: disk)
+            if actual != digest { problems.append("blob damaged: \(disk) hashes to \(actual), not to its name") }
+        } catch {
+            problems.append("blob unreadable: \(error)")
+        }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + name)
+            if let mode = attributes?[.posixPermissions] as? Int, mode & 0o222 != 0 {
+                problems.append("blob writable: \(directory)/\(name) has mode \(String(mode, radix: 8)) (sealed blobs are read-only)")
+            }
+        }
+        // What QEMU will open under this disk must be the blob the catalog says.
+        if let info = try? await ProcessRunner.run("qemu-img", ["info", "--output=json", "-U", disk]), info.succeeded,
+            let json = try? JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any]
+        {
+            let backing = json["backing-filename"] as? String
+            let expected = expectedBacking.map { "../\($0)/\(Store.diskName)" }
+            if backing != expected {
+                problems.append("backing file is \(backing ?? "none"), the catalog says \(expected ?? "none")")
+            } else if let expectedBacking,
+                !FileManager.default.fileExists(atPath: store.blobDirectory(digest: expectedBacking) + "/" + Store.diskName)
+            {
+                problems.append("the blob it is an overlay on (\(expectedBacking.prefix(12))) is missing")
+            }
+        } else {
+            problems.append("qemu-img cannot read \(disk)")
+        }
+        return problems
+    }
+
+    /// The catalog row: its parent exists and is the blob the disk stands on.
+    static func checkRow(_ image: ImageRecord, byName images: [ImageRecord], byDigest: [String: ImageRecord], store: Store) -> [String] {
+        guard let parentName = image.parent else { return [] }
+        guard let parent = images.first(where: { $0.name == parentName }) else {
+            return ["parent \(parentName) is not in the catalog"]
+        }
+        var problems: [String] = []
+        if parent.digest != image.backingDigest {
+            problems.append(
+                "parent \(parentName) has blob \(parent.digest.prefix(12)), the disk stands on \(image.backingDigest?.prefix(12) ?? "nothing")"
+            )
+        }
+        if parent.purged { problems.append("parent \(parentName) is purged but this image still stands on it") }
+        return problems
+    }
+
+    /// Directories in the store that no catalog row names.
+    static func leftovers(_ store: Store, images: [ImageRecord], sources: [SourceRecord]) -> [String] {
+        let known = Set(images.filter { !$0.purged }.map(\.digest) + sources.map(\.digest))
+        var notes: [String] = []
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []).sorted() {
+            if name.hasPrefix(".tmp-") {
+                notes.append("staging directory of an unfinished build: images/\(name) (kiln gc removes it)")
+            } else if !known.contains(name) {
+                notes.append("blob no image or source names: images/\(name)")
+            }
+        }
+        return notes
+    }
+}
