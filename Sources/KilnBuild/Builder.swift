@@ -245,7 +245,7 @@ public struct Builder: Sendable {
             if options.onError == .keep && fm.fileExists(atPath: staging + "/" + Store.diskName) {
                 log.emit("kiln", "kept the VM disk: \(staging)/\(Store.diskName)")
             } else {
-                try? fm.removeItem(atPath: staging)
+                try? Store.removeTree(staging)
             }
             record.status = cancelled ? .cancelled : .failed
             record.failedStep = currentStep

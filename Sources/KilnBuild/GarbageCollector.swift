@@ -39,7 +39,7 @@ public enum GarbageCollector {
         }
         for path in report.staleDirectories {
             report.bytes += (try? SourceCache.size(of: path)) ?? 0
-            if !dryRun { try fm.removeItem(atPath: path) }
+            if !dryRun { try Store.removeTree(path) }
         }
         report.cache = try SourceCache.prune(store, limit: cacheLimit, dryRun: dryRun)
         report.bytes += report.cache.reduce(0) { $0 + $1.bytes }

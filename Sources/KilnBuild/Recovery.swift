@@ -46,7 +46,7 @@ public enum Recovery {
             record.finished = Date()
             try store.catalog.update(record)
             for path in [scratch, store.stagingDirectory(buildID: build.id), store.stagingDirectory(buildID: build.id) + "-source"] {
-                try? fm.removeItem(atPath: path)
+                try? Store.removeTree(path)
             }
             report.interrupted.append(record)
         }

@@ -47,7 +47,7 @@ struct SourceDisk {
             }
         }
         let staging = store.stagingDirectory(buildID: buildID + "-source")
-        try? FileManager.default.removeItem(atPath: staging)
+        try? Store.removeTree(staging)
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         do {
             switch template.source {
@@ -67,7 +67,7 @@ struct SourceDisk {
             log.emit("kiln", "source disk ready: \(summary), \(size >> 20) MiB (\(digest.prefix(12)))")
             return digest
         } catch {
-            try? FileManager.default.removeItem(atPath: staging)
+            try? Store.removeTree(staging)
             throw error
         }
     }
@@ -113,7 +113,9 @@ struct SourceDisk {
         try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: hook) }
         let packages = (Self.bootPackages + spec.include).joined(separator: ",")
-        let environment = ["KILN_HOOK": hook, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize)]
+        // mmdebstrap's working tree goes into the build's staging directory, inside the store:
+        // if kiln is killed, the next kiln finds and removes it (unmounting what it mounted).
+        let environment = ["KILN_HOOK": hook, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize), "TMPDIR": staging]
         let started = ContinuousClock.now
         let onLine: @Sendable (ProcessOutputLine) -> Void = { line in log.emit("debootstrap", line.text) }
         if ProcessRunner.find("mmdebstrap") != nil {

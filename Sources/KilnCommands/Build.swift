@@ -35,6 +35,11 @@ struct Build: AsyncParsableCommand {
     var stepTimeout: Int = 7200
 
     @Option(
+        help: ArgumentHelp(
+            "Seconds the guest has to seal its disk, and QEMU to exit; then QEMU is killed and the build fails.", valueName: "seconds"))
+    var shutdownTimeout: Int = 120
+
+    @Option(
         name: .short,
         help: ArgumentHelp("Build up to N independent images at once (default: what the machine holds: cores, memory).", valueName: "N"))
     var jobs: Int?
@@ -57,7 +62,9 @@ struct Build: AsyncParsableCommand {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
         }
         if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
-        guard bootTimeout > 0, stepTimeout > 0 else { throw KilnError(.invalidInput, "--boot-timeout and --step-timeout must be positive") }
+        guard bootTimeout > 0, stepTimeout > 0, shutdownTimeout > 0 else {
+            throw KilnError(.invalidInput, "--boot-timeout, --step-timeout and --shutdown-timeout must be positive")
+        }
         // Invalid templates and flags stop here, before anything is written to the store.
         let (set, graph) = try templates.load(store: try store.openIfPresent())
         let families = Set(graph.order.map(\.family))
@@ -73,6 +80,7 @@ struct Build: AsyncParsableCommand {
         options.onError = onErrorMode
         options.bootTimeout = .seconds(bootTimeout)
         options.stepTimeout = .seconds(stepTimeout)
+        options.shutdownTimeout = .seconds(shutdownTimeout)
         let builder = Builder(
             store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
         let results = try await builder.build(

@@ -115,22 +115,48 @@ public final class ProcessRegistry: Sendable {
             // Held: its kiln is alive. Taken: it is dead, and no other reaper works on it now.
             guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }
             let childrenPath = directory + "/\(owner).children"
-            var killed: [Int32] = []
+            var alive: [(pid: Int32, start: UInt64)] = []
             let text = (try? String(contentsOfFile: childrenPath, encoding: .utf8)) ?? ""
             for line in text.split(separator: "\n") {
                 let fields = line.split(separator: " ")
                 guard fields.count == 2, let pid = Int32(fields[0]), let start = UInt64(fields[1]), pid > 1 else { continue }
-                guard Self.startTime(of: pid) == start else { continue }
-                // The child leads its own session and process group: its helpers go with it.
-                kill(-pid, SIGKILL)
-                kill(pid, SIGKILL)
-                killed.append(pid)
+                if Self.startTime(of: pid) == start { alive.append((pid, start)) }
             }
+            Self.terminate(alive)
+            let killed = alive.map(\.pid)
             unlink(childrenPath)
             unlink(lockPath)
             reaped.append(Reaped(owner: owner, killed: killed))
         }
         return reaped
+    }
+
+    /// SIGTERM to each child's process group (it leads one: its helpers go with it), then
+    /// SIGKILL to what is left after `grace`. TERM first because mmdebstrap unmounts its
+    /// chroot's /proc, /sys and /dev on TERM, and would leave them mounted if killed outright.
+    static func terminate(_ processes: [(pid: Int32, start: UInt64)], grace: Duration = .seconds(10)) {
+        for process in processes {
+            kill(-process.pid, SIGTERM)
+            kill(process.pid, SIGTERM)
+        }
+        let deadline = ContinuousClock.now + grace
+        var left = processes
+        while !left.isEmpty && ContinuousClock.now < deadline {
+            left = left.filter { Self.startTime(of: $0.pid) == $0.start && !Self.isZombie($0.pid) }
+            if !left.isEmpty { usleep(100_000) }
+        }
+        for process in left {
+            kill(-process.pid, SIGKILL)
+            kill(process.pid, SIGKILL)
+        }
+    }
+
+    /// An exited child nobody has waited for yet (its parent, a killed kiln, is gone).
+    static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+            return false
+        }
+        return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
     }
 
     /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.

@@ -248,7 +248,13 @@ final class QemuMachine: Machine {
             awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' || { echo 'root filesystem is still writable' >&2; exit 1; }
             """
         log.emit("kiln", "removing build credentials and stopping the VM")
-        let result = try await ssh.run(seal, timeout: .seconds(120)) { line in log.emit("shutdown", line.text) }
+        let result: ProcessResult
+        do {
+            result = try await ssh.run(seal, timeout: spec.shutdownTimeout) { line in log.emit("shutdown", line.text) }
+        } catch let error as KilnError where error.code == .timeout {
+            throw KilnError(
+                .timeout, "the guest did not finish its shutdown within \(spec.shutdownTimeout.kilnDescription) (--shutdown-timeout)")
+        }
         guard result.succeeded else {
             throw KilnError(.buildFailed, "the guest could not be sealed (exit \(result.status)): \(result.stderr)")
         }
@@ -272,7 +278,8 @@ final class QemuMachine: Machine {
         }
         if !stopped {
             await destroy()
-            throw KilnError(.timeout, "QEMU did not stop within \(spec.shutdownTimeout.kilnDescription)")
+            throw KilnError(
+                .timeout, "QEMU did not stop within \(spec.shutdownTimeout.kilnDescription) (--shutdown-timeout); it was killed")
         }
         if case .success(let result) = await qemu.result, result.status != 0 {
             throw KilnError(.providerFailed, "qemu exited with status \(result.status): \(result.stderr)")

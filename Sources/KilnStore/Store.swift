@@ -129,6 +129,46 @@ public final class Store: Sendable {
         verified.withLock { $0[digest] = identity }
     }
 
+    /// Removes a directory of the store that a dead or failed build left. Anything mounted
+    /// below it (a killed mmdebstrap's chroot binds /dev, /proc and /sys) is detached first:
+    /// deleting through a bind mount of /dev would delete the host's device nodes.
+    public static func removeTree(_ path: String) throws {
+        let root = URL(fileURLWithPath: path).standardizedFileURL.path
+        for mountPoint in mountPoints(under: root) {
+            guard umount2(mountPoint, Int32(MNT_DETACH)) == 0 || errno == EINVAL || errno == ENOENT else {
+                throw KilnError(.io, "cannot unmount \(mountPoint) (left by a killed build): \(String(cString: strerror(errno)))")
+            }
+        }
+        guard FileManager.default.fileExists(atPath: root) else { return }
+        try FileManager.default.removeItem(atPath: root)
+    }
+
+    /// Mount points at or below `root`, deepest first, from /proc/self/mountinfo.
+    static func mountPoints(under root: String) -> [String] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        let points = text.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            return unescapeMountField(String(fields[4]))
+        }
+        return points.filter { $0 == root || $0.hasPrefix(root + "/") }.sorted { $0.count > $1.count }
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as `\\ooo` octal escapes.
+    static func unescapeMountField(_ field: String) -> String {
+        var bytes: [UInt8] = []
+        var input = Array(field.utf8)[...]
+        while let byte = input.popFirst() {
+            if byte == UInt8(ascii: "\\"), input.count >= 3, let value = UInt8(String(decoding: input.prefix(3), as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                input = input.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// Bytes a file occupies on disk (sparse regions excluded), as `du` reports.
     public static func allocatedBytes(_ path: String) throws -> UInt64 {
         var info = stat()

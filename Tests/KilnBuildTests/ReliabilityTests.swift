@@ -176,4 +176,23 @@ struct ReliabilityTests {
         #expect(inspect.status == 0)
         #expect(inspect.stdout.contains("<sensitive>") && !inspect.stdout.contains("hunter2"), "\(inspect.stdout)")
     }
+
+    @Test(
+        "removing a dead build's directory detaches what is mounted inside it instead of deleting through a bind mount",
+        .enabled(if: getuid() == 0, "bind mounts need root"))
+    func removeTreeDetachesMounts() async throws {
+        let base = NSTemporaryDirectory() + "kiln-mounts-" + UUID().uuidString
+        let host = base + "/host"
+        let tree = base + "/store/images/.tmp-dead/rootfs/dev"
+        try FileManager.default.createDirectory(atPath: host, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try "keep me".write(toFile: host + "/sentinel", atomically: true, encoding: .utf8)
+        // What a killed mmdebstrap leaves: the host's directory bound into its chroot.
+        try await ProcessRunner.check("mount", ["--bind", host, tree])
+        try Store.removeTree(base + "/store/images/.tmp-dead")
+        #expect(!FileManager.default.fileExists(atPath: base + "/store/images/.tmp-dead"))
+        #expect(try String(contentsOfFile: host + "/sentinel", encoding: .utf8) == "keep me")
+        #expect(try !String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(base + "/store"))
+    }
 }

@@ -124,3 +124,75 @@ extension VMBuildTests {
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 }
+
+extension VMBuildTests {
+    @Test(
+        "kill -9 during the source bootstrap: mmdebstrap is stopped, nothing stays mounted, the store verifies, a rerun bootstraps and builds",
+        .tags(.long))
+    func killDuringBootstrap() async throws {
+        let result = try await SharedStore.shared.exampleBuild()
+        try #require(result.status == 0)
+        let home = SharedStore.shared.home
+        let dir = NSTemporaryDirectory() + "kiln-killsource-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Another package list than the example's: a source disk of its own, bootstrapped here.
+        try "image: fresh-base\nfrom:\n  debootstrap: {suite: bookworm, include: [file]}\nprovision:\n  - shell: file --version\n"
+            .write(toFile: dir + "/base.yaml", atomically: true, encoding: .utf8)
+        let pattern = "\(Repo.kiln) build \(dir)"
+        for delay in [15, 45] {
+            let fired = Locked(false)
+            let build = try await ProcessRunner.run(Repo.kiln, ["build", dir, "--home", home], timeout: .seconds(900)) { line in
+                guard line.text.contains("kiln: bootstrapping Debian"), !fired.value else { return }
+                fired.set(true)
+                Task {
+                    try await Task.sleep(for: .seconds(delay))
+                    _ = try await ProcessRunner.run("pkill", ["-KILL", "-f", pattern])
+                }
+            }
+            #expect(build.status == 137, "kill \(delay) s into the bootstrap: \(build.stderr.suffix(1500))")
+            let verify = try await SharedStore.shared.kiln(["verify"])
+            #expect(verify.status == 0, "\(verify.stdout)")
+            #expect(verify.stderr.contains("was interrupted at source"), "\(verify.stderr)")
+            // An exited mmdebstrap may linger as a zombie until its new parent waits for it: not running.
+            let bootstraps = try await ProcessRunner.run("pgrep", ["-a", "mmdebstrap"])
+            let running = bootstraps.stdout.split(separator: "\n").filter { !$0.contains("<defunct>") }
+            #expect(running.isEmpty, "mmdebstrap outlived the recovery: \(running)")
+            let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            #expect(!mounts.contains(home + "/"), "mounts left under the store: \(mounts)")
+            let staged = try FileManager.default.contentsOfDirectory(atPath: home + "/images").filter { $0.hasPrefix(".tmp-") }
+            #expect(staged.isEmpty, "\(staged)")
+        }
+        let rerun = try await SharedStore.shared.kiln(["build", dir])
+        #expect(rerun.status == 0, "\(rerun.stderr.suffix(2000))")
+        #expect(rerun.stdout.contains("built fresh-base-v"))
+    }
+
+    @Test("a VM that hangs at shutdown is killed at --shutdown-timeout; the build fails at shutdown and its log says why")
+    func hungShutdown() async throws {
+        let result = try await SharedStore.shared.exampleBuild()
+        try #require(result.status == 0)
+        let home = SharedStore.shared.home
+        let dir = NSTemporaryDirectory() + "kiln-stuck-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "image: stuck-app\nfrom: {image: debian-12-base}\nprovision:\n  - shell: echo stuck\n"
+            .write(toFile: dir + "/app.yaml", atomically: true, encoding: .utf8)
+        let fired = Locked(false)
+        let build = try await ProcessRunner.run(
+            Repo.kiln, ["build", dir, "--shutdown-timeout", "5", "--home", home], timeout: .seconds(600)
+        ) { line in
+            guard line.text.contains("kiln: secret scan done"), !fired.value else { return }
+            fired.set(true)
+            // Freeze the guest as it is told to stop: QEMU runs none of it any more.
+            Task { _ = try await ProcessRunner.run("pkill", ["-STOP", "-f", "kiln-[0-9T]+-stuck-app"]) }
+        }
+        #expect(build.status == 1)
+        #expect(build.stderr.contains("failed at shutdown"), "\(build.stderr)")
+        #expect(build.stderr.contains("within 5 s (--shutdown-timeout)"), "\(build.stderr)")
+        let qemus = try await ProcessRunner.run("pgrep", ["-f", "kiln-[0-9T]+-stuck-app"])
+        #expect(qemus.stdout.isEmpty, "the frozen VM outlived its build: \(qemus.stdout)")
+        let images = try await SharedStore.shared.kiln(["images", "--family", "stuck-app"])
+        #expect(!images.stdout.contains("stuck-app-v"))
+    }
+}
