@@ -204,9 +204,13 @@ public struct Builder: Sendable {
             }
             let (digest, size) = try store.seal(staging: staging)
             sealed = digest
+            // Named for the recovery: if kiln dies before the catalog names the blob, the next
+            // kiln removes it (Recovery).
+            try? digest.write(toFile: scratch + "/sealed", atomically: true, encoding: .utf8)
             log.emit(
                 "kiln",
                 "sealed disk \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)")
+            try await Self.testDelay("KILN_TEST_DELAY_COMMIT_MS")
             let archive = store.logArchivePath(buildID: buildID)
             // Archived once before the catalog names the image: a host disk that is full fails
             // the build here, while no image exists yet (the archive is written again below).
@@ -337,6 +341,13 @@ public struct Builder: Sendable {
 
     private func linkOrCopy(_ from: String, _ to: String) throws {
         if link(from, to) != 0 { try FileManager.default.copyItem(atPath: from, toPath: to) }
+    }
+
+    /// A fault-injection seam for the kill-point tests: widens the moment between the seal and
+    /// the catalog write, which otherwise lasts a few milliseconds, so a kill can land in it.
+    static func testDelay(_ variable: String) async throws {
+        guard let text = ProcessInfo.processInfo.environment[variable], let ms = Int(text), ms > 0 else { return }
+        try await Task.sleep(for: .milliseconds(ms))
     }
 
     /// `20261123T130102-debian-12-base-1a2b`: sortable, readable, unique enough across processes.

@@ -34,7 +34,15 @@ public enum Recovery {
                 let archive = store.logArchivePath(buildID: build.id)
                 if (try? LogArchive.write([("build.log", logPath)], to: archive.absolute)) != nil { record.log = archive.relative }
             }
-            if let image = try store.catalog.images().first(where: { $0.buildID == build.id }) {
+            let named = try store.catalog.images().first(where: { $0.buildID == build.id })
+            // Sealed but never named: the blob is nobody's, unless another image or source has the same bytes.
+            if named == nil, let digest = try? String(contentsOfFile: scratch + "/sealed", encoding: .utf8),
+                !digest.isEmpty, !digest.contains("/"), try store.catalog.image(digest: digest) == nil,
+                try !store.catalog.sources().contains(where: { $0.digest == digest })
+            {
+                try? Store.removeTree(store.blobDirectory(digest: digest))
+            }
+            if let image = named {
                 // Killed after the catalog named the image: the image is whole; only the record lagged.
                 record.status = .succeeded
                 record.image = image.name
