@@ -121,7 +121,8 @@ public struct Builder: Sendable {
         let lock = try await store.lockFamily(family) {
             reporter?.line(family: family, source: "kiln", text: "waiting for another kiln process that is building \(family)")
         }
-        defer { _ = lock }
+        // Held until the decision and the build are done; released when `lock` goes away.
+        defer { withExtendedLifetime(lock) {} }
         let planner = Planner(store: store, secrets: secrets)
         let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
         if decision.action == .upToDate, let image = decision.image {
@@ -181,7 +182,6 @@ public struct Builder: Sendable {
                 settings: template.qemu, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
             machineSpec = spec
             machine = try await provider.start(spec, log: log)
-            _ = try await machine!.run(script: SecretScan.mark, environment: [], title: "kiln", log: log, timeout: .seconds(60))
             for step in template.steps {
                 currentStep = log.redact(step.title)
                 try Task.checkCancellation()
@@ -238,9 +238,7 @@ public struct Builder: Sendable {
             await machine?.destroy()
             // A blob sealed but never named (the catalog write failed: a full disk, say) is
             // removed, unless an image or source disk had the same bytes already.
-            if let sealed, (try? store.catalog.image(digest: sealed)) == nil,
-                (try? store.catalog.sources().contains { $0.digest == sealed }) == false
-            {
+            if let sealed, (try? store.catalog.namesBlob(sealed)) == false {
                 try? fm.removeItem(atPath: store.blobDirectory(digest: sealed))
             }
             let message = cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)"

@@ -37,8 +37,7 @@ public enum Recovery {
             let named = try store.catalog.images().first(where: { $0.buildID == build.id })
             // Sealed but never named: the blob is nobody's, unless another image or source has the same bytes.
             if named == nil, let digest = try? String(contentsOfFile: scratch + "/sealed", encoding: .utf8),
-                !digest.isEmpty, !digest.contains("/"), try store.catalog.image(digest: digest) == nil,
-                try !store.catalog.sources().contains(where: { $0.digest == digest })
+                !digest.isEmpty, !digest.contains("/"), try !store.catalog.namesBlob(digest)
             {
                 try? Store.removeTree(store.blobDirectory(digest: digest))
             }

@@ -1,26 +1,23 @@
 /// What kiln runs in the guest so that no private key or credential file becomes part of an
 /// image by accident (the seeds' "leaked private keys in public images").
 ///
-/// The build marks its start once SSH is up; before the VM stops, every regular file whose
-/// inode changed since then (ctime: a package's or an archive's preserved mtime does not hide a
-/// file, and ctime cannot be set back) is checked for a PEM or OpenSSH private-key header, and
-/// changed files are checked against well-known credential file names. Files kiln removes itself
-/// (the step script, sshd's host keys) are skipped. A hit fails the build unless it matches a
-/// shell pattern listed under the template's `allow_secrets:`.
+/// Every regular file whose inode changed since the build VM booted (ctime, against the
+/// kernel's boot time: a package's or an archive's preserved mtime does not hide a file, and
+/// ctime cannot be set back) is checked for a PEM or OpenSSH private-key header, and changed
+/// files are checked against well-known credential file names. What the boot itself changed is
+/// scanned too: it costs little, and spares every build a round trip to mark its start. Files
+/// kiln removes itself (the step script, sshd's host keys) are skipped. A hit fails the build
+/// unless it matches a shell pattern listed under the template's `allow_secrets:`.
 enum SecretScan {
-    static let marker = "/run/kiln-build-start"
-
-    /// Run once the guest answers, before the first step.
-    static let mark = ": > \(marker)"
-
     /// The scan's exit status when it found something not allowed.
     static let foundStatus: Int32 = 3
 
     /// Reads the allowed patterns from `KILN_ALLOW_SECRETS` (one per line).
     static let script = """
         changed=/run/kiln-changed hits=/run/kiln-hits
+        booted=$(awk '$1 == "btime" { print $2 }' /proc/stat)
         find / -xdev \\( -path /tmp/kiln-step.sh -o -path '/etc/ssh/ssh_host_*' \\) -prune -o \\
-          -type f -cnewer \(marker) -print0 2>/dev/null > "$changed" || true
+          -type f -newerct "@$booted" -print0 2>/dev/null > "$changed" || true
         : > "$hits"
         xargs -0 -r grep -l -s -I -E -e '-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----' < "$changed" |
           sed 's/^/private key|/' >> "$hits" || true

@@ -26,6 +26,7 @@ public enum Verifier {
         var report = Report()
         let images = try store.catalog.images()
         let byDigest = Dictionary(images.map { ($0.digest, $0) }, uniquingKeysWith: { first, _ in first })
+        let byName = Dictionary(images.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let sources = try store.catalog.sources()
         var subjects: [(String, String, ImageRecord?)] = []
         if let name {
@@ -59,7 +60,7 @@ public enum Verifier {
                 hashed[digest] = blobProblems
             }
             var problems = blobProblems
-            if let record { problems += checkRow(record, byName: images, byDigest: byDigest, store: store) }
+            if let record { problems += checkRow(record, byName: byName) }
             report.results.append(Result(subject: subject, digest: digest, problems: problems))
         }
         if name == nil { report.notes = leftovers(store, images: images, sources: sources) }
@@ -104,9 +105,9 @@ public enum Verifier {
     }
 
     /// The catalog row: its parent exists and is the blob the disk stands on.
-    static func checkRow(_ image: ImageRecord, byName images: [ImageRecord], byDigest: [String: ImageRecord], store: Store) -> [String] {
+    static func checkRow(_ image: ImageRecord, byName: [String: ImageRecord]) -> [String] {
         guard let parentName = image.parent else { return [] }
-        guard let parent = images.first(where: { $0.name == parentName }) else {
+        guard let parent = byName[parentName] else {
             return ["parent \(parentName) is not in the catalog"]
         }
         var problems: [String] = []

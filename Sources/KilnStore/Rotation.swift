@@ -117,6 +117,15 @@ extension Catalog {
     }
 
     /// Whether any image other than `name` still needs the blob `digest` (as its own disk or as a backing file).
+    /// True when an image row (purged or not) or a source disk names the blob `digest`: a blob
+    /// nobody names is garbage a failed or killed build left.
+    public func namesBlob(_ digest: String) throws -> Bool {
+        try db.read { db in
+            try ImageRecord.filter(Column("digest") == digest).fetchCount(db) > 0
+                || Int.fetchOne(db, sql: "SELECT count(*) FROM source WHERE digest = ?", arguments: [digest]) ?? 0 > 0
+        }
+    }
+
     public func blobNeeded(_ digest: String, except name: String) throws -> Bool {
         try db.read { db in
             try ImageRecord
