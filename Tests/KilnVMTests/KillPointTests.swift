@@ -16,13 +16,10 @@ extension VMBuildTests {
         "kill -9 at 24 seeded points of a build: nothing READY is lost or damaged, no qemu or ssh survives the next kiln, a rerun builds",
         .tags(.long))
     func killPoints() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["KILN_KILL_SEED"].flatMap { UInt64($0) } ?? 20_261_123
         let count = environment["KILN_KILL_POINTS"].flatMap { Int($0) } ?? 24
-        let dir = NSTemporaryDirectory() + "kiln-kill-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("kill")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "payload\n".write(toFile: dir + "/payload.txt", atomically: true, encoding: .utf8)
         try """
@@ -110,10 +107,7 @@ extension Tag {
 extension VMBuildTests {
     @Test("two kiln build processes on one store and graph: the image is built once, the other finds it up to date")
     func concurrentProcesses() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
-        let dir = NSTemporaryDirectory() + "kiln-twin-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("twin")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "image: twin-app\nfrom: {image: debian-12-base}\nprovision:\n  - shell: echo twin\n"
             .write(toFile: dir + "/app.yaml", atomically: true, encoding: .utf8)
@@ -137,11 +131,8 @@ extension VMBuildTests {
         "kill -9 during the source bootstrap: mmdebstrap is stopped, nothing stays mounted, the store verifies, a rerun bootstraps and builds",
         .tags(.long))
     func killDuringBootstrap() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
         let home = SharedStore.shared.home
-        let dir = NSTemporaryDirectory() + "kiln-killsource-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("killsource")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // Another package list than the example's: a source disk of its own, bootstrapped here.
         try "image: fresh-base\nfrom:\n  debootstrap: {suite: bookworm, include: [file]}\nprovision:\n  - shell: file --version\n"
@@ -177,11 +168,8 @@ extension VMBuildTests {
 
     @Test("a VM that hangs at shutdown is killed at --shutdown-timeout; the build fails at shutdown and its log says why")
     func hungShutdown() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
         let home = SharedStore.shared.home
-        let dir = NSTemporaryDirectory() + "kiln-stuck-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("stuck")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "image: stuck-app\nfrom: {image: debian-12-base}\nprovision:\n  - shell: echo stuck\n"
             .write(toFile: dir + "/app.yaml", atomically: true, encoding: .utf8)

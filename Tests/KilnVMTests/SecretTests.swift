@@ -5,10 +5,7 @@ import Testing
 extension VMBuildTests {
     @Test("a private key or credential file left by a step fails the build at the secret scan unless allow_secrets lists it")
     func secretScan() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
-        let dir = NSTemporaryDirectory() + "kiln-secrets-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("secrets")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let template = """
             image: leaky-app
@@ -38,11 +35,8 @@ extension VMBuildTests {
 
     @Test("the build's SSH key appears in no image disk, build log or catalog")
     func buildKeyLeavesNoTrace() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
         let home = SharedStore.shared.home
-        let dir = NSTemporaryDirectory() + "kiln-keytrace-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("keytrace")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try
             "image: keytrace-app\nfrom: {image: debian-12-base}\nprovision:\n  - shell: cat /root/.ssh/authorized_keys > /dev/null; sleep 2\n"

@@ -5,10 +5,7 @@ import Testing
 extension VMBuildTests {
     /// Builds `template` (one file, family `family`) with `flags`; returns kiln's result and the archived log.
     func failedBuild(_ family: String, _ template: String, flags: [String]) async throws -> (ProcessResult, String) {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
-        let dir = NSTemporaryDirectory() + "kiln-\(family)-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory(family)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try template.write(toFile: dir + "/t.yaml", atomically: true, encoding: .utf8)
         let build = try await SharedStore.shared.kiln(["build", dir] + flags)

@@ -60,6 +60,16 @@ struct FlatDisk {
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// A new, empty directory for a test's templates, once examples/debian is built in the shared
+/// store (the tests' layers build on its base). The caller removes it.
+func exampleAndScratchDirectory(_ tag: String) async throws -> String {
+    let result = try await SharedStore.shared.exampleBuild()
+    try #require(result.status == 0, "kiln build examples/debian failed:\n\(result.stderr.suffix(3000))")
+    let dir = NSTemporaryDirectory() + "kiln-\(tag)-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
 let vmTestsEnabled = ProcessInfo.processInfo.environment["KILN_SKIP_VM_TESTS"] == nil
 
 @Suite("Real VM builds (QEMU)", .serialized, .enabled(if: vmTestsEnabled, "KILN_SKIP_VM_TESTS is set"))
@@ -174,10 +184,7 @@ struct VMBuildTests {
 
     @Test("a failing step names the step, tears the VM down, keeps no image and archives its log")
     func failingStep() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
-        let dir = NSTemporaryDirectory() + "kiln-failing-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("failing")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try """
         image: broken-app
@@ -214,10 +221,7 @@ struct VMBuildTests {
 
     @Test("Ctrl-C during boot stops the VM, records the build as cancelled and exits 130")
     func interrupted() async throws {
-        let result = try await SharedStore.shared.exampleBuild()
-        try #require(result.status == 0)
-        let dir = NSTemporaryDirectory() + "kiln-interrupt-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try await exampleAndScratchDirectory("interrupt")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "image: interrupted-app\nfrom: {image: debian-12-base}\nprovision:\n  - shell: sleep 600\n"
             .write(toFile: dir + "/app.yaml", atomically: true, encoding: .utf8)
