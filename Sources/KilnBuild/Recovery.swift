@@ -6,7 +6,7 @@ import KilnStore
 /// power cut): their surviving children (QEMU, ssh, mmdebstrap) are killed, their builds are
 /// recorded as failed with the log they had written archived, and their staging and scratch
 /// directories are removed. Nothing they had not sealed and named was ever visible as an image.
-/// `kiln build`, `kiln gc` and `kiln verify` run it first.
+/// `kiln build`, `kiln gc` (unless it is a dry run) and `kiln verify` run it first.
 public enum Recovery {
     public struct Report: Sendable {
         public var reaped: [ProcessRegistry.Reaped] = []
