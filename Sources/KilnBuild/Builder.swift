@@ -18,6 +18,8 @@ public struct BuildOptions: Sendable {
     public var shutdownTimeout: Duration = .seconds(120)
     /// How long one step may run before it is stopped and the build fails.
     public var stepTimeout: Duration = .seconds(7200)
+    /// The commit and CI job recorded on every image built (``BuildOrigin/detect(templates:environment:)``).
+    public var origin: BuildOrigin?
 
     public init() {}
 }
@@ -31,11 +33,6 @@ public enum BuildResult: Sendable {
         case .built(let image), .upToDate(let image): return image
         }
     }
-}
-
-/// What the live view is told, besides raw log lines.
-public protocol BuildReporter: Sendable {
-    func line(family: String, source: String, text: String)
 }
 
 /// Builds a graph's images in order: each through its provider's VM, sealed into the store
@@ -119,17 +116,22 @@ public struct Builder: Sendable {
         // Decided under the family's lock: a second kiln on this store waits, then finds the
         // first one's image up to date instead of building the same key again.
         let lock = try await store.lockFamily(family) {
-            reporter?.line(family: family, source: "kiln", text: "waiting for another kiln process that is building \(family)")
+            var waiting = BuildEvent(.waiting, family: family)
+            waiting.text = "waiting for another kiln process that is building \(family)"
+            reporter?.report(waiting)
         }
         // Held until the decision and the build are done; released when `lock` goes away.
         defer { withExtendedLifetime(lock) {} }
         let planner = Planner(store: store, secrets: secrets)
         let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
         if decision.action == .upToDate, let image = decision.image {
-            reporter?.line(family: template.family, source: "kiln", text: "up to date: \(image.name)")
+            var upToDate = BuildEvent(.upToDate, family: family)
+            upToDate.image = image.name
+            upToDate.parent = image.parent
+            upToDate.digest = image.digest
+            reporter?.report(upToDate)
             return .upToDate(image)
         }
-        reporter?.line(family: template.family, source: "kiln", text: "building: " + decision.reasons.joined(separator: "; "))
         return .built(try await build(template, parent: parent, decision: decision, secrets: secrets))
     }
 
@@ -145,7 +147,20 @@ public struct Builder: Sendable {
         let family = template.family
         let log = try BuildLog(
             path: scratch + "/build.log", family: family, secrets: secrets,
-            sink: { source, line in reporter?.line(family: family, source: source, text: line) })
+            sink: { source, line in
+                var output = BuildEvent(.output, family: family)
+                output.build = buildID
+                output.source = source
+                output.text = line
+                reporter?.report(output)
+            })
+        let steps = StepTracker(family: family, build: buildID, reporter: reporter)
+        var started = BuildEvent(.buildStarted, family: family)
+        started.build = buildID
+        started.parent = parent?.name
+        started.reasons = decision.reasons.map(log.redact)
+        reporter?.report(started)
+        log.emit("kiln", "building: " + started.reasons!.joined(separator: "; "))
         var record = BuildRecord(
             id: buildID, family: family, image: nil, status: .running, started: Date(), finished: nil,
             failedStep: nil, message: nil, log: nil, pid: getpid())
@@ -153,27 +168,27 @@ public struct Builder: Sendable {
         for warning in decision.warnings { log.emit("kiln", "warning: \(warning)") }
         log.emit(
             "kiln", "build \(buildID) of \(family) from \(parent.map { "image \($0.name)" } ?? template.source.kind) (\(template.file))")
+        if let origin = options.origin { log.emit("kiln", "origin: \(origin.summary)") }
 
         var machine: (any Machine)?
         var machineSpec: MachineSpec?
         /// Set once the disk is a blob: until the catalog names it, a failure removes it again.
         var sealed: String?
-        var currentStep = "prepare"
         do {
             let base: String
             if let parent {
                 // The parent's blob and every blob under it must still be the bytes they were sealed as.
-                currentStep = "verify"
+                steps.enter("verify")
                 try verifyChain(from: parent.digest)
                 base = parent.digest
             } else {
-                currentStep = "source"
+                steps.enter("source")
                 guard let identity = decision.source else { throw KilnError(.internalError, "no source identity for \(family)") }
                 base = try await SourceDisk(store: store).prepare(template, identity: identity, buildID: buildID, log: log)
             }
             let baseDirectory = store.blobDirectory(digest: base)
             let hasKernel = fm.fileExists(atPath: baseDirectory + "/" + Store.kernelName)
-            currentStep = "boot"
+            steps.enter("boot")
             let spec = MachineSpec(
                 buildID: buildID, diskDirectory: staging, backingDisk: "../\(base)/\(Store.diskName)",
                 scratchDirectory: scratch,
@@ -183,18 +198,18 @@ public struct Builder: Sendable {
             machineSpec = spec
             machine = try await provider.start(spec, log: log)
             for step in template.steps {
-                currentStep = log.redact(step.title)
+                steps.enter(log.redact(step.title))
                 try Task.checkCancellation()
                 try await run(step, on: machine!, template: template, log: log)
             }
-            currentStep = "secret scan"
+            steps.enter("secret scan")
             try await scanForSecrets(on: machine!, template: template, log: log)
-            currentStep = "shutdown"
+            steps.enter("shutdown")
             let stopping = ContinuousClock.now
             try await machine!.shutdown(log: log)
             machine = nil
             log.emit("kiln", "VM stopped after \((ContinuousClock.now - stopping).kilnDescription)")
-            currentStep = "snapshot"
+            steps.enter("snapshot")
             let sealing = ContinuousClock.now
             if hasKernel {
                 // The kernel boots its children too; hard links cost no space.
@@ -214,7 +229,6 @@ public struct Builder: Sendable {
             let archive = store.logArchivePath(buildID: buildID)
             // Archived once before the catalog names the image: a host disk that is full fails
             // the build here, while no image exists yet (the archive is written again below).
-            currentStep = "snapshot"
             try LogArchive.write([("build.log", log.path)], to: archive.absolute)
             let image = try store.catalog.commit(
                 ImageDraft(
@@ -222,15 +236,22 @@ public struct Builder: Sendable {
                     labels: template.labels.mapValues(log.redact), description: template.description,
                     templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
                     sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
-                    backingDigest: base, policy: Self.policyJSON(template.lifecycle)))
+                    backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: options.origin))
             log.emit("kiln", "image ready: \(image.name)")
+            steps.close(ok: true)
+            var ready = steps.event(.imageReady)
+            ready.step = nil
+            ready.image = image.name
+            ready.parent = image.parent
+            ready.digest = image.digest
+            reporter?.report(ready)
             record.image = image.name
             record.status = .succeeded
             do {
                 try finish(&record, log: log, scratch: scratch)
             } catch {
                 // The image is whole and named; the archive from before the commit stays.
-                reporter?.line(family: family, source: "kiln", text: "warning: could not archive the final log: \(error)")
+                log.emit("kiln", "warning: could not archive the final log: \(error)")
             }
             return image
         } catch {
@@ -241,8 +262,10 @@ public struct Builder: Sendable {
             if let sealed, (try? store.catalog.namesBlob(sealed)) == false {
                 try? fm.removeItem(atPath: store.blobDirectory(digest: sealed))
             }
-            let message = cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)"
+            let message = log.redact(cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)")
+            let currentStep = steps.current
             log.emit("kiln", "\(cancelled ? "cancelled" : "failed") at \(currentStep): \(message)")
+            steps.close(ok: false)
             let lastLines = log.lastLines(8).filter { !$0.hasPrefix("failed at ") }
             if options.onError == .keep && fm.fileExists(atPath: staging + "/" + Store.diskName) {
                 log.emit("kiln", "kept the VM disk: \(staging)/\(Store.diskName)")
@@ -253,6 +276,10 @@ public struct Builder: Sendable {
             record.failedStep = currentStep
             record.message = message
             try? finish(&record, log: log, scratch: scratch, keepScratch: options.onError == .keep)
+            var failed = steps.event(.failed)
+            failed.text = message
+            failed.cancelled = cancelled
+            reporter?.report(failed)
             if cancelled { throw KilnError(.cancelled, "build of \(family) cancelled during \(currentStep)") }
             var text = "build of \(family) failed at \(currentStep): \(message)"
             if !lastLines.isEmpty { text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n") }

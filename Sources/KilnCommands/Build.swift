@@ -16,6 +16,10 @@ struct Build: AsyncParsableCommand {
             On failure the step is named, the VM is torn down, its disk removed (keep it with \
             --on-error=keep) and the log archived: see kiln logs --failed. Ctrl-C cleans up the \
             same way and exits with status 130.
+
+            Every image records the commit of the template directory and the CI job that built \
+            it (GitLab CI, GitHub Actions, Jenkins variables; else git): see kiln inspect. \
+            --json prints the build as a stream of JSON events, one per line (docs/json.md).
             """)
 
     @OptionGroup var templates: TemplateOptions
@@ -57,6 +61,12 @@ struct Build: AsyncParsableCommand {
         help: ArgumentHelp("Build every family but these; they are taken from the catalog.", valueName: "family"))
     var except: [String] = []
 
+    @Flag(
+        help:
+            "Print events as JSON lines on standard output (build_started, step_started, output, step_finished, image_ready, up_to_date, failed)."
+    )
+    var json = false
+
     func run() async throws {
         guard let onErrorMode = BuildOptions.OnError(rawValue: onError) else {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
@@ -81,8 +91,9 @@ struct Build: AsyncParsableCommand {
         options.bootTimeout = .seconds(bootTimeout)
         options.stepTimeout = .seconds(stepTimeout)
         options.shutdownTimeout = .seconds(shutdownTimeout)
-        let builder = Builder(
-            store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
+        options.origin = await BuildOrigin.detect(templates: templates.path)
+        let reporter: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
+        let builder = Builder(store: store, provider: try Providers.named("qemu"), options: options, reporter: reporter)
         let results = try await builder.build(
             graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
         // The cache stays bounded without anyone remembering to prune it. The images are built
@@ -94,6 +105,7 @@ struct Build: AsyncParsableCommand {
         } catch {
             printError("kiln: warning: could not prune the source cache: \(error)")
         }
+        if json { return }
         for result in results {
             let image = result.image
             let on = image.parent.map { " (on \($0))" } ?? ""

@@ -30,7 +30,8 @@ struct Inspect: AsyncParsableCommand {
             ("digest", "sha256:" + view.digest), ("disk", view.disk),
             ("size", humanSize(view.size)), ("created", view.created), ("source", view.source),
             ("description", view.description), ("template", "sha256:" + view.templateHash),
-            ("build", view.buildID), ("log", view.log), ("build key", view.buildKey.map { "sha256:" + $0 } ?? "-"),
+            ("build", view.buildID), ("origin", view.origin?.summary), ("job url", view.origin?.jobURL), ("log", view.log),
+            ("build key", view.buildKey.map { "sha256:" + $0 } ?? "-"),
             ("labels", view.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
         ]
         for case let (key, value?) in rows { print("\(key.padding(toLength: 12, withPad: " ", startingAt: 0))\(value)") }

@@ -2,6 +2,7 @@ import Foundation
 import KilnBuild
 import KilnCore
 import KilnStore
+import Synchronization
 
 /// The JSON shape of an image (`kiln images --json`, `kiln inspect --json`), documented in docs/cli.md.
 struct ImageView: Codable {
@@ -27,6 +28,8 @@ struct ImageView: Codable {
     var deleteOn: String?
     var purgeOn: String?
     var purged: Bool
+    /// The commit and CI job the image was built from; absent for images made before kiln recorded it.
+    var origin: BuildOrigin?
 
     enum CodingKeys: String, CodingKey {
         case name, family, version, state, parent, size, created, digest, disk, labels, description
@@ -39,7 +42,7 @@ struct ImageView: Codable {
         case obsoleteOn = "obsolete_on"
         case deleteOn = "delete_on"
         case purgeOn = "purge_on"
-        case purged
+        case purged, origin
     }
 
     init(_ image: ImageRecord, store: Store) {
@@ -65,6 +68,7 @@ struct ImageView: Codable {
         deleteOn = image.deleteOn?.formatted(.iso8601)
         purgeOn = image.purgeOn?.formatted(.iso8601)
         purged = image.purged
+        origin = image.buildOrigin
     }
 }
 
@@ -103,7 +107,17 @@ final class ConsoleReporter: BuildReporter {
     private let isTerminal = isatty(STDERR_FILENO) == 1
     private let statusShown = Locked(false)
 
-    func line(family: String, source: String, text: String) {
+    func report(_ event: BuildEvent) {
+        switch event.event {
+        case .output: line(family: event.family, source: event.source ?? "kiln", text: event.text ?? "")
+        case .waiting: line(family: event.family, source: "kiln", text: event.text ?? "waiting")
+        case .upToDate: line(family: event.family, source: "kiln", text: "up to date: \(event.image ?? "?")")
+        // The log's own lines tell these, and the error report the failure.
+        case .buildStarted, .stepStarted, .stepFinished, .imageReady, .failed: break
+        }
+    }
+
+    private func line(family: String, source: String, text: String) {
         let time = Date().formatted(.iso8601.time(includingFractionalSeconds: false))
         if isTerminal {
             if source == "console" {
@@ -124,5 +138,16 @@ final class ConsoleReporter: BuildReporter {
         } else {
             FileHandle.standardError.write(Data("\(time) \(family) | \(source): \(text)\n".utf8))
         }
+    }
+}
+
+/// `kiln build --json`: every event as one line of JSON on standard output (docs/json.md).
+/// Lines from parallel builds never interleave: each is written whole, under a lock.
+final class JSONLinesReporter: BuildReporter {
+    private let lock = Mutex(())
+
+    func report(_ event: BuildEvent) {
+        let line = Data((event.jsonLine + "\n").utf8)
+        lock.withLock { _ in FileHandle.standardOutput.write(line) }
     }
 }

@@ -115,6 +115,10 @@ public final class Catalog: Sendable {
             }
             try db.create(index: "image_on_family_state", on: "image", columns: ["family", "state"])
         }
+        migrator.registerMigration("v7-origin") { db in
+            // The commit and CI job an image was built from (BuildOrigin, JSON).
+            try db.alter(table: "image") { t in t.add(column: "origin", .text) }
+        }
         return migrator
     }
 
@@ -254,7 +258,7 @@ public final class Catalog: Sendable {
                 labels: draft.labelsJSON, description: draft.description, templateHash: draft.templateHash,
                 size: draft.size, log: draft.log, buildID: draft.buildID, sourceKind: draft.sourceKind,
                 buildKey: draft.buildKey, keyInputs: draft.keyInputs, backingDigest: draft.backingDigest,
-                policy: draft.policy)
+                policy: draft.policy, origin: draft.origin?.json)
             try record.insert(db)
             try db.execute(
                 sql: "UPDATE build SET image = ? WHERE id = ?", arguments: [record.name, draft.buildID])
@@ -311,12 +315,15 @@ public struct ImageDraft: Sendable {
     public var backingDigest: String?
     /// JSON of the template's lifecycle policy.
     public var policy: String?
+    public var origin: BuildOrigin?
 
     public init(
         family: String, digest: String, parent: String?, labels: [String: String], description: String?,
         templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
-        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, policy: String? = nil
+        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, policy: String? = nil,
+        origin: BuildOrigin? = nil
     ) {
+        self.origin = origin
         self.policy = policy
         self.backingDigest = backingDigest
         self.buildKey = buildKey

@@ -50,6 +50,10 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     /// When `kiln gc` may remove the disk of this DELETED image.
     public var purgeOn: Date?
     public var purged: Bool = false
+    /// JSON of the ``BuildOrigin``: commit, branch, CI job; nil for images made before it was recorded.
+    public var origin: String? = nil
+
+    public var buildOrigin: BuildOrigin? { origin.flatMap(BuildOrigin.init(json:)) }
 
     public var labelDictionary: [String: String] {
         (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]

@@ -1,4 +1,5 @@
 import Foundation
+import KilnBuild
 import KilnCore
 import KilnProviders
 import KilnTemplates
@@ -47,4 +48,10 @@ final class FakeMachine: Machine {
     func destroy() async {
         provider.events.withLock { $0.append("destroy") }
     }
+}
+
+/// Keeps every event a build reports, in order.
+final class CollectingReporter: BuildReporter {
+    let events = Locked<[BuildEvent]>([])
+    func report(_ event: BuildEvent) { events.withLock { $0.append(event) } }
 }

@@ -146,11 +146,6 @@ struct ReliabilityTests {
         #expect(try store.catalog.images().filter { $0.family == "app" }.count == 2)
     }
 
-    final class CollectingReporter: BuildReporter {
-        let lines = Locked<[String]>([])
-        func line(family: String, source: String, text: String) { lines.withLock { $0.append("\(source): \(text)") } }
-    }
-
     @Test("a sensitive value reaches the step, but not the live output, the archived log, the catalog or kiln inspect --json")
     func sensitiveValuesStayRedacted() async throws {
         let workspace = try Workspace()
@@ -162,9 +157,10 @@ struct ReliabilityTests {
         let images = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
         // The step itself gets the value: redaction is for what people and files see.
         #expect(provider.events.value.contains { $0.contains("TOKEN=hunter2") })
-        #expect(!reporter.lines.value.isEmpty)
-        #expect(!reporter.lines.value.contains { $0.contains("hunter2") })
-        #expect(reporter.lines.value.contains { $0.contains("<sensitive>") })
+        let lines = reporter.events.value.map(\.jsonLine)
+        #expect(!lines.isEmpty)
+        #expect(!lines.contains { $0.contains("hunter2") })
+        #expect(lines.contains { $0.contains("<sensitive>") })
         let app = try #require(images.last)
         let log = try #require(try LogArchive.read(workspace.store.absolute(app.log), entry: "build.log"))
         #expect(!String(decoding: log, as: UTF8.self).contains("hunter2"))

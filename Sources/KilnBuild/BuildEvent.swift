@@ -1,0 +1,116 @@
+import Foundation
+import KilnCore
+
+/// One thing that happened in a build: what `kiln build --json` prints, one JSON object per
+/// line (docs/json.md), and what the console view renders. Every text has been through the
+/// build's redaction (BuildLog) before it gets here.
+public struct BuildEvent: Sendable, Encodable, Equatable {
+    public enum Kind: String, Sendable, Encodable, CaseIterable {
+        /// Another kiln holds the family's lock; this one waits for it.
+        case waiting
+        /// A READY image was built from the same inputs: nothing to do.
+        case upToDate = "up_to_date"
+        /// The inputs changed (`reasons`): a build begins, with a new build id.
+        case buildStarted = "build_started"
+        /// A stage of the build: verify or source, boot, each provision step, secret scan, shutdown, snapshot.
+        case stepStarted = "step_started"
+        /// One line of the build's log: kiln's own (`source: kiln`), a step's, or the serial console's.
+        case output
+        case stepFinished = "step_finished"
+        /// The image is sealed and named in the catalog.
+        case imageReady = "image_ready"
+        /// The build failed (or was cancelled) at `step`; its VM is gone and its log archived.
+        case failed
+    }
+
+    public var event: Kind
+    public var time: Date
+    /// The template's `image:`, which names the family; the same in every event of one image.
+    public var family: String
+    /// The exact image (`family-vYYYYMMDD-N`): in up_to_date and image_ready.
+    public var image: String?
+    /// The build id (`kiln logs BUILD`): from build_started on.
+    public var build: String?
+    public var step: String?
+    /// Where an output line came from: `kiln`, `console` or the step's title.
+    public var source: String?
+    /// The output line, or the message of waiting, failed.
+    public var text: String?
+    /// How long a step ran (step_finished).
+    public var seconds: Double?
+    /// Whether the step succeeded (step_finished).
+    public var ok: Bool?
+    /// Why the image is built (build_started).
+    public var reasons: [String]?
+    public var parent: String?
+    /// The image's blob (image_ready, up_to_date).
+    public var digest: String?
+    /// The build was interrupted (failed).
+    public var cancelled: Bool?
+
+    public init(_ event: Kind, family: String, time: Date = Date()) {
+        self.event = event
+        self.family = family
+        self.time = time
+    }
+
+    static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+
+    /// One line of JSON, keys sorted, the time as ISO 8601 UTC with milliseconds.
+    public var jsonLine: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(date.formatted(Self.timeFormat))
+        }
+        return String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}
+
+/// Where a build's events go: the console, a JSON stream, a test.
+public protocol BuildReporter: Sendable {
+    func report(_ event: BuildEvent)
+}
+
+/// Tells the reporter when each stage of one build starts and ends, and remembers the
+/// current one for the failure message. Used inside one build's task only.
+final class StepTracker {
+    private(set) var current = "prepare"
+    private var started: ContinuousClock.Instant?
+    private let template: BuildEvent
+    private let reporter: (any BuildReporter)?
+
+    init(family: String, build: String, reporter: (any BuildReporter)?) {
+        var template = BuildEvent(.stepStarted, family: family)
+        template.build = build
+        self.template = template
+        self.reporter = reporter
+    }
+
+    func enter(_ step: String) {
+        close(ok: true)
+        current = step
+        started = .now
+        reporter?.report(event(.stepStarted))
+    }
+
+    /// Ends the open step, if any.
+    func close(ok: Bool) {
+        guard let started else { return }
+        self.started = nil
+        var finished = event(.stepFinished)
+        let elapsed = ContinuousClock.now - started
+        finished.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        finished.ok = ok
+        reporter?.report(finished)
+    }
+
+    func event(_ kind: BuildEvent.Kind) -> BuildEvent {
+        var event = template
+        event.event = kind
+        event.time = Date()
+        event.step = current
+        return event
+    }
+}
