@@ -9,7 +9,7 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
                libarchive-dev libsqlite3-dev zstd ca-certificates uidmap
 
-.PHONY: all deps build release demo test test-fast lint format clean bench bench-quick
+.PHONY: all deps test-deps build release demo test test-fast lint format clean bench bench-quick
 
 all: build
 
@@ -27,6 +27,12 @@ deps:
 	@command -v $(SWIFT) >/dev/null || { echo "kiln needs Swift 6.3 (https://swift.org/install); none on PATH" >&2; exit 1; }
 	$(call install-missing,$(DEB_PACKAGES))
 
+# What only the tests need: check-jsonschema (PyPI) checks generated GitLab pipelines.
+test-deps: deps
+	@check-jsonschema --version >/dev/null 2>&1 || { \
+	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
+	  python3 -m pip install -q check-jsonschema 2>/dev/null || python3 -m pip install -q --break-system-packages check-jsonschema; }
+
 build: deps
 	$(SWIFT) build
 
@@ -40,7 +46,7 @@ demo: release
 	.build/release/kiln images --home "$(KILN_HOME)"
 
 # The whole suite: fast tests and the real-VM build of examples/debian.
-test: deps
+test: test-deps
 	$(SWIFT) build --build-tests
 	@# The VM tests share one store: KILN_TEST_HOME when given (CI keeps it for bench-quick),
 	@# else a temporary one, removed afterwards.
@@ -49,7 +55,7 @@ test: deps
 	[ -n "$$KILN_TEST_HOME" ] || rm -rf "$$home"; exit $$status
 
 # Only the tests that need no VM (seconds).
-test-fast: deps
+test-fast: test-deps
 	KILN_SKIP_VM_TESTS=1 $(SWIFT) test
 
 lint:

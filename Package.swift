@@ -32,7 +32,7 @@ let package = Package(
             ]
         ),
         .target(name: "KilnTemplates", dependencies: ["KilnCore", "Yams"]),
-        .target(name: "KilnGraph", dependencies: ["KilnTemplates"]),
+        .target(name: "KilnGraph", dependencies: ["KilnTemplates", "Yams"]),
         .target(
             name: "KilnStore",
             dependencies: ["KilnCore", "KilnTemplates", "CArchive", .product(name: "GRDB", package: "GRDB.swift")]
@@ -54,9 +54,9 @@ let package = Package(
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"]),
         .testTarget(name: "KilnProvidersTests", dependencies: ["KilnProviders", "KilnCore"]),
         .testTarget(
-            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands"],
+            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands", "Yams"],
             // Run from its source path by DownloadTests (a loopback HTTP server), not bundled.
             exclude: ["Fixtures/range_server.py"]),
-        .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnCommands"]),
+        .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnCommands", "Yams"]),
     ]
 )

@@ -21,6 +21,8 @@ public struct BuildEvent: Sendable, Encodable, Equatable {
         case imageReady = "image_ready"
         /// The build failed (or was cancelled) at `step`; its VM is gone and its log archived.
         case failed
+        /// `kiln build --promote`: the channel now points at the image.
+        case promoted
     }
 
     public var event: Kind
@@ -47,6 +49,8 @@ public struct BuildEvent: Sendable, Encodable, Equatable {
     public var digest: String?
     /// The build was interrupted (failed).
     public var cancelled: Bool?
+    /// The channel moved (promoted).
+    public var channel: String?
 
     public init(_ event: Kind, family: String, time: Date = Date()) {
         self.event = event

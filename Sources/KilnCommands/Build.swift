@@ -61,10 +61,13 @@ struct Build: AsyncParsableCommand {
         help: ArgumentHelp("Build every family but these; they are taken from the catalog.", valueName: "family"))
     var except: [String] = []
 
-    @Flag(
-        help:
-            "Print events as JSON lines on standard output (build_started, step_started, output, step_finished, image_ready, up_to_date, failed)."
-    )
+    @Option(
+        help: ArgumentHelp(
+            "Point this channel of each built (or up-to-date) image's family at it, e.g. dev for a per-commit build.",
+            valueName: "channel"))
+    var promote: String?
+
+    @Flag(help: "Print the build as JSON events, one per line, on standard output (docs/json.md).")
     var json = false
 
     func run() async throws {
@@ -72,6 +75,9 @@ struct Build: AsyncParsableCommand {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
         }
         if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
+        if let promote, !Names.isValidFamily(promote) {
+            throw KilnError(.invalidInput, "invalid channel name '\(promote)': must match [a-z0-9][a-z0-9-]{0,62}")
+        }
         guard bootTimeout > 0, stepTimeout > 0, shutdownTimeout > 0 else {
             throw KilnError(.invalidInput, "--boot-timeout, --step-timeout and --shutdown-timeout must be positive")
         }
@@ -104,6 +110,15 @@ struct Build: AsyncParsableCommand {
             }
         } catch {
             printError("kiln: warning: could not prune the source cache: \(error)")
+        }
+        if let promote {
+            for result in results where try store.catalog.channel(promote, of: result.image.family)?.image != result.image.name {
+                try store.catalog.promote(result.image.name, channel: promote)
+                var event = BuildEvent(.promoted, family: result.image.family)
+                event.image = result.image.name
+                event.channel = promote
+                reporter.report(event)
+            }
         }
         if json { return }
         for result in results {

@@ -112,6 +112,8 @@ final class ConsoleReporter: BuildReporter {
         case .output: line(family: event.family, source: event.source ?? "kiln", text: event.text ?? "")
         case .waiting: line(family: event.family, source: "kiln", text: event.text ?? "waiting")
         case .upToDate: line(family: event.family, source: "kiln", text: "up to date: \(event.image ?? "?")")
+        case .promoted:
+            line(family: event.family, source: "kiln", text: "promoted \(event.image ?? "?") to \(event.family)@\(event.channel ?? "?")")
         // The log's own lines tell these, and the error report the failure.
         case .buildStarted, .stepStarted, .stepFinished, .imageReady, .failed: break
         }

@@ -8,14 +8,19 @@ struct Promote: AsyncParsableCommand {
             Channels let the same image go from dev to prod: resolve FAMILY@CHANNEL gives the \
             image the channel points at. Every move is kept in the family's history (kiln family \
             show), and an image a channel points at is never obsoleted or deleted.
+
+            NAME is an exact image, FAMILY@CHANNEL (the image that channel points at: \
+            `kiln promote shop-web@dev --channel prod` moves prod to the very image dev runs) \
+            or a family (its newest READY image).
             """)
 
-    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Argument(help: ArgumentHelp("An image name, FAMILY@CHANNEL or a family.", valueName: "name")) var name: String
     @Option(help: ArgumentHelp("The channel.", valueName: "channel")) var channel: String
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        let assignment = try store.open().catalog.promote(name, channel: channel)
+        let catalog = try store.open().catalog
+        let assignment = try catalog.promote(try catalog.resolve(name).name, channel: channel)
         print("\(assignment.family)@\(assignment.name) -> \(assignment.image)")
     }
 }

@@ -31,11 +31,23 @@ public enum Names {
     }
 }
 
-/// Quoting for the one place kiln must build a shell line: the remote command of `ssh`.
+/// Quoting for where kiln must build a shell line: the remote command of `ssh`, and the
+/// scripts of generated CI jobs.
 public enum ShellQuote {
     /// Wraps `value` in single quotes; the only character needing care inside them is `'` itself.
     public static func quote(_ value: String) -> String {
         "'" + value.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// `value` as is when the shell reads it as one literal word, else quoted: for lines people read.
+    public static func word(_ value: String) -> String {
+        let plain =
+            !value.isEmpty
+            && value.utf8.allSatisfy { b in
+                (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z"))
+                    || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z")) || "_./=:@%+,-".utf8.contains(b)
+            }
+        return plain ? value : quote(value)
     }
 
     public static func join(_ argv: [String]) -> String {
