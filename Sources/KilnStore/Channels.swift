@@ -1,10 +1,8 @@
 import Foundation
-import GRDB
 import KilnCore
 
 /// One assignment of a channel (`dev`, `prod`, ...) of a family to an exact image.
-public struct ChannelAssignment: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "channel"
+public struct ChannelAssignment: Codable, Sendable, Equatable {
     public var id: Int64?
     public var family: String
     public var name: String
@@ -24,14 +22,16 @@ extension Catalog {
             throw KilnError(.invalidInput, "invalid channel name '\(channel)': must match [a-z0-9][a-z0-9-]{0,62}")
         }
         return try db.write { db in
-            guard let record = try ImageRecord.fetchOne(db, key: image) else {
+            guard let record = try Catalog.image(named: image, db) else {
                 throw KilnError(.notFound, "no image named '\(image)' (see kiln images)")
             }
             guard record.state == .ready else {
                 throw KilnError(.invalidInput, "\(image) is \(record.state.rawValue): only a READY image can be promoted")
             }
             let assignment = ChannelAssignment(id: nil, family: record.family, name: channel, image: image, at: now, actor: actor)
-            try assignment.insert(db)
+            try db.execute(
+                "INSERT INTO channel (family, name, image, at, actor) VALUES (?, ?, ?, ?, ?)",
+                [.text(assignment.family), .text(channel), .text(image), .date(now), .text(actor)])
             return assignment
         }
     }
@@ -39,15 +39,16 @@ extension Catalog {
     /// The image `family@channel` points at now.
     public func channel(_ name: String, of family: String) throws -> ChannelAssignment? {
         try db.read { db in
-            try ChannelAssignment.filter(Column("family") == family && Column("name") == name)
-                .order(Column("at").desc, Column("id").desc).fetchOne(db)
+            try db.row(
+                Self.channelSelect + " WHERE family = ? AND name = ? ORDER BY at DESC, id DESC LIMIT 1", [.text(family), .text(name)]
+            ).map(ChannelAssignment.init(row:))
         }
     }
 
     /// Every assignment of the family's channels, oldest first.
     public func channelHistory(of family: String) throws -> [ChannelAssignment] {
         try db.read { db in
-            try ChannelAssignment.filter(Column("family") == family).order(Column("at"), Column("id")).fetchAll(db)
+            try db.rows(Self.channelSelect + " WHERE family = ? ORDER BY at, id", [.text(family)]).map(ChannelAssignment.init(row:))
         }
     }
 
@@ -59,13 +60,23 @@ extension Catalog {
     }
 
     /// Images some channel points at now (they are never obsoleted or deleted).
-    static func channelTargets(_ db: Database) throws -> Set<String> {
-        let rows = try Row.fetchAll(
-            db,
-            sql: """
+    static func channelTargets(_ db: any SQLConnection) throws -> Set<String> {
+        Set(
+            try db.strings(
+                """
                 SELECT image FROM channel c WHERE id = (
                   SELECT id FROM channel d WHERE d.family = c.family AND d.name = c.name ORDER BY at DESC, id DESC LIMIT 1)
-                """)
-        return Set(rows.map { $0["image"] as String })
+                """, column: "image"))
+    }
+
+    static let channelSelect = "SELECT id, family, name, image, at, actor FROM channel"
+}
+
+extension ChannelAssignment {
+    init(row: any SQLRow) throws {
+        self.init(
+            id: try row.int64("id"), family: try row.required("family", row.string), name: try row.required("name", row.string),
+            image: try row.required("image", row.string), at: try row.required("at", row.date), actor: try row.required("actor", row.string)
+        )
     }
 }

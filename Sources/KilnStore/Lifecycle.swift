@@ -1,10 +1,8 @@
 import Foundation
-import GRDB
 import KilnCore
 
 /// One recorded state change of an image.
-public struct ImageEvent: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "event"
+public struct ImageEvent: Codable, Sendable, Equatable {
     public var id: Int64?
     public var image: String
     public var family: String
@@ -44,12 +42,15 @@ public struct Transition: Sendable {
 /// The lifecycle rules (docs/lifecycle.md), enforced in the catalog inside one transaction per change.
 extension Catalog {
     public func children(of name: String) throws -> [ImageRecord] {
-        try db.read { db in try ImageRecord.filter(Column("parent") == name).order(Column("name")).fetchAll(db) }
+        try db.read { db in try Self.children(of: name, db) }
     }
 
     public func history(family: String) throws -> [ImageEvent] {
         try db.read { db in
-            try ImageEvent.filter(Column("family") == family).order(Column("at"), Column("id")).fetchAll(db)
+            try db.rows(
+                "SELECT id, image, family, fromState, toState, at, actor, reason FROM event WHERE family = ? ORDER BY at, id",
+                [.text(family)]
+            ).map(ImageEvent.init(row:))
         }
     }
 
@@ -64,10 +65,10 @@ extension Catalog {
     /// One state change inside the caller's transaction. Every rule is checked before anything
     /// is written, so a refusal leaves the transaction as it was.
     static func apply(
-        _ name: String, _ change: Transition, dryRun: Bool, channelTargets: Set<String>, db: Database, known: ImageRecord? = nil,
+        _ name: String, _ change: Transition, dryRun: Bool, channelTargets: Set<String>, db: any SQLConnection, known: ImageRecord? = nil,
         knownReplacement: ImageRecord? = nil
     ) throws -> [ImageEvent] {
-        guard let image = try known ?? ImageRecord.fetchOne(db, key: name) else {
+        guard let image = try known ?? Catalog.image(named: name, db) else {
             throw KilnError(.notFound, "no image named '\(name)' (see kiln images)")
         }
         try Self.check(image, change, channelTargets: channelTargets, db: db, knownReplacement: knownReplacement)
@@ -105,8 +106,18 @@ extension Catalog {
             case .deleted:
                 target.purgeOn = change.purgeOn ?? target.purgeOn
             }
-            try target.update(db, columns: ["state", "replacement", "obsoleteOn", "deleteOn", "purgeOn"])
-            try event.insert(db)
+            try db.execute(
+                "UPDATE image SET state = ?, replacement = ?, obsoleteOn = ?, deleteOn = ?, purgeOn = ? WHERE name = ?",
+                [
+                    .text(target.state.rawValue), .optional(target.replacement), .optional(target.obsoleteOn),
+                    .optional(target.deleteOn), .optional(target.purgeOn), .text(target.name),
+                ])
+            try db.execute(
+                "INSERT INTO event (image, family, fromState, toState, at, actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    .text(event.image), .text(event.family), .text(event.fromState.rawValue), .text(event.toState.rawValue),
+                    .date(event.at), .text(event.actor), .text(event.reason),
+                ])
         }
         return events
     }
@@ -119,7 +130,7 @@ extension Catalog {
     /// `knownReplacement`: the replacement's row when the caller read it in this transaction
     /// (a rotation names its family's head for every image it deprecates).
     private static func check(
-        _ image: ImageRecord, _ change: Transition, channelTargets: Set<String>, db: Database, knownReplacement: ImageRecord?
+        _ image: ImageRecord, _ change: Transition, channelTargets: Set<String>, db: any SQLConnection, knownReplacement: ImageRecord?
     ) throws {
         let from = image.state
         let allowed: Bool
@@ -134,7 +145,7 @@ extension Catalog {
         }
         if let replacement = change.replacement {
             let known = knownReplacement.flatMap { $0.name == replacement ? $0 : nil }
-            guard let other = try known ?? ImageRecord.fetchOne(db, key: replacement) else {
+            guard let other = try known ?? Catalog.image(named: replacement, db) else {
                 throw KilnError(.notFound, "replacement '\(replacement)' is not an image")
             }
             guard other.state == .ready, other.name != image.name else {
@@ -149,11 +160,7 @@ extension Catalog {
                 throw KilnError(
                     .invalidInput, "\(image.name) is what a channel of \(image.family) points at: promote another image first")
             }
-            let head =
-                try ImageRecord
-                .filter(Column("family") == image.family && Column("state") == ImageState.ready.rawValue)
-                .order(Column("created").desc, Column("version").desc)
-                .fetchOne(db)
+            let head = try Catalog.newest(image.family, .ready, db).first
             if head?.name == image.name {
                 throw KilnError(
                     .invalidInput,
@@ -162,11 +169,15 @@ extension Catalog {
         }
     }
 
-    private static func descendants(of name: String, db: Database) throws -> [ImageRecord] {
+    static func children(of name: String, _ db: any SQLConnection) throws -> [ImageRecord] {
+        try db.rows(ImageRecord.select + " WHERE parent = ? ORDER BY name", [.text(name)]).map(ImageRecord.init(row:))
+    }
+
+    private static func descendants(of name: String, db: any SQLConnection) throws -> [ImageRecord] {
         var result: [ImageRecord] = []
         var frontier = [name]
         while let next = frontier.popLast() {
-            let children = try ImageRecord.filter(Column("parent") == next).order(Column("name")).fetchAll(db)
+            let children = try Self.children(of: next, db)
             result += children
             frontier += children.map(\.name)
         }
@@ -178,7 +189,7 @@ extension Catalog {
     public func rollback(family: String, actor: String = Transition.defaultActor(), now: Date = Date()) throws -> (
         from: ImageRecord, to: ImageRecord
     ) {
-        let ready = try db.read { db in try Self.newest(family, .ready).limit(2).fetchAll(db) }
+        let ready = try db.read { db in try Self.newest(family, .ready, limit: 2, db) }
         guard let head = ready.first else { throw KilnError(.notFound, "family '\(family)' has no READY image") }
         guard ready.count == 2 else {
             throw KilnError(.invalidInput, "\(head.name) is the only READY image of \(family): nothing to roll back to")
@@ -187,5 +198,21 @@ extension Catalog {
         change.replacement = ready[1].name
         try transition(head.name, change)
         return (head, ready[1])
+    }
+}
+
+extension ImageEvent {
+    init(row: any SQLRow) throws {
+        func state(_ column: String) throws -> ImageState {
+            let text = try row.required(column, row.string)
+            guard let state = ImageState(rawValue: text) else {
+                throw KilnError(.storeInconsistent, "the catalog names an unknown image state '\(text)'")
+            }
+            return state
+        }
+        self.init(
+            id: try row.int64("id"), image: try row.required("image", row.string), family: try row.required("family", row.string),
+            fromState: try state("fromState"), toState: try state("toState"), at: try row.required("at", row.date),
+            actor: try row.required("actor", row.string), reason: try row.required("reason", row.string))
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+import KilnCore
 
 /// Lifecycle states of an image (docs/lifecycle.md). Only READY images are built from by default.
 public enum ImageState: String, Codable, Sendable, CaseIterable {
@@ -10,8 +10,7 @@ public enum ImageState: String, Codable, Sendable, CaseIterable {
 }
 
 /// One immutable image: a row of the catalog's `image` table.
-public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "image"
+public struct ImageRecord: Codable, Sendable, Equatable {
 
     /// `family-vYYYYMMDD-N`: unique, what deploy tools name.
     public var name: String
@@ -73,8 +72,7 @@ public enum BuildStatus: String, Codable, Sendable {
 }
 
 /// One attempt at building one image, kept for failed builds too so their logs can be found.
-public struct BuildRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "build"
+public struct BuildRecord: Codable, Sendable, Equatable {
 
     public var id: String
     public var family: String
@@ -102,5 +100,71 @@ public struct BuildRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
         self.message = message
         self.log = log
         self.pid = pid
+    }
+}
+
+// MARK: - Rows
+
+extension ImageRecord {
+    /// The `image` table's columns, in the order of ``values``.
+    static let columns = [
+        "name", "family", "version", "digest", "parent", "state", "created", "labels", "description", "templateHash", "size",
+        "log", "buildID", "sourceKind", "buildKey", "keyInputs", "backingDigest", "replacement", "obsoleteOn", "deleteOn",
+        "policy", "purgeOn", "purged", "origin",
+    ]
+    static let select = "SELECT " + columns.joined(separator: ", ") + " FROM image"
+    static let insert =
+        "INSERT INTO image (" + columns.joined(separator: ", ") + ") VALUES (" + columns.map { _ in "?" }.joined(separator: ", ") + ")"
+
+    var values: [SQLValue] {
+        [
+            .text(name), .text(family), .text(version), .text(digest), .optional(parent), .text(state.rawValue), .date(created),
+            .text(labels), .optional(description), .text(templateHash), .integer(size), .text(log), .text(buildID),
+            .text(sourceKind), .optional(buildKey), .optional(keyInputs), .optional(backingDigest), .optional(replacement),
+            .optional(obsoleteOn), .optional(deleteOn), .optional(policy), .optional(purgeOn), .bool(purged), .optional(origin),
+        ]
+    }
+
+    init(row: any SQLRow) throws {
+        let stateText = try row.required("state", row.string)
+        guard let state = ImageState(rawValue: stateText) else {
+            throw KilnError(.storeInconsistent, "the catalog names an unknown image state '\(stateText)'")
+        }
+        self.init(
+            name: try row.required("name", row.string), family: try row.required("family", row.string),
+            version: try row.required("version", row.string), digest: try row.required("digest", row.string),
+            parent: try row.string("parent"), state: state, created: try row.required("created", row.date),
+            labels: try row.required("labels", row.string), description: try row.string("description"),
+            templateHash: try row.required("templateHash", row.string), size: try row.required("size", row.int64),
+            log: try row.required("log", row.string), buildID: try row.required("buildID", row.string),
+            sourceKind: try row.required("sourceKind", row.string), buildKey: try row.string("buildKey"),
+            keyInputs: try row.string("keyInputs"), backingDigest: try row.string("backingDigest"),
+            replacement: try row.string("replacement"), obsoleteOn: try row.date("obsoleteOn"), deleteOn: try row.date("deleteOn"),
+            policy: try row.string("policy"), purgeOn: try row.date("purgeOn"), purged: try row.bool("purged") ?? false,
+            origin: try row.string("origin"))
+    }
+}
+
+extension BuildRecord {
+    static let columns = ["id", "family", "image", "status", "started", "finished", "failedStep", "message", "log", "pid"]
+    static let select = "SELECT " + columns.joined(separator: ", ") + " FROM build"
+
+    var values: [SQLValue] {
+        [
+            .text(id), .text(family), .optional(image), .text(status.rawValue), .date(started), .optional(finished),
+            .optional(failedStep), .optional(message), .optional(log), .integer(Int64(pid)),
+        ]
+    }
+
+    init(row: any SQLRow) throws {
+        let statusText = try row.required("status", row.string)
+        guard let status = BuildStatus(rawValue: statusText) else {
+            throw KilnError(.storeInconsistent, "the catalog names an unknown build status '\(statusText)'")
+        }
+        self.init(
+            id: try row.required("id", row.string), family: try row.required("family", row.string), image: try row.string("image"),
+            status: status, started: try row.required("started", row.date), finished: try row.date("finished"),
+            failedStep: try row.string("failedStep"), message: try row.string("message"), log: try row.string("log"),
+            pid: Int32(truncatingIfNeeded: try row.required("pid", row.int64)))
     }
 }

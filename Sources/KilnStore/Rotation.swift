@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import KilnCore
 import KilnTemplates
 
@@ -21,8 +20,8 @@ extension Catalog {
     ) {
         // One transaction for the whole rotation: all of it happens, as of one `now`, or none.
         try db.write { db in
-            let all = try ImageRecord.filter(Column("purged") == false).order(Column("created").desc, Column("version").desc)
-                .fetchAll(db)
+            let all = try db.rows(ImageRecord.select + " WHERE purged = ? ORDER BY created DESC, version DESC", [.bool(false)])
+                .map(ImageRecord.init(row:))
             let channelTargets = try Catalog.channelTargets(db)
             var actions: [RotationAction] = []
             var skipped: [RotationAction] = []
@@ -43,7 +42,11 @@ extension Catalog {
                         continue
                     }
                     guard let change = Self.nextStep(for: image, policy: policy, head: head, now: now, actor: actor) else {
-                        if !dryRun, let dated = Self.dated(image, policy: policy, now: now) { try dated.update(db) }
+                        if !dryRun, let dated = Self.dated(image, policy: policy, now: now) {
+                            try db.execute(
+                                "UPDATE image SET obsoleteOn = ?, deleteOn = ?, purgeOn = ? WHERE name = ?",
+                                [.optional(dated.obsoleteOn), .optional(dated.deleteOn), .optional(dated.purgeOn), .text(dated.name)])
+                        }
                         continue
                     }
                     let action = RotationAction(image: image.name, family: family, from: image.state, to: change.to, note: change.reason)
@@ -102,18 +105,17 @@ extension Catalog {
     /// DELETED images whose purge date has passed and that no unpurged image is built on.
     public func purgeable(now: Date) throws -> [ImageRecord] {
         try db.read { db in
-            let candidates =
-                try ImageRecord
-                .filter(Column("state") == ImageState.deleted.rawValue && Column("purged") == false && Column("purgeOn") <= now)
-                .fetchAll(db)
-            return try candidates.filter { image in
-                try ImageRecord.filter(Column("parent") == image.name && Column("purged") == false).fetchCount(db) == 0
-            }
+            try db.rows(
+                ImageRecord.select + """
+                     i WHERE state = ? AND purged = ? AND purgeOn <= ?
+                      AND NOT EXISTS (SELECT 1 FROM image c WHERE c.parent = i.name AND c.purged = ?)
+                    """, [.text(ImageState.deleted.rawValue), .bool(false), .date(now), .bool(false)]
+            ).map(ImageRecord.init(row:))
         }
     }
 
     public func markPurged(_ name: String) throws {
-        try db.write { db in try db.execute(sql: "UPDATE image SET purged = 1 WHERE name = ?", arguments: [name]) }
+        try db.write { db in try db.execute("UPDATE image SET purged = ? WHERE name = ?", [.bool(true), .text(name)]) }
     }
 
     /// Whether any image other than `name` still needs the blob `digest` (as its own disk or as a backing file).
@@ -121,17 +123,16 @@ extension Catalog {
     /// nobody names is garbage a failed or killed build left.
     public func namesBlob(_ digest: String) throws -> Bool {
         try db.read { db in
-            try ImageRecord.filter(Column("digest") == digest).fetchCount(db) > 0
-                || Int.fetchOne(db, sql: "SELECT count(*) FROM source WHERE digest = ?", arguments: [digest]) ?? 0 > 0
+            try db.count("SELECT count(*) AS n FROM image WHERE digest = ?", [.text(digest)]) > 0
+                || db.count("SELECT count(*) AS n FROM source WHERE digest = ?", [.text(digest)]) > 0
         }
     }
 
     public func blobNeeded(_ digest: String, except name: String) throws -> Bool {
         try db.read { db in
-            try ImageRecord
-                .filter(Column("name") != name && Column("purged") == false)
-                .filter(Column("digest") == digest || Column("backingDigest") == digest)
-                .fetchCount(db) > 0
+            try db.count(
+                "SELECT count(*) AS n FROM image WHERE name <> ? AND purged = ? AND (digest = ? OR backingDigest = ?)",
+                [.text(name), .bool(false), .text(digest), .text(digest)]) > 0
         }
     }
 }

@@ -1,0 +1,168 @@
+import Foundation
+import GRDB
+import KilnCore
+
+/// The embedded catalog: SQLite through GRDB, in WAL mode, so readers never wait for the writer.
+final class SQLiteDatabase: SQLDatabase {
+    let pool: DatabasePool
+    let kind = "sqlite"
+    let location: String
+
+    init(path: String) throws {
+        var config = Configuration()
+        // Two kiln processes may share a store; wait for each other's short transactions.
+        config.busyMode = .timeout(10)
+        location = path
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw KilnError(.io, "cannot open the catalog at \(path)", cause: error as? any Error & Sendable)
+        }
+    }
+
+    func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
+        try pool.read { db in try body(SQLiteConnection(db: db)) }
+    }
+
+    func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
+        try pool.write { db in try body(SQLiteConnection(db: db)) }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "image") { t in
+                t.primaryKey("name", .text)
+                t.column("family", .text).notNull().indexed()
+                t.column("version", .text).notNull()
+                t.column("digest", .text).notNull()
+                t.column("parent", .text).references("image", onDelete: .restrict)
+                t.column("state", .text).notNull()
+                t.column("created", .datetime).notNull()
+                t.column("labels", .text).notNull()
+                t.column("description", .text)
+                t.column("templateHash", .text).notNull()
+                t.column("size", .integer).notNull()
+                t.column("log", .text).notNull()
+                t.column("buildID", .text).notNull()
+                t.column("sourceKind", .text).notNull()
+                t.uniqueKey(["family", "version"])
+            }
+            try db.create(table: "build") { t in
+                t.primaryKey("id", .text)
+                t.column("family", .text).notNull()
+                t.column("image", .text)
+                t.column("status", .text).notNull()
+                t.column("started", .datetime).notNull()
+                t.column("finished", .datetime)
+                t.column("failedStep", .text)
+                t.column("message", .text)
+                t.column("log", .text)
+                t.column("pid", .integer).notNull()
+            }
+        }
+        migrator.registerMigration("v1-sources") { db in
+            // Disks made from a source (debootstrap tree, file, URL), keyed by what made them,
+            // so the next build of the same source starts from the stored disk.
+            try db.create(table: "source") { t in
+                t.primaryKey("key", .text)
+                t.column("digest", .text).notNull()
+                t.column("description", .text).notNull()
+                t.column("created", .datetime).notNull()
+            }
+        }
+        migrator.registerMigration("v2-build-keys") { db in
+            try db.alter(table: "image") { t in
+                t.add(column: "buildKey", .text)
+                t.add(column: "keyInputs", .text)
+            }
+            try db.create(index: "image_on_family_buildKey", on: "image", columns: ["family", "buildKey"])
+        }
+        migrator.registerMigration("v3-source-use") { db in
+            // Which blob each image's disk is backed by, so a cache prune never removes a source
+            // disk an image still needs; and when a cached source disk was last used.
+            try db.alter(table: "image") { t in t.add(column: "backingDigest", .text) }
+            try db.alter(table: "source") { t in t.add(column: "used", .datetime) }
+        }
+        migrator.registerMigration("v4-lifecycle") { db in
+            try db.alter(table: "image") { t in
+                t.add(column: "replacement", .text)
+                t.add(column: "obsoleteOn", .datetime)
+                t.add(column: "deleteOn", .datetime)
+            }
+            // Every state change: who, when, why (docs/lifecycle.md).
+            try db.create(table: "event") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("image", .text).notNull().indexed()
+                t.column("family", .text).notNull().indexed()
+                t.column("fromState", .text).notNull()
+                t.column("toState", .text).notNull()
+                t.column("at", .datetime).notNull()
+                t.column("actor", .text).notNull()
+                t.column("reason", .text).notNull()
+            }
+        }
+        migrator.registerMigration("v5-channels") { db in
+            // Append-only: a channel's image is its newest row; older rows are its history.
+            try db.create(table: "channel") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("family", .text).notNull()
+                t.column("name", .text).notNull()
+                t.column("image", .text).notNull().references("image")
+                t.column("at", .datetime).notNull()
+                t.column("actor", .text).notNull()
+            }
+            try db.create(index: "channel_on_family_name", on: "channel", columns: ["family", "name"])
+        }
+        migrator.registerMigration("v6-rotation") { db in
+            try db.alter(table: "image") { t in
+                // The template's lifecycle policy (JSON) at build time: rotate applies the head's.
+                t.add(column: "policy", .text)
+                t.add(column: "purgeOn", .datetime)
+                // The blob was removed by gc; the row stays for the family's history.
+                t.add(column: "purged", .boolean).notNull().defaults(to: false)
+            }
+            try db.create(index: "image_on_family_state", on: "image", columns: ["family", "state"])
+        }
+        migrator.registerMigration("v7-origin") { db in
+            // The commit and CI job an image was built from (BuildOrigin, JSON).
+            try db.alter(table: "image") { t in t.add(column: "origin", .text) }
+        }
+        return migrator
+    }
+
+}
+
+struct SQLiteConnection: SQLConnection {
+    let db: Database
+
+    func execute(_ sql: String, _ arguments: [SQLValue]) throws {
+        try db.execute(sql: sql, arguments: StatementArguments(arguments.map(\.databaseValue)))
+    }
+
+    func rows(_ sql: String, _ arguments: [SQLValue]) throws -> [any SQLRow] {
+        try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments.map(\.databaseValue))).map(SQLiteRow.init)
+    }
+}
+
+struct SQLiteRow: SQLRow {
+    let row: Row
+    func string(_ column: String) throws -> String? { try row.decode(String?.self, forColumn: column) }
+    func int64(_ column: String) throws -> Int64? { try row.decode(Int64?.self, forColumn: column) }
+    func bool(_ column: String) throws -> Bool? { try row.decode(Bool?.self, forColumn: column) }
+    func date(_ column: String) throws -> Date? { try row.decode(Date?.self, forColumn: column) }
+}
+
+extension SQLValue {
+    /// GRDB's own encodings: dates as `YYYY-MM-DD HH:MM:SS.SSS` UTC text, which sorts and compares in time order.
+    var databaseValue: DatabaseValue {
+        switch self {
+        case .null: return .null
+        case .integer(let value): return value.databaseValue
+        case .text(let value): return value.databaseValue
+        case .bool(let value): return value.databaseValue
+        case .date(let value): return value.databaseValue
+        }
+    }
+}
