@@ -27,8 +27,10 @@ deps:
 	@command -v $(SWIFT) >/dev/null || { echo "kiln needs Swift 6.3 (https://swift.org/install); none on PATH" >&2; exit 1; }
 	$(call install-missing,$(DEB_PACKAGES))
 
-# What only the tests need: check-jsonschema (PyPI) checks generated GitLab pipelines.
+# What only the tests need: PostgreSQL (the catalog tests run on it too, in a throwaway
+# server: scripts/test-postgres) and check-jsonschema (PyPI), which checks generated GitLab pipelines.
 test-deps: deps
+	$(call install-missing,postgresql)
 	@check-jsonschema --version >/dev/null 2>&1 || { \
 	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
 	  python3 -m pip install -q check-jsonschema 2>/dev/null || python3 -m pip install -q --break-system-packages check-jsonschema; }
@@ -51,12 +53,12 @@ test: test-deps
 	@# The VM tests share one store: KILN_TEST_HOME when given (CI keeps it for bench-quick),
 	@# else a temporary one, removed afterwards.
 	@home="$${KILN_TEST_HOME:-$$(mktemp -d /tmp/kiln-test.XXXXXX)}"; \
-	KILN_TEST_HOME="$$home" $(SWIFT) test --skip-build; status=$$?; \
+	KILN_TEST_HOME="$$home" scripts/test-postgres run $(SWIFT) test --skip-build; status=$$?; \
 	[ -n "$$KILN_TEST_HOME" ] || rm -rf "$$home"; exit $$status
 
 # Only the tests that need no VM (seconds).
 test-fast: test-deps
-	KILN_SKIP_VM_TESTS=1 $(SWIFT) test
+	KILN_SKIP_VM_TESTS=1 scripts/test-postgres run $(SWIFT) test
 
 lint:
 	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests bench/Sources

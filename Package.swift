@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -35,7 +38,11 @@ let package = Package(
         .target(name: "KilnGraph", dependencies: ["KilnTemplates", "Yams"]),
         .target(
             name: "KilnStore",
-            dependencies: ["KilnCore", "KilnTemplates", "CArchive", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "KilnCore", "KilnTemplates", "CArchive", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(name: "KilnProviders", dependencies: ["KilnCore", "KilnTemplates", "KilnStore"]),
         .target(name: "KilnBuild", dependencies: ["KilnGraph", "KilnStore", "KilnProviders"]),
@@ -48,13 +55,15 @@ let package = Package(
         .executableTarget(
             name: "kiln-bench", dependencies: ["KilnStore", .product(name: "GRDB", package: "GRDB.swift")], path: "bench/Sources/kiln-bench"
         ),
+        // Shared by the test targets: catalogs on SQLite and on a test PostgreSQL server.
+        .target(name: "KilnTestSupport", dependencies: ["KilnStore", "KilnCore"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
-        .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore"]),
+        .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore", "KilnTestSupport"]),
         .testTarget(name: "KilnProvidersTests", dependencies: ["KilnProviders", "KilnCore"]),
         .testTarget(
-            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands", "Yams"],
+            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands", "KilnTestSupport", "Yams"],
             // Run from its source path by DownloadTests (a loopback HTTP server), not bundled.
             exclude: ["Fixtures/range_server.py"]),
         .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnCommands", "Yams"]),

@@ -26,9 +26,7 @@ public enum GarbageCollector {
             report.purged.append(image.name)
         }
         // Staging and scratch directories of builds that are not running any more.
-        let running = Set(
-            try store.catalog.builds(status: .running)
-                .filter { ProcessRegistry.shared.isAlive(owner: $0.pid, directory: store.runDirectory) }.map(\.id))
+        let running = Set(try store.catalog.builds(status: .running).filter(store.mayBeRunning).map(\.id))
         let staging = (try? fm.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []
         for name in staging where name.hasPrefix(".tmp-") {
             let id = String(name.dropFirst(5)).replacingOccurrences(of: "-source", with: "")

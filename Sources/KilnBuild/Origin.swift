@@ -9,7 +9,7 @@ extension BuildOrigin {
     public static func detect(templates path: String, environment: [String: String] = ProcessInfo.processInfo.environment) async
         -> BuildOrigin
     {
-        var origin = fromEnvironment(environment, host: hostName())
+        var origin = fromEnvironment(environment, host: ProcessRegistry.hostName)
         guard ProcessRunner.find("git") != nil else { return origin }
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
@@ -33,11 +33,5 @@ extension BuildOrigin {
             origin.dirty = !status.isEmpty
         }
         return origin
-    }
-
-    static func hostName() -> String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        guard gethostname(&buffer, buffer.count) == 0 else { return "unknown" }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

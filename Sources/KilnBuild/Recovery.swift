@@ -17,8 +17,7 @@ public enum Recovery {
         var report = Report()
         report.reaped = ProcessRegistry.shared.reap(directory: store.runDirectory)
         let fm = FileManager.default
-        for build in try store.catalog.builds(status: .running)
-        where !ProcessRegistry.shared.isAlive(owner: build.pid, directory: store.runDirectory) {
+        for build in try store.catalog.builds(status: .running) where !store.mayBeRunning(build) {
             var record = build
             let scratch = store.scratchDirectory(buildID: build.id)
             let logPath = scratch + "/build.log"

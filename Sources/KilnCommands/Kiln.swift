@@ -106,9 +106,18 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The store directory.", valueName: "dir"))
     var home: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The catalog: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE to share it between machines (default $KILN_CATALOG, else the store's SQLite file).",
+            valueName: "url"))
+    var catalog: String?
+
     var root: String { home ?? Store.defaultRoot() }
 
-    func open() throws -> Store { try Store(root: root) }
+    var catalogLocator: String? { catalog ?? ProcessInfo.processInfo.environment["KILN_CATALOG"] }
+
+    func open() throws -> Store { try Store(root: root, catalog: catalogLocator) }
 
     /// The store, after cleaning up what kiln processes that died mid-build left (``Recovery``).
     func openRecovered() throws -> Store {
@@ -127,7 +136,8 @@ struct StoreOptions: ParsableArguments {
 
     /// The store if one exists: commands that only read templates never create one.
     func openIfPresent() throws -> Store? {
-        FileManager.default.fileExists(atPath: root + "/catalog.sqlite") ? try open() : nil
+        let shared = !(catalogLocator ?? "").isEmpty
+        return shared || FileManager.default.fileExists(atPath: root + "/catalog.sqlite") ? try open() : nil
     }
 }
 

@@ -16,6 +16,15 @@ import Foundation
 public final class ProcessRegistry: Sendable {
     public static let shared = ProcessRegistry()
 
+    /// This machine's name: process ids mean something only on the machine that owns them, and
+    /// a store or catalog may be shared between machines (docs/ci.md).
+    public static let hostName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "localhost" : name
+    }()
+
     private struct Attached {
         let lockFD: Int32
         let childrenFD: Int32

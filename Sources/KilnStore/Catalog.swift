@@ -16,8 +16,26 @@ public final class Catalog: Sendable {
         db = database
     }
 
+    /// The catalog `locator` names: nil or empty for `STORE/catalog.sqlite`, `sqlite:PATH`, or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (also `postgresql://`).
+    public static func open(_ locator: String?, store: String) throws -> Catalog {
+        guard let locator, !locator.isEmpty else { return try Catalog(path: store + "/catalog.sqlite") }
+        if locator.hasPrefix("sqlite:") { return try Catalog(path: String(locator.dropFirst("sqlite:".count))) }
+        if locator.hasPrefix("postgres://") || locator.hasPrefix("postgresql://") {
+            return Catalog(database: try PostgresDatabase(url: locator))
+        }
+        throw KilnError(
+            .invalidInput, "cannot use '\(locator)' as a catalog: give postgres://USER@HOST[:PORT]/DATABASE or sqlite:PATH")
+    }
+
     public var kind: String { db.kind }
     public var location: String { db.location }
+
+    /// Held while `family` builds, by whichever kiln process builds it: two processes sharing
+    /// this catalog never build the same family at once, and the second sees the first's result.
+    public func lockFamily(_ family: String, waiting: @Sendable () -> Void) async throws -> any Sendable {
+        try await db.lock("family-\(family)", waiting: waiting)
+    }
 
     /// A READY image of `family` built from exactly these inputs, if any: the newest one.
     public func image(family: String, buildKey: String) throws -> ImageRecord? {

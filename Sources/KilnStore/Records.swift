@@ -85,11 +85,15 @@ public struct BuildRecord: Codable, Sendable, Equatable {
     /// Build log archive, relative to the store root; nil until archived.
     public var log: String?
     public var pid: Int32
+    /// The machine `pid` lives on; nil for builds recorded before kiln kept it.
+    public var host: String?
 
     public init(
         id: String, family: String, image: String? = nil, status: BuildStatus, started: Date,
-        finished: Date? = nil, failedStep: String? = nil, message: String? = nil, log: String? = nil, pid: Int32
+        finished: Date? = nil, failedStep: String? = nil, message: String? = nil, log: String? = nil, pid: Int32,
+        host: String? = ProcessRegistry.hostName
     ) {
+        self.host = host
         self.id = id
         self.family = family
         self.image = image
@@ -146,13 +150,13 @@ extension ImageRecord {
 }
 
 extension BuildRecord {
-    static let columns = ["id", "family", "image", "status", "started", "finished", "failedStep", "message", "log", "pid"]
+    static let columns = ["id", "family", "image", "status", "started", "finished", "failedStep", "message", "log", "pid", "host"]
     static let select = "SELECT " + columns.joined(separator: ", ") + " FROM build"
 
     var values: [SQLValue] {
         [
             .text(id), .text(family), .optional(image), .text(status.rawValue), .date(started), .optional(finished),
-            .optional(failedStep), .optional(message), .optional(log), .integer(Int64(pid)),
+            .optional(failedStep), .optional(message), .optional(log), .integer(Int64(pid)), .optional(host),
         ]
     }
 
@@ -165,6 +169,6 @@ extension BuildRecord {
             id: try row.required("id", row.string), family: try row.required("family", row.string), image: try row.string("image"),
             status: status, started: try row.required("started", row.date), finished: try row.date("finished"),
             failedStep: try row.string("failedStep"), message: try row.string("message"), log: try row.string("log"),
-            pid: Int32(truncatingIfNeeded: try row.required("pid", row.int64)))
+            pid: Int32(truncatingIfNeeded: try row.required("pid", row.int64)), host: try row.string("host"))
     }
 }

@@ -61,4 +61,8 @@ public protocol SQLDatabase: Sendable {
     var location: String { get }
     func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T
     func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T
+    /// An exclusive lock named `name` among every kiln process using this catalog, held until
+    /// the returned value is released; `waiting` is called once if another process holds it.
+    /// A process that dies releases its locks.
+    func lock(_ name: String, waiting: @Sendable () -> Void) async throws -> any Sendable
 }

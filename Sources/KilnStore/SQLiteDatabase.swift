@@ -29,6 +29,14 @@ final class SQLiteDatabase: SQLDatabase {
         try pool.write { db in try body(SQLiteConnection(db: db)) }
     }
 
+    /// A file lock beside the database (`locks/NAME.lock`): every process that opens this
+    /// catalog file sees it.
+    func lock(_ name: String, waiting: @Sendable () -> Void) async throws -> any Sendable {
+        let directory = (location as NSString).deletingLastPathComponent + "/locks"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return try await FileLock.acquire(directory + "/\(name).lock", waiting: waiting)
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -128,6 +136,10 @@ final class SQLiteDatabase: SQLDatabase {
         migrator.registerMigration("v7-origin") { db in
             // The commit and CI job an image was built from (BuildOrigin, JSON).
             try db.alter(table: "image") { t in t.add(column: "origin", .text) }
+        }
+        migrator.registerMigration("v8-build-host") { db in
+            // The machine a build's pid belongs to: a shared store or catalog spans machines.
+            try db.alter(table: "build") { t in t.add(column: "host", .text) }
         }
         return migrator
     }

@@ -13,7 +13,7 @@ import KilnCore
 ///     builds/<build>/         scratch of a running build: SSH key, serial console, raw log
 ///     logs/<build>.tar.zst    archived logs of every build, failed ones included
 ///     cache/                  downloads and probes, safe to delete
-///     run/                    one lock per live kiln process and the children it started
+///     run/<host>/             one lock per live kiln process of a machine and the children it started
 ///     locks/                  one lock per family, held while it builds
 ///
 /// Staging directories sit next to the final ones so that a child disk's relative backing path
@@ -29,7 +29,9 @@ public final class Store: Sendable {
     public static let kernelName = "vmlinuz"
     public static let initrdName = "initrd.img"
 
-    public init(root: String) throws {
+    /// - Parameter catalog: where the catalog is (``Catalog/open(_:store:)``): nil for the
+    ///   store's own SQLite file, or a `postgres://` URL for a catalog shared between machines.
+    public init(root: String, catalog locator: String? = nil) throws {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         for dir in ["", "images", "builds", "logs", "cache", "run", "locks"] {
             let path = self.root + "/" + dir
@@ -39,14 +41,24 @@ public final class Store: Sendable {
                 throw KilnError(.io, "cannot create the store directory \(path)", cause: error as NSError)
             }
         }
-        catalog = try Catalog(path: self.root + "/catalog.sqlite")
-        try ProcessRegistry.shared.attach(directory: self.root + "/run")
+        catalog = try Catalog.open(locator, store: self.root)
+        try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
+        try ProcessRegistry.shared.attach(directory: runDirectory)
     }
 
     deinit { ProcessRegistry.shared.detach(directory: runDirectory) }
 
-    /// Where live kiln processes hold their locks and record their children (``ProcessRegistry``).
-    public var runDirectory: String { root + "/run" }
+    /// Where this machine's live kiln processes hold their locks and record their children
+    /// (``ProcessRegistry``): one directory per machine, as a store may be shared.
+    public var runDirectory: String { root + "/run/" + ProcessRegistry.hostName.replacingOccurrences(of: "/", with: "_") }
+
+    /// Whether `build` may still be running: on another machine (nothing here can tell), or
+    /// in a live kiln process of this one.
+    public func mayBeRunning(_ build: BuildRecord) -> Bool {
+        guard build.status == .running else { return false }
+        if let host = build.host, host != ProcessRegistry.hostName { return true }
+        return ProcessRegistry.shared.isAlive(owner: build.pid, directory: runDirectory)
+    }
 
     /// `$KILN_HOME`, else `~/.local/share/kiln`.
     public static func defaultRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
@@ -60,8 +72,8 @@ public final class Store: Sendable {
 
     /// Held while `family` builds, by whichever kiln process builds it: two processes on one
     /// store never build the same family at once, and the second sees the first's result.
-    public func lockFamily(_ family: String, waiting: @Sendable () -> Void) async throws -> FileLock {
-        try await FileLock.acquire(root + "/locks/\(family).lock", waiting: waiting)
+    public func lockFamily(_ family: String, waiting: @Sendable () -> Void) async throws -> any Sendable {
+        try await catalog.lockFamily(family, waiting: waiting)
     }
 
     public func blobDirectory(digest: String) -> String { imagesDirectory + "/" + digest }

@@ -3,6 +3,7 @@ import KilnCore
 import KilnGraph
 import KilnStore
 import KilnTemplates
+import KilnTestSupport
 import Testing
 
 @testable import KilnBuild
@@ -12,10 +13,12 @@ import Testing
 final class Workspace {
     let dir: String
     let store: Store
+    /// Where the store's catalog is (nil: its own SQLite file).
+    let catalog: String?
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
 
-    init(product: String = "echo product ${var.token}") throws {
+    init(product: String = "echo product ${var.token}", backend: CatalogBackend = .sqlite) throws {
         dir = NSTemporaryDirectory() + "kiln-builder-" + UUID().uuidString
         let fm = FileManager.default
         try fm.createDirectory(atPath: dir + "/t/files", withIntermediateDirectories: true)
@@ -40,7 +43,8 @@ final class Workspace {
           - shell: echo after
         labels: {secret: "${var.token}"}
         """.write(toFile: dir + "/t/app.yaml", atomically: true, encoding: .utf8)
-        store = try Store(root: dir + "/home")
+        catalog = try backend.newCatalog()
+        store = try Store(root: dir + "/home", catalog: catalog)
     }
 
     func graph() throws -> (TemplateSet, ImageGraph) {

@@ -1,5 +1,6 @@
 import Foundation
 import KilnStore
+import KilnTestSupport
 import Testing
 
 @testable import KilnBuild
@@ -7,13 +8,16 @@ import Testing
 
 @Suite("Reliability: concurrent builds, damaged blobs, dead kiln processes")
 struct ReliabilityTests {
-    @Test("two builders on one store (as two kiln processes would) build each family once; the second finds it up to date")
-    func concurrentBuildersBuildOnce() async throws {
-        let workspace = try Workspace(product: "echo SLOW product")
+    @Test(
+        "two builders on one store (as two kiln processes would) build each family once; the second finds it up to date",
+        arguments: CatalogBackend.allCases)
+    func concurrentBuildersBuildOnce(backend: CatalogBackend) async throws {
+        let workspace = try Workspace(product: "echo SLOW product", backend: backend)
         defer { workspace.remove() }
         let (set, graph) = try workspace.graph()
-        // A second Store on the same root: its own catalog connection and its own lock files.
-        let other = try Store(root: workspace.store.root)
+        // A second Store on the same root and catalog: its own catalog connection and its own
+        // locks (lock files; on PostgreSQL, advisory locks on connections of its own).
+        let other = try Store(root: workspace.store.root, catalog: workspace.catalog)
         let first = Builder(store: workspace.store, provider: FakeProvider(), options: BuildOptions(), reporter: nil)
         let second = Builder(store: other, provider: FakeProvider(), options: BuildOptions(), reporter: nil)
         async let a = first.build(graph, secrets: set.sensitiveValues)

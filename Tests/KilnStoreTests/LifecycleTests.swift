@@ -1,12 +1,13 @@
 import Foundation
 import KilnCore
+import KilnTestSupport
 import Testing
 
 @testable import KilnStore
 
 /// A family of three versions and a child built on the first two: base-1 <- app-1, base-2 <- app-2, base-3.
-func lifecycleStore() throws -> (Store, [ImageRecord]) {
-    let store = try temporaryStore()
+func lifecycleStore(_ backend: CatalogBackend) throws -> (Store, [ImageRecord]) {
+    let store = try temporaryStore(backend)
     let day = ISO8601DateFormatter().date(from: "2026-11-23T10:00:00Z")!
     var images: [ImageRecord] = []
     for index in 1...3 {
@@ -32,9 +33,9 @@ struct LifecycleTests {
         return transition
     }
 
-    @Test("READY -> DEPRECATED -> OBSOLETE -> DELETED, each recorded with who, when and why")
-    func transitions() throws {
-        let (store, _) = try lifecycleStore()
+    @Test("READY -> DEPRECATED -> OBSOLETE -> DELETED, each recorded with who, when and why", arguments: CatalogBackend.allCases)
+    func transitions(backend: CatalogBackend) throws {
+        let (store, _) = try lifecycleStore(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         let catalog = store.catalog
         try catalog.transition("base-v20261123-1", change(.deprecated, replacement: "base-v20261123-3"))
@@ -55,9 +56,9 @@ struct LifecycleTests {
         #expect(app[0].reason == "test (cascaded from base-v20261123-1)")
     }
 
-    @Test("obsolete and delete refuse while live children exist, naming them; --cascade marks them")
-    func childrenGuard() throws {
-        let (store, _) = try lifecycleStore()
+    @Test("obsolete and delete refuse while live children exist, naming them; --cascade marks them", arguments: CatalogBackend.allCases)
+    func childrenGuard(backend: CatalogBackend) throws {
+        let (store, _) = try lifecycleStore(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         do {
             try store.catalog.transition("base-v20261123-2", change(.deleted))
@@ -74,9 +75,9 @@ struct LifecycleTests {
         #expect(try store.catalog.image(named: "app-v20261123-2")?.state == .deleted)
     }
 
-    @Test("the head of a family is never obsoleted or deleted; rollback deprecates it instead")
-    func headAndRollback() throws {
-        let (store, _) = try lifecycleStore()
+    @Test("the head of a family is never obsoleted or deleted; rollback deprecates it instead", arguments: CatalogBackend.allCases)
+    func headAndRollback(backend: CatalogBackend) throws {
+        let (store, _) = try lifecycleStore(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         #expect(throws: KilnError.self) { try store.catalog.transition("base-v20261123-3", change(.deleted)) }
         let (from, to) = try store.catalog.rollback(family: "base", actor: "tester", now: clock)
@@ -90,9 +91,9 @@ struct LifecycleTests {
         #expect(try store.catalog.head(of: "base")?.name == "base-v20261123-3")
     }
 
-    @Test("a replacement must be another READY image")
-    func replacementGuard() throws {
-        let (store, _) = try lifecycleStore()
+    @Test("a replacement must be another READY image", arguments: CatalogBackend.allCases)
+    func replacementGuard(backend: CatalogBackend) throws {
+        let (store, _) = try lifecycleStore(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         #expect(throws: KilnError.self) { try store.catalog.transition("base-v20261123-1", change(.deprecated, replacement: "nope")) }
         #expect(throws: KilnError.self) {
@@ -100,9 +101,9 @@ struct LifecycleTests {
         }
     }
 
-    @Test("channels point at exact images, keep their history, and protect what they point at")
-    func channels() throws {
-        let (store, _) = try lifecycleStore()
+    @Test("channels point at exact images, keep their history, and protect what they point at", arguments: CatalogBackend.allCases)
+    func channels(backend: CatalogBackend) throws {
+        let (store, _) = try lifecycleStore(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         let catalog = store.catalog
         try catalog.promote("base-v20261123-1", channel: "prod", actor: "ci", now: clock)

@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnTemplates
+import KilnTestSupport
 import Testing
 
 @testable import KilnStore
@@ -12,8 +13,8 @@ struct RotationTests {
 
     /// base-1..base-5 on consecutive days; app-1 on base-1, app-2 on base-5. Policy: keep 2,
     /// obsolete 1 day after deprecation, delete 2 days after, purge 3 days after.
-    func family() throws -> (Store, [String]) {
-        let store = try temporaryStore()
+    func family(_ backend: CatalogBackend) throws -> (Store, [String]) {
+        let store = try temporaryStore(backend)
         var policy = LifecyclePolicy()
         policy.keep = 2
         policy.obsoleteAfter = Int(Self.day)
@@ -41,9 +42,11 @@ struct RotationTests {
         try store.catalog.images().filter { $0.family == "base" }.map { "\($0.state.rawValue)\($0.purged ? "*" : "")" }
     }
 
-    @Test("a family moves through every state on schedule; guards hold; gc frees exactly the purged disks")
-    func fullCycle() throws {
-        let (store, names) = try family()
+    @Test(
+        "a family moves through every state on schedule; guards hold; gc frees exactly the purged disks", arguments: CatalogBackend.allCases
+    )
+    func fullCycle(backend: CatalogBackend) throws {
+        let (store, names) = try family(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         let catalog = store.catalog
         var now = start.addingTimeInterval(8 * Self.day)
@@ -94,9 +97,9 @@ struct RotationTests {
         #expect(try catalog.blobNeeded("base1", except: names[0]))
     }
 
-    @Test("the head, channel targets and pinned images are never rotated")
-    func protectedImages() throws {
-        let (store, names) = try family()
+    @Test("the head, channel targets and pinned images are never rotated", arguments: CatalogBackend.allCases)
+    func protectedImages(backend: CatalogBackend) throws {
+        let (store, names) = try family(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         try store.catalog.promote(names[1], channel: "prod", now: start)
         var pinned = draft("base", digest: "pinned")

@@ -1,13 +1,9 @@
 import Foundation
 import KilnCore
+import KilnTestSupport
 import Testing
 
 @testable import KilnStore
-
-/// A store in a fresh temporary directory.
-func temporaryStore() throws -> Store {
-    try Store(root: NSTemporaryDirectory() + "kiln-store-" + UUID().uuidString)
-}
 
 func draft(_ family: String, digest: String = "d", parent: String? = nil, build: String = "b") -> ImageDraft {
     ImageDraft(
@@ -17,9 +13,9 @@ func draft(_ family: String, digest: String = "d", parent: String? = nil, build:
 
 @Suite("Store and catalog")
 struct StoreTests {
-    @Test("versions count up per family and day; the family resolves to its newest READY image")
-    func versioning() throws {
-        let store = try temporaryStore()
+    @Test("versions count up per family and day; the family resolves to its newest READY image", arguments: CatalogBackend.allCases)
+    func versioning(backend: CatalogBackend) throws {
+        let store = try temporaryStore(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         let day = ISO8601DateFormatter().date(from: "2026-11-23T10:00:00Z")!
         let first = try store.catalog.commit(draft("web"), at: day)
@@ -35,9 +31,9 @@ struct StoreTests {
         #expect(try store.catalog.families() == ["web", "db"])
     }
 
-    @Test("a child must name an existing parent")
-    func parentMustExist() throws {
-        let store = try temporaryStore()
+    @Test("a child must name an existing parent", arguments: CatalogBackend.allCases)
+    func parentMustExist(backend: CatalogBackend) throws {
+        let store = try temporaryStore(backend)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         #expect(throws: (any Error).self) { try store.catalog.commit(draft("child", parent: "no-such-image")) }
         #expect(try store.catalog.images().isEmpty)

@@ -26,9 +26,12 @@ extension VMBuildTests {
         }
         let generated = try await ProcessRunner.run(Repo.kiln, ["ci", "gitlab", dir, "--kiln", Repo.kiln, "--promote", "dev"])
         try #require(generated.status == 0, "\(generated.stderr)")
-        try generated.stdout.write(toFile: dir + "/child-pipeline.yml", atomically: true, encoding: .utf8)
+        // Beside the template directory, not in it: every YAML file in it is a template.
+        let child = dir + "-child-pipeline.yml"
+        defer { try? FileManager.default.removeItem(atPath: child) }
+        try generated.stdout.write(toFile: child, atomically: true, encoding: .utf8)
         let schema = try await ProcessRunner.run(
-            "check-jsonschema", ["--builtin-schema", "vendor.gitlab-ci", dir + "/child-pipeline.yml"], timeout: .seconds(120))
+            "check-jsonschema", ["--builtin-schema", "vendor.gitlab-ci", child], timeout: .seconds(120))
         #expect(schema.status == 0, "\(schema.stdout)\(schema.stderr)")
 
         // Run the jobs as GitLab would: every job whose needs are done starts, each its own
