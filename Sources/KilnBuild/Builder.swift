@@ -60,8 +60,16 @@ public struct Builder: Sendable {
     ) async throws -> [BuildResult] {
         var done: [String: ImageRecord] = [:]
         var waiting: [Template] = []
+        // An unselected family matters only if a selected one is built on it: a job that builds
+        // one image of a graph (kiln ci gitlab) must not need images of unrelated branches.
+        var needed: Set<String> = []
+        for template in graph.order where selected?.contains(template.family) ?? true {
+            var parent = template.parentFamily
+            while let family = parent, needed.insert(family).inserted { parent = graph.template(family)?.parentFamily }
+        }
         for template in graph.order {
             if let selected, !selected.contains(template.family) {
+                guard needed.contains(template.family) else { continue }
                 guard let head = try store.catalog.buildParent(of: template.family) else {
                     throw KilnError(
                         .notFound, "\(template.family) is not selected for building and has no READY or DEPRECATED image to build on")
