@@ -187,3 +187,46 @@ struct BuildEventTests {
         #expect(text.stdout.contains("commit feedface, branch main, gitlab job 31"))
     }
 }
+
+@Suite("kiln build --json from the command line (no VM)")
+struct BuildJSONCLITests {
+    static func events(_ stdout: String) throws -> [[String: Any]] {
+        try stdout.split(separator: "\n").map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(line)")
+        }
+    }
+
+    @Test("kiln build --json prints only JSON lines: up_to_date per image, or a failed stage and a failed event with exit 1")
+    func jsonStream() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        let images = try await Builder(store: workspace.store, provider: FakeProvider(), options: BuildOptions(), reporter: nil)
+            .build(graph, secrets: set.sensitiveValues).map(\.image)
+        let home = workspace.store.root
+        let upToDate = try await CLI.kiln(["build", workspace.dir + "/t", "--json", "--home", home])
+        #expect(upToDate.status == 0, "\(upToDate.stderr)")
+        let quiet = try Self.events(upToDate.stdout)
+        #expect(quiet.map { $0["event"] as? String } == ["up_to_date", "up_to_date"])
+        #expect(quiet.map { $0["image"] as? String } == images.map(\.name))
+        #expect(quiet.allSatisfy { ($0["time"] as? String)?.hasSuffix("Z") == true })
+
+        // A damaged parent fails the child at its first stage, before any VM: the real binary's
+        // stream for a failure.
+        let disk = workspace.store.diskPath(of: images[0])
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: disk)
+        let handle = try #require(FileHandle(forWritingAtPath: disk))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data("bit rot".utf8))
+        try handle.close()
+        let failing = try await CLI.kiln(["build", workspace.dir + "/t", "--json", "--force", "--only", "app", "--home", home])
+        #expect(failing.status == 1)
+        #expect(failing.stderr.contains("failed at verify"))
+        let stream = try Self.events(failing.stdout)
+        #expect(stream.map { $0["event"] as? String }.filter { $0 != "output" } == ["build_started", "step_started", "step_finished", "failed"])
+        #expect(stream.last?["step"] as? String == "verify")
+        #expect((stream.last?["text"] as? String)?.contains("is damaged") == true)
+        #expect(stream.allSatisfy { $0["family"] as? String == "app" && $0["build"] as? String == stream[0]["build"] as? String })
+        #expect(!failing.stdout.contains("hunter2"))
+    }
+}
