@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import Synchronization
 
 /// One thing that happened in a build: what `kiln build --json` prints, one JSON object per
 /// line (docs/json.md), and what the console view renders. Every text has been through the
@@ -14,7 +15,8 @@ public struct BuildEvent: Sendable, Encodable, Equatable {
         case buildStarted = "build_started"
         /// A stage of the build: verify or source, boot, each provision step, secret scan, shutdown, snapshot.
         case stepStarted = "step_started"
-        /// One line of the build's log: kiln's own (`source: kiln`), a step's, or the serial console's.
+        /// One line of the build's log: kiln's own (`source: kiln`), a step's, or the serial console's;
+        /// `step` is the stage it was printed in.
         case output
         case stepFinished = "step_finished"
         /// The image is sealed and named in the catalog.
@@ -78,10 +80,13 @@ public protocol BuildReporter: Sendable {
 }
 
 /// Tells the reporter when each stage of one build starts and ends, and remembers the
-/// current one for the failure message. Used inside one build's task only.
-final class StepTracker {
-    private(set) var current = "prepare"
-    private var started: ContinuousClock.Instant?
+/// current one: for the failure message, and to tag each output line with its stage.
+final class StepTracker: Sendable {
+    private struct State {
+        var current = "prepare"
+        var started: ContinuousClock.Instant?
+    }
+    private let state = Mutex(State())
     private let template: BuildEvent
     private let reporter: (any BuildReporter)?
 
@@ -92,17 +97,24 @@ final class StepTracker {
         self.reporter = reporter
     }
 
+    var current: String { state.withLock { $0.current } }
+
     func enter(_ step: String) {
         close(ok: true)
-        current = step
-        started = .now
+        state.withLock {
+            $0.current = step
+            $0.started = .now
+        }
         reporter?.report(event(.stepStarted))
     }
 
     /// Ends the open step, if any.
     func close(ok: Bool) {
-        guard let started else { return }
-        self.started = nil
+        guard
+            let started = state.withLock({ state in
+                defer { state.started = nil }; return state.started
+            })
+        else { return }
         var finished = event(.stepFinished)
         let elapsed = ContinuousClock.now - started
         finished.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

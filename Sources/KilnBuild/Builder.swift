@@ -153,16 +153,15 @@ public struct Builder: Sendable {
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         let reporter = self.reporter
         let family = template.family
+        let steps = StepTracker(family: family, build: buildID, reporter: reporter)
         let log = try BuildLog(
             path: scratch + "/build.log", family: family, secrets: secrets,
             sink: { source, line in
-                var output = BuildEvent(.output, family: family)
-                output.build = buildID
+                var output = steps.event(.output)
                 output.source = source
                 output.text = line
                 reporter?.report(output)
             })
-        let steps = StepTracker(family: family, build: buildID, reporter: reporter)
         var started = BuildEvent(.buildStarted, family: family)
         started.build = buildID
         started.parent = parent?.name

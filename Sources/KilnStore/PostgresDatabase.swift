@@ -326,8 +326,9 @@ final class EventLoopExecutor: TaskExecutor {
     }
 
     func wait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-        // Blocking the loop itself would deadlock it; no kiln code runs on it but this executor's.
-        precondition(!loop.inEventLoop, "a catalog query was made on a NIO event loop thread")
+        // Blocking an event loop would stall it, and this loop would deadlock; kiln's own code
+        // never runs on one (only the work handed to this executor does).
+        precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil, "a catalog query was made on a NIO event loop thread")
         let result = Mutex<Result<T, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task(executorPreference: self) {

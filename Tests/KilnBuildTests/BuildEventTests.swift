@@ -49,6 +49,9 @@ struct BuildEventTests {
             let build = try #require(mine.first?.build)
             #expect(mine.allSatisfy { $0.build == build })
             #expect(mine.contains { $0.event == .output && $0.source == "kiln" })
+            // Output lines carry the stage they were printed in.
+            #expect(mine.contains { $0.event == .output && $0.source != "kiln" && $0.step == $0.source })
+            #expect(mine.filter { $0.event == .output }.allSatisfy { $0.step != nil })
             let steps = try Self.stages(events, family: image.family).map(\.step)
             #expect(steps.first == (image.parent == nil ? "source" : "verify"))
             #expect(Array(steps.dropFirst().prefix(1)) == ["boot"])
@@ -223,7 +226,8 @@ struct BuildJSONCLITests {
         #expect(failing.status == 1)
         #expect(failing.stderr.contains("failed at verify"))
         let stream = try Self.events(failing.stdout)
-        #expect(stream.map { $0["event"] as? String }.filter { $0 != "output" } == ["build_started", "step_started", "step_finished", "failed"])
+        #expect(
+            stream.map { $0["event"] as? String }.filter { $0 != "output" } == ["build_started", "step_started", "step_finished", "failed"])
         #expect(stream.last?["step"] as? String == "verify")
         #expect((stream.last?["text"] as? String)?.contains("is damaged") == true)
         #expect(stream.allSatisfy { $0["family"] as? String == "app" && $0["build"] as? String == stream[0]["build"] as? String })

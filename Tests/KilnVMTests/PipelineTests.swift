@@ -145,7 +145,8 @@ extension VMBuildTests {
         try await expectPipelineResult(
             dir, families: templates.map(\.0), jobIDs: jobIDs, environment: environment, imageCount: 4)
         // The store's own SQLite file never held the catalog: the jobs shared the PostgreSQL one.
-        let local = try await ProcessRunner.run(Repo.kiln, ["images", "--json", "--home", home, "--catalog", "sqlite:\(home)/catalog.sqlite"])
+        let local = try await ProcessRunner.run(
+            Repo.kiln, ["images", "--json", "--home", home, "--catalog", "sqlite:\(home)/catalog.sqlite"])
         #expect((try JSONSerialization.jsonObject(with: Data(local.stdout.utf8)) as? [Any])?.isEmpty == true, "\(local.stdout)")
     }
 
