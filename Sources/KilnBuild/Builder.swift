@@ -224,11 +224,12 @@ public struct Builder: Sendable {
                     try linkOrCopy(baseDirectory + "/" + name, staging + "/" + name)
                 }
             }
-            let (digest, size) = try store.seal(staging: staging)
+            // Noted for the recovery before the blob appears: if kiln dies before the catalog
+            // names it, the next kiln removes it (Recovery).
+            let (digest, size) = try store.seal(staging: staging) { digest in
+                try digest.write(toFile: scratch + "/" + Recovery.sealedMarker, atomically: true, encoding: .utf8)
+            }
             sealed = digest
-            // Named for the recovery: if kiln dies before the catalog names the blob, the next
-            // kiln removes it (Recovery).
-            try? digest.write(toFile: scratch + "/sealed", atomically: true, encoding: .utf8)
             log.emit(
                 "kiln",
                 "sealed disk \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)")

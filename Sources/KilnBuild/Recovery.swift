@@ -8,6 +8,11 @@ import KilnStore
 /// directories are removed. Nothing they had not sealed and named was ever visible as an image.
 /// `kiln build`, `kiln gc` (unless it is a dry run) and `kiln verify` run it first.
 public enum Recovery {
+    /// Files in a build's scratch directory naming the blob it sealed, written before the blob
+    /// appears under its digest: the image's disk, and a source disk made for it.
+    static let sealedMarker = "sealed"
+    static let sealedSourceMarker = "sealed-source"
+
     public struct Report: Sendable {
         public var reaped: [ProcessRegistry.Reaped] = []
         public var interrupted: [BuildRecord] = []
@@ -34,10 +39,12 @@ public enum Recovery {
                 if (try? LogArchive.write([("build.log", logPath)], to: archive.absolute)) != nil { record.log = archive.relative }
             }
             let named = try store.catalog.images().first(where: { $0.buildID == build.id })
-            // Sealed but never named: the blob is nobody's, unless another image or source has the same bytes.
-            if named == nil, let digest = try? String(contentsOfFile: scratch + "/sealed", encoding: .utf8),
-                !digest.isEmpty, !digest.contains("/"), try !store.catalog.namesBlob(digest)
-            {
+            // Sealed but never named (the image's disk, or the source disk it was made from):
+            // the blob is nobody's, unless an image or source has the same bytes.
+            for marker in [Self.sealedMarker, Self.sealedSourceMarker] {
+                guard let digest = try? String(contentsOfFile: scratch + "/" + marker, encoding: .utf8),
+                    !digest.isEmpty, !digest.contains("/"), try !store.catalog.namesBlob(digest)
+                else { continue }
                 try? Store.removeTree(store.blobDirectory(digest: digest))
             }
             if let image = named {

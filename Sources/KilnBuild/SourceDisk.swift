@@ -62,7 +62,10 @@ struct SourceDisk {
             case .image:
                 throw KilnError(.internalError, "an image source has no source disk")
             }
-            let (digest, size) = try store.seal(staging: staging)
+            let (digest, size) = try store.seal(staging: staging) { digest in
+                try digest.write(
+                    toFile: store.scratchDirectory(buildID: buildID) + "/" + Recovery.sealedSourceMarker, atomically: true, encoding: .utf8)
+            }
             try store.catalog.recordSource(key: key, digest: digest, description: summary)
             log.emit("kiln", "source disk ready: \(summary), \(size >> 20) MiB (\(digest.prefix(12)))")
             return digest

@@ -97,10 +97,14 @@ public final class Store: Sendable {
     /// read-only, fsync, and rename to `images/<digest>`. Only after this returns may the
     /// catalog name the image.
     /// - Returns: the disk's digest and the bytes the blob holds.
-    public func seal(staging: String) throws -> (digest: String, size: Int64) {
+    /// - Parameter announce: called with the digest before the blob appears under it, to note
+    ///   it where a recovery finds it (a kill between the rename and the catalog write would
+    ///   otherwise leave a blob nobody knows of).
+    public func seal(staging: String, announce: (String) throws -> Void = { _ in }) throws -> (digest: String, size: Int64) {
         let fm = FileManager.default
         let disk = staging + "/" + Self.diskName
         let digest = try Hashing.sha256Hex(fileAt: disk)
+        try announce(digest)
         var size: Int64 = 0
         for name in try fm.contentsOfDirectory(atPath: staging) {
             let path = staging + "/" + name

@@ -46,7 +46,13 @@ struct StoreTests {
         let staging = store.stagingDirectory(buildID: "b1")
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         try Data("disk bytes".utf8).write(to: URL(fileURLWithPath: staging + "/disk.qcow2"))
-        let (digest, _) = try store.seal(staging: staging)
+        // Announced before the blob appears, so a recovery can find a blob killed before it was named.
+        let announced = Locked<[String]>([])
+        let (digest, _) = try store.seal(staging: staging) { digest in
+            #expect(!FileManager.default.fileExists(atPath: store.blobDirectory(digest: digest)))
+            announced.withLock { $0.append(digest) }
+        }
+        #expect(announced.value == [digest])
         #expect(digest == Hashing.sha256Hex("disk bytes"))
         let disk = store.blobDirectory(digest: digest) + "/disk.qcow2"
         #expect(FileManager.default.contents(atPath: disk) == Data("disk bytes".utf8))
