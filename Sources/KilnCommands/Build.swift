@@ -75,9 +75,7 @@ struct Build: AsyncParsableCommand {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
         }
         if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
-        if let promote, !Names.isValidFamily(promote) {
-            throw KilnError(.invalidInput, "invalid channel name '\(promote)': must match [a-z0-9][a-z0-9-]{0,62}")
-        }
+        if let promote { try Catalog.checkChannelName(promote) }
         guard bootTimeout > 0, stepTimeout > 0, shutdownTimeout > 0 else {
             throw KilnError(.invalidInput, "--boot-timeout, --step-timeout and --shutdown-timeout must be positive")
         }

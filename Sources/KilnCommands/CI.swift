@@ -44,9 +44,7 @@ struct CIGitLab: AsyncParsableCommand {
 
     func run() async throws {
         let (set, graph) = try templates.load(store: try store.openIfPresent())
-        if let promote, !Names.isValidFamily(promote) {
-            throw KilnError(.invalidInput, "invalid channel name '\(promote)': must match [a-z0-9][a-z0-9-]{0,62}")
-        }
+        if let promote { try Catalog.checkChannelName(promote) }
         // --var values are written into the pipeline in clear: a sensitive one belongs in a
         // masked CI/CD variable (KILN_VAR_NAME) instead.
         let overrides = try templates.overrides()

@@ -24,9 +24,9 @@ public enum Names {
         return bytes.allSatisfy { isLowerAlnum($0) || "._/-".utf8.contains($0) }
     }
 
-    private static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
-    private static func isUpper(_ b: UInt8) -> Bool { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") }
-    private static func isLowerAlnum(_ b: UInt8) -> Bool {
+    static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
+    static func isUpper(_ b: UInt8) -> Bool { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") }
+    static func isLowerAlnum(_ b: UInt8) -> Bool {
         isDigit(b) || (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z"))
     }
 }
@@ -42,11 +42,7 @@ public enum ShellQuote {
     /// `value` as is when the shell reads it as one literal word, else quoted: for lines people read.
     public static func word(_ value: String) -> String {
         let plain =
-            !value.isEmpty
-            && value.utf8.allSatisfy { b in
-                (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z"))
-                    || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z")) || "_./=:@%+,-".utf8.contains(b)
-            }
+            !value.isEmpty && value.utf8.allSatisfy { Names.isLowerAlnum($0) || Names.isUpper($0) || "_./=:@%+,-".utf8.contains($0) }
         return plain ? value : quote(value)
     }
 

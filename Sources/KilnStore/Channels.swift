@@ -18,9 +18,7 @@ extension Catalog {
     public func promote(_ image: String, channel: String, actor: String = Transition.defaultActor(), now: Date = Date()) throws
         -> ChannelAssignment
     {
-        guard Names.isValidFamily(channel) else {
-            throw KilnError(.invalidInput, "invalid channel name '\(channel)': must match [a-z0-9][a-z0-9-]{0,62}")
-        }
+        try Self.checkChannelName(channel)
         return try db.write { db in
             guard let record = try Catalog.image(named: image, db) else {
                 throw KilnError(.notFound, "no image named '\(image)' (see kiln images)")
@@ -33,6 +31,13 @@ extension Catalog {
                 "INSERT INTO channel (family, name, image, at, actor) VALUES (?, ?, ?, ?, ?)",
                 [.text(assignment.family), .text(channel), .text(image), .date(now), .text(actor)])
             return assignment
+        }
+    }
+
+    /// Channels are named like families; commands that promote later check the name up front.
+    public static func checkChannelName(_ channel: String) throws {
+        guard Names.isValidFamily(channel) else {
+            throw KilnError(.invalidInput, "invalid channel name '\(channel)': must match [a-z0-9][a-z0-9-]{0,62}")
         }
     }
 
