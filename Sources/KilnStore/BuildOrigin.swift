@@ -38,39 +38,46 @@ public struct BuildOrigin: Codable, Sendable, Equatable {
     public static func fromEnvironment(_ env: [String: String], host: String) -> BuildOrigin {
         var origin = BuildOrigin(
             host: host, user: env["GITLAB_USER_LOGIN"] ?? env["GITHUB_ACTOR"] ?? Transition.defaultActor(environment: env))
-        func value(_ name: String) -> String? { env[name].flatMap { $0.isEmpty ? nil : $0 } }
-        if value("GITLAB_CI") != nil {
-            origin.ci = "gitlab"
-            origin.commit = value("CI_COMMIT_SHA")
-            origin.branch = value("CI_COMMIT_BRANCH") ?? value("CI_COMMIT_TAG") ?? value("CI_COMMIT_REF_NAME")
-            origin.project = value("CI_PROJECT_PATH")
-            origin.pipeline = value("CI_PIPELINE_ID")
-            origin.job = value("CI_JOB_ID")
-            origin.jobName = value("CI_JOB_NAME")
-            origin.jobURL = value("CI_JOB_URL")
-        } else if value("GITHUB_ACTIONS") != nil {
-            origin.ci = "github"
-            origin.commit = value("GITHUB_SHA")
-            origin.branch = value("GITHUB_HEAD_REF") ?? value("GITHUB_REF_NAME")
-            origin.project = value("GITHUB_REPOSITORY")
-            origin.pipeline = value("GITHUB_RUN_ID")
-            origin.job = value("GITHUB_RUN_ID").map { id in value("GITHUB_RUN_ATTEMPT").map { "\(id)/\($0)" } ?? id }
-            origin.jobName = value("GITHUB_JOB")
-            if let server = value("GITHUB_SERVER_URL"), let repository = origin.project, let run = origin.pipeline {
+        func value(_ names: [String]) -> String? { names.lazy.compactMap { env[$0].flatMap { $0.isEmpty ? nil : $0 } }.first }
+        guard let system = CISystem.all.first(where: { value([$0.marker]) != nil }) else {
+            if let ci = env["CI"], !ci.isEmpty, ci != "false", ci != "0" { origin.ci = "ci" }
+            return origin
+        }
+        origin.ci = system.name
+        origin.commit = value(system.commit)
+        origin.branch = value(system.branch)
+        origin.project = value(system.project)
+        origin.pipeline = value(system.pipeline)
+        origin.job = value(system.job)
+        origin.jobName = value(system.jobName)
+        origin.jobURL = value(system.jobURL)
+        if system.name == "github" {
+            // A rerun keeps its run id: the attempt tells the jobs apart; the run's page is built.
+            if let attempt = value(["GITHUB_RUN_ATTEMPT"]), let run = origin.job { origin.job = "\(run)/\(attempt)" }
+            if let server = value(["GITHUB_SERVER_URL"]), let repository = origin.project, let run = origin.pipeline {
                 origin.jobURL = "\(server)/\(repository)/actions/runs/\(run)"
             }
-        } else if value("JENKINS_URL") != nil {
-            origin.ci = "jenkins"
-            origin.commit = value("GIT_COMMIT")
-            origin.branch = value("BRANCH_NAME") ?? value("GIT_BRANCH")
-            origin.project = value("JOB_NAME")
-            origin.job = value("BUILD_ID")
-            origin.jobName = value("JOB_NAME")
-            origin.jobURL = value("BUILD_URL")
-        } else if let ci = value("CI"), ci != "false", ci != "0" {
-            origin.ci = "ci"
         }
         return origin
+    }
+
+    /// Which variables a CI system sets for each field, in order of preference.
+    struct CISystem {
+        let name, marker: String
+        let commit, branch, project, pipeline, job, jobName, jobURL: [String]
+
+        static let all = [
+            CISystem(
+                name: "gitlab", marker: "GITLAB_CI", commit: ["CI_COMMIT_SHA"],
+                branch: ["CI_COMMIT_BRANCH", "CI_COMMIT_TAG", "CI_COMMIT_REF_NAME"], project: ["CI_PROJECT_PATH"],
+                pipeline: ["CI_PIPELINE_ID"], job: ["CI_JOB_ID"], jobName: ["CI_JOB_NAME"], jobURL: ["CI_JOB_URL"]),
+            CISystem(
+                name: "github", marker: "GITHUB_ACTIONS", commit: ["GITHUB_SHA"], branch: ["GITHUB_HEAD_REF", "GITHUB_REF_NAME"],
+                project: ["GITHUB_REPOSITORY"], pipeline: ["GITHUB_RUN_ID"], job: ["GITHUB_RUN_ID"], jobName: ["GITHUB_JOB"], jobURL: []),
+            CISystem(
+                name: "jenkins", marker: "JENKINS_URL", commit: ["GIT_COMMIT"], branch: ["BRANCH_NAME", "GIT_BRANCH"],
+                project: ["JOB_NAME"], pipeline: [], job: ["BUILD_ID"], jobName: ["JOB_NAME"], jobURL: ["BUILD_URL"]),
+        ]
     }
 
     /// One line for the build log and `inspect`.
