@@ -18,8 +18,8 @@ public struct BuildOptions: Sendable {
     public var shutdownTimeout: Duration = .seconds(120)
     /// How long one step may run before it is stopped and the build fails.
     public var stepTimeout: Duration = .seconds(7200)
-    /// The commit and CI job recorded on every image built (``BuildOrigin/detect(templates:environment:)``).
-    public var origin: BuildOrigin?
+    /// The commit and CI job recorded on every image built.
+    public var origin: OriginSource?
 
     public init() {}
 }
@@ -165,9 +165,10 @@ public struct Builder: Sendable {
         var started = BuildEvent(.buildStarted, family: family)
         started.build = buildID
         started.parent = parent?.name
-        started.reasons = decision.reasons.map(log.redact)
+        let reasons = decision.reasons.map(log.redact)
+        started.reasons = reasons
         reporter?.report(started)
-        log.emit("kiln", "building: " + started.reasons!.joined(separator: "; "))
+        log.emit("kiln", "building: " + reasons.joined(separator: "; "))
         var record = BuildRecord(
             id: buildID, family: family, image: nil, status: .running, started: Date(), finished: nil,
             failedStep: nil, message: nil, log: nil, pid: getpid())
@@ -175,7 +176,8 @@ public struct Builder: Sendable {
         for warning in decision.warnings { log.emit("kiln", "warning: \(warning)") }
         log.emit(
             "kiln", "build \(buildID) of \(family) from \(parent.map { "image \($0.name)" } ?? template.source.kind) (\(template.file))")
-        if let origin = options.origin { log.emit("kiln", "origin: \(origin.summary)") }
+        let origin = await options.origin?.value()
+        if let origin { log.emit("kiln", "origin: \(origin.summary)") }
 
         var machine: (any Machine)?
         var machineSpec: MachineSpec?
@@ -244,7 +246,7 @@ public struct Builder: Sendable {
                     labels: template.labels.mapValues(log.redact), description: template.description,
                     templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
                     sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
-                    backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: options.origin))
+                    backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: origin))
             log.emit("kiln", "image ready: \(image.name)")
             steps.close(ok: true)
             var ready = steps.event(.imageReady)

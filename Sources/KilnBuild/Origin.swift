@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnStore
+import Synchronization
 
 extension BuildOrigin {
     /// The origin of a build of the templates at `path`: the CI variables first, then git for
@@ -33,5 +34,27 @@ extension BuildOrigin {
             origin.dirty = !status.isEmpty
         }
         return origin
+    }
+}
+
+/// Where the builds of one run take their origin from: given, or found once (git and the CI
+/// variables) when the run's first image is built, so an up-to-date graph runs no git.
+public final class OriginSource: Sendable {
+    private let find: @Sendable () async -> BuildOrigin
+    private let found = Mutex<Task<BuildOrigin, Never>?>(nil)
+
+    public init(_ origin: BuildOrigin) { find = { origin } }
+
+    public init(templates path: String) { find = { await BuildOrigin.detect(templates: path) } }
+
+    func value() async -> BuildOrigin {
+        let task = found.withLock { found in
+            if let found { return found }
+            let find = self.find
+            let task = Task { await find() }
+            found = task
+            return task
+        }
+        return await task.value
     }
 }

@@ -95,7 +95,7 @@ struct Build: AsyncParsableCommand {
         options.bootTimeout = .seconds(bootTimeout)
         options.stepTimeout = .seconds(stepTimeout)
         options.shutdownTimeout = .seconds(shutdownTimeout)
-        options.origin = await BuildOrigin.detect(templates: templates.path)
+        options.origin = OriginSource(templates: templates.path)
         let reporter: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
         let builder = Builder(store: store, provider: try Providers.named("qemu"), options: options, reporter: reporter)
         let results = try await builder.build(

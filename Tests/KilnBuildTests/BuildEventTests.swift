@@ -153,6 +153,11 @@ struct BuildEventTests {
         let clean = await BuildOrigin.detect(templates: dir + "/images", environment: ["USER": "bob"])
         #expect(clean.commit == head && clean.branch == "trunk" && clean.dirty == false && clean.ci == nil)
         #expect(clean.user == "bob")
+        // What a run's builds record: found on first use, then the same for every image.
+        let source = OriginSource(templates: dir + "/images")
+        let first = await source.value()
+        #expect(first.commit == head && first.branch == "trunk")
+        #expect(await source.value() == first)
         try "image: b\n".write(toFile: dir + "/images/a.yaml", atomically: true, encoding: .utf8)
         let dirty = await BuildOrigin.detect(templates: dir + "/images/a.yaml", environment: [:])
         #expect(dirty.commit == head && dirty.dirty == true)
@@ -171,12 +176,13 @@ struct BuildEventTests {
         defer { workspace.remove() }
         let (set, graph) = try workspace.graph()
         var options = BuildOptions()
-        options.origin = BuildOrigin.fromEnvironment(
+        let given = BuildOrigin.fromEnvironment(
             ["GITLAB_CI": "true", "CI_COMMIT_SHA": "feedface", "CI_COMMIT_BRANCH": "main", "CI_JOB_ID": "31"], host: "runner-9")
+        options.origin = OriginSource(given)
         let builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
         let images = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
         for image in images {
-            #expect(try workspace.store.catalog.image(named: image.name)?.buildOrigin == options.origin)
+            #expect(try workspace.store.catalog.image(named: image.name)?.buildOrigin == given)
         }
         let inspect = try await CLI.kiln(["inspect", images[0].name, "--json", "--home", workspace.store.root])
         let object = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
