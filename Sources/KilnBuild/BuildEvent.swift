@@ -62,15 +62,21 @@ public struct BuildEvent: Sendable, Encodable, Equatable {
 
     static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
 
-    /// One line of JSON, keys sorted, the time as ISO 8601 UTC with milliseconds.
-    public var jsonLine: String {
+    /// The encoder of the JSON lines: keys sorted, the time as ISO 8601 UTC with milliseconds.
+    /// A stream keeps one (`kiln build --json` writes a line per log line).
+    public static func makeEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
             try container.encode(date.formatted(Self.timeFormat))
         }
-        return String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+        return encoder
+    }
+
+    /// One line of JSON (no newline in it: strings are escaped).
+    public func jsonLine(_ encoder: JSONEncoder = makeEncoder()) -> String {
+        String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
     }
 }
 

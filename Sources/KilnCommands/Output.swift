@@ -146,10 +146,10 @@ final class ConsoleReporter: BuildReporter {
 /// `kiln build --json`: every event as one line of JSON on standard output (docs/json.md).
 /// Lines from parallel builds never interleave: each is written whole, under a lock.
 final class JSONLinesReporter: BuildReporter {
-    private let lock = Mutex(())
+    /// One encoder for the stream, used under the lock that also keeps lines whole.
+    private let encoder = Mutex(BuildEvent.makeEncoder())
 
     func report(_ event: BuildEvent) {
-        let line = Data((event.jsonLine + "\n").utf8)
-        lock.withLock { _ in FileHandle.standardOutput.write(line) }
+        encoder.withLock { encoder in FileHandle.standardOutput.write(Data((event.jsonLine(encoder) + "\n").utf8)) }
     }
 }

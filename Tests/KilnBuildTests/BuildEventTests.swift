@@ -100,7 +100,7 @@ struct BuildEventTests {
         event.build = "b1"
         event.source = "shell: echo \"hi\""
         event.text = "line with \"quotes\" and \n newline"
-        let line = event.jsonLine
+        let line = event.jsonLine()
         #expect(!line.contains("\n"))
         let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         #expect(object["event"] as? String == "output")

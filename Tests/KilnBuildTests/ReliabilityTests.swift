@@ -161,7 +161,7 @@ struct ReliabilityTests {
         let images = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
         // The step itself gets the value: redaction is for what people and files see.
         #expect(provider.events.value.contains { $0.contains("TOKEN=hunter2") })
-        let lines = reporter.events.value.map(\.jsonLine)
+        let lines = reporter.events.value.map { $0.jsonLine() }
         #expect(!lines.isEmpty)
         #expect(!lines.contains { $0.contains("hunter2") })
         #expect(lines.contains { $0.contains("<sensitive>") })
