@@ -18,25 +18,33 @@ public final class FileLock: Sendable {
     public static func acquire(_ path: String, waiting: @Sendable () -> Void = {}) async throws -> FileLock {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw KilnError(.io, "cannot open the lock \(path): \(String(cString: strerror(errno)))") }
-        var told = false
-        // Polled rather than a blocking flock: a blocked thread would hold one of the few threads
-        // Swift's concurrency runs on, and a waiting build must stay cancellable.
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            guard errno == EWOULDBLOCK else {
-                close(fd)
-                throw KilnError(.io, "cannot lock \(path): \(String(cString: strerror(errno)))")
+        do {
+            try await LockWait.poll(waiting: waiting) {
+                if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
+                guard errno == EWOULDBLOCK else { throw KilnError(.io, "cannot lock \(path): \(String(cString: strerror(errno)))") }
+                return false
             }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return FileLock(fd: fd)
+    }
+}
+
+/// How kiln waits for a lock another process holds (a file lock, a PostgreSQL advisory lock).
+enum LockWait {
+    /// Tries `attempt` until it takes the lock, every 200 ms, calling `waiting` once before the
+    /// first wait. Polled rather than blocking: a blocked thread would hold one of the few
+    /// threads Swift's concurrency runs on, and a waiting build must stay cancellable.
+    static func poll(waiting: () -> Void, _ attempt: () throws -> Bool) async throws {
+        var told = false
+        while try !attempt() {
             if !told {
                 waiting()
                 told = true
             }
-            do {
-                try await Task.sleep(for: .milliseconds(200))
-            } catch {
-                close(fd)
-                throw error
-            }
+            try await Task.sleep(for: .milliseconds(200))
         }
-        return FileLock(fd: fd)
     }
 }

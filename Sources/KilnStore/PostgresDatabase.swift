@@ -100,21 +100,16 @@ final class PostgresDatabase: SQLDatabase {
     func lock(_ name: String, waiting: @Sendable () -> Void) async throws -> any Sendable {
         let key = Int64(bitPattern: UInt64(Hashing.sha256Hex("kiln-lock:" + name).prefix(16), radix: 16) ?? 0)
         let session = try PostgresSession.connect(configuration, location: location)
-        var told = false
         do {
-            while try session.rows("SELECT pg_try_advisory_lock(?) AS locked", [.integer(key)]).first?.bool("locked") != true {
-                if !told {
-                    waiting()
-                    told = true
-                }
-                // Polled, like the file lock: a waiting build stays cancellable.
-                try await Task.sleep(for: .milliseconds(200))
+            try await LockWait.poll(waiting: waiting) {
+                try session.rows("SELECT pg_try_advisory_lock(?) AS locked", [.integer(key)]).first?.bool("locked") == true
             }
         } catch {
             session.closeSoon()
             throw error
         }
-        return PostgresLock(session: session)
+        // Held while the session lives: dropping it closes the connection, which releases the lock.
+        return session
     }
 
     // MARK: - Migrations
@@ -283,12 +278,6 @@ final class PostgresSession: SQLConnection, Sendable {
         }
         return "\(error)"
     }
-}
-
-/// Held while a family builds; dropping it closes its connection, which releases the lock.
-final class PostgresLock: Sendable {
-    let session: PostgresSession
-    init(session: PostgresSession) { self.session = session }
 }
 
 struct PostgresResultRow: SQLRow {
