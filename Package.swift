@@ -53,7 +53,8 @@ let package = Package(
         .executableTarget(name: "kiln", dependencies: ["KilnCommands"]),
         // Catalog benchmarks at scale (bench/catalog.sh); not part of the test suite.
         .executableTarget(
-            name: "kiln-bench", dependencies: ["KilnStore", .product(name: "GRDB", package: "GRDB.swift")], path: "bench/Sources/kiln-bench"
+            name: "kiln-bench", dependencies: ["KilnStore", "KilnCore", .product(name: "GRDB", package: "GRDB.swift")],
+            path: "bench/Sources/kiln-bench"
         ),
         // Shared by the test targets: catalogs on SQLite and on a test PostgreSQL server.
         .target(name: "KilnTestSupport", dependencies: ["KilnStore", "KilnCore"], path: "Tests/KilnTestSupport"),

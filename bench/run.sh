@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # kiln beside Packer, on the same work, in one run on one machine (issue 11).
 #
-#   bench/run.sh [--runs N]     all of B1-B9 and the boot levers (~30 min under TCG);
+#   bench/run.sh [--runs N]     all of B1-B10 and the boot levers (~30 min under TCG);
 #                               writes bench/results/latest.md and a dated copy
-#   bench/run.sh --quick        B4, B8 and B9 only, no VM booted once the graph is built
+#   bench/run.sh --quick        B4, B8, B9 and B10 only, no VM booted once the graph is built
 #                               (what CI runs); writes bench/results/quick.md (not kept in git)
 #
 # BENCH_HOME (default /tmp/kiln-bench) is kiln's store for the run; its Debian source disk is
@@ -89,12 +89,47 @@ b8() {
   b8_median=$(printf '%s\n' "${both[@]}" | median)
 }
 
+# --- B10: kiln refresh --check, 50 images against real-size indexes ------------------------
+b10() {
+  "$bench" refresh "$work/b10"
+  python3 -c '
+import functools, http.server, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+open(sys.argv[2], "w").write(str(server.server_address[1]))
+server.serve_forever()' "$work/b10/www" "$work/b10/port" 2>/dev/null &
+  local server=$!
+  for _ in $(seq 100); do [ -s "$work/b10/port" ] && break; sleep 0.05; done
+  local url="http://127.0.0.1:$(cat "$work/b10/port")/" cold=() warm=()
+  for _ in $(seq 5); do
+    rm -rf "$work/b10/home/cache/apt-indexes"
+    for kind in cold warm; do
+      local start; start=$(now)
+      "$kiln" refresh "$work/b10/images" --check --var "repo=$url" --home "$work/b10/home" >"$work/out" 2>&1 || true
+      local t; t=$(since "$start")
+      grep -q "would rebuild" "$work/out" || { cat "$work/out" >&2; kill "$server"; return 1; }
+      if [ "$kind" = cold ]; then cold+=("$t"); else warm+=("$t"); fi
+    done
+  done
+  kill "$server"
+  b10_packages=$(sed -n 's/^  bookworm (\([0-9]*\) packages.*/\1/p' "$work/out")
+  b10_cold=$(printf '%s\n' "${cold[@]}" | stats)
+  b10_warm=$(printf '%s\n' "${warm[@]}" | stats)
+  b10_median=$(printf '%s\n' "${cold[@]}" | median)
+}
+
 quick_report() {
   echo "| B4 | $graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | | < 2 s: $(verdict "$b4_median" 2) |"
   echo "| B8 | validate 1,000 templates, 5 levels (5 runs) | $b8_validate s | | |"
   echo "| B8 | plan 1,000 templates, 5 levels (5 runs) | $b8_plan s | | |"
   echo "| B8 | validate + plan | $b8_both s | | < 1 s: $(verdict "$b8_median" 1) |"
   "$bench" catalog | sed 's/^| /| B9 | /; s/ | \([^|]*\) |$/ | | \1 |/'
+  b10_rows
+}
+
+b10_rows() {
+  echo "| B10 | refresh --check, 50 images, indexes of $b10_packages + 3,000 packages over loopback HTTP, nothing cached (5 runs) | $b10_cold s | | < 5 s: $(verdict "$b10_median" 5) |"
+  echo "| B10 | the same with the parsed indexes cached (only the Release files read) | $b10_warm s | | |"
 }
 
 header() {
@@ -109,8 +144,9 @@ if [ "$quick" = 1 ]; then
   start=$(now)
   b4
   b8
+  b10
   {
-    header "kiln benchmarks, quick mode (B4, B8, B9)"
+    header "kiln benchmarks, quick mode (B4, B8, B9, B10)"
     echo "- runs: as listed; no Packer in quick mode (bench/run.sh without --quick runs it)"
     echo
     echo "| id | case | min | median | max | notes | goal |"
@@ -253,6 +289,8 @@ b7_rows=$("$bench" snapshot "$work")
 echo "B8, B9" >&2
 b8
 b9_rows=$("$bench" catalog)
+echo "B10" >&2
+b10
 
 # --- The boot levers ----------------------------------------------------------------------
 echo "levers: what each boot-time choice is worth" >&2
@@ -288,6 +326,12 @@ list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
   echo "| parent | kiln min | median | max | full copy min | median | max |"
   echo "|---|---|---|---|---|---|---|"
   echo "$b7_rows"
+  echo
+  echo "## B10: kiln refresh --check at scale"
+  echo
+  echo "| id | case | min | median | max | | goal |"
+  echo "|---|---|---|---|---|---|---|"
+  b10_rows
   echo
   echo "## B9: the catalog at scale (SQLite)"
   echo

@@ -20,6 +20,9 @@ public struct BuildOptions: Sendable {
     public var stepTimeout: Duration = .seconds(7200)
     /// The commit and CI job recorded on every image built.
     public var origin: OriginSource?
+    /// Bases built from their repositories' current state rather than pinned to their newest
+    /// image's (`kiln refresh`).
+    public var freshSources: Set<String> = []
 
     public init() {}
 }
@@ -130,7 +133,8 @@ public struct Builder: Sendable {
         }
         // Held until the decision and the build are done; released when `lock` goes away.
         defer { withExtendedLifetime(lock) {} }
-        let planner = Planner(store: store, secrets: secrets)
+        var planner = Planner(store: store, secrets: secrets)
+        planner.freshSources = options.freshSources
         let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
         if decision.action == .upToDate, let image = decision.image {
             var upToDate = BuildEvent(.upToDate, family: family)
@@ -211,6 +215,8 @@ public struct Builder: Sendable {
                 try Task.checkCancellation()
                 try await run(step, on: machine!, template: template, log: log)
             }
+            steps.enter("package manifest")
+            let packages = try await packageManifest(of: machine!, log: log)
             steps.enter("secret scan")
             try await scanForSecrets(on: machine!, template: template, log: log)
             steps.enter("shutdown")
@@ -246,7 +252,7 @@ public struct Builder: Sendable {
                     labels: template.labels.mapValues(log.redact), description: template.description,
                     templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
                     sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
-                    backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: origin))
+                    backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: origin, packages: packages))
             log.emit("kiln", "image ready: \(image.name)")
             steps.close(ok: true)
             var ready = steps.event(.imageReady)
@@ -299,6 +305,21 @@ public struct Builder: Sendable {
             }
             throw KilnError(.buildFailed, text)
         }
+    }
+
+    /// The guest's installed packages, for `kiln refresh` and the image's bill of materials;
+    /// nil for a guest without dpkg.
+    private func packageManifest(of machine: any Machine, log: BuildLog) async throws -> PackageManifest? {
+        let (status, output) = try await machine.capture(
+            script: PackageManifest.query, title: "package manifest", log: log, timeout: .seconds(300))
+        guard status == 0 else { throw KilnError(.buildFailed, "dpkg-query failed in the guest (exit status \(status))") }
+        let manifest = PackageManifest(dpkgQueryOutput: output)
+        guard !manifest.packages.isEmpty else {
+            log.emit("kiln", "no package database in the guest: no package manifest recorded")
+            return nil
+        }
+        log.emit("kiln", "package manifest: \(manifest.packages.count) installed packages")
+        return manifest
     }
 
     private func scanForSecrets(on machine: any Machine, template: Template, log: BuildLog) async throws {

@@ -10,49 +10,32 @@ import KilnCore
 public enum DebianMirror {
     public static func host(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
         if let mirror = environment["KILN_MIRROR"], !mirror.isEmpty { return mirror }
+        return fromHostConfiguration(suite: nil)
+    }
+
+    /// The mirror the host's apt fetches `suite` from (`bookworm-security` usually lives at
+    /// another path than `bookworm`); nil when the host's apt does not list the suite.
+    public static func host(forSuite suite: String) -> String? {
+        fromHostConfiguration(suite: suite)
+    }
+
+    private static func fromHostConfiguration(suite: String?) -> String? {
         let fm = FileManager.default
         let dir = "/etc/apt/sources.list.d"
         let deb822 = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".sources") }.sorted()
         for name in deb822 {
             guard let text = try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) else { continue }
-            if let uri = fromDeb822(text) { return uri }
+            if let uri = fromDeb822(text, suite: suite) { return uri }
         }
         if let text = try? String(contentsOfFile: "/etc/apt/sources.list", encoding: .utf8) {
-            return fromOneLine(text)
+            return fromOneLine(text, suite: suite)
         }
         return nil
     }
 
-    private static let releaseHashes = Locked<[String: String]>([:])
-
-    /// SHA-256 of the suite's `InRelease` file: it changes whenever the mirror publishes new
-    /// packages for the suite, so it stands for "the mirror's state" in build keys.
-    public static func releaseHash(mirror: String, suite: String) async throws -> String {
-        let address = mirror.hasSuffix("/") ? mirror : mirror + "/"
-        let location = address + "dists/\(suite)/InRelease"
-        if let known = releaseHashes.value[location] { return known }
-        guard let url = URL(string: location) else { throw KilnError(.invalidInput, "invalid mirror URL \(mirror)") }
-        let data: Data
-        if url.isFileURL {
-            data = try Data(contentsOf: url)
-        } else {
-            let response: URLResponse
-            do {
-                (data, response) = try await URLSession.shared.data(from: url)
-            } catch {
-                throw KilnError(.io, "cannot read \(location) to check the mirror's state: \(error.localizedDescription)")
-            }
-            if let http = response as? HTTPURLResponse, http.statusCode != 200 {
-                throw KilnError(.io, "\(location): HTTP \(http.statusCode) (is '\(suite)' a suite of this mirror?)")
-            }
-        }
-        let hash = Hashing.sha256Hex(data)
-        releaseHashes.withLock { $0[location] = hash }
-        return hash
-    }
-
-    /// The first `URIs:` of a stanza whose suites are a release's main suite (not -security).
-    static func fromDeb822(_ text: String) -> String? {
+    /// The first `URIs:` of a stanza listing `suite`; with no suite given, of a stanza listing a
+    /// release's main suite (one without `-`, as `bookworm` against `bookworm-security`).
+    static func fromDeb822(_ text: String, suite: String? = nil) -> String? {
         for stanza in text.components(separatedBy: "\n\n") {
             var fields: [String: String] = [:]
             for line in stanza.split(separator: "\n") where !line.hasPrefix("#") {
@@ -61,7 +44,7 @@ public enum DebianMirror {
             }
             guard let uris = fields["uris"], let suites = fields["suites"] else { continue }
             if (fields["types"] ?? "deb").split(separator: " ").contains("deb"),
-                suites.split(separator: " ").contains(where: { !$0.contains("-") }),
+                suites.split(separator: " ").contains(where: { suite.map($0.elementsEqual) ?? !$0.contains("-") }),
                 let uri = uris.split(separator: " ").first
             {
                 return String(uri)
@@ -70,10 +53,10 @@ public enum DebianMirror {
         return nil
     }
 
-    static func fromOneLine(_ text: String) -> String? {
+    static func fromOneLine(_ text: String, suite: String? = nil) -> String? {
         for line in text.split(separator: "\n") {
             let words = line.split(separator: " ").filter { !$0.hasPrefix("[") && !$0.hasSuffix("]") }
-            guard words.count >= 3, words[0] == "deb", !words[2].contains("-") else { continue }
+            guard words.count >= 3, words[0] == "deb", suite.map(words[2].elementsEqual) ?? !words[2].contains("-") else { continue }
             return String(words[1])
         }
         return nil

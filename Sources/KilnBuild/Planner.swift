@@ -37,6 +37,9 @@ public enum ParentState: Sendable {
 public struct Planner: Sendable {
     let store: Store
     let secrets: [String]
+    /// Bases whose repositories' current state is taken instead of the one their newest image
+    /// was made from (`kiln refresh`): see ``SourceDisk/identity(of:pinnedTo:isCached:)``.
+    public var freshSources: Set<String> = []
 
     public init(store: Store, secrets: [String]) {
         self.store = store
@@ -64,7 +67,12 @@ public struct Planner: Sendable {
             parentImage = image
         case .none:
             parentImage = nil
-            decision.source = try await SourceDisk.identity(of: template)
+            let previous =
+                freshSources.contains(template.family)
+                ? nil : try store.catalog.head(of: template.family).map { KeyInputs(json: $0.keyInputs) }
+            decision.source = try await SourceDisk.identity(of: template, pinnedTo: previous) { key in
+                try store.catalog.sourceDigest(key: key) != nil
+            }
         }
         let inputs = try BuildKeys.inputs(for: template, parent: parentImage, source: decision.source, secrets: secrets)
         decision.inputs = inputs

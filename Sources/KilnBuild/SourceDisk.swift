@@ -53,7 +53,8 @@ struct SourceDisk {
             switch template.source {
             case .debootstrap(let spec):
                 try await bootstrap(
-                    spec, mirror: identity.fields["source.mirror"] ?? "", diskSize: template.qemu.diskSize, into: staging, log: log)
+                    spec, sources: try Self.aptSources(of: spec, at: template.sourceLocation), diskSize: template.qemu.diskSize,
+                    into: staging, log: log)
             case .file(let path, let sha256):
                 try await importDisk(path, sha256: sha256, into: staging, log: log)
             case .url(let url, let sha256):
@@ -77,25 +78,39 @@ struct SourceDisk {
 
     /// What determines the source disk's content: these fields are part of the build key of
     /// every image built on it, and their hash names the cached source disk.
-    static func identity(of template: Template) async throws -> SourceIdentity {
+    /// What a source disk is made from. A debootstrap base's identity includes the state of its
+    /// repositories (the hashes of their Release files), except when `previous` (the key inputs
+    /// of the family's newest image) was made from the same recipe and its source disk is still
+    /// cached: then the image stays pinned to the state it was made from, so a mirror that
+    /// publishes does not rebuild every image on the next `kiln build`. Moving a base to newer
+    /// packages is `kiln refresh`'s work, which passes no `previous`.
+    static func identity(
+        of template: Template, pinnedTo previous: KeyInputs? = nil, isCached: (String) throws -> Bool = { _ in false }
+    ) async throws -> SourceIdentity {
         switch template.source {
         case .debootstrap(let spec):
-            guard let mirror = spec.mirror ?? DebianMirror.host() else {
-                throw KilnError(
-                    .invalidInput,
-                    "\(template.sourceLocation): no Debian mirror: set from.debootstrap.mirror or KILN_MIRROR (the host's apt configuration names none)"
-                )
-            }
+            let sources = try aptSources(of: spec, at: template.sourceLocation)
             let packages = (Self.bootPackages + spec.include).sorted()
-            return SourceIdentity(
-                fields: [
-                    "source.kind": "debootstrap", "source.recipe": Self.recipeVersion, "source.suite": spec.suite,
-                    "source.variant": spec.variant, "source.include": packages.joined(separator: ","),
-                    "source.mirror": mirror,
-                    "source.release": try await DebianMirror.releaseHash(mirror: mirror, suite: spec.suite),
-                    "source.disk_size": String(template.qemu.diskSize),
-                ],
-                summary: "debootstrap \(spec.suite)/\(spec.variant)")
+            var fields = [
+                "source.kind": "debootstrap", "source.recipe": Self.recipeVersion, "source.suite": spec.suite,
+                "source.variant": spec.variant, "source.include": packages.joined(separator: ","),
+                "source.mirror": sources[0].mirror, "source.disk_size": String(template.qemu.diskSize),
+            ]
+            // Entries only where a template uses them: earlier images' keys stay valid.
+            if spec.components != ["main"] { fields["source.components"] = spec.components.joined(separator: ",") }
+            if spec.trusted { fields["source.trusted"] = "yes" }
+            if sources.count > 1 { fields["source.updates"] = sources.dropFirst().map(Self.sourcesLine).joined(separator: "; ") }
+            let summary = "debootstrap \(spec.suite)/\(spec.variant)"
+            if let previous, let release = previous.entries["source.release"],
+                previous.entries.filter({ $0.key.hasPrefix("source.") && $0.key != "source.release" }) == fields
+            {
+                var pinned = fields
+                pinned["source.release"] = release
+                let identity = SourceIdentity(fields: pinned, summary: summary)
+                if try isCached(identity.key) { return identity }
+            }
+            fields["source.release"] = try await releaseState(sources)
+            return SourceIdentity(fields: fields, summary: summary)
         case .file(let path, let sha256):
             return SourceIdentity(
                 fields: ["source.kind": "disk", "source.recipe": Self.recipeVersion, "source.sha256": sha256],
@@ -109,9 +124,53 @@ struct SourceDisk {
         }
     }
 
+    /// The repositories a debootstrap base installs from, its main suite first.
+    static func aptSources(of spec: Debootstrap, at location: SourceLocation) throws -> [AptSource] {
+        guard let mirror = spec.mirror ?? DebianMirror.host() else {
+            throw KilnError(
+                .invalidInput,
+                "\(location): no Debian mirror: set from.debootstrap.mirror or KILN_MIRROR (the host's apt configuration names none)")
+        }
+        let main = AptSource(
+            mirror: mirror, suite: spec.suite, components: spec.components, signedBy: spec.signedBy, trusted: spec.trusted)
+        return [main]
+            + spec.updates.map { update in
+                AptSource(
+                    mirror: update.mirror ?? DebianMirror.host(forSuite: update.suite) ?? mirror, suite: update.suite,
+                    components: update.components ?? spec.components, signedBy: update.signedBy ?? spec.signedBy,
+                    trusted: update.trusted ?? spec.trusted)
+            }
+    }
+
+    /// The line mmdebstrap writes into the image's sources.list. Without `signed-by`: the
+    /// bootstrap trusts what the host's apt trusts, and a host path would mean nothing in the guest.
+    static func sourcesLine(_ source: AptSource) -> String {
+        "deb" + (source.trusted ? " [trusted=yes]" : "") + " \(source.mirror) \(source.suite) "
+            + source.components.joined(separator: " ")
+    }
+
+    private static let releaseHashes = Locked<[AptSource: String]>([:])
+
+    /// The repositories' state: the SHA-256 of the main suite's Release file (the form keys had
+    /// before `updates:` existed), or of every suite's, one line each.
+    static func releaseState(_ sources: [AptSource]) async throws -> String {
+        var hashes: [String] = []
+        for source in sources {
+            if let known = releaseHashes.value[source] {
+                hashes.append(known)
+                continue
+            }
+            let hash = try await AptIndexFetcher(cacheDirectory: nil).releaseHash(source)
+            releaseHashes.withLock { $0[source] = hash }
+            hashes.append(hash)
+        }
+        guard hashes.count > 1 else { return hashes[0] }
+        return Hashing.sha256Hex(zip(sources, hashes).map { "\($0.suite) \($1)\n" }.joined())
+    }
+
     /// mmdebstrap builds the tree; its customize hook makes the guest bootable and writes the
     /// ext4 disk from the tree with `mkfs.ext4 -d`: no VM, no mount, no loop device.
-    private func bootstrap(_ spec: Debootstrap, mirror: String, diskSize: UInt64, into staging: String, log: BuildLog) async throws {
+    private func bootstrap(_ spec: Debootstrap, sources: [AptSource], diskSize: UInt64, into staging: String, log: BuildLog) async throws {
         let hook = staging + "/customize.sh"
         try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: hook) }
@@ -129,14 +188,18 @@ struct SourceDisk {
                 [
                     "--mode=\(mode)", "--variant=\(spec.variant)", "--include=\(packages)",
                     "--customize-hook=sh \"$KILN_HOOK\" \"$1\"",
-                    spec.suite, "/dev/null", mirror,
-                ],
+                    spec.suite, "/dev/null",
+                ] + sources.map(Self.sourcesLine),
                 environment: environment, timeout: .seconds(1800), onLine: onLine)
             guard result.succeeded else {
                 throw KilnError(.buildFailed, "mmdebstrap failed with exit status \(result.status) (see the debootstrap lines in the log)")
             }
         } else {
             // Without mmdebstrap, debootstrap needs root; the same hook then runs on its tree.
+            guard sources.count == 1, spec.components == ["main"], !spec.trusted else {
+                throw KilnError(.buildFailed, "from.debootstrap's updates, components and trusted need mmdebstrap; install mmdebstrap")
+            }
+            let mirror = sources[0].mirror
             guard getuid() == 0 else {
                 throw KilnError(.buildFailed, "a debootstrap source needs mmdebstrap (or debootstrap run as root); install mmdebstrap")
             }

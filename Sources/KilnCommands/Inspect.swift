@@ -15,9 +15,24 @@ struct Inspect: AsyncParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "Print the image's installed packages (name, version, architecture, source, source version), recorded at its build.")
+    var packages = false
+
     func run() async throws {
         let store = try store.open()
         let image = try store.catalog.resolve(name)
+        if packages {
+            guard let manifest = try store.catalog.packages(of: image.name) else {
+                throw KilnError(
+                    .notFound, "\(image.name) has no package manifest (no dpkg in the guest, or built before kiln recorded them)")
+            }
+            if json {
+                try printJSON(manifest.packages)
+            } else {
+                print(manifest.tsv, terminator: "")
+            }
+            return
+        }
         let view = ImageView(image, store: store)
         if json {
             try printJSON(view)
@@ -32,6 +47,7 @@ struct Inspect: AsyncParsableCommand {
             ("description", view.description), ("template", "sha256:" + view.templateHash),
             ("build", view.buildID), ("origin", view.origin?.summary), ("job url", view.origin?.jobURL), ("log", view.log),
             ("build key", view.buildKey.map { "sha256:" + $0 } ?? "-"),
+            ("packages", try store.catalog.packages(of: image.name).map { "\($0.packages.count) (kiln inspect --packages)" }),
             ("labels", view.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
         ]
         for case let (key, value?) in rows { print("\(key.padding(toLength: 12, withPad: " ", startingAt: 0))\(value)") }

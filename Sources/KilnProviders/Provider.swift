@@ -47,6 +47,9 @@ public protocol Provider: Sendable {
 public protocol Machine: Sendable {
     /// Runs `script` with `/bin/sh -e` as root; returns its exit status. Output goes to `log` under `title`.
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32
+    /// Runs `script` as ``run(script:environment:title:log:timeout:)`` does, but returns its
+    /// standard output instead of logging it (standard error still goes to `log`).
+    func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String)
     /// Copies a host file or directory into the guest (see ``Step/Kind/file(src:dest:contentsOnly:)``).
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws
     /// Removes build credentials, leaves a cleanly unmounted filesystem, and stops the machine.

@@ -182,16 +182,33 @@ final class QemuMachine: Machine {
     var isRunning: Bool { !exited.value }
 
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
+        try await execute(script: script, environment: environment, timeout: timeout) { line in log.emit(title, line.text) }
+    }
+
+    func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
+        let output = Locked<[String]>([])
+        let status = try await execute(script: script, environment: [], timeout: timeout) { line in
+            if line.stream == .stdout {
+                output.withLock { $0.append(line.text) }
+            } else {
+                log.emit(title, line.text)
+            }
+        }
+        return (status, output.value.map { $0 + "\n" }.joined())
+    }
+
+    private func execute(
+        script: String, environment: [EnvVar], timeout: Duration?, onLine: @escaping @Sendable (ProcessOutputLine) -> Void
+    ) async throws -> Int32 {
         let path = "/tmp/kiln-step.sh"
         // One connection per step (each SSH handshake costs a second or more under TCG): the
         // script arrives on stdin, then runs with stdin from /dev/null so nothing waits on a prompt.
         // Values reach the guest's shell only as single-quoted words.
         let run = ShellQuote.join(["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
         let result = try await ssh.run(
-            "\(QemuProvider.prepareResolver) && cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)), timeout: timeout
-        ) { line in
-            log.emit(title, line.text)
-        }
+            "\(QemuProvider.prepareResolver) && cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)),
+            timeout: timeout,
+            onLine: onLine)
         if result.status == 255 && !isRunning {
             throw KilnError(.providerFailed, "the VM stopped while the step ran")
         }

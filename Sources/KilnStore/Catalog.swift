@@ -110,6 +110,15 @@ public final class Catalog: Sendable {
         try db.row(ImageRecord.select + " WHERE name = ?", [.text(name)]).map(ImageRecord.init(row:))
     }
 
+    /// The packages recorded for an image at the end of its build; nil when none were (the
+    /// guest had no dpkg, or the image predates manifests). Kept out of ``ImageRecord``: a
+    /// manifest is a few KiB, and listings never need it.
+    public func packages(of image: String) throws -> PackageManifest? {
+        try db.read { db in
+            try db.row("SELECT packages FROM image WHERE name = ?", [.text(image)])?.string("packages").map(PackageManifest.init(tsv:))
+        }
+    }
+
     public func families() throws -> Set<String> {
         try db.read { db in Set(try db.strings("SELECT DISTINCT family FROM image", column: "family")) }
     }
@@ -178,6 +187,9 @@ public final class Catalog: Sendable {
                 buildKey: draft.buildKey, keyInputs: draft.keyInputs, backingDigest: draft.backingDigest,
                 policy: draft.policy, origin: draft.origin?.json)
             try db.execute(ImageRecord.insert, record.values)
+            if let packages = draft.packages {
+                try db.execute("UPDATE image SET packages = ? WHERE name = ?", [.text(packages.tsv), .text(record.name)])
+            }
             try db.execute("UPDATE build SET image = ? WHERE id = ?", [.text(record.name), .text(draft.buildID)])
             return record
         }
@@ -242,14 +254,17 @@ public struct ImageDraft: Sendable {
     /// JSON of the template's lifecycle policy.
     public var policy: String?
     public var origin: BuildOrigin?
+    /// What the image has installed (nil: no package database in the guest).
+    public var packages: PackageManifest?
 
     public init(
         family: String, digest: String, parent: String?, labels: [String: String], description: String?,
         templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
         buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, policy: String? = nil,
-        origin: BuildOrigin? = nil
+        origin: BuildOrigin? = nil, packages: PackageManifest? = nil
     ) {
         self.origin = origin
+        self.packages = packages
         self.policy = policy
         self.backingDigest = backingDigest
         self.buildKey = buildKey

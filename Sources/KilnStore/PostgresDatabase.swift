@@ -115,7 +115,7 @@ final class PostgresDatabase: SQLDatabase {
     // MARK: - Migrations
 
     /// Versioned, applied in order, each once; the PostgreSQL schema equals SQLite's after its
-    /// migrations v1 through v8-build-host (docs/store.md).
+    /// migrations v1 through v9-packages (docs/store.md).
     static let migrations: [(version: String, statements: [String])] = [
         (
             "v1-initial",
@@ -156,7 +156,8 @@ final class PostgresDatabase: SQLDatabase {
                 """,
                 "CREATE INDEX channel_on_family_name ON channel (family, name)",
             ]
-        )
+        ),
+        ("v2-packages", ["ALTER TABLE image ADD COLUMN packages text"]),
     ]
 
     private func migrate() throws {

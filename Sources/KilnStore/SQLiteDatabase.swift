@@ -141,6 +141,10 @@ final class SQLiteDatabase: SQLDatabase {
             // The machine a build's pid belongs to: a shared store or catalog spans machines.
             try db.alter(table: "build") { t in t.add(column: "host", .text) }
         }
+        migrator.registerMigration("v9-packages") { db in
+            // The image's installed packages (PackageManifest, tab-separated lines).
+            try db.alter(table: "image") { t in t.add(column: "packages", .text) }
+        }
         return migrator
     }
 

@@ -88,11 +88,35 @@ public struct Debootstrap: Sendable, Equatable {
     public let include: [String]
     /// nil: the Debian mirror the host's apt uses (or `KILN_MIRROR`).
     public let mirror: String?
+    /// The archive areas installed from and checked by `kiln refresh`.
+    public var components: [String] = ["main"]
+    /// A keyring that signs the repositories' Release files (nil: Debian's archive keyring).
+    public var signedBy: String?
+    /// An unsigned repository, as apt's `[trusted=yes]`: its Release file is not checked.
+    public var trusted = false
+    /// More suites the base installs from and `kiln refresh` checks (`bookworm-updates`,
+    /// `bookworm-security`, a team's own repository).
+    public var updates: [AptSuite] = []
 
     public init(suite: String, variant: String = "minbase", include: [String] = [], mirror: String? = nil) {
         self.suite = suite
         self.variant = variant
         self.include = include
+        self.mirror = mirror
+    }
+}
+
+/// One more suite under `from.debootstrap.updates`; a field left out is the base's.
+public struct AptSuite: Sendable, Equatable {
+    public let suite: String
+    /// nil: the host's apt source for this suite, else the base's mirror.
+    public var mirror: String?
+    public var components: [String]?
+    public var signedBy: String?
+    public var trusted: Bool?
+
+    public init(suite: String, mirror: String? = nil) {
+        self.suite = suite
         self.mirror = mirror
     }
 }

@@ -280,18 +280,18 @@ final class TemplateParser {
             }
             return .image(family: family)
         case "debootstrap":
-            guard let f = mapping(value, "from.debootstrap", allowed: ["suite", "variant", "include", "mirror"]) else {
+            guard
+                let f = mapping(
+                    value, "from.debootstrap",
+                    allowed: ["suite", "variant", "include", "mirror", "components", "signed_by", "trusted", "updates"])
+            else {
                 return nil
             }
             guard let suiteNode = f["suite"] else {
                 error(at: value, "from.debootstrap: missing required key 'suite' (e.g. bookworm)")
                 return nil
             }
-            guard let suite = string(suiteNode, "suite") else { return nil }
-            guard suite.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else {
-                error(at: suiteNode, "invalid suite '\(suite)'")
-                return nil
-            }
+            guard let suite = suiteName(suiteNode) else { return nil }
             let variant = f["variant"].flatMap { string($0, "variant") } ?? "minbase"
             let variants = ["minbase", "buildd", "required", "important", "standard", "essential", "apt", "debootstrap"]
             if !variants.contains(variant) {
@@ -302,11 +302,12 @@ final class TemplateParser {
             where !isDebianPackageName(package) {
                 error(at: packageNode, "invalid package name '\(package)'")
             }
-            let mirror = f["mirror"].flatMap { string($0, "mirror") }
-            if let mirror, URL(string: mirror)?.scheme.map({ ["http", "https", "file"].contains($0) }) != true {
-                error(at: f["mirror"], "mirror must be an http, https or file URL, got '\(mirror)'")
-            }
-            return .debootstrap(Debootstrap(suite: suite, variant: variant, include: include, mirror: mirror))
+            var spec = Debootstrap(suite: suite, variant: variant, include: include, mirror: f["mirror"].flatMap(mirrorURL))
+            spec.components = f["components"].flatMap(components) ?? spec.components
+            spec.signedBy = f["signed_by"].flatMap(keyring)
+            spec.trusted = f["trusted"].flatMap { bool($0, "trusted") } ?? false
+            spec.updates = f["updates"].flatMap { sequence($0, "from.debootstrap.updates") }?.compactMap(parseUpdate) ?? []
+            return .debootstrap(spec)
         case "file":
             guard let f = mapping(value, "from.file", allowed: ["path", "sha256"]) else { return nil }
             let path = required(f, "path", in: value, "from.file").flatMap { string($0, "path") }
@@ -328,6 +329,68 @@ final class TemplateParser {
             }
             return .url(url: url, sha256: sha)
         }
+    }
+
+    /// An item of `from.debootstrap.updates`: a suite name, or a mapping with its own source fields.
+    private func parseUpdate(_ node: Node) -> AptSuite? {
+        if node.scalar != nil {
+            return suiteName(node).map { AptSuite(suite: $0) }
+        }
+        let what = "from.debootstrap.updates item"
+        guard let f = mapping(node, what, allowed: ["suite", "mirror", "components", "signed_by", "trusted"]) else { return nil }
+        // Every field is checked, so one pass reports all of an item's errors.
+        let suite = required(f, "suite", in: node, what).flatMap(suiteName)
+        let mirror = f["mirror"].flatMap(mirrorURL)
+        let components = f["components"].flatMap(components)
+        let signedBy = f["signed_by"].flatMap(keyring)
+        let trusted = f["trusted"].flatMap { bool($0, "trusted") }
+        guard let suite else { return nil }
+        var update = AptSuite(suite: suite, mirror: mirror)
+        update.components = components
+        update.signedBy = signedBy
+        update.trusted = trusted
+        return update
+    }
+
+    private func suiteName(_ node: Node) -> String? {
+        guard let suite = string(node, "suite") else { return nil }
+        guard !suite.isEmpty, suite.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }),
+            !suite.hasPrefix(".")
+        else {
+            error(at: node, "invalid suite '\(suite)': letters, digits, '-', '.' and '_' only")
+            return nil
+        }
+        return suite
+    }
+
+    private func mirrorURL(_ node: Node) -> String? {
+        guard let mirror = string(node, "mirror") else { return nil }
+        guard URL(string: mirror)?.scheme.map({ ["http", "https", "file"].contains($0) }) == true else {
+            error(at: node, "mirror must be an http, https or file URL, got '\(mirror)'")
+            return nil
+        }
+        return mirror
+    }
+
+    private func components(_ node: Node) -> [String]? {
+        let names = stringList(node, "components")
+        for (name, item) in zip(names, node.sequence.map(Array.init) ?? [])
+        where name.isEmpty || !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-/".contains($0)) }) {
+            error(at: item, "invalid component '\(name)' (e.g. main, contrib, non-free-firmware)")
+        }
+        if names.isEmpty { error(at: node, "components: give at least one (e.g. [main])") }
+        return names.isEmpty ? nil : names
+    }
+
+    /// A keyring path, relative to the template's file like other paths; it must exist.
+    private func keyring(_ node: Node) -> String? {
+        guard let path = string(node, "signed_by") else { return nil }
+        let absolute = resolvePath(path)
+        guard FileManager.default.fileExists(atPath: absolute) else {
+            error(at: node, "signed_by: \(path) does not exist (looked at \(absolute))")
+            return nil
+        }
+        return absolute
     }
 
     private func parseProvider(_ node: Node) -> QemuSettings {

@@ -55,16 +55,16 @@ struct BuildEventTests {
             let steps = try Self.stages(events, family: image.family).map(\.step)
             #expect(steps.first == (image.parent == nil ? "source" : "verify"))
             #expect(Array(steps.dropFirst().prefix(1)) == ["boot"])
-            #expect(Array(steps.suffix(3)) == ["secret scan", "shutdown", "snapshot"])
+            #expect(Array(steps.suffix(4)) == ["package manifest", "secret scan", "shutdown", "snapshot"])
             #expect(try Self.stages(events, family: image.family).allSatisfy(\.ok))
         }
         // Parents finish before their children start.
         let baseReady = try #require(events.firstIndex { $0.family == "base" && $0.event == .imageReady })
         let appStarted = try #require(events.firstIndex { $0.family == "app" && $0.event == .buildStarted })
         #expect(baseReady < appStarted)
-        // The app's steps in template order, named by their titles, between boot and the scan.
+        // The app's steps in template order, named by their titles, between boot and the manifest.
         let appSteps = try Self.stages(events, family: "app").map(\.step)
-        #expect(appSteps.count == 3 + 3 + 2)
+        #expect(appSteps.count == 3 + 4 + 2)
         #expect(appSteps.contains { $0.hasSuffix("file motd -> /etc/motd") })
         // Rebuilt with no change: only up_to_date events, naming the same images.
         let again = CollectingReporter()

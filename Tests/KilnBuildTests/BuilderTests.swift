@@ -290,10 +290,15 @@ struct BuilderTests {
             Suites: bookworm-security
             """
         #expect(DebianMirror.fromDeb822(deb822) == "http://mirror.example/debian")
+        #expect(DebianMirror.fromDeb822(deb822, suite: "bookworm-security") == "http://mirror.example/debian-security")
+        #expect(DebianMirror.fromDeb822(deb822, suite: "trixie") == nil)
         #expect(
             DebianMirror.fromOneLine(
                 "deb http://m.example/debian-security bookworm-security main\ndeb [arch=amd64] http://m.example/debian bookworm main\n")
                 == "http://m.example/debian")
+        #expect(
+            DebianMirror.fromOneLine("deb http://m.example/debian-security bookworm-security main\n", suite: "bookworm-security")
+                == "http://m.example/debian-security")
         #expect(DebianMirror.host(environment: ["KILN_MIRROR": "http://mine.example/debian"]) == "http://mine.example/debian")
     }
 }

@@ -13,6 +13,8 @@ final class FakeProvider: Provider {
     let failMarker = "FAIL-HERE"
     /// Runs when a machine is shut down, before kiln seals its disk.
     let onShutdown = Locked<(@Sendable () -> Void)?>(nil)
+    /// What the guest's dpkg-query prints at the end of a build (empty: a guest without dpkg).
+    let packages = Locked("")
 
     func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
         let disk = spec.diskDirectory + "/disk.qcow2"
@@ -34,6 +36,11 @@ final class FakeMachine: Machine {
         log.emit(title, "ran: \(script)")
         if script.contains("SLOW") { try await Task.sleep(for: .milliseconds(300)) }
         return script.contains(provider.failMarker) ? 3 : 0
+    }
+
+    func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
+        provider.events.withLock { $0.append("capture \(title)") }
+        return (0, provider.packages.value)
     }
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {

@@ -43,7 +43,9 @@ struct TemplateLoaderTests {
         #expect(src.hasSuffix("examples/debian/site/"))
         #expect(product.labels["release"] == "1.0")
         let base = try #require(set.template(family: "debian-12-base"))
-        #expect(base.source == .debootstrap(Debootstrap(suite: "bookworm", variant: "minbase", include: ["ca-certificates", "less"])))
+        var spec = Debootstrap(suite: "bookworm", variant: "minbase", include: ["ca-certificates", "less"])
+        spec.updates = [AptSuite(suite: "bookworm-updates"), AptSuite(suite: "bookworm-security")]
+        #expect(base.source == .debootstrap(spec))
         #expect(base.qemu == QemuSettings(memoryMiB: 1024, cpus: 2, diskSize: 4 << 30))
     }
 
@@ -118,6 +120,45 @@ struct TemplateLoaderTests {
         #expect(text.contains { $0.hasPrefix("c.yaml:2:21: error: from.file: nowhere.qcow2 does not exist") })
         #expect(text.contains("c.yaml:2:44: error: sha256 must be 64 hexadecimal digits"))
         #expect(text.contains("d.yaml:2:7: error: from: needs exactly one of debootstrap, file, url, image"))
+    }
+
+    @Test("debootstrap updates: a suite name or a mapping; fields left out are the base's; bad values name their place")
+    func debootstrapUpdates() throws {
+        let dir = try TemplateDirectory([
+            "base.yaml": """
+            image: base
+            from:
+              debootstrap:
+                suite: bookworm
+                components: [main, non-free-firmware]
+                updates:
+                  - bookworm-security
+                  - {suite: tools, mirror: "http://127.0.0.1:8080/tools", trusted: true, components: [main]}
+            """
+        ])
+        let template = try #require(try TemplateLoader(environment: [:]).load(path: dir.path).template(family: "base"))
+        guard case .debootstrap(let spec) = template.source else {
+            Issue.record("expected a debootstrap source")
+            return
+        }
+        #expect(spec.components == ["main", "non-free-firmware"])
+        #expect(spec.updates.map(\.suite) == ["bookworm-security", "tools"])
+        #expect(spec.updates[0].mirror == nil && spec.updates[0].trusted == nil)
+        #expect(spec.updates[1].mirror == "http://127.0.0.1:8080/tools" && spec.updates[1].trusted == true)
+        #expect(spec.updates[1].components == ["main"])
+
+        let found = try diagnostics([
+            "a.yaml": "image: a\nfrom: {debootstrap: {suite: bookworm, updates: [\"bad suite\"]}}\n",
+            "b.yaml": "image: b\nfrom: {debootstrap: {suite: bookworm, updates: [{mirror: ftp://x}]}}\n",
+            "c.yaml": "image: c\nfrom: {debootstrap: {suite: bookworm, signed_by: missing.gpg, trusted: maybe}}\n",
+            "d.yaml": "image: d\nfrom: {debootstrap: {suite: bookworm, components: []}}\n",
+        ]).map(\.description)
+        #expect(found.contains { $0.hasPrefix("a.yaml:2:49: error: invalid suite 'bad suite'") })
+        #expect(found.contains("b.yaml:2:49: error: from.debootstrap.updates item: missing required key 'suite'"))
+        #expect(found.contains("b.yaml:2:58: error: mirror must be an http, https or file URL, got 'ftp://x'"))
+        #expect(found.contains { $0.hasPrefix("c.yaml:2:50: error: signed_by: missing.gpg does not exist") })
+        #expect(found.contains("c.yaml:2:72: error: trusted must be true or false"))
+        #expect(found.contains("d.yaml:2:51: error: components: give at least one (e.g. [main])"))
     }
 
     @Test("variable values: default, then KILN_VAR_NAME, then --var; $${ is a literal")

@@ -4,6 +4,7 @@
 //   kiln-bench catalog            B9: resolve on 100,000 images, rotate over 10,000
 //   kiln-bench snapshot DIR       B7: sealing a child that changed 10 MiB on 2 and 8 GiB parents
 //   kiln-bench generate DIR N     B8: writes N templates in a 5-deep graph to DIR
+//   kiln-bench refresh DIR        B10: a real-size repository, 50 templates and their images in DIR
 import Foundation
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
@@ -32,7 +33,9 @@ case "snapshot" where arguments.count == 2:
     try await snapshotBenchmark(directory: arguments[1])
 case "generate" where arguments.count == 3:
     try generateGraph(directory: arguments[1], count: Int(arguments[2]) ?? 1_000)
+case "refresh" where arguments.count == 2:
+    try await setUpRefreshBenchmark(directory: arguments[1])
 default:
-    FileHandle.standardError.write(Data("usage: kiln-bench catalog | snapshot DIR | generate DIR COUNT\n".utf8))
+    FileHandle.standardError.write(Data("usage: kiln-bench catalog | snapshot DIR | generate DIR COUNT | refresh DIR\n".utf8))
     exit(2)
 }
