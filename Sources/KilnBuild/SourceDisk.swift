@@ -78,7 +78,8 @@ struct SourceDisk {
 
     /// What determines the source disk's content: these fields are part of the build key of
     /// every image built on it, and their hash names the cached source disk.
-    /// What a source disk is made from. A debootstrap base's identity includes the state of its
+    ///
+    /// A debootstrap base's identity includes the state of its
     /// repositories (the hashes of their Release files), except when `previous` (the key inputs
     /// of the family's newest image) was made from the same recipe and its source disk is still
     /// cached: then the image stays pinned to the state it was made from, so a mirror that
