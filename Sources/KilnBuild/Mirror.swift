@@ -1,10 +1,6 @@
 import Foundation
 import KilnCore
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 /// The Debian mirror kiln bootstraps from when a template names none: `KILN_MIRROR`, else the
 /// one the host's apt is configured with. No mirror host is written into kiln itself.
 public enum DebianMirror {

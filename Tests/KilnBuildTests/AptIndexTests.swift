@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnTestSupport
 import Testing
 
 @testable import KilnBuild
@@ -49,7 +50,7 @@ struct AptIndexVersionTests {
 
     @Test("400 random pairs compare as dpkg --compare-versions says")
     func dpkgAgrees() async throws {
-        var random = SplitMix64(seed: 0x6b69_6c6e)
+        var random = SeededGenerator(state: 0x6b69_6c6e)
         var pairs: [(String, String)] = []
         for n in 0..<400 {
             let a = Self.version(&random)
@@ -78,7 +79,7 @@ struct AptIndexVersionTests {
     }
 
     /// A valid Debian version: optional epoch, upstream starting with a digit, optional revision.
-    static func version(_ random: inout SplitMix64) -> String {
+    static func version(_ random: inout SeededGenerator) -> String {
         let upstreamCharacters = Array("0123456789012345.....++~~abzXY")
         let revisionCharacters = Array("0123456789.+~bdeu")
         var version = random.next() % 4 == 0 ? "\(random.next() % 3):" : ""
@@ -93,7 +94,7 @@ struct AptIndexVersionTests {
     }
 
     /// A version near `a`, where the interesting comparisons are.
-    static func mutate(_ a: String, _ random: inout SplitMix64) -> String {
+    static func mutate(_ a: String, _ random: inout SeededGenerator) -> String {
         switch random.next() % 6 {
         case 0: return a + "~rc1"
         case 1: return a + "+b1"
@@ -106,19 +107,6 @@ struct AptIndexVersionTests {
             if let index = digits.randomElement(using: &random) { characters[index] = Character(String(random.next() % 10)) }
             return String(characters)
         }
-    }
-}
-
-/// A seeded generator, so a failing random pair is the same on every run.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -2,19 +2,8 @@ import Foundation
 import KilnCore
 import KilnGraph
 import KilnTemplates
+import KilnTestSupport
 import Testing
-
-/// SplitMix64: a tiny, well-known generator, so a seed names the same inputs on every machine.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Makes hostile and broken templates from the examples: byte and line mutations, tokens YAML
 /// gives meaning to, hostile names, and generated bombs, deep nesting, huge scalars and
