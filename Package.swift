@@ -45,7 +45,9 @@ let package = Package(
             ]
         ),
         .target(name: "KilnProviders", dependencies: ["KilnCore", "KilnTemplates", "KilnStore"]),
-        .target(name: "KilnBuild", dependencies: ["KilnGraph", "KilnStore", "KilnProviders"]),
+        .target(
+            name: "KilnBuild",
+            dependencies: ["KilnGraph", "KilnStore", "KilnProviders", .product(name: "Yams", package: "Yams")]),
         .target(
             name: "KilnCommands",
             dependencies: ["KilnBuild", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -35,8 +35,9 @@ public enum BuildKeys {
     public static let imageFormatVersion = "1"
 
     /// The key inputs of `template` built on `parent` (a layer) or on `source` (a base).
+    /// - Parameter provider: steps that `when:`/`unless:` leave out for this provider are no input.
     public static func inputs(
-        for template: Template, parent: ImageRecord?, source: SourceIdentity?, secrets: [String]
+        for template: Template, parent: ImageRecord?, source: SourceIdentity?, secrets: [String], provider: String = "qemu"
     ) throws -> KeyInputs {
         var e: [String: String] = ["kiln.image-format": imageFormatVersion]
         let directory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
@@ -54,18 +55,30 @@ public enum BuildKeys {
         for variable in template.variables {
             e["var.\(variable.name)"] = variable.sensitive ? "sha256:" + Hashing.sha256Hex(variable.value) : hidden(variable.value)
         }
-        for step in template.steps {
+        // A step's name, timeout, retries and pauses change how it runs, not what it makes.
+        for step in template.steps where step.skipReason(provider: provider, variables: template.variableValues) == nil {
             let p = "provision[\(step.index)]"
             switch step.kind {
-            case .shell(let inline, let script, let env):
-                if let inline { e["\(p).shell"] = "sha256:" + Hashing.sha256Hex(inline) }
+            case .shell(let inline, let script, let env), .shellLocal(let inline, let script, let env):
+                let q = "\(p).\(step.kind.name)"
+                if let inline { e[q] = "sha256:" + Hashing.sha256Hex(inline) }
                 if let script {
-                    e["\(p).shell.script"] = relative(script, to: directory) + " sha256:" + (try Hashing.sha256Hex(fileAt: script))
+                    e["\(q).script"] = relative(script, to: directory) + " sha256:" + (try Hashing.sha256Hex(fileAt: script))
                 }
-                for variable in env { e["\(p).shell.env.\(variable.name)"] = hidden(variable.value) }
+                for variable in env { e["\(q).env.\(variable.name)"] = hidden(variable.value) }
             case .file(let src, let dest, let contentsOnly):
                 e["\(p).src"] = relative(src, to: directory) + " sha256:" + (try treeHash(src))
                 e["\(p).dest"] = hidden(dest) + (contentsOnly ? " (contents)" : "")
+            case .ansible(let ansible):
+                // The playbook's whole directory: its roles, templates, files and ansible.cfg.
+                e["\(p).ansible.playbook"] =
+                    relative(ansible.playbook, to: directory) + " sha256:" + (try treeHash(ansible.directory))
+                if ansible.extraVars != "{}" { e["\(p).ansible.extra_vars"] = hidden(ansible.extraVars) }
+                if let galaxy = ansible.galaxyFile {
+                    e["\(p).ansible.galaxy_file"] = relative(galaxy, to: directory) + " sha256:" + (try Hashing.sha256Hex(fileAt: galaxy))
+                }
+            case .breakpoint:
+                break
             }
         }
         return KeyInputs(e)
@@ -90,7 +103,7 @@ public enum BuildKeys {
                     lines.append("parent \(parentFamily ?? "image") moved to \(parentName ?? new)")
                 } else if name == "kiln.image-format" {
                     lines.append("kiln's image format changed (\(old) -> \(new))")
-                } else if name.hasSuffix(".src") || name.hasSuffix(".script") {
+                } else if name.hasSuffix(".src") || name.hasSuffix(".script") || name.hasSuffix(".playbook") {
                     let path = new.split(separator: " ").first.map(String.init) ?? name
                     lines.append("\(name) \(path) changed")
                 } else if old.hasPrefix("sha256:") || new.hasPrefix("sha256:") || old.count > 60 || new.count > 60 {

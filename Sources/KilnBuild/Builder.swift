@@ -24,6 +24,21 @@ public struct BuildOptions: Sendable {
     /// image's (`kiln refresh`).
     public var freshSources: Set<String> = []
 
+    public enum OnBreakpoint: String, Sendable, CaseIterable {
+        /// Pause when someone is there to continue (``BuildOptions/prompt``), else skip with a log line.
+        case pause
+        /// Never pause; log the breakpoint.
+        case skip
+        /// Fail the build at the breakpoint (a CI job that must not reach one).
+        case fail
+    }
+
+    public var onBreakpoint: OnBreakpoint = .pause
+    /// Pause before every step (`kiln build --debug`).
+    public var debug = false
+    /// Where the user continues a paused build; nil when nobody can (no terminal).
+    public var prompt: (any BreakpointPrompt)?
+
     public init() {}
 }
 
@@ -69,6 +84,16 @@ public struct Builder: Sendable {
         for template in graph.order where selected?.contains(template.family) ?? true {
             var parent = template.parentFamily
             while let family = parent, needed.insert(family).inserted { parent = graph.template(family)?.parentFamily }
+        }
+        for template in graph.order where selected?.contains(template.family) ?? true {
+            // Said before any VM boots, not after a parent's build.
+            let variables = template.variableValues
+            if template.steps.contains(where: {
+                if case .ansible = $0.kind { return $0.skipReason(provider: provider.name, variables: variables) == nil }
+                return false
+            }) {
+                try AnsibleRunner.checkInstalled()
+            }
         }
         for template in graph.order {
             if let selected, !selected.contains(template.family) {
@@ -135,6 +160,7 @@ public struct Builder: Sendable {
         defer { withExtendedLifetime(lock) {} }
         var planner = Planner(store: store, secrets: secrets)
         planner.freshSources = options.freshSources
+        planner.provider = provider.name
         let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
         if decision.action == .upToDate, let image = decision.image {
             var upToDate = BuildEvent(.upToDate, family: family)
@@ -210,11 +236,10 @@ public struct Builder: Sendable {
                 settings: template.qemu, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
             machineSpec = spec
             machine = try await provider.start(spec, log: log)
-            for step in template.steps {
-                steps.enter(log.redact(step.title))
-                try Task.checkCancellation()
-                try await run(step, on: machine!, template: template, log: log)
-            }
+            let runner = StepRunner(
+                options: options, provider: provider.name, template: template, buildID: buildID, scratch: scratch, log: log,
+                onEnter: { steps.enter($0) })
+            try await runner.runAll(on: machine!)
             steps.enter("package manifest")
             let packages = try await packageManifest(of: machine!, log: log)
             steps.enter("secret scan")
@@ -349,33 +374,6 @@ public struct Builder: Sendable {
             try store.verifyBlob(digest)
             next = try store.catalog.image(digest: digest)?.backingDigest
         }
-    }
-
-    private func run(_ step: Step, on machine: any Machine, template: Template, log: BuildLog) async throws {
-        log.clearLastLines()
-        // A title quotes the step's text, which may hold a sensitive value.
-        let title = log.redact(step.title)
-        log.emit("kiln", "step \(title)")
-        let started = ContinuousClock.now
-        switch step.kind {
-        case .shell(let inline, let script, let env):
-            let text = try inline ?? String(contentsOfFile: script!, encoding: .utf8)
-            let environment = [EnvVar(name: "KILN_IMAGE_FAMILY", value: template.family)] + env
-            let status: Int32
-            do {
-                status = try await machine.run(
-                    script: text, environment: environment, title: title, log: log, timeout: options.stepTimeout)
-            } catch let error as KilnError where error.code == .timeout {
-                throw KilnError(
-                    .timeout, "the step did not finish within \(options.stepTimeout.kilnDescription) (--step-timeout) (\(step.location))")
-            }
-            guard status == 0 else {
-                throw KilnError(.buildFailed, "exit status \(status) (\(step.location))")
-            }
-        case .file(let src, let dest, let contentsOnly):
-            try await machine.upload(source: src, destination: dest, contentsOnly: contentsOnly, title: title, log: log)
-        }
-        log.emit("kiln", "step done in \((ContinuousClock.now - started).kilnDescription)")
     }
 
     /// Archives the log (with the serial console) and records how the build ended.

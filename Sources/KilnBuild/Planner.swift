@@ -40,6 +40,8 @@ public struct Planner: Sendable {
     /// Bases whose repositories' current state is taken instead of the one their newest image
     /// was made from (`kiln refresh`): see ``SourceDisk/identity(of:pinnedTo:isCached:)``.
     public var freshSources: Set<String> = []
+    /// The provider the images are built with: `when:`/`unless:` may leave steps out for it.
+    public var provider = "qemu"
 
     public init(store: Store, secrets: [String]) {
         self.store = store
@@ -74,7 +76,8 @@ public struct Planner: Sendable {
                 try store.catalog.sourceDigest(key: key) != nil
             }
         }
-        let inputs = try BuildKeys.inputs(for: template, parent: parentImage, source: decision.source, secrets: secrets)
+        let inputs = try BuildKeys.inputs(
+            for: template, parent: parentImage, source: decision.source, secrets: secrets, provider: provider)
         decision.inputs = inputs
         if force {
             decision.reasons = ["--force"]

@@ -20,6 +20,10 @@ struct Build: AsyncParsableCommand {
             Every image records the commit of the template directory and the CI job that built \
             it (GitLab CI, GitHub Actions, Jenkins variables; else git): see kiln inspect. \
             --json prints the build as a stream of JSON events, one per line (docs/json.md).
+
+            A breakpoint: step (or every step, with --debug) pauses the build with its VM up \
+            and prints the ssh command that logs into it; Enter continues. Without a terminal \
+            a breakpoint is skipped with a log line, or fails the build with --on-breakpoint=fail.
             """)
 
     @OptionGroup var templates: TemplateOptions
@@ -70,9 +74,30 @@ struct Build: AsyncParsableCommand {
     @Flag(help: "Print the build as JSON events, one per line, on standard output (docs/json.md).")
     var json = false
 
+    @Flag(
+        help: ArgumentHelp(
+            "Pause before every step with the VM up, print how to log into it, and wait for Enter (needs a terminal)."))
+    var debug = false
+
+    @Option(
+        name: .customLong("on-breakpoint"),
+        help: ArgumentHelp(
+            "At a breakpoint: step, pause: wait for Enter when kiln runs in a terminal (else skip it with a log line); skip: never pause; fail: fail the build.",
+            valueName: "pause|skip|fail"))
+    var onBreakpoint: String = "pause"
+
     func run() async throws {
         guard let onErrorMode = BuildOptions.OnError(rawValue: onError) else {
             throw KilnError(.invalidInput, "--on-error must be cleanup or keep, got '\(onError)'")
+        }
+        guard let breakpointMode = BuildOptions.OnBreakpoint(rawValue: onBreakpoint) else {
+            throw KilnError(.invalidInput, "--on-breakpoint must be pause, skip or fail, got '\(onBreakpoint)'")
+        }
+        let interactive = TerminalPrompt.isAvailable && !json
+        if debug && !interactive {
+            throw KilnError(
+                .invalidInput,
+                "--debug waits for Enter before every step: it needs a terminal on standard input and standard error, and no --json")
         }
         if let jobs, jobs < 1 { throw KilnError(.invalidInput, "-j must be at least 1") }
         if let promote { try Catalog.checkChannelName(promote) }
@@ -96,6 +121,9 @@ struct Build: AsyncParsableCommand {
         options.stepTimeout = .seconds(stepTimeout)
         options.shutdownTimeout = .seconds(shutdownTimeout)
         options.origin = OriginSource(templates: templates.path)
+        options.onBreakpoint = breakpointMode
+        options.debug = debug
+        options.prompt = interactive ? TerminalPrompt() : nil
         let reporter: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
         let builder = Builder(store: store, provider: try Providers.named("qemu"), options: options, reporter: reporter)
         let results = try await builder.build(

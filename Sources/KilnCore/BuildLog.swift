@@ -10,6 +10,8 @@ public final class BuildLog: Sendable {
     private struct State {
         var handle: FileHandle?
         var lastLines: [String] = []
+        /// Sources whose lines are counted, not kept (`sensitive_output:` steps).
+        var muted: [String: Int] = [:]
     }
 
     private let state: Mutex<State>
@@ -47,14 +49,30 @@ public final class BuildLog: Sendable {
         let clean = redact(line)
         let source = redact(source)
         let record = "\(Self.timestamp(Date())) [\(family)] [\(source)] \(clean)\n"
-        state.withLock { state in
+        let kept = state.withLock { state -> Bool in
+            if let count = state.muted[source] {
+                state.muted[source] = count + 1
+                return false
+            }
             try? state.handle?.write(contentsOf: Data(record.utf8))
             if source != "console" {
                 state.lastLines.append(clean)
                 if state.lastLines.count > 20 { state.lastLines.removeFirst() }
             }
+            return true
         }
-        sink?(source, clean)
+        if kept { sink?(source, clean) }
+    }
+
+    /// Keeps `source`'s lines out of the log and the live view until ``unmute(_:)``.
+    public func mute(_ source: String) {
+        state.withLock { $0.muted[redact(source)] = 0 }
+    }
+
+    /// Ends ``mute(_:)``; returns how many lines were left out.
+    @discardableResult
+    public func unmute(_ source: String) -> Int {
+        state.withLock { $0.muted.removeValue(forKey: redact(source)) ?? 0 }
     }
 
     /// How every line of a log starts.

@@ -52,10 +52,50 @@ public protocol Machine: Sendable {
     func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String)
     /// Copies a host file or directory into the guest (see ``Step/Kind/file(src:dest:contentsOnly:)``).
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws
+    /// How a host tool (an `ansible:` step) or a person (at a breakpoint) logs into the machine;
+    /// nil when it takes no SSH logins.
+    func sshAccess() async throws -> SSHAccess?
     /// Removes build credentials, leaves a cleanly unmounted filesystem, and stops the machine.
     func shutdown(log: BuildLog) async throws
     /// Stops the machine at once, whatever its state. Safe to call more than once.
     func destroy() async
+}
+
+/// A build machine's SSH login: its loopback port, the build's key, and its host keys pinned.
+public struct SSHAccess: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    /// The build's private key: it opens this machine only, and dies with the build.
+    public var privateKey: String
+    /// A known_hosts file with this machine's host keys, as the build's own connection received them.
+    public var knownHosts: String
+    /// The build's master connection: clients that use it skip the key exchange (seconds under TCG).
+    public var controlPath: String?
+
+    public init(host: String, port: Int, user: String, privateKey: String, knownHosts: String, controlPath: String?) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.privateKey = privateKey
+        self.knownHosts = knownHosts
+        self.controlPath = controlPath
+    }
+
+    /// OpenSSH options that log in with the build's key and refuse any other host key.
+    public var options: [String] {
+        var options = [
+            "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=\(knownHosts)",
+        ]
+        if let controlPath { options += ["-o", "ControlMaster=no", "-o", "ControlPath=\(controlPath)"] }
+        return options
+    }
+
+    /// The command line a person types to log in.
+    public var command: String {
+        ["ssh", "-i", privateKey, "-p", String(port), "-o", "UserKnownHostsFile=\(knownHosts)", "\(user)@\(host)"]
+            .map(ShellQuote.word).joined(separator: " ")
+    }
 }
 
 /// The one place providers are registered.

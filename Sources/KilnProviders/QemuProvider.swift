@@ -242,6 +242,25 @@ final class QemuMachine: Machine {
         }
     }
 
+    func sshAccess() async throws -> SSHAccess? {
+        let knownHosts = spec.scratchDirectory + "/known_hosts"
+        if !FileManager.default.fileExists(atPath: knownHosts) {
+            // Read over the build's logged-in connection: the keys of the guest this build booted.
+            let result = try await ssh.run("cat /etc/ssh/ssh_host_*_key.pub", timeout: .seconds(120))
+            let keys = result.stdout.split(separator: "\n").compactMap { line -> String? in
+                let fields = line.split(separator: " ")
+                return fields.count >= 2 ? "[127.0.0.1]:\(ssh.port) \(fields[0]) \(fields[1])\n" : nil
+            }
+            guard result.succeeded, !keys.isEmpty else {
+                throw KilnError(.providerFailed, "cannot read the guest's SSH host keys (exit \(result.status)): \(result.stderr)")
+            }
+            try keys.joined().write(toFile: knownHosts, atomically: true, encoding: .utf8)
+        }
+        return SSHAccess(
+            host: "127.0.0.1", port: ssh.port, user: ssh.user, privateKey: ssh.keyPath, knownHosts: knownHosts,
+            controlPath: master.value == nil ? nil : ssh.controlPath)
+    }
+
     /// The guest forgets the build's credentials, syncs and remounts its filesystems read-only
     /// (SysRq `u`: a clean filesystem without systemd's slow shutdown under TCG); then kiln stops
     /// QEMU with SIGTERM, on which QEMU flushes and closes the disk and exits 0. Once the guest's

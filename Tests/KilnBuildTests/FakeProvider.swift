@@ -35,6 +35,13 @@ final class FakeMachine: Machine {
         provider.events.withLock { $0.append("run \(script) env=\(environment.map { "\($0.name)=\($0.value)" })") }
         log.emit(title, "ran: \(script)")
         if script.contains("SLOW") { try await Task.sleep(for: .milliseconds(300)) }
+        // Hangs until the step's timeout (or a cancelled build) stops it.
+        if script.contains("HANG") { try await Task.sleep(for: .seconds(3600)) }
+        // `FLAKY-N` fails until its Nth run.
+        if let range = script.range(of: #"FLAKY-\d+"#, options: .regularExpression), let n = Int(script[range].dropFirst(6)) {
+            let runs = provider.events.value.filter { $0.hasPrefix("run ") && $0.contains(script[range]) }.count
+            return runs >= n ? 0 : 4
+        }
         return script.contains(provider.failMarker) ? 3 : 0
     }
 
@@ -45,6 +52,10 @@ final class FakeMachine: Machine {
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
         provider.events.withLock { $0.append("upload \((source as NSString).lastPathComponent) -> \(destination)") }
+    }
+
+    func sshAccess() async throws -> SSHAccess? {
+        SSHAccess(host: "127.0.0.1", port: 2222, user: "root", privateKey: "/fake/id_ed25519", knownHosts: "/fake/known_hosts", controlPath: nil)
     }
 
     func shutdown(log: BuildLog) async throws {
