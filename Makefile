@@ -30,9 +30,10 @@ deps:
 
 # What only the tests need: PostgreSQL (the catalog tests run on it too, in a throwaway
 # server: scripts/test-postgres), check-jsonschema (PyPI), which checks generated GitLab
-# pipelines, and what the refresh tests make apt repositories with (gpg, xz, dpkg-scanpackages).
+# pipelines, what the refresh tests make apt repositories with (gpg, xz, dpkg-scanpackages), and
+# ansible-core for the ansible: step's tests.
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core)
 	@check-jsonschema --version >/dev/null 2>&1 || { \
 	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
 	  python3 -m pip install -q check-jsonschema 2>/dev/null || python3 -m pip install -q --break-system-packages check-jsonschema; }

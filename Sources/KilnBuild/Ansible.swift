@@ -45,7 +45,10 @@ struct AnsibleRunner: Sendable {
         fm.createFile(atPath: extraVars, contents: Data(playbook.extraVars.utf8), attributes: [.posixPermissions: 0o600])
 
         var environment = [
-            "ANSIBLE_SSH_ARGS": ShellQuote.join(access.options + ["-o", "ServerAliveInterval=10", "-o", "BatchMode=yes"]),
+            // Quoted only where needed: Ansible strips quotes around the whole value before it
+            // splits it into words, so a value that starts and ends with a quote loses them.
+            "ANSIBLE_SSH_ARGS": (access.options + ["-o", "ServerAliveInterval=10", "-o", "BatchMode=yes"])
+                .map(ShellQuote.word).joined(separator: " "),
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             // One SSH command per module instead of three: seconds per task under TCG.
             "ANSIBLE_PIPELINING": "True",
@@ -64,7 +67,8 @@ struct AnsibleRunner: Sendable {
                     "\(workDirectory)/roles:\(playbook.directory)/roles:~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles"
             }
             if collections {
-                environment["ANSIBLE_COLLECTIONS_PATH"] = "\(workDirectory)/collections:~/.ansible/collections:/usr/share/ansible/collections"
+                environment["ANSIBLE_COLLECTIONS_PATH"] =
+                    "\(workDirectory)/collections:~/.ansible/collections:/usr/share/ansible/collections"
             }
         }
         let progress = Locked(Progress())
@@ -75,7 +79,8 @@ struct AnsibleRunner: Sendable {
             environment: environment, workingDirectory: playbook.directory, collectLimit: 0
         ) { line in
             progress.withLock { $0.read(line.text) }
-            log.emit(title, line.text)
+            // Ansible spaces its sections with empty lines; the log's timestamps do that already.
+            if !line.text.isEmpty { log.emit(title, line.text) }
         }
         guard !result.succeeded else { return }
         throw KilnError(.buildFailed, progress.value.failure(status: result.status) + " (\(location))")
@@ -115,7 +120,7 @@ struct AnsibleRunner: Sendable {
 
     /// `ansible-galaxy` installs the roles and collections `file` lists into the work directory;
     /// returns which of the two it had.
-    private func installRequirements(_ file: String) async throws -> (roles: Bool, collections: Bool) {
+    func installRequirements(_ file: String) async throws -> (roles: Bool, collections: Bool) {
         let text = try String(contentsOfFile: file, encoding: .utf8)
         let node = try? Yams.compose(yaml: text)
         // The old format is a plain list of roles; the new one a mapping with roles: and collections:.
@@ -133,7 +138,8 @@ struct AnsibleRunner: Sendable {
             guard result.succeeded else {
                 throw KilnError(
                     .buildFailed,
-                    "ansible-galaxy could not install the \(kind)s of \(file.split(separator: "/").last ?? "") (exit status \(result.status))")
+                    "ansible-galaxy could not install the \(kind)s of \(file.split(separator: "/").last ?? "") (exit status \(result.status))"
+                )
             }
         }
         return (roles, collections)

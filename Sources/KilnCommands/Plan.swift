@@ -53,7 +53,11 @@ struct Plan: AsyncParsableCommand {
             }
             return Entry(
                 family: template.family, file: template.file, from: from, parent: template.parentFamily,
-                steps: template.steps.map(\.title).map(set.redact), action: decision.action.rawValue,
+                steps: template.steps.map { step in
+                    // Said here so a template made for several providers reads right in the plan.
+                    let skipped = step.skipReason(provider: "qemu", variables: template.variableValues)
+                    return set.redact(step.title + (skipped.map { " (skipped: \($0))" } ?? ""))
+                }, action: decision.action.rawValue,
                 image: decision.image?.name, reasons: decision.reasons, key: decision.key)
         }
         if json {

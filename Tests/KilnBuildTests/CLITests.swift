@@ -79,6 +79,18 @@ final class CLITests {
         #expect(!FileManager.default.fileExists(atPath: home), "a rejected build wrote to the store")
     }
 
+    @Test("--debug without a terminal and an unknown --on-breakpoint are invalid input; nothing is written")
+    func debugNeedsATerminal() async throws {
+        let example = CLI.root + "/examples/debian"
+        let debug = try await CLI.kiln(["build", example, "--debug", "--home", home])
+        #expect(debug.status == 2)
+        #expect(debug.stderr.contains("--debug waits for Enter before every step: it needs a terminal"), "\(debug.stderr)")
+        let mode = try await CLI.kiln(["build", example, "--on-breakpoint", "later", "--home", home])
+        #expect(mode.status == 2)
+        #expect(mode.stderr.contains("--on-breakpoint must be pause, skip or fail, got 'later'"))
+        #expect(!FileManager.default.fileExists(atPath: home), "a rejected build wrote to the store")
+    }
+
     @Test("--var overrides a default, and a bad --var is invalid input")
     func variables() async throws {
         let plan = try await CLI.kiln(["plan", CLI.root + "/examples/debian", "--var", "release=2.0", "--home", home])

@@ -55,7 +55,8 @@ final class FakeMachine: Machine {
     }
 
     func sshAccess() async throws -> SSHAccess? {
-        SSHAccess(host: "127.0.0.1", port: 2222, user: "root", privateKey: "/fake/id_ed25519", knownHosts: "/fake/known_hosts", controlPath: nil)
+        SSHAccess(
+            host: "127.0.0.1", port: 2222, user: "root", privateKey: "/fake/id_ed25519", knownHosts: "/fake/known_hosts", controlPath: nil)
     }
 
     func shutdown(log: BuildLog) async throws {

@@ -71,7 +71,8 @@ struct StepOptionTests {
             "  - shell: echo HANG\n    timeout: 300ms\n    retries: 1\n    retry_delay: 10ms\n")
         defer { workspace.remove() }
         let error = try #require(result.failure as? KilnError)
-        #expect(error.message.contains("the step did not finish within 0.3 s (timeout:) (\(workspace.dir)/t/app.yaml:4:5)"), "\(error.message)")
+        #expect(
+            error.message.contains("the step did not finish within 0.3 s (timeout:) (\(workspace.dir)/t/app.yaml:4:5)"), "\(error.message)")
         #expect(log.contains("attempt 1 of 2 failed: the step did not finish within 0.3 s"))
         #expect(provider.events.value.last == "destroy")
         let app = provider.events.value.drop { !$0.hasPrefix("run echo HANG") }
@@ -148,7 +149,8 @@ struct StepOptionTests {
             "  - breakpoint: {note: inspect nginx config}\n  - shell: echo after\n")
         defer { workspace.remove() }
         _ = try result.get()
-        #expect(log.contains("skipping breakpoint at \(workspace.dir)/t/app.yaml:4:5: inspect nginx config: no terminal to pause at"), "\(log)")
+        #expect(
+            log.contains("skipping breakpoint at \(workspace.dir)/t/app.yaml:4:5: inspect nginx config: no terminal to pause at"), "\(log)")
         #expect(provider.events.value.contains { $0.hasPrefix("run echo after") })
     }
 
@@ -191,11 +193,12 @@ struct StepOptionTests {
         defer { again.remove() }
         _ = try debugResult.get()
         // The base's one step, then the app's two.
-        #expect(debugPrompt.messages.value.map { $0.split(separator: "\n")[0] } == [
-            "base: --debug: paused before provision[0] shell echo base",
-            "app: --debug: paused before provision[0] shell echo one",
-            "app: --debug: paused before provision[1] shell echo two",
-        ])
+        #expect(
+            debugPrompt.messages.value.map { $0.split(separator: "\n")[0] } == [
+                "base: --debug: paused before provision[0] shell echo base",
+                "app: --debug: paused before provision[0] shell echo one",
+                "app: --debug: paused before provision[1] shell echo two",
+            ])
     }
 
     @Test("shell-local runs on the build host in the template's directory, with the build's variables and the VM's SSH login")

@@ -72,7 +72,123 @@ struct TemplateLoaderTests {
         )
         #expect(text[2] == "a.yaml:6:12: error: undefined variable 'nope'")
         #expect(text[3].hasPrefix("a.yaml:7:17: error: file src missing.txt does not exist"))
-        #expect(text[4] == "a.yaml:8:5: error: unknown step kind 'copy' in provision[2]: expected shell or file")
+        #expect(
+            text[4]
+                == "a.yaml:8:5: error: unknown key 'copy' in provision[2]: expected a step kind (shell, file, shell-local, ansible, breakpoint) or an option (name, timeout, retries, retry_delay, pause_before, when, unless, sensitive_output)"
+        )
+    }
+
+    @Test("examples/ansible loads: a retried Python install, then the playbook with its typed extra_vars")
+    func ansibleExampleLoads() throws {
+        let set = try TemplateLoader(environment: [:]).load(path: repositoryRoot + "/examples/ansible")
+        let greeter = try #require(set.template(family: "debian-12-greeter"))
+        #expect(
+            greeter.steps.map(\.title) == [
+                "provision[0] install python for ansible", "provision[1] configure the greeter", "provision[2] drop the package lists",
+            ])
+        #expect(greeter.steps[0].options.retries == 2 && greeter.steps[0].options.timeout == .seconds(1200))
+        #expect(
+            greeter.steps[1].kind
+                == .ansible(
+                    AnsiblePlaybook(
+                        playbook: repositoryRoot + "/examples/ansible/playbook/site.yml",
+                        extraVars: #"{"greeting":"hello from ansible","listen_port":8080}"#)))
+    }
+
+    @Test("every step kind and option loads: ansible with typed extra_vars, shell-local, breakpoint, conditions, durations")
+    func stepKindsAndOptions() throws {
+        let dir = try TemplateDirectory([
+            "app.yaml": """
+            image: app
+            from: {image: base}
+            vars: {greeting: hi, env: prod}
+            provision:
+              - name: install python
+                shell: apt-get install -y python3
+                timeout: 1h30m
+                retries: 3
+                retry_delay: 500ms
+                when: {provider: qemu}
+              - ansible:
+                  playbook: ansible/site.yml
+                  galaxy_file: ansible/requirements.yml
+                  extra_vars: {greeting: "${var.greeting}", port: 80, tls: false, ratio: 0.5, quoted: "80", list: [a, 1], none: null}
+                unless: {provider: [aws, gcp], var: {env: dev}}
+              - shell-local: {inline: [make artifact, ls], env: {OUT: dist}}
+                sensitive_output: true
+                pause_before: 90
+              - breakpoint: {note: "inspect ${var.greeting}"}
+              - breakpoint:
+            """,
+            "ansible/site.yml": "- hosts: all\n",
+            "ansible/requirements.yml": "roles: []\n",
+        ])
+        let app = try #require(try TemplateLoader(environment: [:]).load(path: dir.file("app.yaml")).template(family: "app"))
+        #expect(app.steps.count == 5)
+        #expect(app.steps[0].title == "provision[0] install python")
+        #expect(app.steps[0].options.timeout == .seconds(5400))
+        #expect(app.steps[0].options.retries == 3 && app.steps[0].options.retryDelay == .milliseconds(500))
+        #expect(app.steps[0].options.when == StepCondition(providers: ["qemu"]))
+        guard case .ansible(let ansible) = app.steps[1].kind else {
+            Issue.record("step 1 should be ansible")
+            return
+        }
+        #expect(ansible.playbook == dir.file("ansible/site.yml") && ansible.directory == dir.file("ansible"))
+        #expect(ansible.galaxyFile == dir.file("ansible/requirements.yml"))
+        #expect(
+            ansible.extraVars
+                == #"{"greeting":"hi","list":["a",1],"none":null,"port":80,"quoted":"80","ratio":0.5,"tls":false}"#)
+        #expect(app.steps[1].title == "provision[1] ansible site.yml")
+        #expect(app.steps[1].options.unless == StepCondition(providers: ["aws", "gcp"], variables: ["env": "dev"]))
+        #expect(app.steps[1].skipReason(provider: "qemu", variables: app.variableValues) == nil)
+        #expect(app.steps[0].skipReason(provider: "aws", variables: app.variableValues) != nil)
+        #expect(app.steps[2].kind == .shellLocal(inline: "make artifact\nls", script: nil, env: [EnvVar(name: "OUT", value: "dist")]))
+        #expect(app.steps[2].options.sensitiveOutput && app.steps[2].options.pauseBefore == .seconds(90))
+        #expect(app.steps[2].title == "provision[2] shell-local make artifact")
+        #expect(app.steps[3].kind == .breakpoint(note: "inspect hi"))
+        #expect(app.steps[4].kind == .breakpoint(note: nil))
+    }
+
+    @Test("wrong step options are reported at their place")
+    func stepOptionErrors() throws {
+        let found = try diagnostics([
+            "a.yaml": """
+            image: a
+            from: {image: base}
+            provision:
+              - shell: x
+                timeout: 5 minutes
+                retries: -1
+                when: {provider: [], var: {nope: 1}}
+              - ansible: {playbook: missing.yml, extra_vars: [1]}
+              - breakpoint: stop
+                retries: 2
+              - shell: y
+                sensitive_output: maybe
+                unless: {}
+              - name: two kinds
+                shell: a
+                shell-local: b
+              - name: no kind
+            """
+        ])
+        // The playbook's message ends with the temporary directory's absolute path.
+        let missing = "a.yaml:8:25: error: playbook missing.yml does not exist (looked at "
+        let text = found.map(\.description).map { $0.hasPrefix(missing) ? missing : $0 }
+        #expect(
+            text == [
+                "a.yaml:5:14: error: timeout must be a duration like 30s, 10m, 1h30m or 500ms, got '5 minutes'",
+                "a.yaml:6:14: error: retries must be between 0 and 100",
+                "a.yaml:7:22: error: when.provider: give a provider name (e.g. qemu)",
+                "a.yaml:7:32: error: when.var: undefined variable 'nope'",
+                missing,
+                "a.yaml:8:50: error: extra_vars must be a mapping, got a list",
+                "a.yaml:10:5: error: a breakpoint takes no retries (only name, pause_before, when, unless)",
+                "a.yaml:12:23: error: sensitive_output must be true or false",
+                "a.yaml:13:13: error: unless needs provider or var",
+                "a.yaml:16:5: error: provision[4] has both shell and shell-local; use one step for each",
+                "a.yaml:17:5: error: provision[5] needs one of shell, file, shell-local, ansible, breakpoint",
+            ], "\(text)")
     }
 
     @Test("missing required keys, wrong types and bad sizes name their place")
