@@ -40,7 +40,9 @@ struct StepRunner: Sendable {
 
     private func run(_ step: Step, title: String, on machine: any Machine) async throws {
         log.clearLastLines()
-        if options.debug {
+        let isBreakpoint = if case .breakpoint = step.kind { true } else { false }
+        // A breakpoint pauses by itself; a second pause before it would ask for Enter twice.
+        if options.debug && !isBreakpoint {
             try await pause(at: step, on: machine, reason: "--debug: paused before \(title)")
         }
         if let pause = step.options.pauseBefore, pause > .zero {

@@ -205,14 +205,35 @@ final class QemuMachine: Machine {
         // script arrives on stdin, then runs with stdin from /dev/null so nothing waits on a prompt.
         // Values reach the guest's shell only as single-quoted words.
         let run = ShellQuote.join(["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
-        let result = try await ssh.run(
-            "\(QemuProvider.prepareResolver) && cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)),
-            timeout: timeout,
-            onLine: onLine)
+        // sshd makes the remote shell a process group leader; its pid, noted here, names the
+        // group the script and its children run in, for the kill after a timeout.
+        let result: ProcessResult
+        do {
+            result = try await ssh.run(
+                "\(QemuProvider.prepareResolver) && echo $$ > \(Self.stepGroupFile) && cat > \(path) && exec \(run) < /dev/null",
+                input: .data(Data(script.utf8)), timeout: timeout, onLine: onLine)
+        } catch {
+            await killStepGroup()
+            throw error
+        }
         if result.status == 255 && !isRunning {
             throw KilnError(.providerFailed, "the VM stopped while the step ran")
         }
         return result.status
+    }
+
+    static let stepGroupFile = "/run/kiln-step.pgid"
+
+    /// Stopping the ssh client of a step that timed out leaves its command running in the guest,
+    /// where it could hold a lock (dpkg's) against the step's retry or the next step.
+    private func killStepGroup() async {
+        guard isRunning else { return }
+        // Not the caller's task: it is being cancelled, and this must still run.
+        await Task {
+            _ = try? await ssh.run(
+                "[ -s \(Self.stepGroupFile) ] && kill -KILL -- -$(cat \(Self.stepGroupFile)); rm -f \(Self.stepGroupFile)",
+                timeout: .seconds(15))
+        }.value
     }
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {

@@ -209,16 +209,19 @@ struct StepOptionTests {
                   pwd
                   echo "family=$KILN_IMAGE_FAMILY greeting=$KILN_VAR_greeting port=$KILN_SSH_PORT extra=$EXTRA"
                   echo made > from-host.txt
+                  echo "token=$KILN_VAR_token"
                 timeout: 30s
               - shell-local: {inline: "exit 7", env: {EXTRA: x}}
 
-            """, vars: "vars: {greeting: hello}\n")
+            """, vars: "vars: {greeting: hello, token: {sensitive: true, default: s3cr3t-value}}\n")
         defer { workspace.remove() }
         let error = try #require(result.failure as? KilnError)
         #expect(error.message.contains("failed at provision[1] shell-local exit 7: exit status 7 on the build host"), "\(error.message)")
         #expect(log.contains("] \(workspace.dir)/t\n"), "\(log)")
         #expect(log.contains("family=app greeting=hello port=2222 extra="))
         #expect(FileManager.default.fileExists(atPath: workspace.dir + "/t/from-host.txt"))
+        // Sensitive variables reach the host command, and their values stay out of the log.
+        #expect(log.contains("token=<sensitive>") && !log.contains("s3cr3t-value"))
     }
 
     @Test("an ansible: step needs ansible-playbook: without it on PATH the build stops before any machine starts")

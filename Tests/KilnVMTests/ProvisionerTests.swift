@@ -50,7 +50,9 @@ extension VMBuildTests {
         #expect(inputs["provision[1].ansible.playbook"]?.hasPrefix("playbook/site.yml sha256:") == true, "\(inputs)")
     }
 
-    @Test("a step that fails twice passes on its third attempt; a failing Ansible task fails the build with the task's name")
+    @Test(
+        "a step that fails twice passes on its third attempt; a hung attempt is killed in the guest before its retry; a failing Ansible task fails the build with the task's name"
+    )
     func retriesAndFailingAnsibleTask() async throws {
         let play = NSTemporaryDirectory() + "kiln-play-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: play) }
@@ -81,17 +83,30 @@ extension VMBuildTests {
                   [ "$n" -ge 2 ]
                 retries: 2
                 retry_delay: 1s
+              - name: hangs once
+                shell: |
+                  if [ ! -e /run/kiln-hung ]; then touch /run/kiln-hung; sleep 3600; fi
+                  for p in /proc/[0-9]*; do
+                    [ "$(cat $p/comm 2>/dev/null)" != sleep ] || { echo "the first attempt's sleep still runs"; exit 1; }
+                  done
+                timeout: 5s
+                retries: 1
+                retry_delay: 1s
               - ansible: {playbook: \(play)/site.yml}
             """, flags: [])
         #expect(build.status == 1)
         #expect(
-            build.stderr.contains("failed at provision[1] ansible site.yml: Ansible task 'Check the impossible' failed"),
+            build.stderr.contains("failed at provision[2] ansible site.yml: Ansible task 'Check the impossible' failed"),
             "\(build.stderr)")
         #expect(log.contains("attempt 1 of 3 failed: exit status 1"), "\(log)")
         #expect(log.contains("attempt 2 of 3 failed: exit status 1"))
         #expect(log.contains("attempt 3 in the guest"))
         #expect(!log.contains("attempt 3 of 3 failed"))
         #expect(log.contains("TASK [Say hello]"))
+        // The timed-out attempt's processes in the guest were killed before the retry.
+        #expect(log.contains("attempt 1 of 2 failed: the step did not finish within 5 s (timeout:)"))
+        #expect(!log.contains("the first attempt's sleep still runs"))
+        #expect(log.contains("attempt 2 of 2 of provision[1] hangs once"))
         #expect(!log.contains("TASK [Never reached]"))
     }
 }
