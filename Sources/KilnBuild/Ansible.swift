@@ -28,8 +28,8 @@ struct AnsibleRunner: Sendable {
         }
     }
 
+    /// Expects ``checkInstalled()`` to have passed (the builder calls it before any VM boots).
     func run(location: SourceLocation) async throws {
-        try Self.checkInstalled()
         let fm = FileManager.default
         try? fm.removeItem(atPath: workDirectory)
         try fm.createDirectory(atPath: workDirectory + "/tmp", withIntermediateDirectories: true)

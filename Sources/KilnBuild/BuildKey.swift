@@ -56,7 +56,7 @@ public enum BuildKeys {
             e["var.\(variable.name)"] = variable.sensitive ? "sha256:" + Hashing.sha256Hex(variable.value) : hidden(variable.value)
         }
         // A step's name, timeout, retries and pauses change how it runs, not what it makes.
-        for step in template.steps where step.skipReason(provider: provider, variables: template.variableValues) == nil {
+        for step in template.steps(for: provider) {
             let p = "provision[\(step.index)]"
             switch step.kind {
             case .shell(let inline, let script, let env), .shellLocal(let inline, let script, let env):

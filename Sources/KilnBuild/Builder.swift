@@ -87,13 +87,10 @@ public struct Builder: Sendable {
         }
         for template in graph.order where selected?.contains(template.family) ?? true {
             // Said before any VM boots, not after a parent's build.
-            let variables = template.variableValues
-            if template.steps.contains(where: {
-                if case .ansible = $0.kind { return $0.skipReason(provider: provider.name, variables: variables) == nil }
-                return false
-            }) {
-                try AnsibleRunner.checkInstalled()
+            let usesAnsible = template.steps(for: provider.name).contains {
+                if case .ansible = $0.kind { true } else { false }
             }
+            if usesAnsible { try AnsibleRunner.checkInstalled() }
         }
         for template in graph.order {
             if let selected, !selected.contains(template.family) {

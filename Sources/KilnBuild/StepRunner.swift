@@ -28,7 +28,7 @@ struct StepRunner: Sendable {
     func runAll(on machine: any Machine) async throws {
         for step in template.steps {
             let title = log.redact(step.title)
-            if let reason = step.skipReason(provider: provider, variables: template.variableValues) {
+            if let reason = template.skipReason(of: step, provider: provider) {
                 log.emit("kiln", "skipping \(title): \(reason)")
                 continue
             }

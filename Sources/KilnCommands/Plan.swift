@@ -35,7 +35,8 @@ struct Plan: AsyncParsableCommand {
         let present = try store.openIfPresent()
         let (set, graph) = try templates.load(store: present)
         let store = try present ?? self.store.open()
-        let decisions = try await Planner(store: store, secrets: set.sensitiveValues).plan(graph, force: force)
+        let planner = Planner(store: store, secrets: set.sensitiveValues)
+        let decisions = try await planner.plan(graph, force: force)
         let entries = try zip(graph.order, decisions).map { template, decision -> Entry in
             var from: String
             switch template.source {
@@ -55,7 +56,7 @@ struct Plan: AsyncParsableCommand {
                 family: template.family, file: template.file, from: from, parent: template.parentFamily,
                 steps: template.steps.map { step in
                     // Said here so a template made for several providers reads right in the plan.
-                    let skipped = step.skipReason(provider: "qemu", variables: template.variableValues)
+                    let skipped = template.skipReason(of: step, provider: planner.provider)
                     return set.redact(step.title + (skipped.map { " (skipped: \($0))" } ?? ""))
                 }, action: decision.action.rawValue,
                 image: decision.image?.name, reasons: decision.reasons, key: decision.key)

@@ -42,9 +42,15 @@ public struct Template: Sendable {
     /// Guest paths the secret scan lets through (`allow_secrets:`); everything else it finds fails the build.
     public var allowedSecrets: [String] = []
 
-    /// The variables' values by name, for `when:`/`unless:` conditions.
-    public var variableValues: [String: String] {
-        Dictionary(variables.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+    /// Why `step` does not run in a build by `provider` (its `when:`/`unless:`); nil when it runs.
+    public func skipReason(of step: Step, provider: String) -> String? {
+        let values = Dictionary(variables.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+        return step.skipReason(provider: provider, variables: values)
+    }
+
+    /// The steps a build by `provider` runs, in order.
+    public func steps(for provider: String) -> [Step] {
+        steps.filter { skipReason(of: $0, provider: provider) == nil }
     }
 
     /// The parent family, when this image is a layer on another one.

@@ -579,13 +579,15 @@ final class TemplateParser {
         let galaxy = f["galaxy_file"].flatMap { existingFile($0, "galaxy_file") }
         var extraVars = "{}"
         if let node = f["extra_vars"] {
-            if case .mapping = node, let object = jsonValue(node, "extra_vars"),
+            guard case .mapping = node else {
+                error(at: node, "extra_vars must be a mapping, got \(kindName(node))")
+                return nil
+            }
+            // jsonValue reports what it cannot convert; JSON of a converted tree cannot fail.
+            if let object = jsonValue(node, "extra_vars"),
                 let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             {
                 extraVars = String(decoding: data, as: UTF8.self)
-            } else if case .mapping = node {
-            } else {
-                error(at: node, "extra_vars must be a mapping, got \(kindName(node))")
             }
         }
         guard let playbook else { return nil }
