@@ -8,7 +8,7 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # What kiln needs on the host: QEMU, the base-image tools, the SSH client, libraries it links,
 # gpgv and Debian's keyring for kiln refresh's signature checks.
 DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
-               libarchive-dev libsqlite3-dev zstd ca-certificates uidmap gpgv debian-archive-keyring
+               libarchive-dev libsqlite3-dev zlib1g-dev zstd ca-certificates uidmap gpgv debian-archive-keyring
 
 .PHONY: all deps test-deps build release demo test test-fast lint format clean bench bench-quick
 
@@ -33,7 +33,7 @@ deps:
 # pipelines, what the refresh tests make apt repositories with (gpg, xz, dpkg-scanpackages), and
 # ansible-core for the ansible: step's tests.
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry)
 	@check-jsonschema --version >/dev/null 2>&1 || { \
 	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
 	  python3 -m pip install -q check-jsonschema 2>/dev/null || python3 -m pip install -q --break-system-packages check-jsonschema; }

@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Modules depend only downwards:
-// KilnCore -> KilnTemplates -> KilnGraph -> KilnStore -> KilnProviders -> KilnBuild -> KilnCommands -> kiln
+// KilnCore -> KilnTemplates -> KilnGraph -> KilnStore -> KilnProviders -> KilnBuild -> KilnExport -> KilnCommands -> kiln
 let package = Package(
     name: "kiln",
     platforms: [.macOS(.v15)],
@@ -26,6 +26,8 @@ let package = Package(
             pkgConfig: "libarchive",
             providers: [.apt(["libarchive-dev"])]
         ),
+        // gzip for OCI layers: one pass that hashes the tar (diff_id) and the compressed blob.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(
             name: "KilnCore",
             dependencies: [
@@ -48,9 +50,10 @@ let package = Package(
         .target(
             name: "KilnBuild",
             dependencies: ["KilnGraph", "KilnStore", "KilnProviders", .product(name: "Yams", package: "Yams")]),
+        .target(name: "KilnExport", dependencies: ["KilnBuild", "KilnStore", "KilnCore", "CArchive", "CZlib"]),
         .target(
             name: "KilnCommands",
-            dependencies: ["KilnBuild", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["KilnBuild", "KilnExport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "kiln", dependencies: ["KilnCommands"]),
         // Catalog benchmarks at scale (bench/catalog.sh); not part of the test suite.
@@ -69,6 +72,7 @@ let package = Package(
             name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands", "KilnTestSupport", "Yams"],
             // Run from its source path by DownloadTests (a loopback HTTP server), not bundled.
             exclude: ["Fixtures/range_server.py"]),
-        .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnCommands", "Yams"]),
+        .testTarget(name: "KilnExportTests", dependencies: ["KilnExport", "KilnCommands", "KilnTestSupport"]),
+        .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnExport", "KilnCommands", "Yams"]),
     ]
 )
