@@ -10,7 +10,7 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
                libarchive-dev libsqlite3-dev zlib1g-dev zstd ca-certificates uidmap gpgv debian-archive-keyring
 
-.PHONY: all deps test-deps build release demo test test-fast lint format clean bench bench-quick
+.PHONY: all deps test-deps build release demo test test-fast lint format clean bench bench-quick bench-export
 
 all: build
 
@@ -33,7 +33,7 @@ deps:
 # pipelines, what the refresh tests make apt repositories with (gpg, xz, dpkg-scanpackages), and
 # ansible-core for the ansible: step's tests.
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk)
 	@check-jsonschema --version >/dev/null 2>&1 || { \
 	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
 	  python3 -m pip install -q check-jsonschema 2>/dev/null || python3 -m pip install -q --break-system-packages check-jsonschema; }
@@ -79,6 +79,11 @@ BENCH_PACKAGES = packer jq python3
 bench: deps
 	$(call install-missing,$(BENCH_PACKAGES))
 	bench/run.sh
+
+# B11: export of a 2 GiB image (time, peak memory, pushes to a loopback registry).
+bench-export: deps
+	$(call install-missing,jq curl docker-registry)
+	bench/export.sh
 
 # B4, B8 and B9 only, in under a minute once kiln is built (CI runs it after the tests).
 bench-quick: deps

@@ -38,6 +38,8 @@ public struct BuildOptions: Sendable {
     public var debug = false
     /// Where the user continues a paused build; nil when nobody can (no terminal).
     public var prompt: (any BreakpointPrompt)?
+    /// Signs every image's provenance as it is committed (`$KILN_HOME/keys/kiln.key`).
+    public var signingKey: SigningKey?
 
     public init() {}
 }
@@ -60,6 +62,20 @@ public struct Builder: Sendable {
     let provider: any Provider
     let options: BuildOptions
     let reporter: (any BuildReporter)?
+
+    /// The image is committed whatever happens here: a record or signature that cannot be
+    /// written is a warning, and `kiln sign` / `kiln verify` report the gap later.
+    private func recordProvenance(of image: ImageRecord, log: BuildLog) {
+        do {
+            try store.recordProvenance(of: image, provider: provider.name)
+            if let key = options.signingKey {
+                let envelope = try store.sign(image, with: key, provider: provider.name)
+                log.emit("kiln", "signed provenance with key \(envelope.keyID)")
+            }
+        } catch {
+            log.emit("kiln", "warning: could not record the provenance of \(image.name): \(error)")
+        }
+    }
 
     public init(store: Store, provider: any Provider, options: BuildOptions, reporter: (any BuildReporter)?) {
         self.store = store
@@ -276,6 +292,7 @@ public struct Builder: Sendable {
                     sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
                     backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: origin, packages: packages))
             log.emit("kiln", "image ready: \(image.name)")
+            recordProvenance(of: image, log: log)
             steps.close(ok: true)
             var ready = steps.event(.imageReady)
             ready.step = nil

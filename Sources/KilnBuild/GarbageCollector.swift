@@ -32,7 +32,8 @@ public enum GarbageCollector {
             let id = String(name.dropFirst(5)).replacingOccurrences(of: "-source", with: "")
             if !running.contains(id) { report.staleDirectories.append(store.imagesDirectory + "/" + name) }
         }
-        for id in (try? fm.contentsOfDirectory(atPath: store.root + "/builds")) ?? [] where !running.contains(id) {
+        for id in (try? fm.contentsOfDirectory(atPath: store.root + "/builds")) ?? []
+        where !running.contains(id) && !Store.isLiveExportScratch(id) {
             report.staleDirectories.append(store.scratchDirectory(buildID: id))
         }
         for path in report.staleDirectories {

@@ -11,6 +11,13 @@ public enum Verifier {
         public let digest: String
         /// Empty when everything checked out.
         public let problems: [String]
+        /// The key whose signature over the image's provenance held; nil when unsigned.
+        public var signedBy: String? = nil
+
+        enum CodingKeys: String, CodingKey {
+            case subject, digest, problems
+            case signedBy = "signed_by"
+        }
     }
 
     public struct Report: Sendable, Codable {
@@ -22,7 +29,14 @@ public enum Verifier {
 
     /// Checks `name` (an image, with every blob under it) or, when nil, every image whose disk
     /// the catalog says exists, every recorded source disk, and what lies in the store unnamed.
-    public static func run(_ store: Store, name: String?) async throws -> Report {
+    ///
+    /// An image with a provenance record must agree with it, and a signed one must carry a
+    /// signature by one of `trusted` over that record (which names the disk's digest): a blob,
+    /// a catalog row or a record changed after signing each fail. `requireSignature` makes an
+    /// unsigned image a problem too.
+    public static func run(
+        _ store: Store, name: String?, trusted: [PublicSigningKey] = [], requireSignature: Bool = false
+    ) async throws -> Report {
         var report = Report()
         let images = try store.catalog.images()
         let byDigest = Dictionary(images.map { ($0.digest, $0) }, uniquingKeysWith: { first, _ in first })
@@ -60,8 +74,14 @@ public enum Verifier {
                 hashed[digest] = blobProblems
             }
             var problems = blobProblems
-            if let record { problems += checkRow(record, byName: byName) }
-            report.results.append(Result(subject: subject, digest: digest, problems: problems))
+            var signedBy: String?
+            if let record {
+                problems += checkRow(record, byName: byName)
+                let provenance = checkProvenance(store, record, trusted: trusted, requireSignature: requireSignature)
+                problems += provenance.problems
+                signedBy = provenance.signedBy
+            }
+            report.results.append(Result(subject: subject, digest: digest, problems: problems, signedBy: signedBy))
         }
         if name == nil { report.notes = leftovers(store, images: images, sources: sources) }
         return report
@@ -102,6 +122,36 @@ public enum Verifier {
             problems.append("qemu-img cannot read \(disk)")
         }
         return problems
+    }
+
+    static func checkProvenance(
+        _ store: Store, _ image: ImageRecord, trusted: [PublicSigningKey], requireSignature: Bool
+    ) -> (problems: [String], signedBy: String?) {
+        guard let data = store.provenanceData(of: image.name) else {
+            return (requireSignature ? ["unsigned: no provenance record (kiln sign \(image.name))"] : [], nil)
+        }
+        var problems: [String] = []
+        do {
+            problems += try Provenance.decode(data, path: store.provenancePath(of: image.name)).mismatches(with: image)
+        } catch {
+            problems.append("\(error)")
+        }
+        let signaturePath = store.signaturePath(of: image.name)
+        guard FileManager.default.fileExists(atPath: signaturePath) else {
+            if requireSignature { problems.append("unsigned (kiln sign \(image.name))") }
+            return (problems, nil)
+        }
+        do {
+            let envelope = try SignatureEnvelope.load(signaturePath)
+            if let problem = envelope.problem(payload: data, subject: image.name, trusted: trusted) {
+                problems.append("signature: " + problem)
+                return (problems, nil)
+            }
+            return (problems, envelope.keyID)
+        } catch {
+            problems.append("signature: \(error)")
+            return (problems, nil)
+        }
     }
 
     /// The catalog row: its parent exists and is the blob the disk stands on.

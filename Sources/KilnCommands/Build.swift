@@ -124,6 +124,7 @@ struct Build: AsyncParsableCommand {
         options.onBreakpoint = breakpointMode
         options.debug = debug
         options.prompt = interactive ? TerminalPrompt() : nil
+        options.signingKey = try store.defaultSigningKeyPath().map(SigningKey.load)
         let reporter: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
         let builder = Builder(store: store, provider: try Providers.named("qemu"), options: options, reporter: reporter)
         let results = try await builder.build(

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import KilnCore
+import KilnExport
 import KilnStore
 
 struct Inspect: AsyncParsableCommand {
@@ -18,9 +20,29 @@ struct Inspect: AsyncParsableCommand {
     @Flag(help: "Print the image's installed packages (name, version, architecture, source, source version), recorded at its build.")
     var packages = false
 
+    @Flag(help: "Print the image's provenance record (docs/provenance.md), as its build wrote it.")
+    var provenance = false
+
+    @Flag(help: "Print the image's packages as an SPDX 2.3 JSON document (its SBOM).")
+    var spdx = false
+
+    func validate() throws {
+        if [packages, provenance, spdx].filter({ $0 }).count > 1 {
+            throw ValidationError("--packages, --provenance and --spdx each print one document; give one")
+        }
+    }
+
     func run() async throws {
         let store = try store.open()
         let image = try store.catalog.resolve(name)
+        if provenance || spdx {
+            // An image built before kiln kept provenance gets its record now, from the catalog.
+            let data = try store.recordProvenance(of: image, provider: nil)
+            let output = provenance ? data : try SPDX.document(try Provenance.decode(data, path: store.provenancePath(of: image.name)))
+            FileHandle.standardOutput.write(output)
+            if spdx { print() }
+            return
+        }
         if packages {
             guard let manifest = try store.catalog.packages(of: image.name) else {
                 throw KilnError(

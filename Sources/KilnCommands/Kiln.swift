@@ -27,10 +27,11 @@ public struct Kiln: AsyncParsableCommand {
             Exit status: 0 ok, 1 build failed, 2 invalid input, 130 interrupted. \
             Documentation: docs/ in kiln's source tree.
             """,
+        version: KilnVersion.current,
         subcommands: [
             Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self, Resolve.self, Deprecate.self,
             Undeprecate.self, Obsolete.self, Delete.self, Rollback.self, Promote.self, Family.self, Rotate.self, GC.self, Cache.self,
-            Verify.self, CI.self, Refresh.self,
+            Verify.self, CI.self, Refresh.self, Export.self, Keys.self, Sign.self,
         ]
     )
 

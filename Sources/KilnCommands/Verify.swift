@@ -1,6 +1,7 @@
 import ArgumentParser
 import KilnBuild
 import KilnCore
+import KilnExport
 import KilnStore
 
 struct Verify: AsyncParsableCommand {
@@ -22,18 +23,33 @@ struct Verify: AsyncParsableCommand {
 
     @OptionGroup var store: StoreOptions
 
-    @Flag(help: "Print JSON: {results: [{subject, digest, problems}], notes}.")
+    @Flag(help: "Print JSON: {results: [{subject, digest, problems, signed_by}], notes}.")
     var json = false
+
+    @Option(help: ArgumentHelp("Also trust this public key (default: every *.pub in $KILN_HOME/keys).", valueName: "path"))
+    var key: [String] = []
+
+    @Flag(help: "An image without a valid signature is a problem.")
+    var requireSignature = false
+
+    @Option(help: ArgumentHelp("Check an exported artifact and its .sig, .provenance.json instead of the store.", valueName: "path"))
+    var artifact: String?
 
     func run() async throws {
         let store = try store.openRecovered()
-        let report = try await Verifier.run(store, name: name)
+        let trusted = try store.trustedKeys() + key.map(PublicSigningKey.load)
+        if let artifact {
+            try await verifyArtifact(artifact, trusted: trusted)
+            return
+        }
+        let report = try await Verifier.run(store, name: name, trusted: trusted, requireSignature: requireSignature)
         if json {
             try printJSON(report)
         } else {
             for result in report.results {
                 if result.problems.isEmpty {
-                    print("ok      \(result.subject)  sha256:\(result.digest.prefix(12))")
+                    let signed = result.signedBy.map { "  signed by \($0)" } ?? ""
+                    print("ok      \(result.subject)  sha256:\(result.digest.prefix(12))\(signed)")
                 } else {
                     for problem in result.problems { print("FAILED  \(result.subject): \(problem)") }
                 }
@@ -45,5 +61,28 @@ struct Verify: AsyncParsableCommand {
         if report.problemCount > 0 {
             throw KilnError(.storeInconsistent, "the store has \(report.problemCount) problem(s); see above")
         }
+    }
+
+    private func verifyArtifact(_ path: String, trusted: [PublicSigningKey]) async throws {
+        let (problems, signedBy) = try ExportSidecars.verify(path, trusted: trusted)
+        if json {
+            try printJSON(ArtifactReport(artifact: path, problems: problems, signedBy: signedBy))
+        } else if problems.isEmpty {
+            print("ok      \(path)  signed by \(signedBy ?? "?")")
+        } else {
+            for problem in problems { print("FAILED  \(path): \(problem)") }
+        }
+        if !problems.isEmpty { throw KilnError(.storeInconsistent, "\(path) failed verification; see above") }
+    }
+}
+
+struct ArtifactReport: Encodable {
+    var artifact: String
+    var problems: [String]
+    var signedBy: String?
+
+    enum CodingKeys: String, CodingKey {
+        case artifact, problems
+        case signedBy = "signed_by"
     }
 }

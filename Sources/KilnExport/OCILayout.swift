@@ -85,3 +85,25 @@ public struct OCILayout: Sendable {
         }
     }
 }
+
+// `mediaType` is optional in manifests and indexes before image-spec 1.1, and umoci and
+// others leave it out: decode it as the type it must be.
+extension OCIManifest {
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        schemaVersion = try container.decode(Int.self, forKey: .schemaVersion)
+        mediaType = try container.decodeIfPresent(String.self, forKey: .mediaType) ?? OCIMediaType.manifest
+        config = try container.decode(OCIDescriptor.self, forKey: .config)
+        layers = try container.decode([OCIDescriptor].self, forKey: .layers)
+        annotations = try container.decodeIfPresent([String: String].self, forKey: .annotations)
+    }
+}
+
+extension OCIIndex {
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        schemaVersion = try container.decode(Int.self, forKey: .schemaVersion)
+        mediaType = try container.decodeIfPresent(String.self, forKey: .mediaType) ?? OCIMediaType.index
+        manifests = try container.decode([OCIDescriptor].self, forKey: .manifests)
+    }
+}

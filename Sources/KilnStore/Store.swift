@@ -86,6 +86,15 @@ public final class Store: Sendable {
 
     public func scratchDirectory(buildID: String) -> String { root + "/builds/" + buildID }
 
+    /// `builds/export-<pid>-…` is a running export's scratch space while that process lives on
+    /// this machine (exports are not recorded as builds).
+    public static func isLiveExportScratch(_ name: String) -> Bool {
+        guard name.hasPrefix("export-"), let pid = Int32(name.dropFirst("export-".count).prefix { $0 != "-" }) else {
+            return false
+        }
+        return kill(pid, 0) == 0 || errno == EPERM
+    }
+
     public func logArchivePath(buildID: String) -> (relative: String, absolute: String) {
         let relative = "logs/\(buildID).tar.zst"
         return (relative, root + "/" + relative)

@@ -93,6 +93,33 @@ struct BuilderTests {
         #expect(try workspace.store.catalog.builds().allSatisfy { $0.status == .succeeded && $0.log != nil })
     }
 
+    @Test("every committed image gets its provenance record, signed when the build has a key; a sensitive label stays redacted")
+    func provenanceAtCommit() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        let key = SigningKey.generate()
+        options.signingKey = key
+        let builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+        let images = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
+        for image in images {
+            let data = try #require(workspace.store.provenanceData(of: image.name))
+            let record = try Provenance.decode(data, path: image.name)
+            #expect(record.mismatches(with: image).isEmpty && record.build.provider == "fake")
+            #expect(record.build.key == image.buildKey.map { "sha256:" + $0 } && record.build.started != nil)
+            let envelope = try SignatureEnvelope.load(workspace.store.signaturePath(of: image.name))
+            #expect(envelope.problem(payload: data, subject: image.name, trusted: [key.publicKey]) == nil)
+            #expect(envelope.problem(payload: data, subject: "other", trusted: [key.publicKey]) != nil)
+            #expect(!String(decoding: data, as: UTF8.self).contains("hunter2"))
+        }
+        let app = try #require(images.last)
+        let record = try Provenance.decode(try #require(workspace.store.provenanceData(of: app.name)), path: app.name)
+        #expect(record.parents.map(\.name) == [images[0].name] && record.source.kind == "image")
+        let report = try await Verifier.run(workspace.store, name: app.name, trusted: [key.publicKey], requireSignature: true)
+        #expect(report.problemCount == 0 && report.results.allSatisfy { $0.signedBy == key.publicKey.id })
+    }
+
     @Test("a second build with no change boots nothing; --force rebuilds, reusing the source disk")
     func rebuild() async throws {
         let workspace = try Workspace()

@@ -1,0 +1,280 @@
+import Crypto
+import Foundation
+import KilnCore
+import KilnStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+public enum ExportFormat: String, CaseIterable, Sendable, Codable {
+    case qcow2, raw, vmdk
+    case tarZst = "tar.zst"
+    case oci
+
+    /// What `--output` defaults to, after the image's name.
+    public var suffix: String { self == .oci ? ".oci" : "." + rawValue }
+}
+
+/// One file an export wrote, as the manifest beside it lists it.
+public struct ExportedFile: Codable, Sendable, Equatable {
+    public var name: String
+    public var size: Int64
+    public var sha256: String
+}
+
+/// One OCI layer: the kiln image whose change it holds, its blob and its uncompressed digest.
+public struct ExportedLayer: Codable, Sendable, Equatable {
+    public var image: String
+    public var digest: String
+    public var diffID: String
+    public var size: Int64
+    public var entries: Int
+    /// Not made again: a push found it in the registry (``LayerCache``).
+    public var reused: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case image, digest
+        case diffID = "diff_id"
+        case size, entries, reused
+    }
+}
+
+/// The layers exports made, by the disks they came from: a layer's bytes depend only on its
+/// image's disk and its parent's (and on how kiln writes them, hence the version in the key),
+/// so a push can ask the registry for a layer before spending minutes making it again.
+///
+/// A JSON file under the store (`oci/layers.json`). Two exports writing it at once may lose an
+/// entry; that costs one layer made again, never a wrong one, because the registry is asked
+/// for the digest itself.
+struct LayerCache {
+    let path: String
+
+    init(store: Store) { path = store.root + "/oci/layers.json" }
+
+    static func key(_ image: ImageRecord, _ parent: ImageRecord?) -> String {
+        "v1:" + image.digest + ":" + (parent?.digest ?? "-")
+    }
+
+    private func load() -> [String: ExportedLayer] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [:] }
+        return (try? JSONDecoder().decode([String: ExportedLayer].self, from: data)) ?? [:]
+    }
+
+    func layer(of image: ImageRecord, on parent: ImageRecord?) -> ExportedLayer? { load()[Self.key(image, parent)] }
+
+    func record(_ layer: ExportedLayer, of image: ImageRecord, on parent: ImageRecord?) {
+        var all = load()
+        all[Self.key(image, parent)] = layer
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? encoder.encode(all).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}
+
+public struct ExportResult: Codable, Sendable {
+    public var image: String
+    public var format: ExportFormat
+    public var path: String
+    /// A disk or tar file's `sha256:`; an OCI layout's manifest digest.
+    public var digest: String
+    public var files: [ExportedFile]
+    public var layers: [ExportedLayer]?
+    /// The OCI layout's tag for the manifest.
+    public var tag: String?
+}
+
+/// Writes an image out of the store in a form that runs elsewhere: a flattened disk, a tar of
+/// its root filesystem, or an OCI image. Every form is written beside its final path and
+/// renamed into place, so an interrupted export leaves no half artifact under the final name.
+public struct Exporter: Sendable {
+    public let store: Store
+    public let log: @Sendable (String) -> Void
+
+    public init(store: Store, log: @escaping @Sendable (String) -> Void) {
+        self.store = store
+        self.log = log
+    }
+
+    /// - Parameter remoteHas: for a layout that is only pushed: whether the registry has a blob.
+    ///   A layer made before (``LayerCache``) that the registry has is then not made again, and
+    ///   the layout lacks its blob.
+    public func export(
+        _ image: ImageRecord, format: ExportFormat, to output: String, tag: String? = nil,
+        remoteHas: (@Sendable (String) async throws -> Bool)? = nil
+    ) async throws -> ExportResult {
+        guard !image.purged else { throw KilnError(.notFound, "\(image.name) was deleted and its disk removed (kiln gc)") }
+        let disk = store.diskPath(of: image)
+        guard FileManager.default.fileExists(atPath: disk) else {
+            throw KilnError(.storeInconsistent, "\(image.name)'s disk \(disk) is missing (kiln verify \(image.name))")
+        }
+        let partial = output + ".partial"
+        try? Store.removeTree(partial)
+        defer { try? Store.removeTree(partial) }
+        var layers: [ExportedLayer]?
+        let digest: String
+        let tag = format == .oci ? tag ?? image.version : nil
+        switch format {
+        case .qcow2, .raw, .vmdk:
+            try await convert(disk, format: format, to: partial)
+            digest = "sha256:" + (try Hashing.sha256Hex(fileAt: partial))
+        case .tarZst:
+            try await withScratch { scratch in
+                let raw = try await flatten(image, into: scratch)
+                let archive = try TreeArchive.zstdFile(partial)
+                try archive.addTree(try Ext4Volume(path: raw))
+                try archive.finish()
+                log("wrote \(archive.entries) entries")
+            }
+            digest = "sha256:" + (try Hashing.sha256Hex(fileAt: partial))
+        case .oci:
+            let written = try await withScratch { scratch in
+                try await writeLayout(image, at: partial, tag: tag!, scratch: scratch, remoteHas: remoteHas)
+            }
+            layers = written.layers
+            digest = written.manifest
+        }
+        try FileManager.default.moveItem(atPath: partial, toPath: output)
+        let files =
+            try format == .oci ? [] : [ExportedFile(name: (output as NSString).lastPathComponent, size: Self.size(output), sha256: digest)]
+        return ExportResult(image: image.name, format: format, path: output, digest: digest, files: files, layers: layers, tag: tag)
+    }
+
+    static func size(_ path: String) throws -> Int64 {
+        (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
+    }
+
+    // MARK: - Disks
+
+    /// `qemu-img convert` reads the whole backing chain and writes one standalone disk; the
+    /// clusters no layer wrote are left out, which is what compacts it.
+    private func convert(_ disk: String, format: ExportFormat, to path: String) async throws {
+        var arguments = ["convert", "-O", format.rawValue]
+        if format == .vmdk { arguments += ["-o", "subformat=streamOptimized"] }
+        arguments += [disk, path]
+        log("qemu-img " + arguments.joined(separator: " "))
+        let result = try await ProcessRunner.run("qemu-img", arguments)
+        guard result.succeeded else {
+            throw KilnError(
+                .io, "qemu-img convert failed (\(result.status)): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// A sparse raw copy of the image's whole chain, for the ext4 reader.
+    private func flatten(_ image: ImageRecord, into scratch: String) async throws -> String {
+        let raw = scratch + "/" + image.digest + ".raw"
+        if !FileManager.default.fileExists(atPath: raw) { try await convert(store.diskPath(of: image), format: .raw, to: raw) }
+        return raw
+    }
+
+    /// A scratch directory in the store (the disks are large; /tmp may be memory), removed
+    /// afterwards, and removed by the next export if this process dies first.
+    private func withScratch<T>(_ body: (String) async throws -> T) async throws -> T {
+        let parent = store.root + "/builds"
+        let fm = FileManager.default
+        for name in (try? fm.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix("export-") {
+            if !Store.isLiveExportScratch(name) { try? Store.removeTree(parent + "/" + name) }
+        }
+        let scratch = parent + "/export-\(getpid())-\(UUID().uuidString.prefix(8).lowercased())"
+        try fm.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? Store.removeTree(scratch) }
+        return try await body(scratch)
+    }
+
+    // MARK: - OCI
+
+    /// An OCI image layout: one gzipped tar layer per kiln layer (the base's whole tree, then
+    /// each child's difference from its parent, with whiteouts for what it removed) and a
+    /// config carrying the image's labels.
+    private func writeLayout(
+        _ image: ImageRecord, at path: String, tag: String, scratch: String, remoteHas: (@Sendable (String) async throws -> Bool)?
+    ) async throws -> (
+        manifest: String, layers: [ExportedLayer]
+    ) {
+        var chain = [image]
+        while let name = chain.last?.parent {
+            guard let parent = try store.catalog.image(named: name) else {
+                throw KilnError(.storeInconsistent, "\(chain.last!.name)'s parent \(name) is not in the catalog")
+            }
+            guard !parent.purged else { throw KilnError(.notFound, "\(image.name)'s parent \(name) was deleted and its disk removed") }
+            chain.append(parent)
+        }
+        chain.reverse()
+        let layout = OCILayout(path: path)
+        let blobs = path + "/blobs/sha256"
+        try FileManager.default.createDirectory(atPath: blobs, withIntermediateDirectories: true)
+        var layers: [ExportedLayer] = []
+        let cache = LayerCache(store: store)
+        for (position, member) in chain.enumerated() {
+            let parent = position > 0 ? chain[position - 1] : nil
+            if let remoteHas, var known = cache.layer(of: member, on: parent), try await remoteHas(known.digest) {
+                known.image = member.name
+                known.reused = true
+                layers.append(known)
+                log("layer \(member.name): \(known.digest.prefix(19))… is in the registry already; not made again")
+                continue
+            }
+            let volume = try Ext4Volume(path: try await flatten(member, into: scratch))
+            let temporary = blobs + "/.layer-\(layers.count)"
+            let writer = try GzipBlobWriter(path: temporary)
+            let archive = try TreeArchive.stream(to: writer)
+            if let parent {
+                let parentRaw = try await flatten(parent, into: scratch)
+                try archive.addDifference(volume, parent: try Ext4Volume(path: parentRaw))
+                // Nothing after this layer needs the parent's copy.
+                try? FileManager.default.removeItem(atPath: parentRaw)
+            } else {
+                try archive.addTree(volume)
+            }
+            try archive.finish()
+            let (diffID, digest, size) = try writer.finish()
+            try? FileManager.default.removeItem(atPath: layout.blobPath(digest))
+            try FileManager.default.moveItem(atPath: temporary, toPath: layout.blobPath(digest))
+            let layer = ExportedLayer(image: member.name, digest: digest, diffID: diffID, size: size, entries: archive.entries)
+            layers.append(layer)
+            cache.record(layer, of: member, on: parent)
+            log("layer \(member.name): \(archive.entries) entries, \(digest.prefix(19))… (\(size >> 10) KiB)")
+        }
+        let labels = try Self.labels(of: image)
+        let created = ISO8601DateFormatter().string(from: image.created)
+        let config: [String: Any] = [
+            "created": created, "architecture": "amd64", "os": "linux",
+            "config": ["Labels": labels],
+            "rootfs": ["type": "layers", "diff_ids": layers.map(\.diffID)],
+            "history": chain.map { member in
+                ["created": ISO8601DateFormatter().string(from: member.created), "created_by": "kiln build \(member.name)"]
+            },
+        ]
+        let configDescriptor = try writeBlob(
+            JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]), mediaType: OCIMediaType.config, in: layout)
+        let manifest = OCIManifest(
+            config: configDescriptor,
+            layers: layers.map { OCIDescriptor(mediaType: OCIMediaType.layerGzip, digest: $0.digest, size: $0.size) },
+            annotations: ["org.opencontainers.image.created": created, "org.opencontainers.image.version": image.version])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var manifestDescriptor = try writeBlob(encoder.encode(manifest), mediaType: OCIMediaType.manifest, in: layout)
+        manifestDescriptor.annotations = [OCILayout.refName: tag]
+        try encoder.encode(OCIIndex(manifests: [manifestDescriptor])).write(to: URL(fileURLWithPath: path + "/index.json"))
+        try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: path + "/oci-layout"))
+        return (manifestDescriptor.digest, layers)
+    }
+
+    /// The template's labels and kiln's own, which say which image the OCI image is.
+    static func labels(of image: ImageRecord) throws -> [String: String] {
+        var labels = (try? JSONDecoder().decode([String: String].self, from: Data(image.labels.utf8))) ?? [:]
+        labels["kiln.image"] = image.name
+        labels["kiln.family"] = image.family
+        labels["kiln.version"] = image.version
+        labels["kiln.disk-digest"] = "sha256:" + image.digest
+        if let key = image.buildKey { labels["kiln.build-key"] = "sha256:" + key }
+        return labels
+    }
+
+    private func writeBlob(_ data: Data, mediaType: String, in layout: OCILayout) throws -> OCIDescriptor {
+        let digest = "sha256:" + Hashing.sha256Hex(data)
+        try data.write(to: URL(fileURLWithPath: layout.blobPath(digest)))
+        return OCIDescriptor(mediaType: mediaType, digest: digest, size: Int64(data.count))
+    }
+}

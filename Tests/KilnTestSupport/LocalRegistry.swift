@@ -1,0 +1,166 @@
+import Foundation
+import KilnCore
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A real OCI registry (Debian's `docker-registry`, the distribution project's server) on
+/// loopback, with its storage in a temporary directory, for as long as a test needs it.
+///
+/// It runs under a small shell that holds the read end of a pipe whose write end only this
+/// process has: when the test process dies, however it dies, the shell reads end-of-file and
+/// stops the registry, so no registry outlives the tests.
+public final class LocalRegistry {
+    /// `127.0.0.1:PORT`: the host part of a reference.
+    public let host: String
+    public let port: Int
+    public let directory: String
+    /// The registry's stdout and stderr: one line per request (`"POST /v2/…/blobs/uploads/ HTTP/1.1" 202`).
+    public let logPath: String
+    private let process: Process
+    private let keepAlive: Pipe
+    private let registryPID: Int32
+
+    /// Starts one and waits until `GET /v2/` answers. Fails (never skips) when the package is missing.
+    public static func start() async throws -> LocalRegistry {
+        let executable = "/usr/bin/docker-registry"
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw KilnError(
+                .notFound, "\(executable) is missing: install the docker-registry package (make test-deps does)")
+        }
+        var lastError: (any Error)?
+        // A port found free can be taken before the registry binds it: try another.
+        for _ in 0..<3 {
+            do { return try await LocalRegistry(executable: executable, port: try freePort()) } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? KilnError(.io, "cannot start docker-registry")
+    }
+
+    private init(executable: String, port: Int) async throws {
+        self.port = port
+        host = "127.0.0.1:\(port)"
+        directory = NSTemporaryDirectory() + "kiln-registry-" + UUID().uuidString
+        logPath = directory + "/registry.log"
+        try FileManager.default.createDirectory(atPath: directory + "/storage", withIntermediateDirectories: true)
+        let config = """
+            version: 0.1
+            log:
+              level: info
+              formatter: text
+            storage:
+              filesystem:
+                rootdirectory: \(directory)/storage
+              delete:
+                enabled: true
+            http:
+              addr: 127.0.0.1:\(port)
+
+            """
+        try config.write(toFile: directory + "/config.yml", atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        defer { try? log.close() }
+        let script = """
+            "$1" serve "$2" </dev/null & pid=$!
+            echo $pid > "$3"
+            read -r _ || true
+            kill -TERM $pid 2>/dev/null
+            wait $pid
+            """
+        let pidFile = directory + "/registry.pid"
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script, "sh", executable, directory + "/config.yml", pidFile]
+        keepAlive = Pipe()
+        process.standardInput = keepAlive
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        try keepAlive.fileHandleForReading.close()
+        var pid: Int32 = 0
+        var ready = false
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if pid == 0, let text = try? String(contentsOfFile: pidFile, encoding: .utf8) {
+                pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            }
+            if pid != 0 && kill(pid, 0) != 0 { break }
+            if await Self.answers(URL(string: "http://127.0.0.1:\(port)/v2/")!) {
+                ready = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        registryPID = pid
+        guard ready else {
+            stop()
+            let tail = ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")
+                .split(separator: "\n").suffix(10).joined(separator: "\n")
+            throw KilnError(.io, "docker-registry did not answer on 127.0.0.1:\(port):\n\(tail)")
+        }
+    }
+
+    /// SIGTERM to the registry, and waits until it and its shell are gone. Safe to call twice.
+    public func stop() {
+        if registryPID > 0 { kill(registryPID, SIGTERM) }
+        try? keepAlive.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            if registryPID > 0 { kill(registryPID, SIGKILL) }
+            kill(process.processIdentifier, SIGKILL)
+        }
+        process.waitUntilExit()
+    }
+
+    /// Stops it and removes its storage.
+    public func remove() {
+        stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// The registry's access-log lines for requests of `method` whose path contains `path`.
+    public func requests(_ method: String, containing path: String) -> [Substring] {
+        log.split(separator: "\n").filter { $0.contains("\"\(method) ") && $0.contains(path) && $0.contains(" HTTP/") }
+    }
+
+    private static func answers(_ url: URL) async -> Bool {
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 2
+        guard let (_, response) = try? await URLSession.shared.data(for: request) else { return false }
+        return (response as? HTTPURLResponse)?.statusCode == 200
+    }
+
+    /// A TCP port nothing listens on now (the kernel's pick for port 0).
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw KilnError(.io, "socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                bind(fd, raw, length) == 0 && getsockname(fd, raw, &length) == 0
+            }
+        }
+        guard bound else { throw KilnError(.io, "bind: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// The path of a tool the tests need, or an error that says which package to install: a
+/// missing tool fails the test instead of skipping it, so CI cannot pass without it.
+public func requiredTool(_ name: String, package: String? = nil) throws -> String {
+    guard let path = ProcessRunner.find(name) else {
+        throw KilnError(.notFound, "\(name) is not on PATH: install the \(package ?? name) package (make test-deps does)")
+    }
+    return path
+}
