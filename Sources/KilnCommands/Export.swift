@@ -36,6 +36,9 @@ struct Export: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Push the OCI image to HOST[:PORT]/REPOSITORY:TAG (with --format oci).", valueName: "reference"))
     var push: String?
 
+    @Flag(help: "Speak plain HTTP to the registry whatever its host (localhost and 127.0.0.1 always are).")
+    var insecure = false
+
     @Flag(help: "Replace an existing artifact at the output path.")
     var force = false
 
@@ -50,7 +53,7 @@ struct Export: AsyncParsableCommand {
                 .invalidInput, "unknown format '\(format)' (formats: \(ExportFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         if push != nil, format != .oci { throw KilnError(.invalidInput, "--push needs --format oci") }
-        let reference = try push.map { try RegistryReference(parsing: $0) }
+        let reference = try push.map { try RegistryReference(parsing: $0, insecure: insecure) }
         let store = try store.openRecovered()
         let image = try store.catalog.resolve(name)
         let key = try store.defaultSigningKeyPath().map(SigningKey.load)

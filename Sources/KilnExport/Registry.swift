@@ -564,9 +564,10 @@ public final class RegistryClient: Sendable {
 
     private func failure(_ method: String, _ url: URL, _ response: Response) -> KilnError {
         var detail = Self.errorMessages(response.body)
-        // A HEAD answer has no body to say why.
-        if detail.isEmpty, response.status == 401 {
-            detail = ": authentication required (KILN_REGISTRY_USER and KILN_REGISTRY_PASSWORD give the credentials)"
+        if response.status == 401 {
+            // A declined Basic challenge comes without its body.
+            if detail.isEmpty { detail = ": authentication required" }
+            detail += credentials.map { " (credentials for \($0.username) were rejected)" } ?? ""
         }
         return KilnError(.io, "registry \(host): \(method) \(url.path): HTTP \(response.status)" + detail)
     }

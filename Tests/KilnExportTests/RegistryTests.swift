@@ -40,6 +40,7 @@ struct TestLayout {
 /// Tests/KilnExportTests/Fixtures/token_proxy.py in front of a registry: Bearer or Basic auth.
 final class AuthProxy {
     let process = Process()
+    let guardian: OrphanGuard
     let port: Int
     let logPath: String
 
@@ -56,6 +57,7 @@ final class AuthProxy {
         process.standardOutput = log
         process.standardError = log
         try process.run()
+        guardian = try OrphanGuard(pid: process.processIdentifier)
         let deadline = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: portFile) && Date() < deadline && process.isRunning {
             usleep(20_000)
@@ -71,6 +73,7 @@ final class AuthProxy {
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     func stop() {
+        guardian.disarm()
         // SIGKILL: Foundation's Process starts children with most signals blocked, SIGTERM included.
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
@@ -256,7 +259,7 @@ struct RegistryPushTests {
         }
         let message = error?.description ?? ""
         #expect(message.hasPrefix("registry \(proxy.host): HEAD /v2/shop/web/blobs/sha256:"))
-        #expect(message.contains("HTTP 401: authentication required"))
+        #expect(message.contains("HTTP 401: authentication required (credentials for ci were rejected)"))
     }
 }
 

@@ -8,9 +8,7 @@ import KilnCore
 /// A real OCI registry (Debian's `docker-registry`, the distribution project's server) on
 /// loopback, with its storage in a temporary directory, for as long as a test needs it.
 ///
-/// It runs under a small shell that holds the read end of a pipe whose write end only this
-/// process has: when the test process dies, however it dies, the shell reads end-of-file and
-/// stops the registry, so no registry outlives the tests.
+/// An ``OrphanGuard`` ends it if the test process dies before ``stop()``: no registry outlives the tests.
 public final class LocalRegistry {
     /// `127.0.0.1:PORT`: the host part of a reference.
     public let host: String
@@ -19,8 +17,7 @@ public final class LocalRegistry {
     /// The registry's stdout and stderr: one line per request (`"POST /v2/…/blobs/uploads/ HTTP/1.1" 202`).
     public let logPath: String
     private let process: Process
-    private let keepAlive: Pipe
-    private let registryPID: Int32
+    private let guardian: OrphanGuard
 
     /// Starts one and waits until `GET /v2/` answers. Fails (never skips) when the package is missing.
     public static func start() async throws -> LocalRegistry {
@@ -63,38 +60,23 @@ public final class LocalRegistry {
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         defer { try? log.close() }
-        let script = """
-            "$1" serve "$2" </dev/null & pid=$!
-            echo $pid > "$3"
-            read -r _ || true
-            kill -TERM $pid 2>/dev/null
-            wait $pid
-            """
-        let pidFile = directory + "/registry.pid"
         process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script, "sh", executable, directory + "/config.yml", pidFile]
-        keepAlive = Pipe()
-        process.standardInput = keepAlive
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["serve", directory + "/config.yml"]
+        process.standardInput = FileHandle.nullDevice
         process.standardOutput = log
         process.standardError = log
         try process.run()
-        try keepAlive.fileHandleForReading.close()
-        var pid: Int32 = 0
+        guardian = try OrphanGuard(pid: process.processIdentifier)
         var ready = false
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
-            if pid == 0, let text = try? String(contentsOfFile: pidFile, encoding: .utf8) {
-                pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-            }
-            if pid != 0 && kill(pid, 0) != 0 { break }
+        while Date() < deadline && process.isRunning {
             if await Self.answers(URL(string: "http://127.0.0.1:\(port)/v2/")!) {
                 ready = true
                 break
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        registryPID = pid
         guard ready else {
             stop()
             let tail = ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")
@@ -103,16 +85,13 @@ public final class LocalRegistry {
         }
     }
 
-    /// SIGTERM to the registry, and waits until it and its shell are gone. Safe to call twice.
+    /// SIGTERM to the registry, and waits until it is gone. Safe to call twice.
     public func stop() {
-        if registryPID > 0 { kill(registryPID, SIGTERM) }
-        try? keepAlive.fileHandleForWriting.close()
+        guardian.disarm()
+        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
         let deadline = Date().addingTimeInterval(10)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            if registryPID > 0 { kill(registryPID, SIGKILL) }
-            kill(process.processIdentifier, SIGKILL)
-        }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 
@@ -153,6 +132,33 @@ public final class LocalRegistry {
         }
         guard bound else { throw KilnError(.io, "bind: \(String(cString: strerror(errno)))") }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Ends a child of the test process if the test process dies first (a crash, a kill, a timeout),
+/// so servers started for a test never outlive it: a shell waits on a pipe whose write end only
+/// this process holds, and end-of-file means this process is gone.
+public final class OrphanGuard {
+    private let shell = Process()
+    private let pipe = Pipe()
+
+    public init(pid: Int32) throws {
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // TERM, then KILL: children of Foundation's Process may start with SIGTERM blocked.
+        shell.arguments = [
+            "-c", "read -r _ || true; kill -TERM \"$1\" 2>/dev/null; sleep 2; kill -KILL \"$1\" 2>/dev/null", "sh",
+            String(pid),
+        ]
+        shell.standardInput = pipe
+        try shell.run()
+        try pipe.fileHandleForReading.close()
+    }
+
+    /// The test stops the child itself: the guard goes first, so it never signals a reused pid.
+    public func disarm() {
+        if shell.isRunning { kill(shell.processIdentifier, SIGKILL) }
+        shell.waitUntilExit()
+        try? pipe.fileHandleForWriting.close()
     }
 }
 
