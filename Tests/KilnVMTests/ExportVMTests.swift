@@ -21,14 +21,15 @@ extension VMBuildTests {
             let json = try #require(try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any])
             #expect(json["format"] as? String == format && json["backing-filename"] == nil, "\(info.stdout)")
             if format == "qcow2" { try await ProcessRunner.check("qemu-img", ["check", out]) }
-            if format != "raw" {
+            // One read of a file on each disk: debugfs on the raw file itself, on a raw copy of the qcow2.
+            if format == "raw" {
+                let release = try await ProcessRunner.check("debugfs", ["-R", "cat /etc/shop-release", out])
+                #expect(release.stdout == "1.0\n")
+            } else if format == "qcow2" {
                 let flat = try await FlatDisk(of: out)
                 defer { flat.remove() }
                 #expect(try await flat.cat("/etc/shop-release") == "1.0\n")
                 #expect(try await flat.cat("/etc/nginx/nginx.conf").map { Data($0.utf8) } == nginxConf)
-            } else {
-                let release = try await ProcessRunner.check("debugfs", ["-R", "cat /etc/shop-release", out])
-                #expect(release.stdout == "1.0\n")
             }
             try FileManager.default.removeItem(atPath: out)
         }
@@ -45,8 +46,8 @@ extension VMBuildTests {
         #expect(FileManager.default.contents(atPath: dir + "/x/var/www/html/index.html") == index)
         try FileManager.default.removeItem(atPath: tar)
 
-        // OCI, pushed to a real registry: the app image first, then the product, whose base and
-        // app layers the registry then has and is not sent again; then the product once more.
+        // OCI: a layout kept on disk and pushed to a real registry, then pushed again (the fast
+        // ExportTests push a child onto a parent the registry has).
         let registry = try await LocalRegistry.start()
         defer { registry.remove() }
         func push(_ image: String, tag: String, output: String? = nil) async throws -> [String: Any] {
@@ -56,27 +57,21 @@ extension VMBuildTests {
             try #require(result.status == 0, "\(result.stderr)")
             return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         }
-        let app = try #require(try await store.image("debian-12-nginx")["name"] as? String)
-        let first = try #require(try await push(app, tag: "app")["push"] as? [String: Any])
-        #expect((first["uploaded"] as? [String])?.count == 3, "config, base layer, app layer")
         let layout = dir + "/web.oci"
-        let second = try await push(product, tag: "v1", output: layout)
-        let pushed = try #require(second["push"] as? [String: Any])
-        let layers = try #require((second["result"] as? [String: Any])?["layers"] as? [[String: Any]])
-        #expect(layers.count == 3)
-        let layerDigests = layers.compactMap { $0["digest"] as? String }
-        let uploaded = Set(pushed["uploaded"] as? [String] ?? [])
-        #expect(uploaded.count == 2 && uploaded.contains(layerDigests[2]), "only the config and the product layer")
-        #expect(Set(pushed["existing"] as? [String] ?? []) == Set(layerDigests[0..<2]))
+        let first = try await push(product, tag: "v1", output: layout)
+        let pushed = try #require(first["push"] as? [String: Any])
+        let layers = try #require((first["result"] as? [String: Any])?["layers"] as? [[String: Any]])
+        #expect(layers.compactMap { $0["image"] as? String }.count == 3, "base, app and product layers")
+        #expect((pushed["uploaded"] as? [String])?.count == 4 && (pushed["existing"] as? [String])?.isEmpty == true)
         let uploadsBefore = registry.requests("POST", containing: "/blobs/uploads/").count
-        let thirdReport = try await push(product, tag: "v2")
-        let thirdLayers = try #require((thirdReport["result"] as? [String: Any])?["layers"] as? [[String: Any]])
-        #expect(thirdLayers.allSatisfy { $0["reused"] as? Bool == true }, "no layer is made again for a registry that has it")
-        let third = try #require(thirdReport["push"] as? [String: Any])
-        #expect((third["uploaded"] as? [String])?.isEmpty == true && (third["existing"] as? [String])?.count == 4)
+        let againReport = try await push(product, tag: "v2")
+        let againLayers = try #require((againReport["result"] as? [String: Any])?["layers"] as? [[String: Any]])
+        #expect(againLayers.allSatisfy { $0["reused"] as? Bool == true }, "no layer is made again for a registry that has it")
+        let again = try #require(againReport["push"] as? [String: Any])
+        #expect((again["uploaded"] as? [String])?.isEmpty == true && (again["existing"] as? [String])?.count == 4)
         #expect(registry.requests("POST", containing: "/blobs/uploads/").count == uploadsBefore, "no upload started")
 
-        // The layout on disk, by umoci; the pushed image, pulled back by skopeo.
+        // The layout on disk, by skopeo; the pushed image, pulled back by skopeo and unpacked by umoci.
         let inspect = try await ProcessRunner.check("skopeo", ["inspect", "oci:\(layout):v1"]).stdout
         #expect(inspect.contains("\"kiln.image\": \"\(product)\""))
         let pulled = dir + "/pulled"
