@@ -29,14 +29,18 @@ deps:
 	$(call install-missing,$(DEB_PACKAGES))
 
 # What only the tests need: PostgreSQL (the catalog tests run on it too, in a throwaway
-# server: scripts/test-postgres), check-jsonschema (PyPI), which checks generated GitLab
-# pipelines, what the refresh tests make apt repositories with (gpg, xz, dpkg-scanpackages), and
-# ansible-core for the ansible: step's tests.
+# server: scripts/test-postgres), what the refresh tests make apt repositories with (gpg, xz,
+# dpkg-scanpackages), ansible-core for the ansible: step's tests, and the outside tools the export
+# tests check artifacts with (skopeo, umoci, docker-registry, sfdisk from fdisk). From PyPI
+# (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs.
+PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools
 test-deps: deps
 	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk)
-	@check-jsonschema --version >/dev/null 2>&1 || { \
+	@for tool in $(PYPI_TOOLS); do \
+	  $${tool%%:*} --help >/dev/null 2>&1 && continue; \
 	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
-	  python3 -m pip install -q check-jsonschema 2>/dev/null || python3 -m pip install -q --break-system-packages check-jsonschema; }
+	  python3 -m pip install -q $${tool#*:} 2>/dev/null || python3 -m pip install -q --break-system-packages $${tool#*:}; \
+	done
 
 build: deps
 	$(SWIFT) build
