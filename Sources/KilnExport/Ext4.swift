@@ -21,9 +21,9 @@ public final class Ext4Volume {
     let offset: Int64
     let inodeSize: Int
     let inodesPerGroup: UInt32
-    let descriptorSize: Int
-    let groupTableOffset: Int64
-    let groupCount: UInt32
+    /// Each block group's inode table (a block number), read once: the walk looks up every
+    /// inode, and one descriptor read per inode doubled its reads.
+    let inodeTables: [UInt64]
     let path: String
 
     static let magic: UInt16 = 0xEF53
@@ -56,12 +56,18 @@ public final class Ext4Volume {
         inodeSize = sb.u32(0x4C) >= 1 ? Int(sb.u16(0x58)) : 128
         let incompat = sb.u32(0x60)
         let is64 = incompat & 0x80 != 0
-        descriptorSize = is64 ? max(32, Int(sb.u16(0xFE))) : 32
+        let descriptorSize = is64 ? max(32, Int(sb.u16(0xFE))) : 32
         if incompat & 0x10 != 0 { throw KilnError(.invalidInput, "\(path): ext4 meta_bg layout is not supported") }
         if incompat & 0x10000 != 0 { throw KilnError(.invalidInput, "\(path): encrypted ext4 is not supported") }
+        guard inodesPerGroup > 0 else { throw KilnError(.io, "\(path): corrupt superblock (no inodes per group)") }
         let firstDataBlock = Int64(sb.u32(0x14))
-        groupTableOffset = offset + (firstDataBlock + 1) * Int64(blockSize)
-        groupCount = (sb.u32(0x0) + inodesPerGroup - 1) / inodesPerGroup
+        let groupCount = Int((sb.u32(0x0) + inodesPerGroup - 1) / inodesPerGroup)
+        let table = try Self.read(
+            fd: fd, at: offset + (firstDataBlock + 1) * Int64(blockSize), count: groupCount * descriptorSize, path: path)
+        inodeTables = (0..<groupCount).map { group in
+            let d = group * descriptorSize
+            return UInt64(table.u32(d + 0x8)) | (descriptorSize >= 64 ? UInt64(table.u32(d + 0x28)) << 32 : 0)
+        }
     }
 
     deinit { close(fd) }
@@ -128,14 +134,10 @@ public final class Ext4Volume {
     // MARK: - Inodes
 
     public func inode(_ number: UInt32) throws -> Ext4Inode {
-        guard number >= 1, (number - 1) / inodesPerGroup < groupCount else {
+        guard number >= 1, Int((number - 1) / inodesPerGroup) < inodeTables.count else {
             throw KilnError(.io, "\(path): inode \(number) is out of range")
         }
-        let group = (number - 1) / inodesPerGroup, index = (number - 1) % inodesPerGroup
-        let descriptor = try Self.read(
-            fd: fd, at: groupTableOffset + Int64(group) * Int64(descriptorSize), count: descriptorSize, path: path)
-        var table = UInt64(descriptor.u32(0x8))
-        if descriptorSize >= 64 { table |= UInt64(descriptor.u32(0x28)) << 32 }
+        let table = inodeTables[Int((number - 1) / inodesPerGroup)], index = (number - 1) % inodesPerGroup
         let raw = try read(at: Int64(table) * Int64(blockSize) + Int64(index) * Int64(inodeSize), count: inodeSize)
         return Ext4Inode(number: number, raw: raw)
     }
