@@ -192,7 +192,6 @@ final class GzipBlobWriter {
     private let output: FileHandle
     private var outBuffer = [UInt8](repeating: 0, count: 1 << 20)
     private(set) var compressedSize: Int64 = 0
-    private(set) var tarSize: Int64 = 0
     var failure: (any Error)?
 
     init(path: String) throws {
@@ -211,30 +210,10 @@ final class GzipBlobWriter {
     func write(_ data: UnsafeRawBufferPointer) throws {
         guard data.count > 0 else { return }
         tarHash.update(bufferPointer: data)
-        tarSize += Int64(data.count)
         stream.next_in = UnsafeMutablePointer(mutating: data.bindMemory(to: UInt8.self).baseAddress)
         stream.avail_in = uInt(data.count)
-        try drain(flush: Z_NO_FLUSH)
-    }
-
-    private func drain(flush: Int32) throws {
-        repeat {
-            let produced = try outBuffer.withUnsafeMutableBytes { out -> Int in
-                stream.next_out = out.bindMemory(to: UInt8.self).baseAddress
-                stream.avail_out = uInt(out.count)
-                let status = deflate(&stream, flush)
-                guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
-                    throw KilnError(.io, "zlib: deflate failed (\(status))")
-                }
-                return out.count - Int(stream.avail_out)
-            }
-            if produced > 0 {
-                let chunk = Data(outBuffer[0..<produced])
-                blobHash.update(data: chunk)
-                try output.write(contentsOf: chunk)
-                compressedSize += Int64(produced)
-            }
-        } while stream.avail_out == 0 || (flush == Z_FINISH && stream.avail_in > 0)
+        // A full output buffer means deflate has more to give for this input.
+        repeat { _ = try deflateOnce(Z_NO_FLUSH) } while stream.avail_out == 0
     }
 
     /// Ends the gzip stream: returns `sha256:` digests of the tar and of the file.
@@ -243,24 +222,30 @@ final class GzipBlobWriter {
         stream.next_in = nil
         stream.avail_in = 0
         var status: Int32
-        repeat {
-            status = try outBuffer.withUnsafeMutableBytes { out -> Int32 in
-                stream.next_out = out.bindMemory(to: UInt8.self).baseAddress
-                stream.avail_out = uInt(out.count)
-                let status = deflate(&stream, Z_FINISH)
-                let produced = out.count - Int(stream.avail_out)
-                if produced > 0 {
-                    let chunk = Data(bytes: out.baseAddress!, count: produced)
-                    blobHash.update(data: chunk)
-                    try output.write(contentsOf: chunk)
-                    compressedSize += Int64(produced)
-                }
-                return status
-            }
-        } while status == Z_OK
+        repeat { status = try deflateOnce(Z_FINISH) } while status == Z_OK
         guard status == Z_STREAM_END else { throw KilnError(.io, "zlib: cannot finish the gzip stream (\(status))") }
         try output.synchronize()
         try output.close()
         return ("sha256:" + tarHash.finalize().hex, "sha256:" + blobHash.finalize().hex, compressedSize)
+    }
+
+    /// One deflate call into the output buffer; what it produced is hashed and written.
+    private func deflateOnce(_ flush: Int32) throws -> Int32 {
+        let (status, produced) = outBuffer.withUnsafeMutableBytes { out -> (Int32, Int) in
+            stream.next_out = out.bindMemory(to: UInt8.self).baseAddress
+            stream.avail_out = uInt(out.count)
+            let status = deflate(&stream, flush)
+            return (status, out.count - Int(stream.avail_out))
+        }
+        guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
+            throw KilnError(.io, "zlib: deflate failed (\(status))")
+        }
+        if produced > 0 {
+            let chunk = Data(outBuffer[0..<produced])
+            blobHash.update(data: chunk)
+            try output.write(contentsOf: chunk)
+            compressedSize += Int64(produced)
+        }
+        return status
     }
 }
