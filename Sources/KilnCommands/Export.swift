@@ -84,7 +84,7 @@ struct Export: AsyncParsableCommand {
             report.seconds = Date().timeIntervalSince(started)
         }
         if keepLayout {
-            report.sidecars = try ExportSidecars.write(result, image: image, store: store, key: key, buildTime: nil)
+            report.sidecars = try ExportSidecars.write(result, image: image, store: store, key: key)
         } else {
             result.path = reference?.description ?? path
         }

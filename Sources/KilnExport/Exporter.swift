@@ -236,7 +236,7 @@ public struct Exporter: Sendable {
             cache.record(layer, of: member, on: parent)
             log("layer \(member.name): \(archive.entries) entries, \(digest.prefix(19))… (\(size >> 10) KiB)")
         }
-        let labels = try Self.labels(of: image)
+        let labels = Self.labels(of: image)
         let created = ISO8601DateFormatter().string(from: image.created)
         let config: [String: Any] = [
             "created": created, "architecture": "amd64", "os": "linux",
@@ -262,8 +262,8 @@ public struct Exporter: Sendable {
     }
 
     /// The template's labels and kiln's own, which say which image the OCI image is.
-    static func labels(of image: ImageRecord) throws -> [String: String] {
-        var labels = (try? JSONDecoder().decode([String: String].self, from: Data(image.labels.utf8))) ?? [:]
+    static func labels(of image: ImageRecord) -> [String: String] {
+        var labels = image.labelDictionary
         labels["kiln.image"] = image.name
         labels["kiln.family"] = image.family
         labels["kiln.version"] = image.version

@@ -79,26 +79,29 @@ public enum ExportSidecars {
     public static func signaturePath(_ artifact: String) -> String { artifact + ".sig" }
 
     /// Writes the files beside `result.path`; returns their paths.
-    public static func write(
-        _ result: ExportResult, image: ImageRecord, store: Store, key: SigningKey?, buildTime: Date?
-    ) throws -> [String] {
+    public static func write(_ result: ExportResult, image: ImageRecord, store: Store, key: SigningKey?) throws -> [String] {
         let provenanceData = try store.recordProvenance(of: image, provider: nil)
         let provenance = try Provenance.decode(provenanceData, path: store.provenancePath(of: image.name))
-        var written = [provenancePath(result.path), sbomPath(result.path)]
-        try provenanceData.write(to: URL(fileURLWithPath: written[0]), options: .atomic)
-        try SPDX.document(provenance).write(to: URL(fileURLWithPath: written[1]), options: .atomic)
+        var sidecars = [
+            (path: provenancePath(result.path), data: provenanceData),
+            (path: sbomPath(result.path), data: try SPDX.document(provenance)),
+        ]
         let name = (result.path as NSString).lastPathComponent
         if let key {
             let statement = Statement(
-                artifact: name, digest: result.digest,
-                provenanceDigest: "sha256:" + Hashing.sha256Hex(provenanceData))
+                artifact: name, digest: result.digest, provenanceDigest: "sha256:" + Hashing.sha256Hex(provenanceData))
             let envelope = try key.sign(try statement.encoded(), subject: name)
-            try envelope.encoded().write(to: URL(fileURLWithPath: signaturePath(result.path)), options: .atomic)
-            written.append(signaturePath(result.path))
+            sidecars.append((path: signaturePath(result.path), data: try envelope.encoded()))
         }
-        try recordInManifest(result, image: image, files: written, buildTime: buildTime)
-        written.append(manifestPath(result.path))
-        return written
+        for sidecar in sidecars { try sidecar.data.write(to: URL(fileURLWithPath: sidecar.path), options: .atomic) }
+        // Listed from the bytes just written: no second read of them.
+        let files = sidecars.map {
+            ExportedFile(
+                name: ($0.path as NSString).lastPathComponent, size: Int64($0.data.count),
+                sha256: "sha256:" + Hashing.sha256Hex($0.data))
+        }
+        try recordInManifest(result, image: image, sidecars: files)
+        return sidecars.map(\.path) + [manifestPath(result.path)]
     }
 
     /// Re-hashes an exported artifact (every blob of an OCI layout) and checks the signature
@@ -147,7 +150,7 @@ public enum ExportSidecars {
             + "/kiln-manifest.json"
     }
 
-    static func recordInManifest(_ result: ExportResult, image: ImageRecord, files: [String], buildTime: Date?) throws {
+    static func recordInManifest(_ result: ExportResult, image: ImageRecord, sidecars: [ExportedFile]) throws {
         let path = manifestPath(result.path)
         var manifest: [String: Any] = [:]
         if let data = FileManager.default.contents(atPath: path) {
@@ -158,23 +161,12 @@ public enum ExportSidecars {
         }
         let name = (result.path as NSString).lastPathComponent
         var builds = (manifest["builds"] as? [[String: Any]] ?? []).filter { $0["artifact"] as? String != name }
-        let labels = (try? JSONSerialization.jsonObject(with: Data(image.labels.utf8))) ?? [:]
         var entry: [String: Any] = [
             "name": image.family, "image": image.name, "builder_type": "kiln", "format": result.format.rawValue,
             "artifact": name, "artifact_id": result.digest, "disk_digest": "sha256:" + image.digest,
-            "build_id": image.buildID, "build_time": Int((buildTime ?? image.created).timeIntervalSince1970),
-            "files": result.files.map { ["name": $0.name, "size": $0.size, "sha256": $0.sha256] as [String: Any] }
-                + (try files.map { file -> [String: Any] in
-                    var isDirectory: ObjCBool = false
-                    FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory)
-                    var item: [String: Any] = ["name": (file as NSString).lastPathComponent]
-                    if !isDirectory.boolValue {
-                        item["size"] = try Exporter.size(file)
-                        item["sha256"] = "sha256:" + (try Hashing.sha256Hex(fileAt: file))
-                    }
-                    return item
-                }),
-            "custom_data": labels,
+            "build_id": image.buildID, "build_time": Int(image.created.timeIntervalSince1970),
+            "files": (result.files + sidecars).map { ["name": $0.name, "size": $0.size, "sha256": $0.sha256] as [String: Any] },
+            "custom_data": image.labelDictionary,
         ]
         if let layers = result.layers { entry["layers"] = layers.map { ["image": $0.image, "digest": $0.digest, "diff_id": $0.diffID] } }
         builds.append(entry)

@@ -69,21 +69,19 @@ public struct Provenance: Codable, Sendable, Equatable {
             parents.append(Parent(name: parent.name, digest: "sha256:" + parent.digest))
             next = parent.parent
         }
-        let labels = (try? JSONDecoder().decode([String: String].self, from: Data(image.labels.utf8))) ?? [:]
         let inputs = image.keyInputs.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) }
-        let origin = image.origin.flatMap { try? JSONDecoder().decode(BuildOrigin.self, from: Data($0.utf8)) }
         let started = try catalog.build(id: image.buildID)?.started
         return Provenance(
             kilnVersion: KilnVersion.current,
             image: Image(
                 name: image.name, family: image.family, version: image.version, digest: "sha256:" + image.digest,
-                size: image.size, created: image.created, description: image.description, labels: labels),
+                size: image.size, created: image.created, description: image.description, labels: image.labelDictionary),
             templateDigest: "sha256:" + image.templateHash,
             build: Build(
                 id: image.buildID, key: image.buildKey.map { "sha256:" + $0 }, inputs: inputs, provider: provider,
                 started: started, finished: image.created),
             source: Source(kind: image.sourceKind, digest: image.parent == nil ? image.backingDigest.map { "sha256:" + $0 } : nil),
-            parents: parents, origin: origin, packages: try catalog.packages(of: image.name)?.packages ?? [])
+            parents: parents, origin: image.buildOrigin, packages: try catalog.packages(of: image.name)?.packages ?? [])
     }
 
     /// Sorted keys and ISO 8601 dates: the same record always gives the same bytes.
