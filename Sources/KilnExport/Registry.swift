@@ -687,6 +687,13 @@ public struct PushReport: Codable, Sendable, Equatable {
     public var manifestDigest: String
     /// `host/repository:tag` (or `@digest`) as pushed.
     public var reference: String
+
+    /// snake_case, as kiln's other JSON (docs/json.md).
+    enum CodingKeys: String, CodingKey {
+        case uploaded, existing
+        case manifestDigest = "manifest_digest"
+        case reference
+    }
 }
 
 public enum Registry {

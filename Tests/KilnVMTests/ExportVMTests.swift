@@ -79,7 +79,7 @@ extension VMBuildTests {
             "skopeo", ["copy", "--src-tls-verify=false", "docker://\(registry.host)/shop/web:v1", "oci:\(pulled):v1"])
         let remote = try await ProcessRunner.check("skopeo", ["inspect", "--tls-verify=false", "docker://\(registry.host)/shop/web:v2"])
             .stdout
-        let digest = try #require(pushed["manifestDigest"] as? String)
+        let digest = try #require(pushed["manifest_digest"] as? String)
         #expect(remote.contains("\"Digest\": \"\(digest)\""))
         try await ProcessRunner.check("umoci", ["unpack", "--rootless", "--image", "\(pulled):v1", dir + "/bundle"])
         #expect(FileManager.default.contents(atPath: dir + "/bundle/rootfs/etc/shop-release") == Data("1.0\n".utf8))
