@@ -1,14 +1,13 @@
 import Foundation
 import KilnCore
+import KilnTestSupport
 import Testing
 
-/// The `kiln` binary that `swift build` made beside the tests, run as a user would.
 enum CLI {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().path
+    static let root = KilnBinary.repositoryRoot
 
     static func kiln(_ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
-        try await ProcessRunner.run(root + "/.build/debug/kiln", arguments, environment: environment, timeout: .seconds(60))
+        try await KilnBinary.run(arguments, environment: environment)
     }
 }
 

@@ -1,27 +1,21 @@
 import Foundation
 import KilnCore
 import KilnStore
+import KilnTestSupport
 import Testing
 
 /// Small real ext4 disks made with mkfs.ext4 -d (no mount, no VM), committed into a real store
 /// the way a build commits them: a base's qcow2, and a child's qcow2 overlay holding only the
 /// clusters its changes wrote.
 enum ExportFixture {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().path
-
     static func kiln(_ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
-        try await ProcessRunner.run(root + "/.build/debug/kiln", arguments, environment: environment, timeout: .seconds(300))
+        try await KilnBinary.run(arguments, environment: environment, timeout: .seconds(300))
     }
 
     /// Runs an outside tool that must succeed; its stdout.
     @discardableResult
     static func run(_ tool: String, _ arguments: [String], in directory: String? = nil) async throws -> String {
-        let result = try await ProcessRunner.run(tool, arguments, workingDirectory: directory, timeout: .seconds(300))
-        guard result.succeeded else {
-            throw KilnError(.io, "\(tool) \(arguments.joined(separator: " ")) failed (\(result.status)): \(result.stderr)")
-        }
-        return result.stdout
+        try await ProcessRunner.check(tool, arguments, workingDirectory: directory, timeout: .seconds(300)).stdout
     }
 
     /// Deterministic bytes (a linear congruential sequence): the same on every run.

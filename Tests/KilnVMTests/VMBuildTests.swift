@@ -1,12 +1,11 @@
 import Foundation
 import KilnCore
+import KilnTestSupport
 import Testing
 
-/// The repository root and the kiln binary that `swift build` made beside the tests.
 enum Repo {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().path
-    static let kiln = root + "/.build/debug/kiln"
+    static let root = KilnBinary.repositoryRoot
+    static let kiln = KilnBinary.path
 }
 
 /// One store for every real-VM test of a run: examples/debian is built into it once
