@@ -48,7 +48,12 @@ public enum BuildKeys {
             e["parent"] = parent.digest
         } else if let source {
             e.merge(source.fields) { _, new in new }
-            e["provider.qemu.disk_size"] = String(template.qemu.diskSize)
+            if template.provider.name == "qemu" { e["provider.qemu.disk_size"] = String(template.qemu.diskSize) }
+        }
+        // An AMI and a qcow2 disk are different images; qemu's keys stay as they were before providers.
+        if template.provider.name != "qemu" {
+            e["provider"] = template.provider.name
+            if template.provider.settingsJSON != "{}" { e["provider.settings"] = hidden(template.provider.settingsJSON) }
         }
         if let description = template.description { e["description"] = hidden(description) }
         for (key, value) in template.labels { e["labels.\(key)"] = hidden(value) }

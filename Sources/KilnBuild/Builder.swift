@@ -59,13 +59,61 @@ public enum BuildResult: Sendable {
 /// and only then named in the catalog.
 public struct Builder: Sendable {
     let store: Store
-    let provider: any Provider
+    /// Builds every image when set (the tests' fake provider); else each template's `provider:`.
+    let providerOverride: (any Provider)?
     let options: BuildOptions
     let reporter: (any BuildReporter)?
 
+    /// The provider that builds `template`: its `provider:`, a built-in one or a plugin.
+    public func provider(for template: Template) throws -> any Provider {
+        if let providerOverride { return providerOverride }
+        do {
+            return try Providers.named(template.provider.name, pluginDirectory: store.pluginDirectory)
+        } catch let error as KilnError {
+            throw KilnError(error.code, "\(template.provider.location ?? template.location): \(error.message)")
+        }
+    }
+
+    /// What can be known wrong before any machine starts: the provider exists, a base names a
+    /// source its provider can start from, and a layer's provider is its parent's.
+    func check(_ template: Template, provider: any Provider, parentProvider: String?) throws {
+        let from = template.sourceLocation
+        switch template.source {
+        case .debootstrap, .file, .url:
+            guard provider.buildsFromDisks else {
+                throw KilnError(
+                    .invalidInput,
+                    "\(from): the \(provider.name) provider starts from an image of its own, not from \(template.source.kind): give from: {provider_image: ID}"
+                )
+            }
+        case .providerImage:
+            guard !provider.buildsFromDisks else {
+                throw KilnError(
+                    .invalidInput,
+                    "\(from): the \(provider.name) provider starts from disks (debootstrap, file, url), not from a provider image")
+            }
+        case .image(let family):
+            if let parentProvider, parentProvider != provider.name {
+                throw KilnError(
+                    .invalidInput,
+                    "\(from): \(template.family) is built by \(provider.name), but its parent \(family) is a \(parentProvider) image: a layer is built by its parent's provider"
+                )
+            }
+        }
+        let usesAnsible = template.steps(for: provider.name).contains {
+            if case .ansible = $0.kind { true } else { false }
+        }
+        if usesAnsible { try AnsibleRunner.checkInstalled() }
+    }
+
+    /// The provider that made `image`: qemu for a disk, else its artifact's.
+    func providerName(of image: ImageRecord) throws -> String {
+        try store.artifact(of: image)?.provider ?? "qemu"
+    }
+
     /// The image is committed whatever happens here: a record or signature that cannot be
     /// written is a warning, and `kiln sign` / `kiln verify` report the gap later.
-    private func recordProvenance(of image: ImageRecord, log: BuildLog) {
+    private func recordProvenance(of image: ImageRecord, provider: any Provider, log: BuildLog) {
         do {
             try store.recordProvenance(of: image, provider: provider.name)
             if let key = options.signingKey {
@@ -77,9 +125,10 @@ public struct Builder: Sendable {
         }
     }
 
-    public init(store: Store, provider: any Provider, options: BuildOptions, reporter: (any BuildReporter)?) {
+    /// - Parameter provider: builds every image when given; nil builds each with its template's `provider:`.
+    public init(store: Store, provider: (any Provider)? = nil, options: BuildOptions, reporter: (any BuildReporter)?) {
         self.store = store
-        self.provider = provider
+        self.providerOverride = provider
         self.options = options
         self.reporter = reporter
     }
@@ -101,12 +150,17 @@ public struct Builder: Sendable {
             var parent = template.parentFamily
             while let family = parent, needed.insert(family).inserted { parent = graph.template(family)?.parentFamily }
         }
-        for template in graph.order where selected?.contains(template.family) ?? true {
-            // Said before any VM boots, not after a parent's build.
-            let usesAnsible = template.steps(for: provider.name).contains {
-                if case .ansible = $0.kind { true } else { false }
+        // Said before any VM boots, not after a parent's build.
+        var providerNames: [String: String] = [:]
+        for template in graph.order {
+            let provider = try provider(for: template)
+            providerNames[template.family] = provider.name
+            guard selected?.contains(template.family) ?? true else { continue }
+            var parentProvider: String?
+            if let family = template.parentFamily {
+                parentProvider = try providerNames[family] ?? store.catalog.buildParent(of: family).map(providerName(of:))
             }
-            if usesAnsible { try AnsibleRunner.checkInstalled() }
+            try check(template, provider: provider, parentProvider: parentProvider)
         }
         for template in graph.order {
             if let selected, !selected.contains(template.family) {
@@ -173,7 +227,7 @@ public struct Builder: Sendable {
         defer { withExtendedLifetime(lock) {} }
         var planner = Planner(store: store, secrets: secrets)
         planner.freshSources = options.freshSources
-        planner.provider = provider.name
+        planner.provider = try provider(for: template).name
         let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
         if decision.action == .upToDate, let image = decision.image {
             var upToDate = BuildEvent(.upToDate, family: family)
@@ -188,6 +242,7 @@ public struct Builder: Sendable {
 
     /// Builds one image on `parent` (nil: on the template's source disk).
     func build(_ template: Template, parent: ImageRecord?, decision: Decision, secrets: [String]) async throws -> ImageRecord {
+        let provider = try provider(for: template)
         let buildID = Self.newBuildID(family: template.family)
         let scratch = store.scratchDirectory(buildID: buildID)
         let staging = store.stagingDirectory(buildID: buildID)
@@ -227,44 +282,69 @@ public struct Builder: Sendable {
         /// Set once the disk is a blob: until the catalog names it, a failure removes it again.
         var sealed: String?
         do {
-            let base: String
+            // A base on a provider image has no blob under it.
+            var base: String?
             if let parent {
                 // The parent's blob and every blob under it must still be the bytes they were sealed as.
                 steps.enter("verify")
                 try verifyChain(from: parent.digest)
                 base = parent.digest
-            } else {
+            } else if provider.buildsFromDisks {
                 steps.enter("source")
                 guard let identity = decision.source else { throw KilnError(.internalError, "no source identity for \(family)") }
                 base = try await SourceDisk(store: store).prepare(template, identity: identity, buildID: buildID, log: log)
             }
-            let baseDirectory = store.blobDirectory(digest: base)
-            let hasKernel = fm.fileExists(atPath: baseDirectory + "/" + Store.kernelName)
+            let baseDirectory = base.map { store.blobDirectory(digest: $0) }
+            let hasKernel = baseDirectory.map { fm.fileExists(atPath: $0 + "/" + Store.kernelName) } ?? false
             steps.enter("boot")
-            let spec = MachineSpec(
-                buildID: buildID, diskDirectory: staging, backingDisk: "../\(base)/\(Store.diskName)",
+            var spec = MachineSpec(
+                buildID: buildID, diskDirectory: staging, backingDisk: base.map { "../\($0)/\(Store.diskName)" } ?? "",
                 scratchDirectory: scratch,
-                kernel: hasKernel ? baseDirectory + "/" + Store.kernelName : nil,
-                initrd: hasKernel ? baseDirectory + "/" + Store.initrdName : nil,
+                kernel: hasKernel ? baseDirectory! + "/" + Store.kernelName : nil,
+                initrd: hasKernel ? baseDirectory! + "/" + Store.initrdName : nil,
                 settings: template.qemu, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
+            spec.family = family
+            spec.templateDirectory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
+            spec.settingsJSON = template.provider.settingsJSON
+            spec.stepTimeout = options.stepTimeout
+            if case .providerImage(let id) = template.source { spec.sourceImage = id }
+            if let parent, let artifact = try store.artifact(of: parent) {
+                spec.parentArtifact = artifact
+                spec.parentDirectory = baseDirectory
+            }
             machineSpec = spec
             machine = try await provider.start(spec, log: log)
             let runner = StepRunner(
                 options: options, provider: provider.name, template: template, buildID: buildID, scratch: scratch, log: log,
                 onEnter: { steps.enter($0) })
             try await runner.runAll(on: machine!)
-            steps.enter("package manifest")
-            let packages = try await packageManifest(of: machine!, log: log)
-            steps.enter("secret scan")
-            try await scanForSecrets(on: machine!, template: template, log: log)
+            var packages: PackageManifest?
+            if template.steps(for: provider.name).isEmpty && !provider.buildsFromDisks {
+                // Nothing was put into the image: a provider image is taken as it is (an AMI
+                // built elsewhere, which kiln may not even be able to log into).
+                packages = try parent.flatMap { try store.catalog.packages(of: $0.name) }
+                log.emit("kiln", "no step ran: the package manifest is the parent's, and no secret scan is needed")
+            } else {
+                steps.enter("package manifest")
+                packages = try await packageManifest(of: machine!, log: log)
+                steps.enter("secret scan")
+                try await scanForSecrets(on: machine!, template: template, log: log)
+            }
             steps.enter("shutdown")
             let stopping = ContinuousClock.now
             try await machine!.shutdown(log: log)
-            machine = nil
-            log.emit("kiln", "VM stopped after \((ContinuousClock.now - stopping).kilnDescription)")
+            log.emit(
+                "kiln", "\(provider.name == "qemu" ? "VM" : "machine") stopped after \((ContinuousClock.now - stopping).kilnDescription)")
             steps.enter("snapshot")
             let sealing = ContinuousClock.now
-            if hasKernel {
+            let artifact = try await machine!.snapshot(into: staging, name: "kiln-\(buildID)", log: log)
+            if let artifact {
+                try artifact.json.write(to: URL(fileURLWithPath: staging + "/" + ProviderArtifact.fileName))
+                log.emit("kiln", "snapshot: \(artifact.summary)")
+            }
+            await machine!.destroy()
+            machine = nil
+            if hasKernel, let baseDirectory {
                 // The kernel boots its children too; hard links cost no space.
                 for name in [Store.kernelName, Store.initrdName] {
                     try linkOrCopy(baseDirectory + "/" + name, staging + "/" + name)
@@ -278,7 +358,8 @@ public struct Builder: Sendable {
             sealed = digest
             log.emit(
                 "kiln",
-                "sealed disk \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)")
+                "sealed \(artifact == nil ? "disk" : "artifact") \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)"
+            )
             try await Self.testDelay("KILN_TEST_DELAY_COMMIT_MS")
             let archive = store.logArchivePath(buildID: buildID)
             // Archived once before the catalog names the image: a host disk that is full fails
@@ -292,7 +373,15 @@ public struct Builder: Sendable {
                     sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
                     backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: origin, packages: packages))
             log.emit("kiln", "image ready: \(image.name)")
-            recordProvenance(of: image, log: log)
+            if let artifact {
+                // The provider's copy learns its catalog name; a failure here leaves a usable image.
+                do {
+                    try await provider.imageChanged(image, artifact: artifact) { log.emit("kiln", "warning: \($0)") }
+                } catch {
+                    log.emit("kiln", "warning: could not update \(artifact.summary) for \(image.name): \(error)")
+                }
+            }
+            recordProvenance(of: image, provider: provider, log: log)
             steps.close(ok: true)
             var ready = steps.event(.imageReady)
             ready.step = nil

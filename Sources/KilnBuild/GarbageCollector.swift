@@ -12,10 +12,22 @@ public enum GarbageCollector {
         public var bytes: UInt64 = 0
     }
 
-    public static func run(_ store: Store, now: Date, dryRun: Bool, cacheLimit: UInt64) throws -> Report {
+    public static func run(
+        _ store: Store, now: Date, dryRun: Bool, cacheLimit: UInt64, warn: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> Report {
         var report = Report()
         let fm = FileManager.default
         for image in try store.catalog.purgeable(now: now) {
+            if !dryRun {
+                do {
+                    // The provider's copy (an AMI and its snapshots) goes first: a blob removed
+                    // before it would leave kiln nothing to find it by.
+                    try await ProviderSync.delete(image, in: store, warn: warn)
+                } catch {
+                    warn("\(image.name) stays until its provider's copy can be deleted: \(error)")
+                    continue
+                }
+            }
             let blob = store.blobDirectory(digest: image.digest)
             let shared = try store.catalog.blobNeeded(image.digest, except: image.name)
             if !shared, fm.fileExists(atPath: blob) {

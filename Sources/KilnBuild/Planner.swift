@@ -40,8 +40,9 @@ public struct Planner: Sendable {
     /// Bases whose repositories' current state is taken instead of the one their newest image
     /// was made from (`kiln refresh`): see ``SourceDisk/identity(of:pinnedTo:isCached:)``.
     public var freshSources: Set<String> = []
-    /// The provider the images are built with: `when:`/`unless:` may leave steps out for it.
-    public var provider = "qemu"
+    /// The provider every image is built with (a test's fake one); nil: each template's
+    /// `provider:`. `when:`/`unless:` may leave steps out for it.
+    public var provider: String?
 
     public init(store: Store, secrets: [String]) {
         self.store = store
@@ -77,7 +78,8 @@ public struct Planner: Sendable {
             }
         }
         let inputs = try BuildKeys.inputs(
-            for: template, parent: parentImage, source: decision.source, secrets: secrets, provider: provider)
+            for: template, parent: parentImage, source: decision.source, secrets: secrets,
+            provider: provider ?? template.provider.name)
         decision.inputs = inputs
         if force {
             decision.reasons = ["--force"]

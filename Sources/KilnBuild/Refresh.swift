@@ -77,7 +77,7 @@ public struct RefreshChecker: Sendable {
                     unchecked[template.family] =
                         unchecked[parent] ?? "built on \(parent), which this directory does not build: refresh the directory that does"
                 }
-            case .file, .url:
+            case .file, .url, .providerImage:
                 unchecked[template.family] = "built from a disk image (\(template.source.kind)): its packages are not checked"
             }
         }

@@ -60,7 +60,7 @@ struct SourceDisk {
             case .url(let url, let sha256):
                 let path = try await download(url, sha256: sha256, log: log)
                 try await importDisk(path, sha256: sha256, into: staging, log: log)
-            case .image:
+            case .image, .providerImage:
                 throw KilnError(.internalError, "an image source has no source disk")
             }
             let (digest, size) = try store.seal(staging: staging) { digest in
@@ -120,6 +120,9 @@ struct SourceDisk {
             return SourceIdentity(
                 fields: ["source.kind": "disk", "source.recipe": Self.recipeVersion, "source.sha256": sha256],
                 summary: "url \(url)")
+        case .providerImage(let id):
+            // The provider's image is taken as it is: its id names its bytes (AMIs are immutable).
+            return SourceIdentity(fields: ["source.kind": "provider_image", "source.id": id], summary: "provider image \(id)")
         case .image(let family):
             throw KilnError(.internalError, "image \(family) is a parent, not a source")
         }

@@ -90,7 +90,7 @@ public enum Verifier {
     /// The blob's files: present, read-only, hashing to the name, backed by the right blob.
     static func checkBlob(_ store: Store, digest: String, expectedBacking: String?) async -> [String] {
         let directory = store.blobDirectory(digest: digest)
-        let disk = directory + "/" + Store.diskName
+        let disk = Store.primaryFile(in: directory)
         guard FileManager.default.fileExists(atPath: disk) else { return ["blob missing: \(disk) does not exist"] }
         var problems: [String] = []
         do {
@@ -99,12 +99,15 @@ public enum Verifier {
         } catch {
             problems.append("blob unreadable: \(error)")
         }
+        do { try Store.checkArtifactFiles(in: directory) } catch { problems.append("blob damaged: \(error)") }
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
             let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + name)
             if let mode = attributes?[.posixPermissions] as? Int, mode & 0o222 != 0 {
                 problems.append("blob writable: \(directory)/\(name) has mode \(String(mode, radix: 8)) (sealed blobs are read-only)")
             }
         }
+        // A provider's artifact is not a disk: its files were checked above.
+        if disk.hasSuffix("/" + ProviderArtifact.fileName) { return problems }
         // What QEMU will open under this disk must be the blob the catalog says.
         if let info = try? await ProcessRunner.run("qemu-img", ["info", "--output=json", "-U", disk]), info.succeeded,
             let json = try? JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any]

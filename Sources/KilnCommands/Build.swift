@@ -126,7 +126,7 @@ struct Build: AsyncParsableCommand {
         options.prompt = interactive ? TerminalPrompt() : nil
         options.signingKey = try store.defaultSigningKeyPath().map(SigningKey.load)
         let reporter: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
-        let builder = Builder(store: store, provider: try Providers.named("qemu"), options: options, reporter: reporter)
+        let builder = Builder(store: store, options: options, reporter: reporter)
         let results = try await builder.build(
             graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
         // The cache stays bounded without anyone remembering to prune it. The images are built

@@ -17,8 +17,9 @@ struct GC: AsyncParsableCommand {
 
     func run() async throws {
         let date = try now.map { try parseDate($0, flag: "--now") } ?? Date()
-        let report = try GarbageCollector.run(
-            try (dryRun ? store.open() : store.openRecovered()), now: date, dryRun: dryRun, cacheLimit: SourceCache.defaultLimit())
+        let report = try await GarbageCollector.run(
+            try (dryRun ? store.open() : store.openRecovered()), now: date, dryRun: dryRun, cacheLimit: SourceCache.defaultLimit(),
+            warn: warnOnStderr)
         let verb = dryRun ? "would remove" : "removed"
         for name in report.purged { print("\(verb) the disk of \(name)") }
         for path in report.staleDirectories { print("\(verb) \(path)") }

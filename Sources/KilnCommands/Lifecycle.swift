@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnBuild
 import KilnCore
 import KilnStore
 
@@ -12,20 +13,26 @@ struct ChangeOptions: ParsableArguments {
     var dryRun = false
 
     /// OBSOLETE or DELETED, with their descendants when `cascade` is set.
-    func revoke(_ name: String, to state: ImageState, cascade: Bool, in store: Store) throws {
+    func revoke(_ name: String, to state: ImageState, cascade: Bool, in store: Store) async throws {
         var transition = Transition(to: state, reason: reason ?? state.rawValue.lowercased())
         transition.cascade = cascade
-        try apply(name, transition, in: store)
+        try await apply(name, transition, in: store)
     }
 
-    func apply(_ name: String, _ change: Transition, in store: Store) throws {
+    func apply(_ name: String, _ change: Transition, in store: Store) async throws {
         let events = try store.catalog.transition(name, change, dryRun: dryRun)
         for event in events {
             print(
                 "\(dryRun ? "would change" : "changed") \(event.image): \(event.fromState.rawValue) -> \(event.toState.rawValue)"
             )
         }
+        if !dryRun { await ProviderSync.changed(events.map(\.image), in: store, warn: warnOnStderr) }
     }
+}
+
+/// A provider's note about its copy of an image (an endpoint without deprecation, say).
+@Sendable func warnOnStderr(_ text: String) {
+    FileHandle.standardError.write(Data("kiln: warning: \(text)\n".utf8))
 }
 
 /// `2026-12-01` or a full ISO 8601 time.
@@ -53,7 +60,7 @@ struct Deprecate: AsyncParsableCommand {
         transition.replacement = replacement
         transition.obsoleteOn = try obsoleteOn.map { try parseDate($0, flag: "--obsolete-on") }
         transition.deleteOn = try deleteOn.map { try parseDate($0, flag: "--delete-on") }
-        try change.apply(name, transition, in: try store.open())
+        try await change.apply(name, transition, in: try store.open())
     }
 }
 
@@ -65,7 +72,7 @@ struct Undeprecate: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        try change.apply(name, Transition(to: .ready, reason: change.reason ?? "undeprecated"), in: try store.open())
+        try await change.apply(name, Transition(to: .ready, reason: change.reason ?? "undeprecated"), in: try store.open())
     }
 }
 
@@ -79,7 +86,7 @@ struct Obsolete: AsyncParsableCommand {
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
-    func run() async throws { try change.revoke(name, to: .obsolete, cascade: cascade, in: try store.open()) }
+    func run() async throws { try await change.revoke(name, to: .obsolete, cascade: cascade, in: try store.open()) }
 }
 
 struct Delete: AsyncParsableCommand {
@@ -95,7 +102,7 @@ struct Delete: AsyncParsableCommand {
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
-    func run() async throws { try change.revoke(name, to: .deleted, cascade: cascade, in: try store.open()) }
+    func run() async throws { try await change.revoke(name, to: .deleted, cascade: cascade, in: try store.open()) }
 }
 
 struct Rollback: AsyncParsableCommand {

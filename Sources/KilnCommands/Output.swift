@@ -14,7 +14,10 @@ struct ImageView: Codable {
     var size: Int64
     var created: String
     var digest: String
-    var disk: String
+    /// nil for an image a provider other than qemu made: ``artifact`` says what and where it is.
+    var disk: String?
+    var provider: String
+    var artifact: ProviderArtifact?
     var labels: [String: String]
     var description: String?
     var templateHash: String
@@ -32,7 +35,7 @@ struct ImageView: Codable {
     var origin: BuildOrigin?
 
     enum CodingKeys: String, CodingKey {
-        case name, family, version, state, parent, size, created, digest, disk, labels, description
+        case name, family, version, state, parent, size, created, digest, disk, provider, artifact, labels, description
         case templateHash = "template_hash"
         case buildID = "build_id"
         case log, source
@@ -54,7 +57,11 @@ struct ImageView: Codable {
         size = image.size
         created = image.created.formatted(.iso8601)
         digest = image.digest
-        disk = store.diskPath(of: image)
+        let artifact = try? store.artifact(of: image)
+        // A provider's image has no disk in the store: its artifact says where it is.
+        disk = artifact == nil ? store.diskPath(of: image) : nil
+        provider = artifact?.provider ?? "qemu"
+        self.artifact = artifact
         labels = image.labelDictionary
         description = image.description
         templateHash = image.templateHash

@@ -51,12 +51,13 @@ struct Plan: AsyncParsableCommand {
                 if !spec.include.isEmpty { from += " + \(spec.include.joined(separator: ","))" }
             case .file(let path, _): from = "file \(path)"
             case .url(let url, _): from = "url \(url)"
+            case .providerImage(let id): from = "provider image \(id)"
             }
             return Entry(
                 family: template.family, file: template.file, from: from, parent: template.parentFamily,
                 steps: template.steps.map { step in
                     // Said here so a template made for several providers reads right in the plan.
-                    let skipped = template.skipReason(of: step, provider: planner.provider)
+                    let skipped = template.skipReason(of: step, provider: planner.provider ?? template.provider.name)
                     return set.redact(step.title + (skipped.map { " (skipped: \($0))" } ?? ""))
                 }, action: decision.action.rawValue,
                 image: decision.image?.name, reasons: decision.reasons, key: decision.key)

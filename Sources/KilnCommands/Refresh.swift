@@ -68,7 +68,7 @@ struct Refresh: AsyncParsableCommand {
         options.bootTimeout = .seconds(bootTimeout)
         options.freshSources = outdated
         options.origin = OriginSource(templates: templates.path)
-        let builder = Builder(store: store, provider: try Providers.named("qemu"), options: options, reporter: ConsoleReporter())
+        let builder = Builder(store: store, options: options, reporter: ConsoleReporter())
         let parallel = jobs ?? Builder.defaultJobs(memoryMiB: graph.order.map(\.qemu.memoryMiB).max() ?? 1024)
         let results = try await builder.build(graph, secrets: set.sensitiveValues, selected: Set(rebuilt), jobs: parallel)
         var moved: [String] = []

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnBuild
 import KilnStore
 
 struct Rotate: AsyncParsableCommand {
@@ -20,10 +21,12 @@ struct Rotate: AsyncParsableCommand {
 
     func run() async throws {
         let date = try now.map { try parseDate($0, flag: "--now") } ?? Date()
-        let (actions, skipped) = try store.open().catalog.rotate(family: family, now: date, dryRun: dryRun)
+        let opened = try store.open()
+        let (actions, skipped) = try opened.catalog.rotate(family: family, now: date, dryRun: dryRun)
         for action in actions {
             print("\(dryRun ? "would change" : "changed") \(action.image): \(action.from.rawValue) -> \(action.to.rawValue)")
         }
+        if !dryRun { await ProviderSync.changed(actions.map(\.image), in: opened, warn: warnOnStderr) }
         for action in skipped { print("kept \(action.image) \(action.from.rawValue): \(action.note)") }
         if actions.isEmpty && skipped.isEmpty { print("nothing to rotate") }
     }

@@ -7,6 +7,11 @@ public struct ProcessOutputLine: Sendable {
     public enum Stream: String, Sendable { case stdout, stderr }
     public let stream: Stream
     public let text: String
+
+    public init(stream: Stream, text: String) {
+        self.stream = stream
+        self.text = text
+    }
 }
 
 public struct ProcessResult: Sendable {
@@ -23,6 +28,9 @@ public enum ProcessInput: Sendable {
     case data(Data)
     /// Streamed from a file in 1 MiB chunks (e.g. a tar archive of an upload).
     case file(String)
+    /// Written as the stream yields it, for a conversation with a long-lived child (a provider
+    /// plugin); the child's standard input closes when the stream finishes.
+    case stream(AsyncStream<Data>)
 }
 
 /// Runs child processes that kiln owns: each in its own session, so a teardown reaches its
@@ -188,6 +196,10 @@ public enum ProcessRunner {
             }
             defer { try? handle.close() }
             while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+                _ = try await writer.write(Array(chunk))
+            }
+        case .stream(let chunks):
+            for await chunk in chunks where !chunk.isEmpty {
                 _ = try await writer.write(Array(chunk))
             }
         }

@@ -105,6 +105,12 @@ public struct Exporter: Sendable {
         remoteHas: (@Sendable (String) async throws -> Bool)? = nil
     ) async throws -> ExportResult {
         guard !image.purged else { throw KilnError(.notFound, "\(image.name) was deleted and its disk removed (kiln gc)") }
+        if let artifact = try store.artifact(of: image) {
+            throw KilnError(
+                .invalidInput,
+                "\(image.name) is a \(artifact.provider) image (\(artifact.summary)), not a disk in the store: kiln export works on qemu images"
+            )
+        }
         let disk = store.diskPath(of: image)
         guard FileManager.default.fileExists(atPath: disk) else {
             throw KilnError(.storeInconsistent, "\(image.name)'s disk \(disk) is missing (kiln verify \(image.name))")

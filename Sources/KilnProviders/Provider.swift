@@ -1,4 +1,6 @@
+import Foundation
 import KilnCore
+import KilnStore
 import KilnTemplates
 
 /// Everything a provider needs to start one build's machine.
@@ -16,6 +18,18 @@ public struct MachineSpec: Sendable {
     public var settings: QemuSettings
     public var bootTimeout: Duration
     public var shutdownTimeout: Duration
+    /// The image's family, and the template's directory (relative paths in a plugin's settings).
+    public var family = ""
+    public var templateDirectory = ""
+    /// `provider.NAME` settings of a provider other than qemu, as JSON (``ProviderChoice/settingsJSON``).
+    public var settingsJSON = "{}"
+    /// A base starts from this provider image (`from: {provider_image: ID}`).
+    public var sourceImage: String?
+    /// A layer starts from its parent's artifact, whose files are in `parentDirectory`.
+    public var parentArtifact: ProviderArtifact?
+    public var parentDirectory: String?
+    /// How long one step may take (`--step-timeout`): a plugin's requests that do work are bounded by it.
+    public var stepTimeout: Duration = .seconds(7200)
 
     public init(
         buildID: String, diskDirectory: String, backingDisk: String, scratchDirectory: String,
@@ -37,10 +51,26 @@ public struct MachineSpec: Sendable {
 /// A provider makes machines; the pair mirrors a hypervisor and its instances.
 public protocol Provider: Sendable {
     var name: String { get }
+    /// Whether a base starts from a source disk (`from: debootstrap/file/url`, qemu) rather
+    /// than from a provider image (`from: {provider_image: ID}`).
+    var buildsFromDisks: Bool { get }
     /// Creates the machine's disk and boots it until the communicator answers.
     func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine
     /// How a person boots a failed build's kept disk to look inside (`--on-error=keep`).
     func debugInstructions(_ spec: MachineSpec) -> String
+    /// Brings the provider's copy of `image` in line with the catalog (its name and lifecycle
+    /// state): called after the commit and after every lifecycle change. What the provider
+    /// cannot do is a warning, not a failure: the catalog stays the truth.
+    func imageChanged(_ image: ImageRecord, artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws
+    /// Removes the provider's copy of a purged image.
+    func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws
+}
+
+extension Provider {
+    public var buildsFromDisks: Bool { false }
+    public func debugInstructions(_ spec: MachineSpec) -> String { "the \(name) provider keeps nothing to boot by hand" }
+    public func imageChanged(_ image: ImageRecord, artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {}
+    public func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {}
 }
 
 /// A running provisioning machine.
@@ -57,8 +87,19 @@ public protocol Machine: Sendable {
     func sshAccess() async throws -> SSHAccess?
     /// Removes build credentials, leaves a cleanly unmounted filesystem, and stops the machine.
     func shutdown(log: BuildLog) async throws
+    /// Copies a guest file or directory to `destination` on the host (a `file:` step with
+    /// `direction: download`).
+    func download(source: String, destination: String, title: String, log: BuildLog) async throws
+    /// After ``shutdown(log:)``: turns the machine's disk into the image in `directory` (the
+    /// image's staging directory). nil when the disk is already there as `disk.qcow2` (qemu);
+    /// else the provider's artifact, whose files it wrote there.
+    func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact?
     /// Stops the machine at once, whatever its state. Safe to call more than once.
     func destroy() async
+}
+
+extension Machine {
+    public func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact? { nil }
 }
 
 /// A build machine's SSH login: its loopback port, the build's key, and its host keys pinned.
@@ -98,12 +139,29 @@ public struct SSHAccess: Sendable, Equatable {
     }
 }
 
-/// The one place providers are registered.
+/// The one place providers are registered: the built-in ones by name, and plugins, which are
+/// executables named `kiln-provider-NAME` in `$KILN_HOME/plugins` or on `PATH` (docs/providers.md).
 public enum Providers {
-    public static func named(_ name: String) throws -> any Provider {
+    public static let pluginPrefix = "kiln-provider-"
+
+    /// - Parameter pluginDirectory: searched before `PATH` (the store's `plugins/`).
+    public static func named(_ name: String, pluginDirectory: String? = nil) throws -> any Provider {
         switch name {
         case "qemu": return QemuProvider()
-        default: throw KilnError(.invalidInput, "unknown provider '\(name)' (available: qemu)")
+        default:
+            if let executable = findPlugin(name, in: pluginDirectory) { return PluginProvider(name: name, executable: executable) }
+            throw KilnError(
+                .invalidInput,
+                "unknown provider '\(name)': built in are \(ProviderChoice.builtIn.joined(separator: ", ")), and no plugin \(pluginPrefix)\(name) is in "
+                    + (pluginDirectory.map { $0 + " or " } ?? "") + "on PATH")
         }
+    }
+
+    static func findPlugin(_ name: String, in directory: String?) -> String? {
+        if let directory {
+            let candidate = directory + "/" + pluginPrefix + name
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return ProcessRunner.find(pluginPrefix + name)
     }
 }

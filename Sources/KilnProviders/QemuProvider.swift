@@ -11,6 +11,7 @@ import KilnTemplates
 /// boot, user-mode networking with one loopback port forwarded to the guest's SSH.
 public struct QemuProvider: Provider {
     public let name = "qemu"
+    public var buildsFromDisks: Bool { true }
 
     public init() {}
 
@@ -261,6 +262,10 @@ final class QemuMachine: Machine {
         guard result.succeeded else {
             throw KilnError(.buildFailed, "upload to \(destination) failed (tar exited \(result.status))")
         }
+    }
+
+    func download(source: String, destination: String, title: String, log: BuildLog) async throws {
+        try await ssh.download(source, to: destination) { line in log.emit(title, line.text) }
     }
 
     func sshAccess() async throws -> SSHAccess? {

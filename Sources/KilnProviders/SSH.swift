@@ -39,6 +39,19 @@ struct SSHClient: Sendable {
 
     private var destination: String { "\(user)@127.0.0.1" }
 
+    /// Copies a guest file or directory (recursively) to `local` over the master connection.
+    func download(_ remote: String, to local: String, onLine: @escaping @Sendable (ProcessOutputLine) -> Void) async throws {
+        // scp spells the port -P; everything else is the same options.
+        var scpOptions = options
+        if let index = scpOptions.firstIndex(of: "-p") { scpOptions[index] = "-P" }
+        let result = try await ProcessRunner.run(
+            "scp", ["-q", "-r"] + scpOptions + ["-o", "ControlMaster=no", "\(destination):\(remote)", local], timeout: .seconds(3600),
+            onLine: onLine)
+        guard result.succeeded else {
+            throw KilnError(.buildFailed, "download of \(remote) failed (scp exited \(result.status)): \(result.stderr.suffix(300))")
+        }
+    }
+
     /// Runs `command` (a shell line: quote values with ``ShellQuote``) in the guest, over the
     /// master connection when it is up (OpenSSH connects on its own when it is not).
     func run(

@@ -68,6 +68,8 @@ public final class Store: Sendable {
     }
 
     public var imagesDirectory: String { root + "/images" }
+    /// Provider plugins of this store (`kiln-provider-NAME`), found before those on `PATH`.
+    public var pluginDirectory: String { root + "/plugins" }
     public var cacheDirectory: String { root + "/cache" }
 
     /// Held while `family` builds, by whichever kiln process builds it: two processes on one
@@ -111,20 +113,22 @@ public final class Store: Sendable {
     ///   otherwise leave a blob nobody knows of).
     public func seal(staging: String, announce: (String) throws -> Void = { _ in }) throws -> (digest: String, size: Int64) {
         let fm = FileManager.default
-        let disk = staging + "/" + Self.diskName
-        let digest = try Hashing.sha256Hex(fileAt: disk)
+        let primary = Self.primaryFile(in: staging)
+        let primaryName = URL(fileURLWithPath: primary).lastPathComponent
+        let digest = try Hashing.sha256Hex(fileAt: primary)
         try announce(digest)
         var size: Int64 = 0
         for name in try fm.contentsOfDirectory(atPath: staging) {
             let path = staging + "/" + name
             try Self.fsync(path: path)
             try fm.setAttributes([.posixPermissions: 0o444], ofItemAtPath: path)
-            if name == Self.diskName {
-                size = Int64(try Self.allocatedBytes(path))
+            // A disk's own bytes; a provider artifact's files (an AMI's record is a few bytes).
+            if name == Self.diskName || primaryName == ProviderArtifact.fileName {
+                size += Int64(try Self.allocatedBytes(path))
             }
         }
         let final = blobDirectory(digest: digest)
-        if fm.fileExists(atPath: final), (try? Hashing.sha256Hex(fileAt: final + "/" + Self.diskName)) == digest {
+        if fm.fileExists(atPath: final), (try? Hashing.sha256Hex(fileAt: final + "/" + primaryName)) == digest {
             // The same bytes are already stored (a rebuild that changed nothing on disk).
             try? fm.removeItem(atPath: staging)
         } else {
@@ -141,7 +145,7 @@ public final class Store: Sendable {
     /// Checks that the blob `digest` is present and its disk still hashes to its name; throws
     /// `storeInconsistent` otherwise. Every blob is checked before a VM boots on it.
     public func verifyBlob(_ digest: String) throws {
-        let disk = blobDirectory(digest: digest) + "/" + Self.diskName
+        let disk = Self.primaryFile(in: blobDirectory(digest: digest))
         guard let identity = FileIdentity(path: disk) else {
             throw KilnError(.storeInconsistent, "the blob \(digest.prefix(12)) is missing: \(disk) does not exist")
         }
@@ -151,6 +155,7 @@ public final class Store: Sendable {
             throw KilnError(
                 .storeInconsistent, "the blob \(digest.prefix(12)) is damaged: \(disk) hashes to \(actual.prefix(12)) (run kiln verify)")
         }
+        try Self.checkArtifactFiles(in: blobDirectory(digest: digest))
         verified.withLock { $0[digest] = identity }
     }
 

@@ -26,6 +26,8 @@ public struct Template: Sendable {
     public let description: String?
     public let source: Source
     public let qemu: QemuSettings
+    /// Which provider builds the image (`provider:`); qemu unless the template says otherwise.
+    public var provider = ProviderChoice()
     public let variables: [Variable]
     public let steps: [Step]
     public let labels: [String: String]
@@ -82,6 +84,9 @@ public enum Source: Sendable, Equatable {
     case file(path: String, sha256: String)
     case url(url: String, sha256: String)
     case image(family: String)
+    /// An image the provider itself knows by this id (an AMI for aws, whatever a plugin names):
+    /// a base built by a provider other than qemu starts from one.
+    case providerImage(id: String)
 
     public var kind: String {
         switch self {
@@ -89,7 +94,27 @@ public enum Source: Sendable, Equatable {
         case .file: return "file"
         case .url: return "url"
         case .image: return "image"
+        case .providerImage: return "provider_image"
         }
+    }
+}
+
+/// The `provider:` value: a name (`provider: aws`) or one name with its settings
+/// (`provider: {aws: {region: eu-west-1}}`).
+public struct ProviderChoice: Sendable, Equatable {
+    public static let builtIn = ["qemu", "aws"]
+
+    public var name: String
+    /// The settings of a provider other than qemu as a JSON object with sorted keys, values
+    /// keeping their YAML types; `{}` when none are given. (qemu's are ``Template/qemu``.)
+    public var settingsJSON: String
+    /// Where the `provider:` value stands; nil when the template has none.
+    public var location: SourceLocation?
+
+    public init(name: String = "qemu", settingsJSON: String = "{}", location: SourceLocation? = nil) {
+        self.name = name
+        self.settingsJSON = settingsJSON
+        self.location = location
     }
 }
 

@@ -145,12 +145,12 @@ final class TemplateParser {
         let description = top["description"].flatMap { string($0, "description") }
         let source: Source? = {
             guard let node = top["from"] else {
-                error(at: root, "missing required key 'from' (one of debootstrap, file, url, image)")
+                error(at: root, "missing required key 'from' (one of debootstrap, file, url, image, provider_image)")
                 return nil
             }
             return parseSource(node)
         }()
-        let qemu = top["provider"].map(parseProvider) ?? QemuSettings()
+        let (qemu, provider) = top["provider"].map(parseProvider) ?? (QemuSettings(), ProviderChoice())
         var steps: [Step] = []
         if let provisionNode = top["provision"] {
             if let items = sequence(provisionNode, "provision") {
@@ -178,6 +178,7 @@ final class TemplateParser {
         )
         template.lifecycle = lifecycle
         template.allowedSecrets = allowedSecrets
+        template.provider = provider
         return template
     }
 
@@ -258,7 +259,7 @@ final class TemplateParser {
 
     private func parseSource(_ node: Node) -> Source? {
         guard let entries = mappingEntries(node, "from") else { return nil }
-        let kinds = ["debootstrap", "file", "url", "image"]
+        let kinds = ["debootstrap", "file", "url", "image", "provider_image"]
         let given = entries.filter { kinds.contains($0.key) }
         for (key, keyNode, _) in entries where !kinds.contains(key) {
             error(at: keyNode, "unknown key '\(key)' in from: expected one of \(kinds.joined(separator: ", "))")
@@ -279,6 +280,13 @@ final class TemplateParser {
                 return nil
             }
             return .image(family: family)
+        case "provider_image":
+            guard let id = string(value, "from.provider_image") else { return nil }
+            guard !id.isEmpty, id.count <= 1024, !id.contains(where: \.isNewline) else {
+                error(at: value, "from.provider_image: give the provider's image id (an AMI id such as ami-0abc1234 for aws)")
+                return nil
+            }
+            return .providerImage(id: id)
         case "debootstrap":
             guard
                 let f = mapping(
@@ -393,10 +401,59 @@ final class TemplateParser {
         return absolute
     }
 
-    private func parseProvider(_ node: Node) -> QemuSettings {
+    static let awsSettings = ["region", "instance_type", "subnet_id", "security_group_ids", "ssh_user"]
+
+    /// `provider: NAME` or `provider: {NAME: settings}`. qemu's and aws's settings are checked
+    /// here, with their positions; a plugin's are passed to it as JSON and it checks them.
+    private func parseProvider(_ node: Node) -> (QemuSettings, ProviderChoice) {
+        var choice = ProviderChoice(location: location(of: node))
+        let example = "e.g. `provider: qemu` or `provider: {aws: {region: eu-west-1}}`"
+        let name: String
+        let nameNode: Node
+        let settings: Node?
+        if node.scalar != nil, node.null == nil {
+            guard let given = string(node, "provider") else { return (QemuSettings(), choice) }
+            (name, nameNode, settings) = (given, node, nil)
+        } else {
+            guard let entries = mappingEntries(node, "provider") else { return (QemuSettings(), choice) }
+            guard entries.count == 1 else {
+                error(at: node, "provider: name exactly one provider, \(example)")
+                return (QemuSettings(), choice)
+            }
+            (name, nameNode) = (entries[0].key, entries[0].node)
+            settings = entries[0].value.null == nil ? entries[0].value : nil
+        }
+        guard Names.isValidFamily(name) else {
+            error(
+                at: nameNode,
+                "provider: '\(name)' is not a provider name: built in are \(ProviderChoice.builtIn.joined(separator: ", ")); a plugin's name matches [a-z0-9][a-z0-9-]*"
+            )
+            return (QemuSettings(), choice)
+        }
+        choice.name = name
+        guard let settings else { return (QemuSettings(), choice) }
+        switch name {
+        case "qemu":
+            return (parseQemu(settings), choice)
+        case "aws":
+            guard mapping(settings, "provider.aws", allowed: Self.awsSettings) != nil else { return (QemuSettings(), choice) }
+        default:
+            guard case .mapping = settings else {
+                error(at: settings, "provider.\(name) must be a mapping of the plugin's settings, got \(kindName(settings))")
+                return (QemuSettings(), choice)
+            }
+        }
+        // jsonValue reports what it cannot convert; JSON of a converted tree cannot fail.
+        if let object = jsonValue(settings, "provider.\(name)"),
+            let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        {
+            choice.settingsJSON = String(decoding: data, as: UTF8.self)
+        }
+        return (QemuSettings(), choice)
+    }
+
+    private func parseQemu(_ q: Node) -> QemuSettings {
         var settings = QemuSettings()
-        guard let p = mapping(node, "provider", allowed: ["qemu"]), let q = p["qemu"] else { return settings }
-        if q.null != nil { return settings }
         guard let f = mapping(q, "provider.qemu", allowed: ["memory", "cpus", "disk_size"]) else { return settings }
         if let m = f["memory"], let bytes = size(m, "memory", defaultUnit: 1 << 20) {
             if bytes < 256 << 20 {

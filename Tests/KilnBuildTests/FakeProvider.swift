@@ -8,6 +8,8 @@ import KilnTemplates
 /// asked of it. For testing the orchestration only; real builds are tested in KilnVMTests.
 final class FakeProvider: Provider {
     let name = "fake"
+    /// It stands in for qemu: bases start from source disks.
+    var buildsFromDisks: Bool { true }
     let events = Locked<[String]>([])
     /// A script containing this text exits with status 3.
     let failMarker = "FAIL-HERE"
@@ -52,6 +54,10 @@ final class FakeMachine: Machine {
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
         provider.events.withLock { $0.append("upload \((source as NSString).lastPathComponent) -> \(destination)") }
+    }
+
+    func download(source: String, destination: String, title: String, log: BuildLog) async throws {
+        provider.events.withLock { $0.append("download \(source) -> \((destination as NSString).lastPathComponent)") }
     }
 
     func sshAccess() async throws -> SSHAccess? {

@@ -8,7 +8,7 @@ import Testing
 @Suite("Garbage collection")
 struct GarbageCollectorTests {
     @Test("gc frees exactly the disks of purgeable images and the leftovers of dead builds")
-    func collects() throws {
+    func collects() async throws {
         let store = try Store(root: NSTemporaryDirectory() + "kiln-gc-" + UUID().uuidString)
         defer { try? FileManager.default.removeItem(atPath: store.root) }
         let start = ISO8601DateFormatter().date(from: "2026-11-01T00:00:00Z")!
@@ -34,24 +34,24 @@ struct GarbageCollectorTests {
         try FileManager.default.createDirectory(atPath: store.scratchDirectory(buildID: "dead"), withIntermediateDirectories: true)
 
         // Before the purge date: only the dead build's leftovers go.
-        let early = try GarbageCollector.run(store, now: start, dryRun: true, cacheLimit: 1 << 40)
+        let early = try await GarbageCollector.run(store, now: start, dryRun: true, cacheLimit: 1 << 40)
         #expect(early.purged.isEmpty)
         #expect(early.staleDirectories.count == 2)
 
         let later = start.addingTimeInterval(2 * 86_400)
-        let preview = try GarbageCollector.run(store, now: later, dryRun: true, cacheLimit: 1 << 40)
+        let preview = try await GarbageCollector.run(store, now: later, dryRun: true, cacheLimit: 1 << 40)
         #expect(preview.purged == [child.name])  // the parent waits for its child's disk to go first
         #expect(FileManager.default.fileExists(atPath: store.blobDirectory(digest: "s1")), "a dry run removed something")
 
-        let first = try GarbageCollector.run(store, now: later, dryRun: false, cacheLimit: 1 << 40)
+        let first = try await GarbageCollector.run(store, now: later, dryRun: false, cacheLimit: 1 << 40)
         #expect(first.purged == [child.name])
-        let second = try GarbageCollector.run(store, now: later, dryRun: false, cacheLimit: 1 << 40)
+        let second = try await GarbageCollector.run(store, now: later, dryRun: false, cacheLimit: 1 << 40)
         #expect(second.purged == [old.name])
         #expect(!FileManager.default.fileExists(atPath: store.blobDirectory(digest: "s1")))
         #expect(!FileManager.default.fileExists(atPath: store.blobDirectory(digest: "w1")))
         #expect(FileManager.default.fileExists(atPath: store.blobDirectory(digest: head.digest)))
         #expect(!FileManager.default.fileExists(atPath: store.stagingDirectory(buildID: "dead")))
         #expect(try store.catalog.image(named: old.name)?.purged == true)
-        #expect(try GarbageCollector.run(store, now: later, dryRun: false, cacheLimit: 1 << 40).purged.isEmpty)
+        #expect(try await GarbageCollector.run(store, now: later, dryRun: false, cacheLimit: 1 << 40).purged.isEmpty)
     }
 }

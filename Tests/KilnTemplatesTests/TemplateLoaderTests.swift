@@ -235,7 +235,7 @@ struct TemplateLoaderTests {
         #expect(text.contains("b.yaml:2:21: error: from.debootstrap: missing required key 'suite' (e.g. bookworm)"))
         #expect(text.contains { $0.hasPrefix("c.yaml:2:21: error: from.file: nowhere.qcow2 does not exist") })
         #expect(text.contains("c.yaml:2:44: error: sha256 must be 64 hexadecimal digits"))
-        #expect(text.contains("d.yaml:2:7: error: from: needs exactly one of debootstrap, file, url, image"))
+        #expect(text.contains("d.yaml:2:7: error: from: needs exactly one of debootstrap, file, url, image, provider_image"))
     }
 
     @Test("debootstrap updates: a suite name or a mapping; fields left out are the base's; bad values name their place")

@@ -1,0 +1,80 @@
+import Foundation
+import KilnCore
+
+/// What a provider other than qemu made of an image, kept as `artifact.json` in the image's
+/// blob directory in place of `disk.qcow2`: the blob's digest is that file's SHA-256, so the
+/// store stays content-addressed whether the image is files beside it (a plugin's tarball) or
+/// lives with the provider (an AMI, which the id names).
+public struct ProviderArtifact: Codable, Sendable, Equatable {
+    public static let fileName = "artifact.json"
+
+    /// The provider that made it, and that lifecycle changes and purges go to.
+    public var provider: String
+    /// The provider's own id of the image (an AMI id); nil when the files are the image.
+    public var id: String?
+    /// What else the provider needs to find the image again (aws: `region`, `snapshots`).
+    public var details: [String: String]
+    /// Files beside `artifact.json`, by name, with their SHA-256.
+    public var files: [String: String]
+
+    public init(provider: String, id: String? = nil, details: [String: String] = [:], files: [String: String] = [:]) {
+        self.provider = provider
+        self.id = id
+        self.details = details
+        self.files = files
+    }
+
+    /// Canonical bytes: the same artifact always hashes to the same digest.
+    public var json: Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)) ?? Data()
+    }
+
+    /// One line for logs and `kiln inspect`: `aws ami-0abc (us-east-1)`, `chroot rootfs.tar`.
+    public var summary: String {
+        var text = provider + " " + (id ?? files.keys.sorted().joined(separator: ", "))
+        if let region = details["region"] { text += " (\(region))" }
+        return text
+    }
+
+    public static func read(from directory: String) throws -> ProviderArtifact? {
+        let path = directory + "/" + fileName
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            return try JSONDecoder().decode(ProviderArtifact.self, from: data)
+        } catch {
+            throw KilnError(.storeInconsistent, "\(path) is not a provider artifact record", cause: error as NSError)
+        }
+    }
+}
+
+extension Store {
+    /// The file a blob's digest is the hash of: its disk, or a provider's `artifact.json`.
+    public static func primaryFile(in directory: String) -> String {
+        let artifact = directory + "/" + ProviderArtifact.fileName
+        return FileManager.default.fileExists(atPath: artifact) ? artifact : directory + "/" + diskName
+    }
+
+    /// The provider artifact of `image`; nil for a disk image (qemu's).
+    public func artifact(of image: ImageRecord) throws -> ProviderArtifact? {
+        try ProviderArtifact.read(from: blobDirectory(digest: image.digest))
+    }
+
+    /// The files an artifact lists: present and hashing to what it says.
+    public static func checkArtifactFiles(in directory: String) throws {
+        guard let artifact = try ProviderArtifact.read(from: directory) else { return }
+        for (name, digest) in artifact.files.sorted(by: { $0.key < $1.key }) {
+            let path = directory + "/" + name
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw KilnError(.storeInconsistent, "\(path) is missing (the artifact record lists it)")
+            }
+            let actual = try Hashing.sha256Hex(fileAt: path)
+            guard actual == digest else {
+                throw KilnError(
+                    .storeInconsistent,
+                    "\(path) is damaged: it hashes to \(actual.prefix(12)), the artifact record says \(digest.prefix(12))")
+            }
+        }
+    }
+}
