@@ -147,9 +147,14 @@ public enum ProcessRunner {
                     }
                     var out = ""
                     var err = ""
+                    var drained = 0
                     for try await (stream, text) in group {
                         if stream == .stdout { out = text }
                         if stream == .stderr { err = text }
+                        if stream != nil { drained += 1 }
+                        // A conversation's input never ends by itself: once the child closed its
+                        // output (it exited), nothing more is sent to it.
+                        if drained == 2, case .stream = input { group.cancelAll() }
                     }
                     return (out, err)
                 }

@@ -217,7 +217,12 @@ final class PluginConnection: Sendable {
         /// Set once the plugin is unusable; every later request fails with it.
         var failure: KilnError?
         var stderrTail: [String] = []
+        /// Cancelled requests the plugin has not answered yet.
+        var cancelled: Set<Int> = []
     }
+
+    /// How long a plugin has to answer a cancelled request before it counts as hung.
+    static let cancelGrace: Duration = .seconds(10)
 
     private struct Waiter: Sendable {
         let method: String
@@ -309,8 +314,20 @@ final class PluginConnection: Sendable {
             }
         } onCancel: {
             // A step's own timeout or an interrupted build: the plugin stops the command.
+            self.state.withLock { _ = $0.cancelled.insert(id) }
             self.input.yield(Data("{\"method\":\"cancel\",\"params\":{\"id\":\(id)}}\n".utf8))
             self.finish(id, with: .failure(KilnError(.cancelled, "\(method) was cancelled")))
+            // One that does not answer its cancel is hung, and a teardown must not wait on it.
+            Task {
+                try await Task.sleep(for: Self.cancelGrace)
+                if self.state.value.cancelled.contains(id) {
+                    self.fail(
+                        KilnError(
+                            .timeout,
+                            "the \(self.name) plugin did not stop \(method) within \(Self.cancelGrace.kilnDescription) of its cancel; it was stopped"
+                        ))
+                }
+            }
         }
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw protocolError("the answer to \(method) is not a JSON object")
@@ -365,7 +382,10 @@ final class PluginConnection: Sendable {
     }
 
     private func finish(_ id: Int, with result: Result<Data, any Error>) {
-        let waiter = state.withLock { s in s.waiting.removeValue(forKey: id) }
+        let waiter = state.withLock { s in
+            if case .success = result { s.cancelled.remove(id) }
+            return s.waiting.removeValue(forKey: id)
+        }
         waiter?.continuation.resume(with: result)
     }
 
@@ -392,7 +412,8 @@ final class PluginConnection: Sendable {
     func close(destroying instance: String?) async {
         if let instance, state.value.failure == nil {
             do {
-                _ = try await request("destroy", ["instance_id": instance], timeout: .seconds(120))
+                // Not in the caller's task: an interrupted build still destroys its instance.
+                try await Task { _ = try await request("destroy", ["instance_id": instance], timeout: .seconds(120)) }.value
             } catch {
                 log.emit("kiln", "warning: the \(name) plugin could not destroy instance \(instance): \(error)")
             }
@@ -412,7 +433,7 @@ final class PluginConnection: Sendable {
             return first
         }
         if !exited {
-            log.emit("kiln", "the \(name) plugin did not exit after its input closed; stopping it")
+            if state.value.failure == nil { log.emit("kiln", "the \(name) plugin did not exit after its input closed; stopping it") }
             process.cancel()
             _ = await process.result
         }
