@@ -32,14 +32,17 @@ deps:
 # server: scripts/test-postgres), what the refresh tests make apt repositories with (gpg, xz,
 # dpkg-scanpackages), ansible-core for the ansible: step's tests, and the outside tools the export
 # tests check artifacts with (skopeo, umoci, docker-registry, sfdisk from fdisk). From PyPI
-# (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs.
-PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools
+# (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs,
+# moto_server stands in for EC2 in the aws provider's client tests.
+PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server]
 test-deps: deps
 	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk)
-	@for tool in $(PYPI_TOOLS); do \
-	  $${tool%%:*} --help >/dev/null 2>&1 && continue; \
+	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would
+	@# match a file named, say, motos in the current directory.
+	@set -f; for tool in $(PYPI_TOOLS); do \
+	  "$${tool%%:*}" --help >/dev/null 2>&1 && continue; \
 	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
-	  python3 -m pip install -q $${tool#*:} 2>/dev/null || python3 -m pip install -q --break-system-packages $${tool#*:}; \
+	  python3 -m pip install -q "$${tool#*:}" 2>/dev/null || python3 -m pip install -q --break-system-packages "$${tool#*:}"; \
 	done
 
 build: deps
