@@ -47,7 +47,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "KilnProviders", dependencies: ["KilnCore", "KilnTemplates", "KilnStore"]),
+        .target(
+            name: "KilnProviders",
+            dependencies: ["KilnCore", "KilnTemplates", "KilnStore", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "KilnBuild",
             dependencies: ["KilnGraph", "KilnStore", "KilnProviders", .product(name: "Yams", package: "Yams")]),
