@@ -281,6 +281,8 @@ public struct Builder: Sendable {
         var machineSpec: MachineSpec?
         /// Set once the disk is a blob: until the catalog names it, a failure removes it again.
         var sealed: String?
+        /// A provider's image (an AMI) made for this build: until the catalog names it, a failure deletes it.
+        var unnamed: ProviderArtifact?
         do {
             // A base on a provider image has no blob under it.
             var base: String?
@@ -338,6 +340,7 @@ public struct Builder: Sendable {
             steps.enter("snapshot")
             let sealing = ContinuousClock.now
             let artifact = try await machine!.snapshot(into: staging, name: "kiln-\(buildID)", log: log)
+            unnamed = artifact
             if let artifact {
                 try artifact.json.write(to: URL(fileURLWithPath: staging + "/" + ProviderArtifact.fileName))
                 log.emit("kiln", "snapshot: \(artifact.summary)")
@@ -372,6 +375,7 @@ public struct Builder: Sendable {
                     templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
                     sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
                     backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: origin, packages: packages))
+            unnamed = nil
             log.emit("kiln", "image ready: \(image.name)")
             if let artifact {
                 // The provider's copy learns its catalog name; a failure here leaves a usable image.
@@ -401,6 +405,14 @@ public struct Builder: Sendable {
         } catch {
             let cancelled = Task.isCancelled || (error as? KilnError)?.code == .cancelled || error is CancellationError
             await machine?.destroy()
+            if let unnamed {
+                do {
+                    try await Task { try await provider.deleteImage(unnamed) { log.emit("kiln", "warning: \($0)") } }.value
+                    log.emit("kiln", "deleted \(unnamed.summary), which no image names")
+                } catch {
+                    log.emit("kiln", "warning: could not delete \(unnamed.summary), which no image names: \(error)")
+                }
+            }
             // A blob sealed but never named (the catalog write failed: a full disk, say) is
             // removed, unless an image or source disk had the same bytes already.
             if let sealed, (try? store.catalog.namesBlob(sealed)) == false {

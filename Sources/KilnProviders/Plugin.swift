@@ -38,7 +38,7 @@ public struct PluginProvider: Provider {
             log.emit("kiln", "\(name) instance \(instance) created; waiting for it to be ready")
             let started = ContinuousClock.now
             _ = try await connection.request(
-                "wait-ready", ["instance_id": instance, "timeout_seconds": spec.bootTimeout.seconds], timeout: spec.bootTimeout)
+                "wait-ready", ["instance_id": instance, "timeout_seconds": spec.bootTimeout.wholeSeconds], timeout: spec.bootTimeout)
             log.emit("kiln", "\(name) instance \(instance) ready after \((ContinuousClock.now - started).kilnDescription)")
             return machine
         } catch {
@@ -136,7 +136,7 @@ final class PluginMachine: Machine {
         for variable in environment { env[variable.name] = variable.value }
         let result = try await connection.request(
             "exec",
-            ["instance_id": instance, "script": script, "environment": env, "timeout_seconds": limit.seconds],
+            ["instance_id": instance, "script": script, "environment": env, "timeout_seconds": limit.wholeSeconds],
             // The plugin stops the command at the limit itself; kiln waits a little longer for its answer.
             timeout: limit + .seconds(30), onOutput: onLine)
         guard let status = (result["exit_status"] as? NSNumber)?.int32Value else {
@@ -458,5 +458,5 @@ final class PluginConnection: Sendable {
 
 extension Duration {
     /// Whole seconds, rounded up: what the protocol's `timeout_seconds` carry.
-    var seconds: Int { Int(components.seconds) + (components.attoseconds > 0 ? 1 : 0) }
+    var wholeSeconds: Int { Int(components.seconds) + (components.attoseconds > 0 ? 1 : 0) }
 }

@@ -148,6 +148,7 @@ public enum Providers {
     public static func named(_ name: String, pluginDirectory: String? = nil) throws -> any Provider {
         switch name {
         case "qemu": return QemuProvider()
+        case "aws": return AWSProvider()
         default:
             if let executable = findPlugin(name, in: pluginDirectory) { return PluginProvider(name: name, executable: executable) }
             throw KilnError(

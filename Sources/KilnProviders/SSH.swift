@@ -14,14 +14,18 @@ import KilnCore
 struct SSHClient: Sendable {
     let keyPath: String
     let port: Int
-    let user = "root"
+    /// 127.0.0.1 for QEMU's forwarded port; an instance's address for a cloud provider.
+    let host: String
+    let user: String
     /// The master connection's socket. Kept short: a Unix socket path holds at most 107 bytes,
     /// and the store's build directory can be deeper than that.
     let controlPath: String
 
-    init(keyPath: String, port: Int) {
+    init(keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root") {
         self.keyPath = keyPath
         self.port = port
+        self.host = host
+        self.user = user
         let tag = UUID().uuidString.prefix(12).lowercased()
         controlPath = NSTemporaryDirectory() + "kiln-ssh-\(tag).sock"
     }
@@ -37,7 +41,7 @@ struct SSHClient: Sendable {
         ]
     }
 
-    private var destination: String { "\(user)@127.0.0.1" }
+    private var destination: String { "\(user)@\(host)" }
 
     /// Copies a guest file or directory (recursively) to `local` over the master connection.
     func download(_ remote: String, to local: String, onLine: @escaping @Sendable (ProcessOutputLine) -> Void) async throws {
@@ -79,7 +83,7 @@ struct SSHClient: Sendable {
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
             guard await isAlive() else { throw KilnError(.providerFailed, "the VM exited before SSH came up") }
-            guard Self.bannerAnswers(port: port) else {
+            guard Self.bannerAnswers(host: host, port: port) else {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
@@ -119,14 +123,17 @@ struct SSHClient: Sendable {
         return result.stderr.split(separator: "\n").last.map { String($0) }
     }
 
-    /// True when something on 127.0.0.1:`port` sends an SSH identification string within 300 ms.
-    static func bannerAnswers(port: Int) -> Bool {
+    /// True when something on `host`:`port` (IPv4) sends an SSH identification string within 300 ms.
+    static func bannerAnswers(host: String = "127.0.0.1", port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        // A remote address that drops the SYN must not hold the probe for the kernel's 2 minutes.
+        var limit = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {

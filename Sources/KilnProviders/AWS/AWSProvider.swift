@@ -1,0 +1,327 @@
+import Foundation
+import KilnCore
+import KilnStore
+import KilnTemplates
+
+/// Builds AMIs on EC2 (docs/providers.md): a build instance from the parent's AMI (or the
+/// base's `from: {provider_image: ami-…}`), a key pair made for the build and deleted with it,
+/// the steps over SSH, then the instance stopped and its AMI created. The catalog keeps the
+/// AMI's id, region and snapshots (``ProviderArtifact``); lifecycle changes become tags and,
+/// where the endpoint has them, EnableImageDeprecation and DisableImage.
+public struct AWSProvider: Provider {
+    public let name = "aws"
+
+    /// Overrides for the tests: the retry pacing, and how long to wait between polls.
+    let retry: RetryPolicy
+    let poll: Duration
+
+    public init(retry: RetryPolicy = .standard, poll: Duration = .seconds(5)) {
+        self.retry = retry
+        self.poll = poll
+    }
+
+    /// `provider: {aws: {...}}`; the template loader has already refused unknown keys.
+    struct Settings: Decodable {
+        var region: String?
+        var instanceType: String?
+        var subnetID: String?
+        var securityGroupIDs: [String]?
+        var sshUser: String?
+
+        enum CodingKeys: String, CodingKey {
+            case region
+            case instanceType = "instance_type"
+            case subnetID = "subnet_id"
+            case securityGroupIDs = "security_group_ids"
+            case sshUser = "ssh_user"
+        }
+
+        static func decode(_ json: String) throws -> Settings {
+            do {
+                return try JSONDecoder().decode(Settings.self, from: Data(json.utf8))
+            } catch {
+                throw KilnError(.invalidInput, "provider.aws: \(error)")
+            }
+        }
+    }
+
+    func client(region: String?, log: @escaping @Sendable (String) -> Void) throws -> EC2Client {
+        EC2Client(configuration: try AWSConfiguration.resolve(region: region), retry: retry, onRetry: log)
+    }
+
+    public func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
+        let settings = try Settings.decode(spec.settingsJSON)
+        let parentRegion = spec.parentArtifact?.details["region"]
+        let ec2 = try client(region: settings.region ?? parentRegion) { log.emit("aws", $0) }
+        let region = ec2.configuration.region
+        if let parentRegion, parentRegion != region {
+            throw KilnError(
+                .invalidInput,
+                "the parent AMI is in \(parentRegion), the build would run in \(region): copy the AMI or build in \(parentRegion)")
+        }
+        guard let source = spec.sourceImage ?? spec.parentArtifact?.id else {
+            throw KilnError(.invalidInput, "an aws build starts from an AMI: from: {provider_image: ami-…} or an aws parent image")
+        }
+        let keyName = "kiln-\(spec.buildID)"
+        let keyPath = spec.scratchDirectory + "/aws-key.pem"
+        let material = try await ec2.createKeyPair(name: keyName)
+        do {
+            FileManager.default.createFile(atPath: keyPath, contents: Data(material.utf8), attributes: [.posixPermissions: 0o600])
+            let tags = ["Name": "kiln build of \(spec.family)", "kiln:build": spec.buildID, "kiln:family": spec.family]
+            let instance = try await ec2.runInstance(
+                imageID: source, instanceType: settings.instanceType ?? "t3.micro", keyName: keyName, subnetID: settings.subnetID,
+                securityGroupIDs: settings.securityGroupIDs ?? [], tags: tags)
+            log.emit("kiln", "launched \(instance) from \(source) in \(region) with key pair \(keyName)")
+            let machine = AWSMachine(
+                ec2: ec2, instance: instance, keyName: keyName, keyPath: keyPath, user: settings.sshUser ?? "admin", spec: spec,
+                poll: poll, log: log)
+            do {
+                let started = ContinuousClock.now
+                _ = try await ec2.waitForInstance(instance, state: "running", timeout: spec.bootTimeout, poll: poll)
+                log.emit("kiln", "\(instance) is running after \((ContinuousClock.now - started).kilnDescription)")
+            } catch {
+                await machine.destroy()
+                throw error
+            }
+            return machine
+        } catch {
+            // A launch that failed leaves no key pair behind either.
+            try? await ec2.deleteKeyPair(name: keyName)
+            throw error
+        }
+    }
+
+    public func debugInstructions(_ spec: MachineSpec) -> String {
+        "the build instance was terminated; its key pair kiln-\(spec.buildID) was deleted"
+    }
+
+    /// Tags (on the AMI and its snapshots) say what the catalog says; deprecation and disabling
+    /// follow the state where the endpoint has them.
+    public func imageChanged(_ image: ImageRecord, artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {
+        guard let ami = artifact.id else { return }
+        let ec2 = try client(region: artifact.details["region"], log: warn)
+        var tags = [
+            "kiln:name": image.name, "kiln:family": image.family, "kiln:version": image.version, "kiln:state": image.state.rawValue,
+        ]
+        if let key = image.buildKey { tags["kiln:build-key"] = key }
+        try await ec2.createTags(resources: [ami] + artifact.snapshots, tags: tags)
+        do {
+            switch image.state {
+            case .ready: break
+            case .deprecated: try await ec2.enableImageDeprecation(ami, at: image.obsoleteOn ?? Date().addingTimeInterval(60))
+            case .obsolete, .deleted: try await ec2.disableImage(ami)
+            }
+        } catch let error as EC2Error where error.isUnsupported {
+            // moto, and regions without the feature: the kiln:state tag still says it.
+            warn(
+                "\(ec2.configuration.endpoint.host ?? "EC2") does not support \(error.action); \(ami) carries kiln:state=\(image.state.rawValue) only"
+            )
+        }
+    }
+
+    /// DeregisterImage, then DeleteSnapshot for each of its snapshots (EC2 keeps them otherwise,
+    /// and bills them). Already gone counts as done.
+    public func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {
+        guard let ami = artifact.id else { return }
+        let ec2 = try client(region: artifact.details["region"], log: warn)
+        do { try await ec2.deregisterImage(ami) } catch let error as EC2Error where error.isNotFound {}
+        for snapshot in artifact.snapshots {
+            do { try await ec2.deleteSnapshot(snapshot) } catch let error as EC2Error where error.isNotFound {}
+        }
+    }
+}
+
+extension ProviderArtifact {
+    /// An AMI's EBS snapshots (`details.snapshots`, comma-separated).
+    var snapshots: [String] { (details["snapshots"] ?? "").split(separator: ",").map(String.init) }
+}
+
+/// One build instance. kiln logs in over SSH only when a step needs it: a template without steps
+/// is an AMI copy with kiln's tags, and needs no network path to the instance.
+final class AWSMachine: Machine {
+    let ec2: EC2Client
+    let instance: String
+    let keyName: String
+    let keyPath: String
+    let user: String
+    let spec: MachineSpec
+    let poll: Duration
+    let log: BuildLog
+    private let ssh = Locked<SSHClient?>(nil)
+    private let master = Locked<Task<ProcessResult, any Error>?>(nil)
+    private let destroyed = Locked(false)
+
+    init(
+        ec2: EC2Client, instance: String, keyName: String, keyPath: String, user: String, spec: MachineSpec, poll: Duration,
+        log: BuildLog
+    ) {
+        self.log = log
+        self.ec2 = ec2
+        self.instance = instance
+        self.keyName = keyName
+        self.keyPath = keyPath
+        self.user = user
+        self.spec = spec
+        self.poll = poll
+    }
+
+    /// The SSH connection, opened on first use: the instance's public address, else its private one.
+    private func connected(log: BuildLog) async throws -> SSHClient {
+        if let ssh = ssh.value { return ssh }
+        let described = try await ec2.describeInstance(instance)
+        guard let host = described.publicIP ?? described.privateIP else {
+            throw KilnError(.providerFailed, "\(instance) has no IP address to log in to")
+        }
+        let client = SSHClient(keyPath: keyPath, port: 22, host: host, user: user)
+        log.emit("kiln", "logging in to \(instance) as \(user)@\(host)")
+        let task: Task<ProcessResult, any Error>
+        do {
+            task = try await client.connectMaster(
+                deadline: ContinuousClock.now + spec.bootTimeout,
+                isAlive: { [ec2, instance] in (try? await ec2.describeInstance(instance).state) == "running" })
+        } catch let error as KilnError where error.code == .timeout {
+            // Not the step's own timeout: retrying the step would not help.
+            throw KilnError(
+                .providerFailed,
+                "could not log in to \(instance) at \(user)@\(host) within \(spec.bootTimeout.kilnDescription) (--boot-timeout)"
+                    + (error.message.isEmpty ? "" : ": " + error.message) + "; check its security group and subnet allow SSH from here")
+        }
+        master.set(task)
+        ssh.set(client)
+        return client
+    }
+
+    /// Steps run as root: through sudo when the AMI's login user is not root (Debian's is `admin`).
+    private var asRoot: [String] { user == "root" ? [] : ["sudo", "-n"] }
+
+    func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
+        try await execute(script: script, environment: environment, timeout: timeout, log: log) { log.emit(title, $0.text) }
+    }
+
+    func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
+        let output = Locked<[String]>([])
+        let status = try await execute(script: script, environment: [], timeout: timeout, log: log) { line in
+            if line.stream == .stdout { output.withLock { $0.append(line.text) } } else { log.emit(title, line.text) }
+        }
+        return (status, output.value.map { $0 + "\n" }.joined())
+    }
+
+    private func execute(
+        script: String, environment: [EnvVar], timeout: Duration?, log: BuildLog,
+        onLine: @escaping @Sendable (ProcessOutputLine) -> Void
+    ) async throws -> Int32 {
+        let ssh = try await connected(log: log)
+        let path = "/tmp/kiln-step.sh"
+        let run = ShellQuote.join(asRoot + ["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
+        let result = try await ssh.run(
+            "cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)), timeout: timeout, onLine: onLine)
+        return result.status
+    }
+
+    func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
+        let ssh = try await connected(log: log)
+        let tar = spec.scratchDirectory + "/upload.tar"
+        defer { try? FileManager.default.removeItem(atPath: tar) }
+        var isDirectory: ObjCBool = false
+        FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory)
+        var target = destination
+        if !isDirectory.boolValue {
+            let url = URL(fileURLWithPath: destination)
+            try TarWriter.write(source: source, prefix: url.lastPathComponent, to: tar)
+            target = url.deletingLastPathComponent().path
+        } else {
+            try TarWriter.write(source: source, prefix: contentsOnly ? "" : URL(fileURLWithPath: source).lastPathComponent, to: tar)
+        }
+        let quoted = ShellQuote.quote(target)
+        let root = asRoot.joined(separator: " ")
+        let result = try await ssh.run("\(root) mkdir -p \(quoted) && \(root) tar -x -f - -C \(quoted)", input: .file(tar)) {
+            log.emit(title, $0.text)
+        }
+        guard result.succeeded else { throw KilnError(.buildFailed, "upload to \(destination) failed (tar exited \(result.status))") }
+    }
+
+    func download(source: String, destination: String, title: String, log: BuildLog) async throws {
+        try await connected(log: log).download(source, to: destination) { log.emit(title, $0.text) }
+    }
+
+    func sshAccess() async throws -> SSHAccess? {
+        guard let ssh = ssh.value else { return nil }
+        let knownHosts = spec.scratchDirectory + "/known_hosts"
+        let keys = try await ssh.run("cat /etc/ssh/ssh_host_*_key.pub", timeout: .seconds(60)).stdout
+        let lines = keys.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            return fields.count >= 2 ? "\(ssh.host) \(fields[0]) \(fields[1])\n" : nil
+        }
+        try lines.joined().write(toFile: knownHosts, atomically: true, encoding: .utf8)
+        return SSHAccess(host: ssh.host, port: 22, user: user, privateKey: keyPath, knownHosts: knownHosts, controlPath: ssh.controlPath)
+    }
+
+    /// The build's key leaves the login user's authorized_keys (EC2 puts the launch key of each
+    /// future instance there again), the disk is synced, and the instance stopped: CreateImage
+    /// of a stopped instance is consistent without a reboot.
+    func shutdown(log: BuildLog) async throws {
+        if let ssh = ssh.value {
+            let root = asRoot.joined(separator: " ")
+            _ = try? await ssh.run("\(root) rm -f /tmp/kiln-step.sh; rm -f ~/.ssh/authorized_keys; sync", timeout: spec.shutdownTimeout)
+            await closeMaster()
+        }
+        log.emit("kiln", "stopping \(instance)")
+        try await ec2.stopInstance(instance)
+        _ = try await ec2.waitForInstance(instance, state: "stopped", timeout: spec.shutdownTimeout, poll: poll)
+    }
+
+    func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact? {
+        let ami = try await ec2.createImage(
+            instanceID: instance, name: name, description: "kiln image of \(spec.family), build \(spec.buildID)")
+        log.emit("kiln", "creating \(ami) from \(instance)")
+        var artifact = ProviderArtifact(provider: "aws", id: ami, details: ["region": ec2.configuration.region, "name": name])
+        do {
+            try await ec2.createTags(
+                resources: [ami], tags: ["kiln:build": spec.buildID, "kiln:family": spec.family, "kiln:state": "PENDING"])
+            let image = try await ec2.waitForImage(ami, timeout: spec.stepTimeout, poll: poll)
+            artifact.details["snapshots"] = image.snapshotIDs.joined(separator: ",")
+            log.emit("kiln", "\(ami) is available (snapshots: \(image.snapshotIDs.joined(separator: ", ")))")
+        } catch {
+            // An AMI that never became available is not left to be billed.
+            try? await AWSProvider(retry: ec2.retry, poll: poll).deleteImage(artifact, warn: { log.emit("aws", $0) })
+            throw error
+        }
+        return artifact
+    }
+
+    /// Terminates the instance and deletes the key pair; each is tried whatever the other did.
+    func destroy() async {
+        guard
+            destroyed.withLock({ (done: inout Bool) -> Bool in
+                defer { done = true }; return !done
+            })
+        else { return }
+        await closeMaster()
+        // Not in the caller's task: an interrupted build still removes what it made.
+        await Task { [ec2, instance, keyName, log] in
+            do {
+                try await ec2.terminateInstance(instance)
+                log.emit("kiln", "terminated \(instance)")
+            } catch let error as EC2Error where error.isNotFound {
+            } catch {
+                log.emit(
+                    "kiln",
+                    "warning: could not terminate \(instance): \(error) (terminate it by hand: it has the tag kiln:build=\(spec.buildID))")
+            }
+            do {
+                try await ec2.deleteKeyPair(name: keyName)
+                log.emit("kiln", "deleted key pair \(keyName)")
+            } catch {
+                log.emit("kiln", "warning: could not delete key pair \(keyName): \(error)")
+            }
+        }.value
+    }
+
+    private func closeMaster() async {
+        guard let task = master.value else { return }
+        task.cancel()
+        _ = await task.result
+        master.set(nil)
+        if let ssh = ssh.value { try? FileManager.default.removeItem(atPath: ssh.controlPath) }
+    }
+}
