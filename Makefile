@@ -36,7 +36,7 @@ deps:
 # moto_server stands in for EC2 in the aws provider's client tests.
 PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server]
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static)
 	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would
 	@# match a file named, say, motos in the current directory.
 	@set -f; for tool in $(PYPI_TOOLS); do \

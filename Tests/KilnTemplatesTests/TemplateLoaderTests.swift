@@ -337,3 +337,52 @@ struct TemplateLoaderTests {
         #expect(ShellQuote.join(["env", "A=b c"]) == "'env' 'A=b c'")
     }
 }
+
+extension TemplateLoaderTests {
+    @Test("provider: takes a name or one name with settings; aws's keys are checked, a plugin's pass through as JSON with their YAML types")
+    func providerForms() throws {
+        let dir = try TemplateDirectory([
+            "a.yaml": "image: a\nfrom: {provider_image: busybox}\nprovider: chroot\n",
+            "b.yaml": """
+            image: b
+            from: {provider_image: ami-0abc1234}
+            provider:
+              aws: {region: eu-west-1, instance_type: t3.small, security_group_ids: [sg-1, sg-2]}
+            """,
+            "c.yaml": "image: c\nfrom: {image: a}\nprovider: {chroot: {busybox: /opt/busybox, depth: 3, fast: true}}\n",
+            "d.yaml": "image: d\nfrom: {image: c}\n",
+            "e.yaml": "image: e\nfrom: {image: d}\nprovider: {qemu: {memory: 2G}}\n",
+        ])
+        let set = try TemplateLoader(environment: [:]).load(path: dir.path)
+        let a = try #require(set.template(family: "a"))
+        #expect(a.provider.name == "chroot" && a.provider.settingsJSON == "{}")
+        #expect(a.source == .providerImage(id: "busybox"))
+        let b = try #require(set.template(family: "b"))
+        #expect(b.provider.name == "aws")
+        #expect(b.provider.settingsJSON == #"{"instance_type":"t3.small","region":"eu-west-1","security_group_ids":["sg-1","sg-2"]}"#)
+        #expect(try #require(set.template(family: "c")).provider.settingsJSON == #"{"busybox":"/opt/busybox","depth":3,"fast":true}"#)
+        #expect(try #require(set.template(family: "d")).provider == ProviderChoice())
+        let e = try #require(set.template(family: "e"))
+        #expect(e.provider.name == "qemu" && e.qemu.memoryMiB == 2048)
+    }
+
+    @Test("provider: and from.provider_image errors point at the offending key or value")
+    func providerErrors() throws {
+        let found = try diagnostics([
+            "a.yaml": "image: a\nfrom: {provider_image: x}\nprovider: {aws: {colour: red}}\n",
+            "b.yaml": "image: b\nfrom: {provider_image: x}\nprovider: {qemu: {}, aws: {}}\n",
+            "c.yaml": "image: c\nfrom: {provider_image: x}\nprovider: Bad_Name\n",
+            "d.yaml": "image: d\nfrom: {provider_image: x}\nprovider: {myplug: 3}\n",
+            "e.yaml": "image: e\nfrom: {provider_image: \"\"}\nprovider: aws\n",
+        ]).map(\.description)
+        #expect(
+            found.contains(
+                "a.yaml:3:18: error: unknown key 'colour' in provider.aws: expected region, instance_type, subnet_id, security_group_ids, ssh_user"
+            ), "\(found)")
+        #expect(found.contains { $0.hasPrefix("b.yaml:3:11: error: provider: name exactly one provider") }, "\(found)")
+        #expect(found.contains { $0.hasPrefix("c.yaml:3:11: error: provider: 'Bad_Name' is not a provider name") }, "\(found)")
+        #expect(found.contains("d.yaml:3:20: error: provider.myplug must be a mapping of the plugin's settings, got '3'"), "\(found)")
+        #expect(found.contains { $0.hasPrefix("e.yaml:2:24: error: from.provider_image: give the provider's image id") }, "\(found)")
+    }
+
+}
