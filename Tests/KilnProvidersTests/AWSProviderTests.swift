@@ -121,7 +121,7 @@ struct AWSProviderTests {
     }
 
     @Test(
-        "a failed build terminates its instance and deletes its key pair: an AMI that does not exist, and a step that cannot log in"
+        "a failed build terminates its instance and deletes its key pair: an AMI that does not exist, and Tests/Fixtures/greeter's steps, which cannot log in to moto's instance"
     )
     func failedBuilds() async throws {
         let store = try AWSStore(endpoint: try MotoServer.current().endpoint)
@@ -132,19 +132,24 @@ struct AWSProviderTests {
             missing.stderr.split(separator: "\n").first { $0.contains("full log: kiln logs ") }?.split(separator: " ").last)
         #expect(try await store.leftovers(build: String(missingBuild)).keys.isEmpty, "the key pair outlived a failed launch")
 
-        // moto's instance has an address nobody answers on: the step's login times out.
+        // Tests/Fixtures/greeter, as the qemu and plugin tests build it, on an aws base: its steps
+        // run over SSH, and moto's instance has an address nobody answers on, so the login fails.
         let source = try await store.sourceAMI()
-        try store.write("base.yaml", "image: stepped\nfrom: {provider_image: \(source)}\nprovider: aws\nprovision:\n  - shell: echo hi\n")
-        let stepped = try await store.kiln(["build", store.home + "/t", "--boot-timeout", "4"])
-        #expect(stepped.status == 1 && stepped.stderr.contains("failed at provision[0]"), "\(stepped.stderr)")
+        try store.write("base.yaml", "image: aws-base\nfrom: {provider_image: \(source)}\nprovider: aws\n")
+        #expect(try await store.kiln(["build", store.home + "/t"]).status == 0)
+        let greeter = KilnBinary.repositoryRoot + "/Tests/Fixtures/greeter"
+        let stepped = try await store.kiln([
+            "build", greeter, "--var", "provider=aws", "--var", "base=aws-base", "--boot-timeout", "4",
+        ])
+        #expect(stepped.status == 1 && stepped.stderr.contains("failed at provision[0] shell mkdir -p /etc/greeter"), "\(stepped.stderr)")
         #expect(stepped.stderr.contains("could not log in to i-"), "\(stepped.stderr)")
-        let instances = try await store.ec2.describeInstances(filters: ["tag:kiln:family": ["stepped"]])
+        let instances = try await store.ec2.describeInstances(filters: ["tag:kiln:family": ["greeter"]])
         #expect(instances.count == 1 && instances.allSatisfy { $0.state == "terminated" }, "\(instances)")
         let build = try #require(
             stepped.stderr.split(separator: "\n").first { $0.contains("full log: kiln logs ") }?.split(separator: " ").last)
         #expect(try await store.leftovers(build: String(build)).keys.isEmpty)
         #expect(
-            try await store.ec2.describeImages(owners: ["self"], filters: ["tag:kiln:family": ["stepped"]]).isEmpty,
+            try await store.ec2.describeImages(owners: ["self"], filters: ["tag:kiln:family": ["greeter"]]).isEmpty,
             "a failed build left an AMI")
     }
 
