@@ -82,7 +82,8 @@ public enum BuildKeys {
                 if let galaxy = ansible.galaxyFile {
                     e["\(p).ansible.galaxy_file"] = relative(galaxy, to: directory) + " sha256:" + (try Hashing.sha256Hex(fileAt: galaxy))
                 }
-            case .breakpoint:
+            case .breakpoint, .download:
+                // Neither changes what the image holds.
                 break
             }
         }

@@ -109,6 +109,11 @@ struct StepRunner: Sendable {
             guard status == 0 else { throw KilnError(.buildFailed, "exit status \(status) (\(step.location))") }
         case .file(let src, let dest, let contentsOnly):
             try await machine.upload(source: src, destination: dest, contentsOnly: contentsOnly, title: title, log: log)
+        case .download(let src, let dest):
+            try FileManager.default.createDirectory(
+                atPath: URL(fileURLWithPath: dest).deletingLastPathComponent().path, withIntermediateDirectories: true)
+            try await machine.download(source: src, destination: dest, title: title, log: log)
+            log.emit("kiln", "downloaded \(src) to \(dest)")
         case .shellLocal(let inline, let script, let env):
             try await runLocal(step, inline: inline, script: script, env: env, title: title, on: machine)
         case .ansible(let playbook):

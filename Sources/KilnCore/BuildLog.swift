@@ -98,6 +98,16 @@ public final class BuildLog: Sendable {
     }
 }
 
+extension Locked where Value == Bool {
+    /// True for the first caller only: a teardown that may be asked for more than once.
+    public func setOnce() -> Bool {
+        withLock { (done: inout Bool) -> Bool in
+            defer { done = true }
+            return !done
+        }
+    }
+}
+
 /// A value shared between tasks, behind a lock.
 public final class Locked<Value: Sendable>: Sendable {
     private let mutex: Mutex<Value>

@@ -81,7 +81,10 @@ public struct PluginProvider: Provider {
         if let known = Self.capabilities.value[executable], !known.contains(capability) { return }
         // What the plugin itself says (its log events and stderr) reaches the user; kiln's own notes do not.
         let name = self.name
-        let log = try BuildLog(path: "/dev/null", family: name, secrets: [], sink: { source, line in if source == name { warn(line) } })
+        // No build to log into: a throw-away file (BuildLog creates its file anew, so never a device).
+        let logPath = NSTemporaryDirectory() + "kiln-plugin-\(name)-\(UUID().uuidString).log"
+        defer { try? FileManager.default.removeItem(atPath: logPath) }
+        let log = try BuildLog(path: logPath, family: name, secrets: [], sink: { source, line in if source == name { warn(line) } })
         let connection = PluginConnection(name: name, executable: executable, log: log)
         do {
             let hello = try await connection.handshake()
@@ -121,11 +124,7 @@ final class PluginMachine: Machine {
     }
 
     func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
-        let output = Locked<[String]>([])
-        let status = try await exec(script: script, environment: [], timeout: timeout) { line in
-            if line.stream == .stdout { output.withLock { $0.append(line.text) } } else { log.emit(title, line.text) }
-        }
-        return (status, output.value.map { $0 + "\n" }.joined())
+        try await captured(title: title, log: log) { try await exec(script: script, environment: [], timeout: timeout, onLine: $0) }
     }
 
     private func exec(
@@ -184,11 +183,7 @@ final class PluginMachine: Machine {
     }
 
     func destroy() async {
-        guard
-            destroyed.withLock({ (done: inout Bool) -> Bool in
-                defer { done = true }; return !done
-            })
-        else { return }
+        guard destroyed.setOnce() else { return }
         await connection.close(destroying: instance)
     }
 }

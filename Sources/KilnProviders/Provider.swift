@@ -98,6 +98,18 @@ public protocol Machine: Sendable {
     func destroy() async
 }
 
+/// What ``Machine/capture(script:title:log:timeout:)`` returns, from a run that reports lines:
+/// standard output collected, standard error into the log.
+func captured(
+    title: String, log: BuildLog, _ run: (@escaping @Sendable (ProcessOutputLine) -> Void) async throws -> Int32
+) async throws -> (status: Int32, output: String) {
+    let output = Locked<[String]>([])
+    let status = try await run { line in
+        if line.stream == .stdout { output.withLock { $0.append(line.text) } } else { log.emit(title, line.text) }
+    }
+    return (status, output.value.map { $0 + "\n" }.joined())
+}
+
 extension Machine {
     public func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact? { nil }
 }

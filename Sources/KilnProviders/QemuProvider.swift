@@ -187,15 +187,7 @@ final class QemuMachine: Machine {
     }
 
     func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
-        let output = Locked<[String]>([])
-        let status = try await execute(script: script, environment: [], timeout: timeout) { line in
-            if line.stream == .stdout {
-                output.withLock { $0.append(line.text) }
-            } else {
-                log.emit(title, line.text)
-            }
-        }
-        return (status, output.value.map { $0 + "\n" }.joined())
+        try await captured(title: title, log: log) { try await execute(script: script, environment: [], timeout: timeout, onLine: $0) }
     }
 
     private func execute(

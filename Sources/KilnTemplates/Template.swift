@@ -186,6 +186,8 @@ public struct Step: Sendable {
         case shell(inline: String?, script: String?, env: [EnvVar])
         /// `file:`: `src` is absolute on the host; a directory `src` ending in `/` uploads its contents.
         case file(src: String, dest: String, contentsOnly: Bool)
+        /// `file:` with `direction: download`: `src` is a guest path, `dest` absolute on the host.
+        case download(src: String, dest: String)
         /// `shell-local:`: like `shell`, but run by `/bin/sh -e` on the build host, in the
         /// template's directory.
         case shellLocal(inline: String?, script: String?, env: [EnvVar])
@@ -197,7 +199,7 @@ public struct Step: Sendable {
         public var name: String {
             switch self {
             case .shell: return "shell"
-            case .file: return "file"
+            case .file, .download: return "file"
             case .shellLocal: return "shell-local"
             case .ansible: return "ansible"
             case .breakpoint: return "breakpoint"
@@ -229,6 +231,8 @@ public struct Step: Sendable {
             return "provision[\(index)] \(kind.name) \(firstLine.prefix(48))"
         case .file(let src, let dest, _):
             return "provision[\(index)] file \(src.lastPathComponent) -> \(dest)"
+        case .download(let src, let dest):
+            return "provision[\(index)] file \(src) -> \(dest.lastPathComponent) (download)"
         case .ansible(let ansible):
             return "provision[\(index)] ansible \(ansible.playbook.lastPathComponent)"
         case .breakpoint:

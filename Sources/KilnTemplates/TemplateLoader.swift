@@ -613,10 +613,23 @@ final class TemplateParser {
     }
 
     private func parseFileStep(_ value: Node) -> Step.Kind? {
-        guard let f = mapping(value, "file", allowed: ["src", "dest"]) else { return nil }
+        guard let f = mapping(value, "file", allowed: ["src", "dest", "direction"]) else { return nil }
         guard let src = required(f, "src", in: value, "file").flatMap({ string($0, "src") }),
             let dest = required(f, "dest", in: value, "file").flatMap({ string($0, "dest") })
         else { return nil }
+        switch f["direction"].flatMap({ string($0, "direction") }) ?? "upload" {
+        case "upload": break
+        case "download":
+            // Out of the guest: src is a guest path, dest a host path beside the template.
+            guard src.hasPrefix("/") else {
+                error(at: f["src"], "file src must be an absolute path in the guest when downloading, got '\(src)'")
+                return nil
+            }
+            return .download(src: src, dest: resolvePath(dest))
+        case let other:
+            error(at: f["direction"], "file direction must be upload or download, got '\(other)'")
+            return nil
+        }
         guard dest.hasPrefix("/") else {
             error(at: f["dest"], "file dest must be an absolute path in the guest, got '\(dest)'")
             return nil

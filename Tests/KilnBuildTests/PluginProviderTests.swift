@@ -107,6 +107,9 @@ struct PluginProviderTests {
         let verify = try await store.kiln(["verify"])
         #expect(verify.status == 1 && verify.stdout.contains("rootfs.tar is damaged"), "\(verify.stdout)")
         #expect(store.survivors().isEmpty)
+        // Lifecycle notes to the plugin once wrote a throw-away log over /dev/null.
+        let null = try FileManager.default.attributesOfItem(atPath: "/dev/null")[.type] as? FileAttributeType
+        #expect(null == .typeCharacterSpecial, "/dev/null is no longer a device")
     }
 
     @Test("a plugin on PATH is found too; an unknown provider is an error at its position with exit 2, before anything runs")
@@ -139,11 +142,15 @@ struct PluginProviderTests {
         try store.install(PluginStore.chroot + "/kiln-provider-chroot", as: "chroot")
         #expect(try await store.kiln(["build", try store.template(provider: "chroot")]).status == 0)
         let greeter = KilnBinary.repositoryRoot + "/Tests/Fixtures/greeter"
-        let build = try await store.kiln(["build", greeter, "--var", "provider=chroot", "--var", "base=chroot-base"])
+        let build = try await store.kiln([
+            "build", greeter, "--var", "provider=chroot", "--var", "base=chroot-base", "--var", "download_to=\(store.home)/out",
+        ])
         #expect(build.status == 0, "\(build.stderr)")
         let name = try #require(
             build.stdout.split(separator: " ").first { $0.hasPrefix("greeter-v") }.map { String($0) }, "\(build.stdout)")
         #expect(try await store.file("etc/greeter/greeting", in: name) == "hello from kiln\n")
+        // The last step downloaded it through the plugin's download request.
+        #expect(try String(contentsOfFile: store.home + "/out/greeting", encoding: .utf8) == "hello from kiln\n")
         #expect(try await store.file("etc/motd", in: name) == (try String(contentsOfFile: greeter + "/files/motd", encoding: .utf8)))
         // A chroot image is no parent for qemu.
         let mixed = try await store.kiln(["build", greeter, "--var", "base=chroot-base"])

@@ -374,6 +374,8 @@ extension TemplateLoaderTests {
             "c.yaml": "image: c\nfrom: {provider_image: x}\nprovider: Bad_Name\n",
             "d.yaml": "image: d\nfrom: {provider_image: x}\nprovider: {myplug: 3}\n",
             "e.yaml": "image: e\nfrom: {provider_image: \"\"}\nprovider: aws\n",
+            "f.yaml": "image: f\nfrom: {image: e}\nprovision:\n  - file: {src: /etc/x, dest: out/x, direction: sideways}\n",
+            "g.yaml": "image: g\nfrom: {image: e}\nprovision:\n  - file: {src: etc/x, dest: out/x, direction: download}\n",
         ]).map(\.description)
         #expect(
             found.contains(
@@ -383,6 +385,9 @@ extension TemplateLoaderTests {
         #expect(found.contains { $0.hasPrefix("c.yaml:3:11: error: provider: 'Bad_Name' is not a provider name") }, "\(found)")
         #expect(found.contains("d.yaml:3:20: error: provider.myplug must be a mapping of the plugin's settings, got '3'"), "\(found)")
         #expect(found.contains { $0.hasPrefix("e.yaml:2:24: error: from.provider_image: give the provider's image id") }, "\(found)")
+        #expect(found.contains("f.yaml:4:49: error: file direction must be upload or download, got 'sideways'"), "\(found)")
+        #expect(
+            found.contains("g.yaml:4:17: error: file src must be an absolute path in the guest when downloading, got 'etc/x'"), "\(found)")
     }
 
 }

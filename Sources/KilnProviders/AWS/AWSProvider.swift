@@ -199,11 +199,9 @@ final class AWSMachine: Machine {
     }
 
     func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
-        let output = Locked<[String]>([])
-        let status = try await execute(script: script, environment: [], timeout: timeout, log: log) { line in
-            if line.stream == .stdout { output.withLock { $0.append(line.text) } } else { log.emit(title, line.text) }
+        try await captured(title: title, log: log) {
+            try await execute(script: script, environment: [], timeout: timeout, log: log, onLine: $0)
         }
-        return (status, output.value.map { $0 + "\n" }.joined())
     }
 
     private func execute(
@@ -291,11 +289,7 @@ final class AWSMachine: Machine {
 
     /// Terminates the instance and deletes the key pair; each is tried whatever the other did.
     func destroy() async {
-        guard
-            destroyed.withLock({ (done: inout Bool) -> Bool in
-                defer { done = true }; return !done
-            })
-        else { return }
+        guard destroyed.setOnce() else { return }
         await closeMaster()
         // Not in the caller's task: an interrupted build still removes what it made.
         await Task { [ec2, instance, keyName, log] in
