@@ -108,7 +108,8 @@ public struct Builder: Sendable {
 
     /// The provider that made `image`: qemu for a disk, else its artifact's.
     func providerName(of image: ImageRecord) throws -> String {
-        try store.artifact(of: image)?.provider ?? "qemu"
+        if let providerOverride { return providerOverride.name }
+        return try store.artifact(of: image)?.provider ?? "qemu"
     }
 
     /// The image is committed whatever happens here: a record or signature that cannot be
@@ -150,12 +151,12 @@ public struct Builder: Sendable {
             var parent = template.parentFamily
             while let family = parent, needed.insert(family).inserted { parent = graph.template(family)?.parentFamily }
         }
-        // Said before any VM boots, not after a parent's build.
+        // Said before any VM boots, not after a parent's build. A family that is not built is
+        // taken from the catalog as it is: its provider need not be installed here.
         var providerNames: [String: String] = [:]
-        for template in graph.order {
+        for template in graph.order where selected?.contains(template.family) ?? true {
             let provider = try provider(for: template)
             providerNames[template.family] = provider.name
-            guard selected?.contains(template.family) ?? true else { continue }
             var parentProvider: String?
             if let family = template.parentFamily {
                 parentProvider = try providerNames[family] ?? store.catalog.buildParent(of: family).map(providerName(of:))
@@ -408,7 +409,7 @@ public struct Builder: Sendable {
             if let unnamed {
                 do {
                     try await Task { try await provider.deleteImage(unnamed) { log.emit("kiln", "warning: \($0)") } }.value
-                    log.emit("kiln", "deleted \(unnamed.summary), which no image names")
+                    log.emit("kiln", "no image names \(unnamed.summary): its provider was asked to delete it")
                 } catch {
                     log.emit("kiln", "warning: could not delete \(unnamed.summary), which no image names: \(error)")
                 }

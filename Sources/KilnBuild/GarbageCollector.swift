@@ -18,7 +18,8 @@ public enum GarbageCollector {
         var report = Report()
         let fm = FileManager.default
         for image in try store.catalog.purgeable(now: now) {
-            if !dryRun {
+            let shared = try store.catalog.blobNeeded(image.digest, except: image.name)
+            if !dryRun && !shared {
                 do {
                     // The provider's copy (an AMI and its snapshots) goes first: a blob removed
                     // before it would leave kiln nothing to find it by.
@@ -29,7 +30,6 @@ public enum GarbageCollector {
                 }
             }
             let blob = store.blobDirectory(digest: image.digest)
-            let shared = try store.catalog.blobNeeded(image.digest, except: image.name)
             if !shared, fm.fileExists(atPath: blob) {
                 report.bytes += try SourceCache.size(of: blob)
                 if !dryRun { try fm.removeItem(atPath: blob) }

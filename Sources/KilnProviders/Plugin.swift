@@ -20,6 +20,8 @@ public struct PluginProvider: Provider {
 
     public func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
         let connection = PluginConnection(name: name, executable: executable, log: log)
+        // Once created, the instance is destroyed whatever fails after.
+        var created: String?
         do {
             let hello = try await connection.handshake()
             var parameters: [String: any Sendable] = [
@@ -30,10 +32,11 @@ public struct PluginProvider: Provider {
             if let artifact = spec.parentArtifact, let directory = spec.parentDirectory {
                 parameters["parent"] = ["directory": directory, "artifact": JSONText(artifact.json)] as [String: any Sendable]
             }
-            let created = try await connection.request("create-instance", parameters, timeout: spec.bootTimeout)
-            guard let instance = created["instance_id"] as? String, !instance.isEmpty else {
+            let answer = try await connection.request("create-instance", parameters, timeout: spec.bootTimeout)
+            guard let instance = answer["instance_id"] as? String, !instance.isEmpty else {
                 throw connection.protocolError("create-instance answered without an instance_id")
             }
+            created = instance
             let machine = PluginMachine(connection: connection, instance: instance, spec: spec, capabilities: hello.capabilities)
             log.emit("kiln", "\(name) instance \(instance) created; waiting for it to be ready")
             let started = ContinuousClock.now
@@ -42,7 +45,7 @@ public struct PluginProvider: Provider {
             log.emit("kiln", "\(name) instance \(instance) ready after \((ContinuousClock.now - started).kilnDescription)")
             return machine
         } catch {
-            await connection.close(destroying: nil)
+            await connection.close(destroying: created)
             throw error
         }
     }
@@ -65,8 +68,8 @@ public struct PluginProvider: Provider {
     }
 
     public func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {
-        guard artifact.id != nil else { return }  // Files only: the store's purge removes them.
-        try await once(capability: "lifecycle", warn: warn) { connection in
+        guard let id = artifact.id else { return }  // Files only: the store's purge removes them.
+        try await once(capability: "lifecycle", warn: warn, missing: "cannot delete images: delete \(id) yourself") { connection in
             _ = try await connection.request("delete-image", ["artifact": JSONText(artifact.json)], timeout: .seconds(600))
         }
     }
@@ -75,10 +78,13 @@ public struct PluginProvider: Provider {
     /// not handle lifecycle changes is not started for each one.
     static let capabilities = Locked<[String: [String]]>([:])
 
+    /// - Parameter missing: said as a warning when the plugin lacks the capability; nil: nothing is said.
     private func once(
-        capability: String, warn: @escaping @Sendable (String) -> Void, _ body: (PluginConnection) async throws -> Void
+        capability: String, warn: @escaping @Sendable (String) -> Void, missing: String? = nil,
+        _ body: (PluginConnection) async throws -> Void
     ) async throws {
-        if let known = Self.capabilities.value[executable], !known.contains(capability) { return }
+        let lacks = { if let missing { warn("the \(self.name) plugin has no \(capability) capability and \(missing)") } }
+        if let known = Self.capabilities.value[executable], !known.contains(capability) { return lacks() }
         // What the plugin itself says (its log events and stderr) reaches the user; kiln's own notes do not.
         let name = self.name
         // No build to log into: a throw-away file (BuildLog creates its file anew, so never a device).
@@ -88,7 +94,7 @@ public struct PluginProvider: Provider {
         let connection = PluginConnection(name: name, executable: executable, log: log)
         do {
             let hello = try await connection.handshake()
-            if hello.capabilities.contains(capability) { try await body(connection) }
+            if hello.capabilities.contains(capability) { try await body(connection) } else { lacks() }
             await connection.close(destroying: nil)
         } catch {
             await connection.close(destroying: nil)
@@ -147,13 +153,18 @@ final class PluginMachine: Machine {
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
         _ = try await connection.request(
             "upload", ["instance_id": instance, "source": source, "destination": destination, "contents_only": contentsOnly],
-            timeout: spec.stepTimeout)
+            timeout: Self.stepBound)
     }
 
     func download(source: String, destination: String, title: String, log: BuildLog) async throws {
         _ = try await connection.request(
-            "download", ["instance_id": instance, "source": source, "destination": destination], timeout: spec.stepTimeout)
+            "download", ["instance_id": instance, "source": source, "destination": destination], timeout: Self.stepBound)
     }
+
+    /// Uploads and downloads are steps: the step's own limit (`timeout:`, else `--step-timeout`)
+    /// cancels them, and the plugin then has the cancel's grace to answer. This only catches a
+    /// plugin that never answers at all.
+    static let stepBound: Duration = .seconds(7 * 86_400)
 
     func sshAccess() async throws -> SSHAccess? { nil }
 
@@ -163,7 +174,7 @@ final class PluginMachine: Machine {
 
     func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact? {
         let result = try await connection.request(
-            "snapshot", ["instance_id": instance, "output_directory": directory, "name": name], timeout: spec.stepTimeout)
+            "snapshot", ["instance_id": instance, "output_directory": directory, "name": name], timeout: spec.stepTimeout + .seconds(30))
         let id = result["image_id"] as? String
         let files = result["files"] as? [String] ?? []
         if id == nil && files.isEmpty { throw connection.protocolError("snapshot answered with neither image_id nor files") }
@@ -277,6 +288,8 @@ final class PluginConnection: Sendable {
         _ method: String, _ parameters: [String: any Sendable], timeout: Duration,
         onOutput: (@Sendable (ProcessOutputLine) -> Void)? = nil
     ) async throws -> [String: Any] {
+        // A request of a cancelled task is never sent: its cancel would arrive first.
+        try Task.checkCancellation()
         let id = state.withLock { (s: inout State) -> Int in
             defer { s.nextID += 1 }
             return s.nextID
@@ -288,6 +301,8 @@ final class PluginConnection: Sendable {
                     try await withCheckedThrowingContinuation { continuation in
                         let failure = self.state.withLock { (s: inout State) -> KilnError? in
                             if let failure = s.failure { return failure }
+                            // Cancelled between the check above and here: not sent, nothing to answer.
+                            if s.cancelled.remove(id) != nil { return KilnError(.cancelled, "\(method) was cancelled") }
                             s.waiting[id] = Waiter(method: method, continuation: continuation, onOutput: onOutput)
                             return nil
                         }

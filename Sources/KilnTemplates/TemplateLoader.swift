@@ -436,7 +436,20 @@ final class TemplateParser {
         case "qemu":
             return (parseQemu(settings), choice)
         case "aws":
-            guard mapping(settings, "provider.aws", allowed: Self.awsSettings) != nil else { return (QemuSettings(), choice) }
+            guard let f = mapping(settings, "provider.aws", allowed: Self.awsSettings) else { return (QemuSettings(), choice) }
+            // Strings all (an instance type of `5` is "5"), so the provider reads what was checked here.
+            var object: [String: Any] = [:]
+            for (key, value) in f {
+                if key == "security_group_ids" {
+                    object[key] = stringList(value, "provider.aws.\(key)")
+                } else if let text = string(value, "provider.aws.\(key)") {
+                    object[key] = text
+                }
+            }
+            if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) {
+                choice.settingsJSON = String(decoding: data, as: UTF8.self)
+            }
+            return (QemuSettings(), choice)
         default:
             guard case .mapping = settings else {
                 error(at: settings, "provider.\(name) must be a mapping of the plugin's settings, got \(kindName(settings))")

@@ -158,6 +158,24 @@ struct PluginProviderTests {
     }
 
     @Test(
+        "a chroot step that runs past its timeout is stopped by the plugin, in the chroot too; the build fails at the step and nothing of it survives"
+    )
+    func chrootStepTimeout() async throws {
+        let store = try PluginStore()
+        try store.install(PluginStore.chroot + "/kiln-provider-chroot", as: "chroot")
+        let dir = try store.template(provider: "chroot", steps: "  - shell: sleep 4321\n    timeout: 2s")
+        let started = ContinuousClock.now
+        let build = try await store.kiln(["build", dir])
+        #expect(build.status == 1, "\(build.stderr)")
+        #expect(
+            build.stderr.contains("failed at provision[0] shell sleep 4321: the step did not finish within 2 s (timeout:)"),
+            "\(build.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(30))
+        let left = try await ProcessRunner.run("pgrep", ["-f", "sleep 4321"])
+        #expect(left.stdout.isEmpty, "the step's sleep survived: \(left.stdout)")
+    }
+
+    @Test(
         "a plugin that crashes, hangs, speaks garbage, speaks another protocol version or refuses fails the build with a message saying which, and leaves no process and no staging"
     )
     func faults() async throws {
@@ -168,6 +186,7 @@ struct PluginProviderTests {
             ("oldproto", [], 1, "the oldproto plugin speaks protocol version 99; this kiln speaks 1"),
             ("refuse", [], 1, "the refuse plugin's exec failed: quota_exceeded: no more instances today"),
             ("orphan", ["--step-timeout", "3"], 1, "the step did not finish within 3 s"),
+            ("notready", [], 1, "the notready plugin's wait-ready failed: not_ready: the instance never came up"),
         ]
         for (name, flags, status, message) in cases {
             let store = try PluginStore()
@@ -182,6 +201,11 @@ struct PluginProviderTests {
             #expect(images.isEmpty, "\(name) left \(images)")
             if name == "crash" || name == "refuse" {
                 #expect(result.stderr.contains("step output before the fault"), "\(name): the step's output is not in the error")
+            }
+            // A plugin that still answers is asked to destroy the instance it created.
+            if name == "refuse" || name == "notready" {
+                let destroyed = (try? String(contentsOfFile: store.pids + ".destroyed", encoding: .utf8)) ?? ""
+                #expect(destroyed == "destroy i-1\n", "\(name): \(destroyed)")
             }
         }
     }

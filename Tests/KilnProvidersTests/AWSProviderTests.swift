@@ -148,9 +148,6 @@ struct AWSProviderTests {
         let build = try #require(
             stepped.stderr.split(separator: "\n").first { $0.contains("full log: kiln logs ") }?.split(separator: " ").last)
         #expect(try await store.leftovers(build: String(build)).keys.isEmpty)
-        #expect(
-            try await store.ec2.describeImages(owners: ["self"], filters: ["tag:kiln:family": ["greeter"]]).isEmpty,
-            "a failed build left an AMI")
     }
 
     @Test("throttled and failing EC2 answers are retried with backoff, and the build says so")
@@ -168,5 +165,37 @@ struct AWSProviderTests {
         #expect(retries.count == 3, "\(build.stderr)")
         #expect(retries.first?.contains("EC2 RunInstances: RequestLimitExceeded (HTTP 503)") == true, "\(retries)")
         #expect(Set(proxy.tokens("RunInstances")).count == 1, "a retried RunInstances must keep its client token")
+    }
+
+    @Test("an AMI whose wait fails after CreateImage is deregistered with its snapshots, and the instance and key pair go too")
+    func amiWaitFails() async throws {
+        let moto = try MotoServer.current()
+        // Five failed DescribeImages use up the wait's retries; the cleanup's own describe then passes.
+        let proxy = try ThrottleProxy(upstream: moto, rules: ["DescribeImages:5:error500"])
+        defer { proxy.stop() }
+        let direct = try AWSStore(endpoint: moto.endpoint)
+        let source = try await direct.sourceAMI()
+        let store = try AWSStore(endpoint: proxy.endpoint)
+        try store.write("base.yaml", "image: unlucky\nfrom: {provider_image: \(source)}\nprovider: aws\n")
+        let build = try await store.kiln(["build", store.home + "/t"])
+        #expect(build.status == 1 && build.stderr.contains("failed at snapshot"), "\(build.stderr)")
+        #expect(build.stderr.contains("did not become available"), "\(build.stderr)")
+        let made = try #require(
+            build.stderr.split(separator: "\n").first { $0.contains("creating ami-") }?.split(separator: " ").first { $0.hasPrefix("ami-") }
+        )
+        #expect(try await direct.ec2.describeImage(String(made)) == nil, "\(made) is still registered")
+        let buildID = try #require(
+            build.stderr.split(separator: "\n").first { $0.contains("full log: kiln logs ") }?.split(separator: " ").last)
+        let leftovers = try await direct.leftovers(build: String(buildID))
+        #expect(leftovers.running.isEmpty && leftovers.keys.isEmpty, "\(leftovers)")
+        #expect(try await direct.ec2.describeImages(owners: ["self"], filters: ["tag:kiln:family": ["unlucky"]]).isEmpty)
+        let line = try #require(
+            build.stderr.split(separator: "\n").first { $0.contains("deleted its snapshots: snap-") }, "\(build.stderr)")
+        for snapshot in line.split(separator: " ").filter({ $0.hasPrefix("snap-") }) {
+            await #expect(throws: EC2Error.self) {
+                try await direct.ec2.deleteSnapshot(String(snapshot.trimmingCharacters(in: .punctuationCharacters)))
+            }
+        }
+        #expect(try await store.kiln(["images"]).stdout.contains("unlucky") == false)
     }
 }

@@ -85,8 +85,14 @@ public struct AWSProvider: Provider {
             }
             return machine
         } catch {
-            // A launch that failed leaves no key pair behind either.
-            try? await ec2.deleteKeyPair(name: keyName)
+            // A launch that failed, or was interrupted, leaves no key pair behind, nor an
+            // instance EC2 started before its answer was lost. Not in the caller's task: it may
+            // be the cancelled one.
+            await Task { [buildID = spec.buildID] in
+                let started = (try? await ec2.describeInstances(filters: ["tag:kiln:build": [buildID]])) ?? []
+                for instance in started where instance.state != "terminated" { try? await ec2.terminateInstance(instance.id) }
+                try? await ec2.deleteKeyPair(name: keyName)
+            }.value
             throw error
         }
     }
@@ -124,7 +130,11 @@ public struct AWSProvider: Provider {
     public func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {
         guard let ami = artifact.id else { return }
         let ec2 = try client(region: artifact.details["region"], log: warn)
-        do { try await ec2.deregisterImage(ami) } catch let error as EC2Error where error.isNotFound {}
+        // EC2 answers InvalidAMIID.Unavailable for an AMI deregistered already: a purge that
+        // stopped half-way goes on with the snapshots next time.
+        do { try await ec2.deregisterImage(ami) } catch let error as EC2Error
+            where error.isNotFound || error.code == "InvalidAMIID.Unavailable"
+        {}
         for snapshot in artifact.snapshots {
             do { try await ec2.deleteSnapshot(snapshot) } catch let error as EC2Error where error.isNotFound {}
         }
@@ -175,10 +185,19 @@ final class AWSMachine: Machine {
         let client = SSHClient(keyPath: keyPath, port: 22, host: host, user: user)
         log.emit("kiln", "logging in to \(instance) as \(user)@\(host)")
         let task: Task<ProcessResult, any Error>
+        // The SSH probe asks every 100 ms; EC2 is asked whether the instance still runs at the
+        // poll interval, and a failed answer is not taken for a stopped instance.
+        let lastAsked = Locked(ContinuousClock.now)
+        let poll = self.poll
         do {
             task = try await client.connectMaster(
                 deadline: ContinuousClock.now + spec.bootTimeout,
-                isAlive: { [ec2, instance] in (try? await ec2.describeInstance(instance).state) == "running" })
+                isAlive: { [ec2, instance] in
+                    guard ContinuousClock.now - lastAsked.value >= poll else { return true }
+                    lastAsked.set(ContinuousClock.now)
+                    guard let state = try? await ec2.describeInstance(instance).state else { return true }
+                    return state == "running"
+                })
         } catch let error as KilnError where error.code == .timeout {
             // Not the step's own timeout: retrying the step would not help.
             throw KilnError(
@@ -211,10 +230,25 @@ final class AWSMachine: Machine {
         let ssh = try await connected(log: log)
         let path = "/tmp/kiln-step.sh"
         let run = ShellQuote.join(asRoot + ["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
-        let result = try await ssh.run(
-            "cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)), timeout: timeout, onLine: onLine)
-        return result.status
+        // As qemu's: the remote shell leads a process group, noted here so that a step that
+        // timed out is killed in the guest before its retry or the next step.
+        do {
+            return try await ssh.run(
+                "echo $$ > \(Self.stepGroupFile) && cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)),
+                timeout: timeout, onLine: onLine
+            ).status
+        } catch {
+            let root = asRoot.joined(separator: " ")
+            await Task {
+                _ = try? await ssh.run(
+                    "[ -s \(Self.stepGroupFile) ] && \(root) kill -KILL -- -$(cat \(Self.stepGroupFile)); rm -f \(Self.stepGroupFile)",
+                    timeout: .seconds(30))
+            }.value
+            throw error
+        }
     }
+
+    static let stepGroupFile = "/tmp/kiln-step.pgid"
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
         let ssh = try await connected(log: log)
@@ -243,7 +277,8 @@ final class AWSMachine: Machine {
     }
 
     func sshAccess() async throws -> SSHAccess? {
-        guard let ssh = ssh.value else { return nil }
+        // An ansible: or shell-local: step, or a breakpoint, may be the first to need the login.
+        let ssh = try await connected(log: log)
         let knownHosts = spec.scratchDirectory + "/known_hosts"
         let keys = try await ssh.run("cat /etc/ssh/ssh_host_*_key.pub", timeout: .seconds(60)).stdout
         let lines = keys.split(separator: "\n").compactMap { line -> String? in
@@ -260,7 +295,8 @@ final class AWSMachine: Machine {
     func shutdown(log: BuildLog) async throws {
         if let ssh = ssh.value {
             let root = asRoot.joined(separator: " ")
-            _ = try? await ssh.run("\(root) rm -f /tmp/kiln-step.sh; rm -f ~/.ssh/authorized_keys; sync", timeout: spec.shutdownTimeout)
+            _ = try? await ssh.run(
+                "\(root) rm -f /tmp/kiln-step.sh; rm -f ~/.ssh/authorized_keys \(Self.stepGroupFile); sync", timeout: spec.shutdownTimeout)
             await closeMaster()
         }
         log.emit("kiln", "stopping \(instance)")
@@ -280,8 +316,21 @@ final class AWSMachine: Machine {
             artifact.details["snapshots"] = image.snapshotIDs.joined(separator: ",")
             log.emit("kiln", "\(ami) is available (snapshots: \(image.snapshotIDs.joined(separator: ", ")))")
         } catch {
-            // An AMI that never became available is not left to be billed.
-            try? await AWSProvider(retry: ec2.retry, poll: poll).deleteImage(artifact, warn: { log.emit("aws", $0) })
+            // An AMI that never became available (or whose wait was interrupted) is not left to
+            // be billed, nor its snapshots; not in the caller's task, which may be cancelled.
+            await Task { [ec2, poll, log] in
+                var doomed = artifact
+                if let image = try? await ec2.describeImage(ami) { doomed.details["snapshots"] = image.snapshotIDs.joined(separator: ",") }
+                do {
+                    try await AWSProvider(retry: ec2.retry, poll: poll).deleteImage(doomed, warn: { log.emit("aws", $0) })
+                    log.emit(
+                        "kiln",
+                        "deregistered \(ami), which did not become available, and deleted its snapshots: \(doomed.snapshots.joined(separator: ", "))"
+                    )
+                } catch {
+                    log.emit("kiln", "warning: could not deregister \(ami): \(error) (it has the tag kiln:build=\(self.spec.buildID))")
+                }
+            }.value
             throw error
         }
         return artifact

@@ -7,8 +7,10 @@ kiln-provider-garbage    answers the handshake with a line that is not JSON
 kiln-provider-oldproto   speaks protocol version 99
 kiln-provider-refuse     answers exec with a structured error
 kiln-provider-orphan     starts a child (in its process group) on exec, then hangs
+kiln-provider-notready   creates its instance, then answers wait-ready with an error
 
-It writes its pid (and the orphan's) to $FAULTY_PLUGIN_PIDS, so a test can check nothing survives.
+It writes its pid (and the orphan's) to $FAULTY_PLUGIN_PIDS, so a test can check nothing survives,
+and "destroy ID" to $FAULTY_PLUGIN_PIDS.destroyed when asked to destroy an instance.
 """
 import json
 import os
@@ -46,6 +48,9 @@ for line in sys.stdin:
         os.makedirs(message["params"]["scratch_directory"], exist_ok=True)
         send({"id": request, "result": {"instance_id": "i-1"}})
     elif method == "wait-ready":
+        if mode == "notready":
+            send({"id": request, "error": {"code": "not_ready", "message": "the instance never came up"}})
+            continue
         send({"id": request, "result": {}})
     elif method == "exec":
         send({"id": request, "event": "output", "stream": "stdout", "text": "step output before the fault"})
@@ -61,6 +66,9 @@ for line in sys.stdin:
             time.sleep(3600)
         send({"id": request, "result": {"exit_status": 0}})
     elif method == "destroy":
+        if pids:
+            with open(pids + ".destroyed", "a") as f:
+                f.write(f"destroy {message['params']['instance_id']}\n")
         send({"id": request, "result": {}})
     elif method != "cancel":
         send({"id": request, "result": {}})
