@@ -153,13 +153,14 @@ public struct Builder: Sendable {
         }
         // Said before any VM boots, not after a parent's build. A family that is not built is
         // taken from the catalog as it is: its provider need not be installed here.
-        var providerNames: [String: String] = [:]
+        // Resolved once per family: a plugin is looked for on PATH here only.
+        var providers: [String: any Provider] = [:]
         for template in graph.order where selected?.contains(template.family) ?? true {
             let provider = try provider(for: template)
-            providerNames[template.family] = provider.name
+            providers[template.family] = provider
             var parentProvider: String?
             if let family = template.parentFamily {
-                parentProvider = try providerNames[family] ?? store.catalog.buildParent(of: family).map(providerName(of:))
+                parentProvider = try providers[family]?.name ?? store.catalog.buildParent(of: family).map(providerName(of:))
             }
             try check(template, provider: provider, parentProvider: parentProvider)
         }
@@ -187,6 +188,9 @@ public struct Builder: Sendable {
                 }
                 while running < max(jobs, 1), let index = waiting.firstIndex(where: ready) {
                     let template = waiting.remove(at: index)
+                    guard let provider = providers[template.family] else {
+                        throw KilnError(.internalError, "no provider resolved for \(template.family)")
+                    }
                     let parent = try template.parentFamily.map { family -> ImageRecord in
                         guard let record = try done[family] ?? store.catalog.buildParent(of: family) else {
                             throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
@@ -195,7 +199,10 @@ public struct Builder: Sendable {
                     }
                     running += 1
                     group.addTask {
-                        (template.family, try await self.buildIfChanged(template, parent: parent, secrets: secrets, force: force))
+                        (
+                            template.family,
+                            try await self.buildIfChanged(template, provider: provider, parent: parent, secrets: secrets, force: force)
+                        )
                     }
                 }
                 guard let (family, result) = try await group.next() else { break }
@@ -214,7 +221,9 @@ public struct Builder: Sendable {
         return max(1, min(cores, available / max(memoryMiB + 512, 1)))
     }
 
-    private func buildIfChanged(_ template: Template, parent: ImageRecord?, secrets: [String], force: Bool) async throws -> BuildResult {
+    private func buildIfChanged(
+        _ template: Template, provider: any Provider, parent: ImageRecord?, secrets: [String], force: Bool
+    ) async throws -> BuildResult {
         let reporter = self.reporter
         let family = template.family
         // Decided under the family's lock: a second kiln on this store waits, then finds the
@@ -228,7 +237,7 @@ public struct Builder: Sendable {
         defer { withExtendedLifetime(lock) {} }
         var planner = Planner(store: store, secrets: secrets)
         planner.freshSources = options.freshSources
-        planner.provider = try provider(for: template).name
+        planner.provider = provider.name
         let decision = try await planner.decide(template, parent: parent.map { .image($0) } ?? .none, force: force)
         if decision.action == .upToDate, let image = decision.image {
             var upToDate = BuildEvent(.upToDate, family: family)
@@ -238,12 +247,13 @@ public struct Builder: Sendable {
             reporter?.report(upToDate)
             return .upToDate(image)
         }
-        return .built(try await build(template, parent: parent, decision: decision, secrets: secrets))
+        return .built(try await build(template, provider: provider, parent: parent, decision: decision, secrets: secrets))
     }
 
     /// Builds one image on `parent` (nil: on the template's source disk).
-    func build(_ template: Template, parent: ImageRecord?, decision: Decision, secrets: [String]) async throws -> ImageRecord {
-        let provider = try provider(for: template)
+    func build(
+        _ template: Template, provider: any Provider, parent: ImageRecord?, decision: Decision, secrets: [String]
+    ) async throws -> ImageRecord {
         let buildID = Self.newBuildID(family: template.family)
         let scratch = store.scratchDirectory(buildID: buildID)
         let staging = store.stagingDirectory(buildID: buildID)

@@ -294,7 +294,10 @@ final class PluginConnection: Sendable {
             defer { s.nextID += 1 }
             return s.nextID
         }
-        let line = "{\"id\":\(id),\"method\":\(Self.encode(method)),\"params\":\(Self.encode(parameters))}\n"
+        let line =
+            (try JSONSerialization.data(
+                withJSONObject: ["id": id, "method": method, "params": Self.foundationObject(parameters)],
+                options: [.sortedKeys, .withoutEscapingSlashes])) + Data("\n".utf8)
         let data = try await withTaskCancellationHandler {
             try await withThrowingTaskGroup(of: Data?.self) { group in
                 group.addTask {
@@ -306,7 +309,7 @@ final class PluginConnection: Sendable {
                             s.waiting[id] = Waiter(method: method, continuation: continuation, onOutput: onOutput)
                             return nil
                         }
-                        if let failure { continuation.resume(throwing: failure) } else { self.input.yield(Data(line.utf8)) }
+                        if let failure { continuation.resume(throwing: failure) } else { self.input.yield(line) }
                     }
                 }
                 group.addTask {
@@ -449,19 +452,14 @@ final class PluginConnection: Sendable {
         }
     }
 
-    static func encode(_ value: any Sendable) -> String {
+    /// A request's values as JSONSerialization takes them; JSON text already made (settings,
+    /// artifacts) is parsed to nest as an object, not as a string.
+    static func foundationObject(_ value: any Sendable) -> Any {
         switch value {
-        case let text as JSONText: return text.text
-        case let object as [String: any Sendable]:
-            return "{" + object.keys.sorted().map { encode($0) + ":" + encode(object[$0]!) }.joined(separator: ",") + "}"
-        case let list as [any Sendable]: return "[" + list.map(encode).joined(separator: ",") + "]"
-        case let flag as Bool: return flag ? "true" : "false"
-        case let number as Int: return String(number)
-        case let number as Double: return String(number)
-        case let text as String:
-            let data = (try? JSONSerialization.data(withJSONObject: [text], options: [.withoutEscapingSlashes])) ?? Data("[\"\"]".utf8)
-            return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
-        default: return "null"
+        case let text as JSONText: return (try? JSONSerialization.jsonObject(with: Data(text.text.utf8))) ?? NSNull()
+        case let object as [String: any Sendable]: return object.mapValues(foundationObject)
+        case let list as [any Sendable]: return list.map(foundationObject)
+        default: return value
         }
     }
 }

@@ -68,7 +68,6 @@ public protocol Provider: Sendable {
 
 extension Provider {
     public var buildsFromDisks: Bool { false }
-    public func debugInstructions(_ spec: MachineSpec) -> String { "the \(name) provider keeps nothing to boot by hand" }
     public func imageChanged(_ image: ImageRecord, artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {}
     public func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {}
 }

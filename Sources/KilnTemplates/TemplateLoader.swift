@@ -446,9 +446,7 @@ final class TemplateParser {
                     object[key] = text
                 }
             }
-            if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) {
-                choice.settingsJSON = String(decoding: data, as: UTF8.self)
-            }
+            choice.settingsJSON = jsonText(object) ?? choice.settingsJSON
             return (QemuSettings(), choice)
         default:
             guard case .mapping = settings else {
@@ -456,12 +454,7 @@ final class TemplateParser {
                 return (QemuSettings(), choice)
             }
         }
-        // jsonValue reports what it cannot convert; JSON of a converted tree cannot fail.
-        if let object = jsonValue(settings, "provider.\(name)"),
-            let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        {
-            choice.settingsJSON = String(decoding: data, as: UTF8.self)
-        }
+        choice.settingsJSON = jsonValue(settings, "provider.\(name)").flatMap(jsonText) ?? choice.settingsJSON
         return (QemuSettings(), choice)
     }
 
@@ -666,15 +659,17 @@ final class TemplateParser {
                 error(at: node, "extra_vars must be a mapping, got \(kindName(node))")
                 return nil
             }
-            // jsonValue reports what it cannot convert; JSON of a converted tree cannot fail.
-            if let object = jsonValue(node, "extra_vars"),
-                let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-            {
-                extraVars = String(decoding: data, as: UTF8.self)
-            }
+            extraVars = jsonValue(node, "extra_vars").flatMap(jsonText) ?? extraVars
         }
         guard let playbook else { return nil }
         return AnsiblePlaybook(playbook: playbook, extraVars: extraVars, galaxyFile: galaxy)
+    }
+
+    /// Canonical JSON text (sorted keys) of a tree ``jsonValue(_:_:)`` made; it reports what it
+    /// cannot convert, so a converted tree always serializes.
+    private func jsonText(_ object: Any) -> String? {
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            .map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// A YAML value as JSON (for Ansible's `--extra-vars`): plain scalars keep their YAML type,
