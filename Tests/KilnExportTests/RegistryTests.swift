@@ -39,45 +39,20 @@ struct TestLayout {
 
 /// Tests/KilnExportTests/Fixtures/token_proxy.py in front of a registry: Bearer or Basic auth.
 final class AuthProxy {
-    let process = Process()
-    let guardian: OrphanGuard
-    let port: Int
-    let logPath: String
+    let fixture: FixtureScript
 
     init(upstream: LocalRegistry, user: String, password: String, mode: String) throws {
-        let python = try requiredTool("python3")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures/token_proxy.py"
-        let portFile = upstream.directory + "/proxy-\(mode).port"
-        logPath = upstream.directory + "/proxy-\(mode).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        defer { try? log.close() }
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, String(upstream.port), portFile, user, password, mode]
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        guardian = try OrphanGuard(pid: process.processIdentifier)
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: portFile) && Date() < deadline && process.isRunning {
-            usleep(20_000)
-        }
-        port = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") ?? 0
-        if port == 0 {
-            stop()
-            throw KilnError(.io, "token_proxy.py did not start: \(log)")
-        }
+        fixture = try FixtureScript(
+            URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures/token_proxy.py",
+            arguments: [String(upstream.port), upstream.directory + "/proxy-\(mode).port", user, password, mode],
+            portFile: upstream.directory + "/proxy-\(mode).port", logPath: upstream.directory + "/proxy-\(mode).log")
     }
 
+    var port: Int { fixture.port }
     var host: String { "127.0.0.1:\(port)" }
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    var log: String { fixture.log }
 
-    func stop() {
-        guardian.disarm()
-        // SIGKILL: Foundation's Process starts children with most signals blocked, SIGTERM included.
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
+    func stop() { fixture.stop() }
 }
 
 private func ref(_ text: String) throws -> RegistryReference { try RegistryReference(parsing: text) }

@@ -12,61 +12,35 @@ import Testing
 /// Tests/KilnProvidersTests/Fixtures/ec2_throttle_proxy.py in front of moto: fails the first
 /// requests of chosen actions as a busy EC2 does, and logs every request it saw.
 final class ThrottleProxy: @unchecked Sendable {
-    let process = Process()
-    let guardian: OrphanGuard
-    let port: Int
-    let logPath: String
+    let fixture: FixtureScript
 
     /// `rules`: `ACTION:COUNT:KIND`, KIND `throttle` (503 RequestLimitExceeded), `error500` (500 InternalError) or `drop`.
     init(upstream: MotoServer, rules: [String]) throws {
-        let python = try requiredTool("python3")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures/ec2_throttle_proxy.py"
         let base = NSTemporaryDirectory() + "kiln-ec2-proxy-" + UUID().uuidString
-        let portFile = base + ".port"
-        logPath = base + ".log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        defer { try? log.close() }
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, String(upstream.port), portFile] + rules
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        guardian = try OrphanGuard(pid: process.processIdentifier)
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: portFile) && Date() < deadline && process.isRunning {
-            usleep(20_000)
-        }
-        port = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") ?? 0
-        try? FileManager.default.removeItem(atPath: portFile)
-        if port == 0 {
-            let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            stop()
-            throw KilnError(.io, "ec2_throttle_proxy.py did not start: \(output)")
-        }
+        fixture = try FixtureScript(
+            URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures/ec2_throttle_proxy.py",
+            arguments: [String(upstream.port), base + ".port"] + rules, portFile: base + ".port", logPath: base + ".log")
     }
+
+    var port: Int { fixture.port }
+    var logPath: String { fixture.logPath }
 
     var endpoint: URL { URL(string: "http://127.0.0.1:\(port)")! }
 
     /// The proxy's lines for `action` that start with `verb` (THROTTLED, FAILED, DROPPED, FORWARDED).
     func lines(_ verb: String, _ action: String) -> [Substring] {
-        let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-        return log.split(separator: "\n").filter { $0.hasPrefix("\(verb) \(action) ") }
+        fixture.log.split(separator: "\n").filter { $0.hasPrefix("\(verb) \(action) ") }
     }
 
     /// The client tokens the proxy saw for `action`, in order.
     func tokens(_ action: String) -> [String] {
-        let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-        return log.split(separator: "\n").filter { $0.contains(" \(action) ") }.compactMap { line in
+        fixture.log.split(separator: "\n").filter { $0.contains(" \(action) ") }.compactMap { line in
             line.split(separator: " ").first { $0.hasPrefix("token=") }.map { String($0.dropFirst(6)) }
         }
     }
 
     func stop() {
-        guardian.disarm()
-        // SIGKILL: Foundation's Process starts children with most signals blocked, SIGTERM included.
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        fixture.stop()
         try? FileManager.default.removeItem(atPath: logPath)
     }
 }

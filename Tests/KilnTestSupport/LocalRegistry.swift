@@ -170,3 +170,46 @@ public func requiredTool(_ name: String, package: String? = nil) throws -> Strin
     }
     return path
 }
+
+/// A fixture server script (a Python proxy in a test target's Fixtures/) run with python3 on
+/// loopback: it writes its port to `portFile` once it listens; its output goes to `logPath`.
+/// An ``OrphanGuard`` ends it if the test process dies before ``stop()``.
+public final class FixtureScript: @unchecked Sendable {
+    public let port: Int
+    public let logPath: String
+    private let process = Process()
+    private let guardian: OrphanGuard
+
+    public init(_ script: String, arguments: [String], portFile: String, logPath: String) throws {
+        self.logPath = logPath
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        defer { try? log.close() }
+        process.executableURL = URL(fileURLWithPath: try requiredTool("python3"))
+        process.arguments = [script] + arguments
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        guardian = try OrphanGuard(pid: process.processIdentifier)
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: portFile) && Date() < deadline && process.isRunning {
+            usleep(20_000)
+        }
+        port = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") ?? 0
+        try? FileManager.default.removeItem(atPath: portFile)
+        if port == 0 {
+            stop()
+            throw KilnError(.io, "\((script as NSString).lastPathComponent) did not start: \(self.log)")
+        }
+    }
+
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Safe to call twice.
+    public func stop() {
+        guardian.disarm()
+        // SIGKILL: Foundation's Process starts children with most signals blocked, SIGTERM included.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
