@@ -66,7 +66,9 @@ let package = Package(
             name: "kiln-bench", dependencies: ["KilnStore", "KilnCore", .product(name: "GRDB", package: "GRDB.swift")],
             path: "bench/Sources/kiln-bench"
         ),
-        // Shared by the test targets: catalogs on SQLite and on a test PostgreSQL server.
+        // Shared by the test targets: catalogs on SQLite and on a test PostgreSQL server, fixture
+        // servers. `swift build` builds it with the product, in release too: so it imports neither
+        // Testing nor anything `@testable` (each broke `make demo` once).
         .target(name: "KilnTestSupport", dependencies: ["KilnStore", "KilnCore"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
@@ -78,8 +80,9 @@ let package = Package(
             exclude: ["Fixtures/ec2_throttle_proxy.py"]),
         .testTarget(
             name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands", "KilnTestSupport", "Yams"],
-            // Run from its source path by DownloadTests (a loopback HTTP server), not bundled.
-            exclude: ["Fixtures/range_server.py"]),
+            // Run from their source paths by DownloadTests (a loopback HTTP server) and
+            // PluginProviderTests (misbehaving plugins), not bundled.
+            exclude: ["Fixtures/range_server.py", "Fixtures/faulty_plugin.py"]),
         .testTarget(
             name: "KilnExportTests", dependencies: ["KilnExport", "KilnCommands", "KilnTestSupport"],
             // Run from its source path by RegistryTests (an auth front for a loopback registry), not bundled.

@@ -7,6 +7,13 @@ import NIOPosix
 import PostgresNIO
 import Synchronization
 
+/// Creates an empty database on a PostgreSQL server and returns the URL that names it: how the
+/// tests give each catalog a database of their own. `package`, so the test-support target can
+/// call it with a plain import: a `@testable import` there broke every release build.
+package func createPostgresDatabase(server url: String, name: String) throws -> String {
+    try PostgresDatabase.createDatabase(server: url, name: name)
+}
+
 /// The shared catalog: PostgreSQL through postgres-nio, for kiln processes on several machines
 /// (docs/ci.md). The catalog's API is synchronous, like GRDB's; each query here runs on the
 /// connection's own NIO event loop thread and the calling thread waits for it. Because that

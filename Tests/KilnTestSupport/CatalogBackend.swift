@@ -1,15 +1,14 @@
 import Foundation
 import KilnCore
-import Testing
-
-@testable import KilnStore
+import KilnStore
 
 /// Where a test's catalog lives: the catalog tests run unchanged on both.
-public enum CatalogBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+public enum CatalogBackend: String, CaseIterable, Sendable, CustomStringConvertible {
     case sqlite
     case postgresql
 
-    public var testDescription: String { rawValue }
+    /// How a parameterized test names its case: `sqlite`, `postgresql`.
+    public var description: String { rawValue }
 
     /// A locator for a new, empty catalog: nil for the store's own SQLite file; for PostgreSQL,
     /// a database of its own on the server `scripts/test-postgres` started (KILN_TEST_POSTGRES).
@@ -22,7 +21,7 @@ public enum CatalogBackend: String, CaseIterable, Sendable, CustomTestStringConv
                     .invalidInput, "KILN_TEST_POSTGRES is not set: run the tests with make test, which starts a PostgreSQL server")
             }
             let name = "kiln_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-            return try PostgresDatabase.createDatabase(server: server, name: name)
+            return try createPostgresDatabase(server: server, name: name)
         }
     }
 }

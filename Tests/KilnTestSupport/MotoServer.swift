@@ -1,6 +1,5 @@
 import Foundation
 import KilnCore
-import Testing
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -125,7 +124,7 @@ public final class MotoServer: @unchecked Sendable {
         return response is HTTPURLResponse
     }
 
-    /// The server of the suite running this test (see ``Trait/motoServer``).
+    /// The server of the suite running this test (the `.motoServer` suite trait of KilnProvidersTests sets it).
     @TaskLocal public static var suiteServer: MotoServer?
 
     /// The suite's server, or an error that says to mark the suite.
@@ -135,22 +134,4 @@ public final class MotoServer: @unchecked Sendable {
         }
         return server
     }
-}
-
-/// One moto_server for a whole suite: started before its first test, stopped after its last,
-/// reached through ``MotoServer/current()``. Starting moto takes seconds; a test takes milliseconds.
-public struct MotoServerTrait: SuiteTrait, TestScoping {
-    public var isRecursive: Bool { false }
-
-    public func provideScope(
-        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
-    ) async throws {
-        let server = try await MotoServer.start()
-        defer { server.remove() }
-        try await MotoServer.$suiteServer.withValue(server) { try await function() }
-    }
-}
-
-extension Trait where Self == MotoServerTrait {
-    public static var motoServer: Self { MotoServerTrait() }
 }
