@@ -1,16 +1,19 @@
-# An image that runs kiln in a CI job: the same install steps as `make demo`.
+# An image that runs kiln in a CI job. It builds kiln with the Makefile's one release recipe
+# (make build-release, which make demo runs too), so what CI proves of that build holds here.
 # The job needs /dev/kvm passed through for speed; without it kiln falls back to TCG.
 FROM swift:6.3-bookworm AS build
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      make libarchive-dev libsqlite3-dev && rm -rf /var/lib/apt/lists/*
+      make libarchive-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN swift build -c release --static-swift-stdlib
+RUN make build-release
 
+# What kiln runs beside it: the Makefile's DEB_PACKAGES, less the -dev packages (their runtime
+# libraries instead), plus libcurl and libxml2, which Foundation's networking and XML parts load.
 FROM debian:bookworm-slim
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client libarchive13 libsqlite3-0 \
-      zstd ca-certificates uidmap && rm -rf /var/lib/apt/lists/*
+      qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client libarchive13 libsqlite3-0 zlib1g \
+      libcurl4 libxml2 zstd ca-certificates uidmap gpgv debian-archive-keyring && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/.build/release/kiln /usr/local/bin/kiln
 ENV KILN_HOME=/var/lib/kiln
 VOLUME /var/lib/kiln

@@ -20,7 +20,8 @@ cleanup() {
 }
 trap cleanup EXIT
 kiln=$repo/.build/release/kiln
-swift build -c release --product kiln >/dev/null
+# The Makefile's one release build.
+make -s build-release >/dev/null
 mkdir -p bench/results
 
 echo "building bench/templates/export into $home once (not timed)" >&2
