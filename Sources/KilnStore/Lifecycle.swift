@@ -153,7 +153,7 @@ extension Catalog {
             }
         }
         if change.to == .deleted || change.to == .obsolete {
-            if image.labels.contains("pinned") && image.labelDictionary["pinned"] == "true" {
+            if try image.isPinned() {
                 throw KilnError(.invalidInput, "\(image.name) is pinned (label pinned: \"true\"): it is never obsoleted or deleted")
             }
             if channelTargets.contains(image.name) {

@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnTemplates
 
 /// Lifecycle states of an image (docs/lifecycle.md). Only READY images are built from by default.
 public enum ImageState: String, Codable, Sendable, CaseIterable {
@@ -56,6 +57,30 @@ public struct ImageRecord: Codable, Sendable, Equatable {
 
     public var labelDictionary: [String: String] {
         (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]
+    }
+
+    /// The label `pinned: "true"`, read exactly: labels the catalog cannot read are an error,
+    /// never "not pinned" (a guard that fails open would let rotation delete a kept image).
+    public func isPinned() throws -> Bool {
+        guard let labels = try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8)) else {
+            throw KilnError(
+                .storeInconsistent, "the catalog's labels of \(name) cannot be read, so whether it is pinned is unknown: \(labels.prefix(200))")
+        }
+        return labels["pinned"] == "true"
+    }
+
+    /// The lifecycle policy this image was built with; nil for none recorded. A recorded one
+    /// the catalog cannot read is an error, never the default policy: rotating by `keep: 2`
+    /// a family whose template said `keep: 10` deprecates images its team meant to keep.
+    public func lifecyclePolicy() throws -> LifecyclePolicy? {
+        guard let policy else { return nil }
+        do {
+            return try JSONDecoder().decode(LifecyclePolicy.self, from: Data(policy.utf8))
+        } catch {
+            throw KilnError(
+                .storeInconsistent,
+                "the lifecycle policy of \(family) recorded with \(name) cannot be read (\(error)): rotation of \(family) stops here rather than fall back to the default policy; rebuild the family to record its policy again")
+        }
     }
 }
 

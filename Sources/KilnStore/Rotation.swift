@@ -27,18 +27,14 @@ extension Catalog {
             var skipped: [RotationAction] = []
             for (family, images) in Dictionary(grouping: all, by: \.family).sorted(by: { $0.key < $1.key })
             where only == nil || only == family {
-                let policy =
-                    images.lazy.compactMap(\.policy).first.flatMap {
-                        try? JSONDecoder().decode(LifecyclePolicy.self, from: Data($0.utf8))
-                    } ?? LifecyclePolicy()
+                // The newest image's recorded policy, read exactly (see ImageRecord.lifecyclePolicy).
+                let policy = try images.first(where: { $0.policy != nil })?.lifecyclePolicy() ?? LifecyclePolicy()
                 let ready = images.filter { $0.state == .ready }
                 let kept = Set(ready.prefix(max(policy.keep, 1)).map(\.name))
                 let head = ready.first
                 for image in images {
                     // Protected: the head, the newest `keep` READY images, channel targets, pinned images.
-                    if kept.contains(image.name) || channelTargets.contains(image.name)
-                        || (image.labels.contains("pinned") && image.labelDictionary["pinned"] == "true")
-                    {
+                    if try kept.contains(image.name) || channelTargets.contains(image.name) || image.isPinned() {
                         continue
                     }
                     guard let change = Self.nextStep(for: image, policy: policy, head: head, now: now, actor: actor) else {

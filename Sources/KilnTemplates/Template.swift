@@ -77,6 +77,18 @@ public struct LifecyclePolicy: Sendable, Equatable, Codable {
     public var purgeAfter: Int = 30 * 86_400
 
     public init() {}
+
+    /// A key the record lacks (a policy stored by an older kiln, before that key existed) takes
+    /// its default; the synthesized decoder would fail the whole policy instead.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = LifecyclePolicy()
+        keep = try container.decodeIfPresent(Int.self, forKey: .keep) ?? defaults.keep
+        deprecateAfter = try container.decodeIfPresent(Int.self, forKey: .deprecateAfter) ?? defaults.deprecateAfter
+        obsoleteAfter = try container.decodeIfPresent(Int.self, forKey: .obsoleteAfter) ?? defaults.obsoleteAfter
+        deleteAfter = try container.decodeIfPresent(Int.self, forKey: .deleteAfter) ?? defaults.deleteAfter
+        purgeAfter = try container.decodeIfPresent(Int.self, forKey: .purgeAfter) ?? defaults.purgeAfter
+    }
 }
 
 public enum Source: Sendable, Equatable {

@@ -118,6 +118,50 @@ struct RotationTests {
         }
         #expect(try store.catalog.image(named: names[2])?.state != .ready)
     }
+
+    @Test(
+        "a recorded policy lacking keys (an older kiln's) keeps its own keep; one the catalog cannot read stops the rotation, changing nothing",
+        arguments: CatalogBackend.allCases)
+    func policiesReadExactly(backend: CatalogBackend) throws {
+        let store = try temporaryStore(backend)
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        for index in 1...4 {
+            var image = draft("kept", digest: "kept\(index)")
+            // keep: 10, without the keys a later kiln added: the other keys take their defaults.
+            image.policy = #"{"keep": 10, "obsoleteAfter": 86400}"#
+            _ = try store.catalog.commit(image, at: start.addingTimeInterval(Double(index) * Self.day))
+        }
+        let later = start.addingTimeInterval(100 * Self.day)
+        #expect(try store.catalog.rotate(now: later, dryRun: false).actions.isEmpty)
+        #expect(try store.catalog.images().allSatisfy { $0.state == .ready })
+
+        var broken = draft("kept", digest: "kept5")
+        broken.policy = "{keep: 10"
+        let newest = try store.catalog.commit(broken, at: start.addingTimeInterval(5 * Self.day))
+        let error = #expect(throws: KilnError.self) { try store.catalog.rotate(now: later, dryRun: false) }
+        #expect(error?.message.contains("lifecycle policy of kept recorded with \(newest.name) cannot be read") == true)
+        #expect(try store.catalog.images().allSatisfy { $0.state == .ready })
+    }
+
+    @Test("labels the catalog cannot read fail the pinned guard instead of passing it", arguments: CatalogBackend.allCases)
+    func unreadableLabelsAreNotUnpinned(backend: CatalogBackend) throws {
+        let (store, names) = try family(backend)
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        // A label whose value merely mentions "pinned" pins nothing.
+        var noted = draft("base", digest: "noted")
+        noted.labels = ["note": "pinned"]
+        _ = try store.catalog.commit(noted, at: start)
+        try store.catalog.db.write { db in
+            try db.execute("UPDATE image SET labels = ? WHERE name = ?", [.text(#"{"pinned": "true""#), .text(names[0])])
+        }
+        let now = start.addingTimeInterval(100 * Self.day)
+        let error = #expect(throws: KilnError.self) { try store.catalog.rotate(now: now, dryRun: false) }
+        #expect(error?.message.contains("labels of \(names[0]) cannot be read") == true)
+        #expect(throws: KilnError.self) {
+            try store.catalog.transition(names[0], Transition(to: .deleted, reason: "by hand", actor: "t", now: now))
+        }
+        #expect(try store.catalog.image(named: names[0])?.state == .ready)
+    }
 }
 
 /// gc's selection, read through the catalog (the blob removal itself is GarbageCollector's).
