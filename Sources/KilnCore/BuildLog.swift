@@ -15,7 +15,7 @@ public final class BuildLog: Sendable {
     }
 
     private let state: Mutex<State>
-    private let secrets: [String]
+    private let redactor: Redactor
     private let family: String
     private let sink: Sink?
     public let path: String
@@ -31,18 +31,12 @@ public final class BuildLog: Sendable {
         }
         self.path = path
         self.family = family
-        self.secrets = secrets.sorted { $0.count > $1.count }
+        self.redactor = Redactor(secrets)
         self.sink = sink
         state = Mutex(State(handle: handle))
     }
 
-    public func redact(_ text: String) -> String {
-        var text = text
-        for secret in secrets where text.contains(secret) {
-            text = text.replacingOccurrences(of: secret, with: "<sensitive>")
-        }
-        return text
-    }
+    public func redact(_ text: String) -> String { redactor(text) }
 
     /// Records one line from `source` ("kiln", "console", or a step's title).
     public func emit(_ source: String, _ line: String) {

@@ -13,9 +13,7 @@ public struct TemplateSet: Sendable {
     }
 
     /// `text` with every sensitive value replaced, for output that quotes template text.
-    public func redact(_ text: String) -> String {
-        sensitiveValues.reduce(text) { $0.replacingOccurrences(of: $1, with: "<sensitive>") }
-    }
+    public func redact(_ text: String) -> String { Redactor(sensitiveValues)(text) }
 }
 
 /// Reads templates from disk and reports every problem it finds, each with its position.

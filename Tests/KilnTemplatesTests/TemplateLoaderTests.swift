@@ -391,3 +391,30 @@ extension TemplateLoaderTests {
     }
 
 }
+
+@Suite("Redaction of sensitive values")
+struct RedactionTests {
+    @Test("a sensitive value that contains another is redacted whole, whatever order they were declared in")
+    func longestFirst() throws {
+        let dir = try TemplateDirectory([
+            "a.yaml": """
+            image: app
+            from: {image: base}
+            vars:
+              short: {default: abc, sensitive: true}
+              long: {default: abcdef, sensitive: true}
+            provision:
+              - shell: echo ${var.long} ${var.short}
+            """
+        ])
+        let set = try TemplateLoader(environment: [:]).load(path: dir.path)
+        let title = try #require(set.templates.first?.steps.first?.title)
+        #expect(set.redact(title).hasSuffix(" shell echo <sensitive> <sensitive>"), "\(set.redact(title))")
+        #expect(set.redact("token=abcdefabc;") == "token=<sensitive><sensitive>;")
+        // The build log's redaction is the same rule.
+        let logPath = dir.path + "/build.log"
+        let log = try BuildLog(path: logPath, family: "app", secrets: ["abc", "abcdef"], sink: nil)
+        #expect(log.redact("key abcdef") == "key <sensitive>")
+        #expect(Redactor(["", "abc", "abc", "abcdef"]).values == ["abcdef", "abc"])
+    }
+}
