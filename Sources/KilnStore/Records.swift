@@ -64,7 +64,8 @@ public struct ImageRecord: Codable, Sendable, Equatable {
     public func isPinned() throws -> Bool {
         guard let labels = try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8)) else {
             throw KilnError(
-                .storeInconsistent, "the catalog's labels of \(name) cannot be read, so whether it is pinned is unknown: \(labels.prefix(200))")
+                .storeInconsistent,
+                "the catalog's labels of \(name) cannot be read, so whether it is pinned is unknown: \(labels.prefix(200))")
         }
         return labels["pinned"] == "true"
     }
@@ -79,7 +80,8 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         } catch {
             throw KilnError(
                 .storeInconsistent,
-                "the lifecycle policy of \(family) recorded with \(name) cannot be read (\(error)): rotation of \(family) stops here rather than fall back to the default policy; rebuild the family to record its policy again")
+                "the lifecycle policy of \(family) recorded with \(name) cannot be read (\(error)): rotation of \(family) stops here rather than fall back to the default policy; rebuild the family to record its policy again"
+            )
         }
     }
 }
