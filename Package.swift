@@ -3,9 +3,10 @@ import PackageDescription
 
 // Modules depend only downwards:
 // KilnCore -> KilnTemplates -> KilnGraph -> KilnStore -> KilnProviders -> KilnBuild -> KilnExport -> KilnCommands -> kiln
+// kiln builds and runs on Linux only: it uses Glibc directly, Linux user namespaces
+// (mmdebstrap), /proc and QEMU's Linux host features. No `platforms:` line claims otherwise.
 let package = Package(
     name: "kiln",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kiln", targets: ["kiln"])
     ],
