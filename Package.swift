@@ -72,7 +72,7 @@ let package = Package(
         // Testing nor anything `@testable` (each broke `make demo` once).
         .target(name: "KilnTestSupport", dependencies: ["KilnStore", "KilnCore"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
-        .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates"]),
+        .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates", "Yams"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph", "KilnTestSupport"]),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore", "KilnTestSupport"]),
         .testTarget(

@@ -686,13 +686,9 @@ final class TemplateParser {
             let values = items.map { jsonValue($0, "\(what) item") }
             return values.contains { $0 == nil } ? nil : values.map { $0! }
         case .scalar(let scalar):
+            if let boolean = Self.boolean(scalar) { return boolean }
             if scalar.style == .plain {
                 if node.null != nil { return NSNull() }
-                switch scalar.string {
-                case "true", "True", "TRUE": return true
-                case "false", "False", "FALSE": return false
-                default: break
-                }
                 if let n = Int(scalar.string) { return n }
                 if let x = Double(scalar.string), x.isFinite { return x }
             }
@@ -835,14 +831,25 @@ final class TemplateParser {
         return value
     }
 
+    /// The one rule for booleans, YAML 1.2's core schema, wherever a template has one (a key
+    /// such as `sensitive:`, a value in `extra_vars` or a plugin's settings): a plain `true`,
+    /// `True`, `TRUE`, `false`, `False` or `FALSE`. `yes`, `no`, `on`, `off` and quoted text are
+    /// strings, as in YAML 1.2 and JSON (YAML 1.1 made `country: NO` false).
+    static func boolean(_ scalar: Node.Scalar) -> Bool? {
+        scalar.style == .plain ? booleans[scalar.string] : nil
+    }
+
+    private static let booleans = ["true": true, "True": true, "TRUE": true, "false": false, "False": false, "FALSE": false]
+
     private func bool(_ node: Node, _ what: String) -> Bool? {
-        switch node.scalar?.string.lowercased() {
-        case "true", "yes", "on": return true
-        case "false", "no", "off": return false
-        default:
-            error(at: node, "\(what) must be true or false")
-            return nil
-        }
+        if let scalar = node.scalar, let value = Self.boolean(scalar) { return value }
+        let text = node.scalar?.string ?? ""
+        let hint =
+            ["yes", "no", "on", "off"].contains(text.lowercased())
+            ? " (YAML 1.2 reads \(text) as a string)"
+            : (Self.booleans[text] != nil ? " (unquoted)" : "")
+        error(at: node, "\(what) must be true or false\(hint)")
+        return nil
     }
 
     private func sha256(_ node: Node) -> String? {

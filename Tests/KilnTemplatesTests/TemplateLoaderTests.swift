@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import Testing
+import Yams
 
 @testable import KilnTemplates
 
@@ -416,5 +417,43 @@ struct RedactionTests {
         let log = try BuildLog(path: logPath, family: "app", secrets: ["abc", "abcdef"], sink: nil)
         #expect(log.redact("key abcdef") == "key <sensitive>")
         #expect(Redactor(["", "abc", "abc", "abcdef"]).values == ["abcdef", "abc"])
+    }
+}
+
+@Suite("Booleans: one rule for keys and values")
+struct BooleanRuleTests {
+    @Test("yes, on and quoted true are not booleans for a key, as they are not in extra_vars: YAML 1.2's rule everywhere")
+    func yamlOneTwoEverywhere() throws {
+        let dir = try TemplateDirectory([
+            "a.yaml": """
+            image: a
+            from: {image: base}
+            vars:
+              token: {default: x, sensitive: yes}
+              other: {default: y, sensitive: "true"}
+              third: {default: z, sensitive: TRUE}
+            provision:
+              - shell: x
+                sensitive_output: on
+            """
+        ])
+        do {
+            _ = try TemplateLoader(environment: [:]).load(path: dir.path)
+            Issue.record("yes, on and \"true\" were taken as booleans")
+        } catch let failure as ValidationFailure {
+            #expect(
+                failure.diagnostics.map { "\($0.line):\($0.column): \($0.message)" } == [
+                    "4:34: sensitive must be true or false (YAML 1.2 reads yes as a string)",
+                    "5:34: sensitive must be true or false (unquoted)",
+                    "9:23: sensitive_output must be true or false (YAML 1.2 reads on as a string)",
+                ])
+        }
+        // The same scalars as values: strings, and TRUE a boolean, by the same function.
+        let yes = try #require(try Yams.compose(yaml: "yes"))
+        let quoted = try #require(try Yams.compose(yaml: "\"true\""))
+        let upper = try #require(try Yams.compose(yaml: "TRUE"))
+        #expect(TemplateParser.boolean(try #require(yes.scalar)) == nil)
+        #expect(TemplateParser.boolean(try #require(quoted.scalar)) == nil)
+        #expect(TemplateParser.boolean(try #require(upper.scalar)) == true)
     }
 }
