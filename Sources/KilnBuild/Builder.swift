@@ -70,7 +70,7 @@ public struct Builder: Sendable {
         do {
             return try Providers.named(template.provider.name, pluginDirectory: store.pluginDirectory)
         } catch let error as KilnError {
-            throw KilnError(error.code, "\(template.provider.location ?? template.location): \(error.message)")
+            throw KilnError(error.code, error.message, at: template.provider.location ?? template.location, cause: error.cause)
         }
     }
 
@@ -83,21 +83,21 @@ public struct Builder: Sendable {
             guard provider.buildsFromDisks else {
                 throw KilnError(
                     .invalidInput,
-                    "\(from): the \(provider.name) provider starts from an image of its own, not from \(template.source.kind): give from: {provider_image: ID}"
-                )
+                    "the \(provider.name) provider starts from an image of its own, not from \(template.source.kind): give from: {provider_image: ID}",
+                    at: from)
             }
         case .providerImage:
             guard !provider.buildsFromDisks else {
                 throw KilnError(
-                    .invalidInput,
-                    "\(from): the \(provider.name) provider starts from disks (debootstrap, file, url), not from a provider image")
+                    .invalidInput, "the \(provider.name) provider starts from disks (debootstrap, file, url), not from a provider image",
+                    at: from)
             }
         case .image(let family):
             if let parentProvider, parentProvider != provider.name {
                 throw KilnError(
                     .invalidInput,
-                    "\(from): \(template.family) is built by \(provider.name), but its parent \(family) is a \(parentProvider) image: a layer is built by its parent's provider"
-                )
+                    "\(template.family) is built by \(provider.name), but its parent \(family) is a \(parentProvider) image: a layer is built by its parent's provider",
+                    at: from)
             }
         }
         let usesAnsible = template.steps(for: provider.name).contains {

@@ -124,7 +124,7 @@ public struct Planner: Sendable {
             return .rebuilding(family: family)
         }
         guard let head = try store.catalog.buildParent(of: family) else {
-            throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
+            throw KilnError(.notFound, "family '\(family)' has no READY image to build from", at: template.sourceLocation)
         }
         return .image(head)
     }

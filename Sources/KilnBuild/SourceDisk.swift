@@ -132,8 +132,8 @@ struct SourceDisk {
     static func aptSources(of spec: Debootstrap, at location: SourceLocation) throws -> [AptSource] {
         guard let mirror = spec.mirror ?? DebianMirror.host() else {
             throw KilnError(
-                .invalidInput,
-                "\(location): no Debian mirror: set from.debootstrap.mirror or KILN_MIRROR (the host's apt configuration names none)")
+                .invalidInput, "no Debian mirror: set from.debootstrap.mirror or KILN_MIRROR (the host's apt configuration names none)",
+                at: location)
         }
         let main = AptSource(
             mirror: mirror, suite: spec.suite, components: spec.components, signedBy: spec.signedBy, trusted: spec.trusted)

@@ -81,7 +81,8 @@ public struct Kiln: AsyncParsableCommand {
             printError("kiln: \(failure.diagnostics.count) error\(failure.diagnostics.count == 1 ? "" : "s"); nothing was built")
             return 2
         case let error as KilnError:
-            printError("kiln: error: \(error.description)")
+            // A positioned error is already `file:line:col: error: ...`, as the loader prints them.
+            printError(error.location == nil ? "kiln: error: \(error.description)" : error.description)
             return error.exitStatus
         case is CancellationError:
             printError("kiln: interrupted")

@@ -21,16 +21,21 @@ public struct KilnError: Error, CustomStringConvertible, LocalizedError, Sendabl
     public let code: Code
     public let message: String
     public let cause: (any Error & Sendable)?
+    /// Where in a template the problem is, when it is one's: then it prints as a compiler's
+    /// diagnostic does (`file:line:col: error: message`), like the loader's own errors.
+    public let location: SourceLocation?
 
-    public init(_ code: Code, _ message: String, cause: (any Error & Sendable)? = nil) {
+    public init(_ code: Code, _ message: String, at location: SourceLocation? = nil, cause: (any Error & Sendable)? = nil) {
         self.code = code
         self.message = message
+        self.location = location
         self.cause = cause
     }
 
     public var description: String {
-        guard let cause else { return message }
-        return "\(message): \(cause)"
+        let text = cause.map { "\(message): \($0)" } ?? message
+        guard let location else { return text }
+        return location.diagnostic(text).description
     }
 
     public var errorDescription: String? { description }

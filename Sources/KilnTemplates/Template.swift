@@ -1,24 +1,5 @@
 import KilnCore
 
-/// A place in a template file, 1-based like editors count.
-public struct SourceLocation: Sendable, Hashable, Codable, CustomStringConvertible {
-    public let file: String
-    public let line: Int
-    public let column: Int
-
-    public init(file: String, line: Int, column: Int) {
-        self.file = file
-        self.line = line
-        self.column = column
-    }
-
-    public var description: String { "\(file):\(line):\(column)" }
-
-    public func diagnostic(_ message: String) -> Diagnostic {
-        Diagnostic(file: file, line: line, column: column, message: message)
-    }
-}
-
 /// One image of the graph, as its template file describes it, with variables already substituted.
 public struct Template: Sendable {
     /// The family this template builds (the `image:` key).

@@ -51,6 +51,20 @@ final class CLITests {
         #expect(result.stderr.contains("\(dir)/a.yaml:2:7: error: cycle in the image graph: a -> b -> a"))
     }
 
+    @Test("an error found after loading (qemu given a provider image) prints as the loader's do: file:line:col: error:, exit 2")
+    func positionedErrorsAfterLoading() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-cli-mismatch-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "image: base\nfrom: {provider_image: ami-0123}\n".write(toFile: dir + "/base.yaml", atomically: true, encoding: .utf8)
+        let result = try await CLI.kiln(["build", dir, "--home", home])
+        #expect(result.status == 2, "\(result.stderr)")
+        #expect(
+            result.stderr.split(separator: "\n").contains(
+                "\(dir)/base.yaml:2:7: error: the qemu provider starts from disks (debootstrap, file, url), not from a provider image"),
+            "\(result.stderr)")
+    }
+
     @Test("validate and plan accept the example and show the build order")
     func planExample() async throws {
         let validate = try await CLI.kiln(["validate", CLI.root + "/examples/debian", "--home", home])

@@ -125,7 +125,7 @@ struct PluginProviderTests {
         #expect(unknown.status == 2)
         #expect(
             unknown.stderr.contains(
-                "\(dir)/base.yaml:3:11: unknown provider 'nosuch': built in are qemu, aws, and no plugin kiln-provider-nosuch is in \(store.home)/plugins or on PATH"
+                "\(dir)/base.yaml:3:11: error: unknown provider 'nosuch': built in are qemu, aws, and no plugin kiln-provider-nosuch is in \(store.home)/plugins or on PATH"
             ), "\(unknown.stderr)")
 
         // qemu's sources are not a plugin's, and a plugin's are not qemu's.
