@@ -69,7 +69,7 @@ let package = Package(
         ),
         // Shared by the test targets: catalogs on SQLite and on a test PostgreSQL server, fixture
         // servers. `swift build` builds it with the product, in release too: so it imports neither
-        // Testing nor anything `@testable` (each broke `make demo` once).
+        // Testing nor a module for testing (each broke `make demo` once).
         .target(name: "KilnTestSupport", dependencies: ["KilnStore", "KilnCore"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
         .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates", "Yams"]),

@@ -9,7 +9,7 @@ import Synchronization
 
 /// Creates an empty database on a PostgreSQL server and returns the URL that names it: how the
 /// tests give each catalog a database of their own. `package`, so the test-support target can
-/// call it with a plain import: a `@testable import` there broke every release build.
+/// call it with a plain import (a testing-only import of KilnStore there broke release builds).
 package func createPostgresDatabase(server url: String, name: String) throws -> String {
     try PostgresDatabase.createDatabase(server: url, name: name)
 }

@@ -62,6 +62,9 @@ public struct ImageRecord: Codable, Sendable, Equatable {
     /// The label `pinned: "true"`, read exactly: labels the catalog cannot read are an error,
     /// never "not pinned" (a guard that fails open would let rotation delete a kept image).
     public func isPinned() throws -> Bool {
+        // Labels whose text lacks the word cannot hold the key (kiln writes them with
+        // JSONEncoder, which escapes no letters): no JSON decode per image in a rotation.
+        guard labels.contains("pinned") else { return false }
         guard let labels = try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8)) else {
             throw KilnError(
                 .storeInconsistent,
