@@ -91,7 +91,7 @@ struct StepRunner: Sendable {
             }
         }
         do {
-            try await Self.withTimeout(timeout) {
+            try await Timeout.run(timeout) {
                 try await execute(step, title: title, on: machine, timeout: timeout)
             }
         } catch let error as KilnError where error.code == .timeout {
@@ -189,22 +189,5 @@ struct StepRunner: Sendable {
         let paused = ContinuousClock.now
         try await prompt.pause(message)
         log.emit("kiln", "continued after \((ContinuousClock.now - paused).kilnDescription)")
-    }
-
-    /// Runs `body`, stopping it (by cancellation: its processes are torn down) once `limit` passes.
-    static func withTimeout(_ limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try await body()
-                return true
-            }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return false
-            }
-            let finished = try await group.next()!
-            group.cancelAll()
-            guard finished else { throw KilnError(.timeout, "did not finish within \(limit.kilnDescription)") }
-        }
     }
 }

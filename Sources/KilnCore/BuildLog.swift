@@ -91,29 +91,3 @@ public final class BuildLog: Sendable {
         }
     }
 }
-
-extension Locked where Value == Bool {
-    /// True for the first caller only: a teardown that may be asked for more than once.
-    public func setOnce() -> Bool {
-        withLock { (done: inout Bool) -> Bool in
-            defer { done = true }
-            return !done
-        }
-    }
-}
-
-/// A value shared between tasks, behind a lock.
-public final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-
-    public init(_ value: Value) { mutex = Mutex(value) }
-
-    public var value: Value { mutex.withLock { $0 } }
-
-    public func set(_ value: Value) { mutex.withLock { $0 = value } }
-
-    @discardableResult
-    public func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
-        try mutex.withLock { (value: inout Value) throws(E) -> R in try body(&value) }
-    }
-}

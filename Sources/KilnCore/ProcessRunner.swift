@@ -51,20 +51,10 @@ public enum ProcessRunner {
             return try await runOnce(
                 executable, arguments, environment, workingDirectory, input, collectLimit, onLine)
         }
-        return try await withThrowingTaskGroup(of: ProcessResult?.self) { group in
-            group.addTask {
-                try await runOnce(executable, arguments, environment, workingDirectory, input, collectLimit, onLine)
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            guard let result = first else {
-                throw KilnError(.timeout, "\(executable) did not finish within \(timeout.kilnDescription)")
-            }
-            return result
+        return try await Timeout.run(
+            timeout, onTimeout: { KilnError(.timeout, "\(executable) did not finish within \(timeout.kilnDescription)") }
+        ) {
+            try await runOnce(executable, arguments, environment, workingDirectory, input, collectLimit, onLine)
         }
     }
 
