@@ -1,8 +1,16 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// Modules depend only downwards:
-// KilnCore -> KilnTemplates -> KilnGraph -> KilnStore -> KilnProviders -> KilnBuild -> KilnExport -> KilnCommands -> kiln
+// Modules depend only downwards (docs/architecture.md draws the graph):
+//   KilnCore                     errors, processes, logs, hashing, concurrency helpers
+//   KilnModel      -> Core       plain data: templates, steps, provider settings, image records
+//   KilnTemplates  -> Model      YAML loading (Yams) into the model
+//   KilnGraph      -> Templates  the image graph, GitLab pipelines
+//   KilnStore      -> Model      blobs, the catalog (SQLite, PostgreSQL), lifecycle, signing
+//   KilnProviders  -> Model      qemu, aws and plugins, the SSH communicator; no catalog, no database
+//   KilnBuild      -> Graph, Store, Providers    the build pipeline
+//   KilnExport     -> Store      export formats and registries
+//   KilnCommands   -> Build, Export              the CLI; `kiln` is a thin main over it
 // kiln builds and runs on Linux only: it uses Glibc directly, Linux user namespaces
 // (mmdebstrap), /proc and QEMU's Linux host features. No `platforms:` line claims otherwise.
 let package = Package(
@@ -37,12 +45,13 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        .target(name: "KilnTemplates", dependencies: ["KilnCore", "Yams"]),
-        .target(name: "KilnGraph", dependencies: ["KilnTemplates", "Yams"]),
+        .target(name: "KilnModel", dependencies: ["KilnCore"]),
+        .target(name: "KilnTemplates", dependencies: ["KilnCore", "KilnModel", "Yams"]),
+        .target(name: "KilnGraph", dependencies: ["KilnTemplates", "KilnModel", "Yams"]),
         .target(
             name: "KilnStore",
             dependencies: [
-                "KilnCore", "KilnTemplates", "CArchive", .product(name: "GRDB", package: "GRDB.swift"),
+                "KilnCore", "KilnModel", "CArchive", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
@@ -50,13 +59,15 @@ let package = Package(
         ),
         .target(
             name: "KilnProviders",
-            dependencies: ["KilnCore", "KilnTemplates", "KilnStore", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["KilnCore", "KilnModel", "CArchive", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "KilnBuild",
-            dependencies: ["KilnGraph", "KilnStore", "KilnProviders", .product(name: "Yams", package: "Yams")]),
+            dependencies: [
+                "KilnGraph", "KilnModel", "KilnStore", "KilnProviders", .product(name: "Yams", package: "Yams"),
+            ]),
         .target(
             name: "KilnExport",
-            dependencies: ["KilnBuild", "KilnStore", "KilnCore", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["KilnStore", "KilnModel", "KilnCore", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "KilnCommands",
             dependencies: ["KilnBuild", "KilnExport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -64,30 +75,31 @@ let package = Package(
         .executableTarget(name: "kiln", dependencies: ["KilnCommands"]),
         // Catalog benchmarks at scale (bench/catalog.sh); not part of the test suite.
         .executableTarget(
-            name: "kiln-bench", dependencies: ["KilnStore", "KilnCore", .product(name: "GRDB", package: "GRDB.swift")],
+            name: "kiln-bench", dependencies: ["KilnStore", "KilnModel", "KilnCore", .product(name: "GRDB", package: "GRDB.swift")],
             path: "bench/Sources/kiln-bench"
         ),
         // Shared by the test targets: catalogs on SQLite and on a test PostgreSQL server, fixture
         // servers. `swift build` builds it with the product, in release too: so it imports neither
         // Testing nor a module for testing (each broke `make demo` once).
-        .target(name: "KilnTestSupport", dependencies: ["KilnStore", "KilnCore"], path: "Tests/KilnTestSupport"),
+        .target(name: "KilnTestSupport", dependencies: ["KilnStore", "KilnModel", "KilnCore"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnCoreTests", dependencies: ["KilnCore"]),
-        .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates", "Yams"]),
+        .testTarget(name: "KilnModelTests", dependencies: ["KilnModel"]),
+        .testTarget(name: "KilnTemplatesTests", dependencies: ["KilnTemplates", "KilnModel", "Yams"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph", "KilnTestSupport"]),
         .testTarget(name: "KilnStoreTests", dependencies: ["KilnStore", "KilnTestSupport"]),
         .testTarget(
-            name: "KilnProvidersTests", dependencies: ["KilnProviders", "KilnCore", "KilnTestSupport"],
+            name: "KilnProvidersTests", dependencies: ["KilnProviders", "KilnModel", "KilnCore", "KilnTestSupport"],
             // Run from its source path by EC2ClientTests (a throttling front for moto_server), not bundled.
             exclude: ["Fixtures/ec2_throttle_proxy.py"]),
         .testTarget(
-            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnCommands", "KilnTestSupport", "Yams"],
+            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnModel", "KilnTestSupport", "Yams"],
             // Run from their source paths by DownloadTests (a loopback HTTP server) and
             // PluginProviderTests (misbehaving plugins), not bundled.
             exclude: ["Fixtures/range_server.py", "Fixtures/faulty_plugin.py"]),
         .testTarget(
-            name: "KilnExportTests", dependencies: ["KilnExport", "KilnCommands", "KilnTestSupport"],
+            name: "KilnExportTests", dependencies: ["KilnExport", "KilnModel", "KilnTestSupport"],
             // Run from its source path by RegistryTests (an auth front for a loopback registry), not bundled.
             exclude: ["Fixtures/token_proxy.py"]),
-        .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnExport", "KilnCommands", "KilnTestSupport", "Yams"]),
+        .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnExport", "KilnModel", "KilnTestSupport", "Yams"]),
     ]
 )

@@ -1,6 +1,7 @@
 import CArchive
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 #if canImport(FoundationNetworking)

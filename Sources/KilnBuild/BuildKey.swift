@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 import KilnTemplates
 
@@ -53,7 +54,7 @@ public enum BuildKeys {
         // An AMI and a qcow2 disk are different images; qemu's keys stay as they were before providers.
         if template.provider.name != "qemu" {
             e["provider"] = template.provider.name
-            if template.provider.settingsJSON != "{}" { e["provider.settings"] = hidden(template.provider.settingsJSON) }
+            if template.provider.settings.json != "{}" { e["provider.settings"] = hidden(template.provider.settings.json) }
         }
         if let description = template.description { e["description"] = hidden(description) }
         for (key, value) in template.labels { e["labels.\(key)"] = hidden(value) }

@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnGraph
+import KilnModel
 import KilnProviders
 import KilnStore
 import KilnTemplates
@@ -214,9 +215,17 @@ public struct Builder: Sendable {
         return graph.order.compactMap { results[$0.family] }
     }
 
-    /// What a machine of this size can hold at once: no more VMs than cores, nor than memory allows.
-    public static func defaultJobs(memoryMiB: Int) -> Int {
+    /// What a machine of this size can hold at once: no more builds than cores, nor more local
+    /// VMs than memory allows. Only qemu builds run a VM here; an aws build's machine is EC2's,
+    /// and a plugin's is sized by the plugin.
+    public static func defaultJobs(for templates: [Template]) -> Int {
+        defaultJobs(memoryMiB: templates.compactMap { $0.provider.settings.qemu?.memoryMiB }.max())
+    }
+
+    /// - Parameter memoryMiB: the largest local VM; nil when no build runs one.
+    static func defaultJobs(memoryMiB: Int?) -> Int {
         let cores = ProcessInfo.processInfo.activeProcessorCount
+        guard let memoryMiB else { return max(1, cores) }
         let available = Int(ProcessInfo.processInfo.physicalMemory >> 20) - 1024
         return max(1, min(cores, available / max(memoryMiB + 512, 1)))
     }
@@ -315,10 +324,9 @@ public struct Builder: Sendable {
                 scratchDirectory: scratch,
                 kernel: hasKernel ? baseDirectory! + "/" + Store.kernelName : nil,
                 initrd: hasKernel ? baseDirectory! + "/" + Store.initrdName : nil,
-                settings: template.qemu, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
+                settings: template.provider.settings, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
             spec.family = family
             spec.templateDirectory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
-            spec.settingsJSON = template.provider.settingsJSON
             spec.stepTimeout = options.stepTimeout
             if case .providerImage(let id) = template.source { spec.sourceImage = id }
             if let parent, let artifact = try store.artifact(of: parent) {

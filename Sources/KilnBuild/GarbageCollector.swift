@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// `kiln gc`: removes the disks of purged images, the leftovers of builds that are no longer

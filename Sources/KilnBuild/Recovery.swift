@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// Puts a store back in order after kiln processes that died without finishing (`kill -9`, a

@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// One thing the cache holds: a source disk (debootstrap tree, file or URL made into a disk)

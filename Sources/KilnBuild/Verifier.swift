@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// `kiln verify`: re-hashes blobs and checks the catalog against the store, so "nothing was

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnBuild
 import KilnCore
+import KilnModel
 import KilnProviders
 import KilnStore
 
@@ -113,7 +114,7 @@ struct Build: AsyncParsableCommand {
         }
         var selected: Set<String>? = only.isEmpty ? nil : Set(only)
         if !except.isEmpty { selected = (selected ?? families).subtracting(except) }
-        let parallel = jobs ?? Builder.defaultJobs(memoryMiB: graph.order.map(\.qemu.memoryMiB).max() ?? 1024)
+        let parallel = jobs ?? Builder.defaultJobs(for: graph.order)
         let store = try store.openRecovered()
         var options = BuildOptions()
         options.onError = onErrorMode

@@ -1,6 +1,7 @@
 import ArgumentParser
 import KilnCore
 import KilnGraph
+import KilnModel
 import KilnStore
 
 struct CI: AsyncParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KilnBuild
+import KilnModel
 
 struct CacheList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List what the source cache holds.")

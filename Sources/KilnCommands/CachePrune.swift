@@ -1,6 +1,7 @@
 import ArgumentParser
 import KilnBuild
 import KilnCore
+import KilnModel
 
 struct CachePrune: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

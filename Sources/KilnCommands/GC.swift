@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnBuild
+import KilnModel
 
 struct GC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

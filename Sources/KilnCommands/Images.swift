@@ -1,4 +1,5 @@
 import ArgumentParser
+import KilnModel
 import KilnStore
 
 struct Images: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnCore
 import KilnExport
+import KilnModel
 import KilnStore
 
 struct Inspect: AsyncParsableCommand {

@@ -3,6 +3,7 @@ import Foundation
 import KilnBuild
 import KilnCore
 import KilnGraph
+import KilnModel
 import KilnStore
 import KilnTemplates
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnBuild
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// Options shared by the commands that change an image's state.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 struct Logs: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import Foundation
 import KilnBuild
 import KilnCore
+import KilnModel
 import KilnStore
 import Synchronization
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnBuild
 import KilnGraph
+import KilnModel
 import KilnStore
 import KilnTemplates
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnBuild
 import KilnCore
+import KilnModel
 import KilnProviders
 import KilnStore
 
@@ -69,7 +70,7 @@ struct Refresh: AsyncParsableCommand {
         options.freshSources = outdated
         options.origin = OriginSource(templates: templates.path)
         let builder = Builder(store: store, options: options, reporter: ConsoleReporter())
-        let parallel = jobs ?? Builder.defaultJobs(memoryMiB: graph.order.map(\.qemu.memoryMiB).max() ?? 1024)
+        let parallel = jobs ?? Builder.defaultJobs(for: graph.order)
         let results = try await builder.build(graph, secrets: set.sensitiveValues, selected: Set(rebuilt), jobs: parallel)
         var moved: [String] = []
         for result in results {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnBuild
+import KilnModel
 import KilnStore
 
 struct Rotate: AsyncParsableCommand {

@@ -1,5 +1,6 @@
 import Foundation
 import KilnBuild
+import KilnModel
 
 #if canImport(Glibc)
     import Glibc

@@ -2,6 +2,7 @@ import ArgumentParser
 import KilnBuild
 import KilnCore
 import KilnExport
+import KilnModel
 import KilnStore
 
 struct Verify: AsyncParsableCommand {

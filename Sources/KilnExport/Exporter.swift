@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 #if canImport(Glibc)

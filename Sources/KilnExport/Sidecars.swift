@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// An image's package list as an SPDX 2.3 JSON document: the form SBOM tools read.

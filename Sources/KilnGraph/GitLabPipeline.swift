@@ -1,4 +1,5 @@
 import KilnCore
+import KilnModel
 import KilnTemplates
 import Yams
 

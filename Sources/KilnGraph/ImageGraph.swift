@@ -1,4 +1,5 @@
 import KilnCore
+import KilnModel
 import KilnTemplates
 
 /// The images of a template set as a forest: each layer points at its parent family.

@@ -1,7 +1,6 @@
 import Foundation
 import KilnCore
-import KilnStore
-import KilnTemplates
+import KilnModel
 
 /// A provider that is a separate program, `kiln-provider-NAME`, speaking kiln's JSON-lines
 /// protocol on its standard input and output (docs/providers.md). One plugin process serves one
@@ -26,7 +25,7 @@ public struct PluginProvider: Provider {
             let hello = try await connection.handshake()
             var parameters: [String: any Sendable] = [
                 "build_id": spec.buildID, "family": spec.family, "scratch_directory": spec.scratchDirectory,
-                "template_directory": spec.templateDirectory, "settings": JSONText(spec.settingsJSON),
+                "template_directory": spec.templateDirectory, "settings": JSONText(spec.settings.json),
             ]
             if let image = spec.sourceImage { parameters["source"] = ["image_id": image] as [String: any Sendable] }
             if let artifact = spec.parentArtifact, let directory = spec.parentDirectory {
@@ -181,7 +180,7 @@ final class PluginMachine: Machine {
         var artifact = ProviderArtifact(provider: connection.name, id: id)
         artifact.details = (result["details"] as? [String: Any] ?? [:]).compactMapValues { $0 as? String }
         for file in files {
-            guard !file.isEmpty, !file.contains("/"), file != ProviderArtifact.fileName, file != Store.diskName else {
+            guard !file.isEmpty, !file.contains("/"), file != ProviderArtifact.fileName, file != ImageFiles.disk else {
                 throw connection.protocolError("snapshot named the file '\(file)': give plain file names in output_directory")
             }
             let path = directory + "/" + file

@@ -1,7 +1,6 @@
 import Foundation
 import KilnCore
-import KilnStore
-import KilnTemplates
+import KilnModel
 
 /// Everything a provider needs to start one build's machine.
 public struct MachineSpec: Sendable {
@@ -15,14 +14,13 @@ public struct MachineSpec: Sendable {
     /// Direct kernel boot; nil boots the disk's own bootloader.
     public var kernel: String?
     public var initrd: String?
-    public var settings: QemuSettings
+    /// The template's `provider:` settings, typed: each provider reads its own case.
+    public var settings: ProviderSettings
     public var bootTimeout: Duration
     public var shutdownTimeout: Duration
     /// The image's family, and the template's directory (relative paths in a plugin's settings).
     public var family = ""
     public var templateDirectory = ""
-    /// `provider.NAME` settings of a provider other than qemu, as JSON (``ProviderChoice/settingsJSON``).
-    public var settingsJSON = "{}"
     /// A base starts from this provider image (`from: {provider_image: ID}`).
     public var sourceImage: String?
     /// A layer starts from its parent's artifact, whose files are in `parentDirectory`.
@@ -33,7 +31,7 @@ public struct MachineSpec: Sendable {
 
     public init(
         buildID: String, diskDirectory: String, backingDisk: String, scratchDirectory: String,
-        kernel: String?, initrd: String?, settings: QemuSettings,
+        kernel: String?, initrd: String?, settings: ProviderSettings,
         bootTimeout: Duration = .seconds(300), shutdownTimeout: Duration = .seconds(60)
     ) {
         self.buildID = buildID
@@ -46,6 +44,10 @@ public struct MachineSpec: Sendable {
         self.bootTimeout = bootTimeout
         self.shutdownTimeout = shutdownTimeout
     }
+
+    /// qemu's settings (the defaults when the template gave none, or the build's provider
+    /// is a test's stand-in for qemu).
+    public var qemu: QemuSettings { settings.qemu ?? QemuSettings() }
 }
 
 /// A provider makes machines; the pair mirrors a hypervisor and its instances.
@@ -111,43 +113,6 @@ func captured(
 
 extension Machine {
     public func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact? { nil }
-}
-
-/// A build machine's SSH login: its loopback port, the build's key, and its host keys pinned.
-public struct SSHAccess: Sendable, Equatable {
-    public var host: String
-    public var port: Int
-    public var user: String
-    /// The build's private key: it opens this machine only, and dies with the build.
-    public var privateKey: String
-    /// A known_hosts file with this machine's host keys, as the build's own connection received them.
-    public var knownHosts: String
-    /// The build's master connection: clients that use it skip the key exchange (seconds under TCG).
-    public var controlPath: String?
-
-    public init(host: String, port: Int, user: String, privateKey: String, knownHosts: String, controlPath: String?) {
-        self.host = host
-        self.port = port
-        self.user = user
-        self.privateKey = privateKey
-        self.knownHosts = knownHosts
-        self.controlPath = controlPath
-    }
-
-    /// OpenSSH options that log in with the build's key and refuse any other host key.
-    public var options: [String] {
-        var options = [
-            "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=\(knownHosts)",
-        ]
-        if let controlPath { options += ["-o", "ControlMaster=no", "-o", "ControlPath=\(controlPath)"] }
-        return options
-    }
-
-    /// The command line a person types to log in.
-    public var command: String {
-        ["ssh", "-i", privateKey, "-p", String(port), "-o", "UserKnownHostsFile=\(knownHosts)", "\(user)@\(host)"]
-            .map(ShellQuote.word).joined(separator: " ")
-    }
 }
 
 /// The one place providers are registered: the built-in ones by name, and plugins, which are

@@ -1,7 +1,6 @@
 import Foundation
 import KilnCore
-import KilnStore
-import KilnTemplates
+import KilnModel
 
 #if canImport(Glibc)
     import Glibc
@@ -59,7 +58,7 @@ public struct QemuProvider: Provider {
         "if [ -e /run/kiln-resolv ] && [ \"$(cat /etc/resolv.conf 2>/dev/null)\" = 'nameserver \(dnsAddress)' ]; then rm -f /etc/resolv.conf; fi"
 
     public func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
-        let disk = spec.diskDirectory + "/" + Store.diskName
+        let disk = spec.diskDirectory + "/" + ImageFiles.disk
         try await ProcessRunner.check(
             "qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.backingDisk, "-F", "qcow2", disk],
             workingDirectory: spec.diskDirectory)
@@ -72,22 +71,23 @@ public struct QemuProvider: Provider {
 
         let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey)
         log.emit(
-            "kiln", "booting VM (\(accelerator.name), \(spec.settings.cpus) CPUs, \(spec.settings.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
+            "kiln", "booting VM (\(accelerator.name), \(spec.qemu.cpus) CPUs, \(spec.qemu.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
         )
         let qemu = Task {
             try await ProcessRunner.run("qemu-system-x86_64", arguments) { line in
                 log.emit(line.stream == .stdout ? "console" : "qemu", line.text)
             }
         }
-        let machine = QemuMachine(qemu: qemu, ssh: SSHClient(keyPath: key, port: port), spec: spec)
+        let ssh = SSHCommunicator(
+            client: SSHClient(keyPath: key, port: port), scratchDirectory: spec.scratchDirectory, prelude: Self.prepareResolver)
+        let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec)
         let started = ContinuousClock.now
         // Boot and login apart: a slow boot and a slow first login have different causes.
         let banner = Locked<Duration?>(nil)
         do {
-            let master = try await machine.ssh.connectMaster(
-                deadline: started + spec.bootTimeout, isAlive: { await machine.isRunning },
+            try await ssh.connect(
+                deadline: started + spec.bootTimeout, isAlive: { [machine] in machine.isRunning },
                 onBanner: { banner.set(ContinuousClock.now - started) })
-            machine.master.set(master)
         } catch {
             await machine.destroy()
             if let error = error as? KilnError, error.code == .timeout {
@@ -105,12 +105,12 @@ public struct QemuProvider: Provider {
     }
 
     static func arguments(_ spec: MachineSpec, accelerator: Accelerator, port: Int, publicKey: String) -> [String] {
-        let disk = spec.diskDirectory + "/" + Store.diskName
+        let disk = spec.diskDirectory + "/" + ImageFiles.disk
         var arguments = [
             "-name", "kiln-\(spec.buildID)",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-accel", accelerator.qemuArgument, "-cpu", accelerator.cpu,
-            "-smp", String(spec.settings.cpus), "-m", String(spec.settings.memoryMiB),
+            "-smp", String(spec.qemu.cpus), "-m", String(spec.qemu.memoryMiB),
             "-serial", "stdio",
             // cache=unsafe: a throw-away build disk; kiln syncs the guest and fsyncs the file itself.
             "-drive", "file=\(disk),if=virtio,format=qcow2,cache=unsafe,discard=unmap",
@@ -164,13 +164,11 @@ public struct QemuProvider: Provider {
 /// One running QEMU process and the SSH connection to its guest.
 final class QemuMachine: Machine {
     let qemu: Task<ProcessResult, any Error>
-    let ssh: SSHClient
+    let ssh: SSHCommunicator
     let spec: MachineSpec
-    /// The SSH master connection every command of the build goes through.
-    let master = Locked<Task<ProcessResult, any Error>?>(nil)
     private let exited = Locked(false)
 
-    init(qemu: Task<ProcessResult, any Error>, ssh: SSHClient, spec: MachineSpec) {
+    init(qemu: Task<ProcessResult, any Error>, ssh: SSHCommunicator, spec: MachineSpec) {
         self.qemu = qemu
         self.ssh = ssh
         self.spec = spec
@@ -183,101 +181,24 @@ final class QemuMachine: Machine {
     var isRunning: Bool { !exited.value }
 
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
-        try await execute(script: script, environment: environment, timeout: timeout) { line in log.emit(title, line.text) }
-    }
-
-    func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
-        try await captured(title: title, log: log) { try await execute(script: script, environment: [], timeout: timeout, onLine: $0) }
-    }
-
-    private func execute(
-        script: String, environment: [EnvVar], timeout: Duration?, onLine: @escaping @Sendable (ProcessOutputLine) -> Void
-    ) async throws -> Int32 {
-        let path = "/tmp/kiln-step.sh"
-        // One connection per step (each SSH handshake costs a second or more under TCG): the
-        // script arrives on stdin, then runs with stdin from /dev/null so nothing waits on a prompt.
-        // Values reach the guest's shell only as single-quoted words.
-        let run = ShellQuote.join(["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
-        // sshd makes the remote shell a process group leader; its pid, noted here, names the
-        // group the script and its children run in, for the kill after a timeout.
-        let result: ProcessResult
-        do {
-            result = try await ssh.run(
-                "\(QemuProvider.prepareResolver) && echo $$ > \(Self.stepGroupFile) && cat > \(path) && exec \(run) < /dev/null",
-                input: .data(Data(script.utf8)), timeout: timeout, onLine: onLine)
-        } catch {
-            await killStepGroup()
-            throw error
-        }
-        if result.status == 255 && !isRunning {
-            throw KilnError(.providerFailed, "the VM stopped while the step ran")
-        }
+        let result = try await ssh.run(script: script, environment: environment, timeout: timeout) { log.emit(title, $0.text) }
+        if result.status == 255 && !isRunning { throw KilnError(.providerFailed, "the VM stopped while the step ran") }
         return result.status
     }
 
-    static let stepGroupFile = "/run/kiln-step.pgid"
-
-    /// Stopping the ssh client of a step that timed out leaves its command running in the guest,
-    /// where it could hold a lock (dpkg's) against the step's retry or the next step.
-    private func killStepGroup() async {
-        guard isRunning else { return }
-        // Not the caller's task: it is being cancelled, and this must still run.
-        await Task {
-            _ = try? await ssh.run(
-                "[ -s \(Self.stepGroupFile) ] && kill -KILL -- -$(cat \(Self.stepGroupFile)); rm -f \(Self.stepGroupFile)",
-                timeout: .seconds(15))
-        }.value
+    func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
+        try await ssh.capture(script: script, title: title, log: log, timeout: timeout)
     }
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
-        var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory)
-        let tar = spec.scratchDirectory + "/upload.tar"
-        defer { try? FileManager.default.removeItem(atPath: tar) }
-        let target: String
-        if !isDirectory.boolValue {
-            // A file lands at exactly `destination`.
-            let url = URL(fileURLWithPath: destination)
-            try TarWriter.write(source: source, prefix: url.lastPathComponent, to: tar)
-            target = url.deletingLastPathComponent().path
-        } else if contentsOnly {
-            try TarWriter.write(source: source, prefix: "", to: tar)
-            target = destination
-        } else {
-            try TarWriter.write(source: source, prefix: URL(fileURLWithPath: source).lastPathComponent, to: tar)
-            target = destination
-        }
-        let quoted = ShellQuote.quote(target)
-        let result = try await ssh.run(
-            "mkdir -p \(quoted) && tar -x -f - -C \(quoted)", input: .file(tar), timeout: .seconds(600)
-        ) { line in log.emit(title, line.text) }
-        guard result.succeeded else {
-            throw KilnError(.buildFailed, "upload to \(destination) failed (tar exited \(result.status))")
-        }
+        try await ssh.upload(source: source, destination: destination, contentsOnly: contentsOnly) { log.emit(title, $0.text) }
     }
 
     func download(source: String, destination: String, title: String, log: BuildLog) async throws {
-        try await ssh.download(source, to: destination) { line in log.emit(title, line.text) }
+        try await ssh.download(source: source, destination: destination) { log.emit(title, $0.text) }
     }
 
-    func sshAccess() async throws -> SSHAccess? {
-        let knownHosts = spec.scratchDirectory + "/known_hosts"
-        if !FileManager.default.fileExists(atPath: knownHosts) {
-            // Read over the build's logged-in connection: the keys of the guest this build booted.
-            let result = try await ssh.run("cat /etc/ssh/ssh_host_*_key.pub", timeout: .seconds(120))
-            let keys = result.stdout.split(separator: "\n").compactMap { line -> String? in
-                let fields = line.split(separator: " ")
-                return fields.count >= 2 ? "[127.0.0.1]:\(ssh.port) \(fields[0]) \(fields[1])\n" : nil
-            }
-            guard result.succeeded, !keys.isEmpty else {
-                throw KilnError(.providerFailed, "cannot read the guest's SSH host keys (exit \(result.status)): \(result.stderr)")
-            }
-            try keys.joined().write(toFile: knownHosts, atomically: true, encoding: .utf8)
-        }
-        return SSHAccess(
-            host: "127.0.0.1", port: ssh.port, user: ssh.user, privateKey: ssh.keyPath, knownHosts: knownHosts,
-            controlPath: master.value == nil ? nil : ssh.controlPath)
-    }
+    func sshAccess() async throws -> SSHAccess? { try await ssh.access() }
 
     /// The guest forgets the build's credentials, syncs and remounts its filesystems read-only
     /// (SysRq `u`: a clean filesystem without systemd's slow shutdown under TCG); then kiln stops
@@ -287,7 +208,7 @@ final class QemuMachine: Machine {
         let seal = """
             # Overwritten before removal: a freed block would keep the key on the disk.
             shred -n 0 -z -u /root/.ssh/authorized_keys 2>/dev/null || true
-            rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* /tmp/kiln-step.sh
+            rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile)
             rm -f /var/lib/dbus/machine-id
             \(QemuProvider.restoreResolver)
             : > /etc/machine-id
@@ -304,7 +225,7 @@ final class QemuMachine: Machine {
         log.emit("kiln", "removing build credentials and stopping the VM")
         let result: ProcessResult
         do {
-            result = try await ssh.run(seal, timeout: spec.shutdownTimeout) { line in log.emit("shutdown", line.text) }
+            result = try await ssh.client.run(seal, timeout: spec.shutdownTimeout) { line in log.emit("shutdown", line.text) }
         } catch let error as KilnError where error.code == .timeout {
             throw KilnError(
                 .timeout, "the guest did not finish its shutdown within \(spec.shutdownTimeout.kilnDescription) (--shutdown-timeout)")
@@ -312,24 +233,13 @@ final class QemuMachine: Machine {
         guard result.succeeded else {
             throw KilnError(.buildFailed, "the guest could not be sealed (exit \(result.status)): \(result.stderr)")
         }
-        await closeMaster()
+        await ssh.close()
         if isRunning, let text = try? String(contentsOfFile: spec.scratchDirectory + "/qemu.pid", encoding: .utf8),
             let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1
         {
             kill(pid, SIGTERM)
         }
-        let stopped = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                _ = await self.qemu.result; return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: self.spec.shutdownTimeout)
-                return false
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
-        }
+        let stopped = await Timeout.wait(for: qemu, atMost: spec.shutdownTimeout)
         if !stopped {
             await destroy()
             throw KilnError(
@@ -343,13 +253,6 @@ final class QemuMachine: Machine {
     func destroy() async {
         qemu.cancel()
         _ = await qemu.result
-        await closeMaster()
-    }
-
-    private func closeMaster() async {
-        guard let master = master.value else { return }
-        master.cancel()
-        _ = await master.result
-        try? FileManager.default.removeItem(atPath: ssh.controlPath)
+        await ssh.close()
     }
 }

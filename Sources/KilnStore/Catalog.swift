@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 
 /// The catalog: which images exist, their lineage and state, and every build attempt. Rows
 /// are written only after the blobs they name are on disk. Its SQL is written once and runs on
@@ -231,59 +232,5 @@ public final class Catalog: Sendable {
 
     public func build(id: String) throws -> BuildRecord? {
         try db.read { db in try db.row(BuildRecord.select + " WHERE id = ?", [.text(id)]).map(BuildRecord.init(row:)) }
-    }
-}
-
-/// What a build knows about an image before the catalog names it.
-public struct ImageDraft: Sendable {
-    public var family: String
-    public var digest: String
-    public var parent: String?
-    public var labels: [String: String]
-    public var description: String?
-    public var templateHash: String
-    public var size: Int64
-    public var log: String
-    public var buildID: String
-    public var sourceKind: String
-    public var buildKey: String?
-    /// JSON object of the key's inputs.
-    public var keyInputs: String?
-    /// The blob the disk is an overlay on (the parent's disk, or a base's source disk).
-    public var backingDigest: String?
-    /// JSON of the template's lifecycle policy.
-    public var policy: String?
-    public var origin: BuildOrigin?
-    /// What the image has installed (nil: no package database in the guest).
-    public var packages: PackageManifest?
-
-    public init(
-        family: String, digest: String, parent: String?, labels: [String: String], description: String?,
-        templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
-        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, policy: String? = nil,
-        origin: BuildOrigin? = nil, packages: PackageManifest? = nil
-    ) {
-        self.origin = origin
-        self.packages = packages
-        self.policy = policy
-        self.backingDigest = backingDigest
-        self.buildKey = buildKey
-        self.keyInputs = keyInputs
-        self.family = family
-        self.digest = digest
-        self.parent = parent
-        self.labels = labels
-        self.description = description
-        self.templateHash = templateHash
-        self.size = size
-        self.log = log
-        self.buildID = buildID
-        self.sourceKind = sourceKind
-    }
-
-    var labelsJSON: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? encoder.encode(labels)) ?? Data("{}".utf8), as: UTF8.self)
     }
 }

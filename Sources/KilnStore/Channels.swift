@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 
 /// One assignment of a channel (`dev`, `prod`, ...) of a family to an exact image.
 public struct ChannelAssignment: Codable, Sendable, Equatable {

@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 
 /// One recorded state change of an image.
 public struct ImageEvent: Codable, Sendable, Equatable {
@@ -35,7 +36,7 @@ public struct Transition: Sendable {
 
     /// `KILN_ACTOR`, else the user name: who an event is attributed to.
     public static func defaultActor(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        environment["KILN_ACTOR"] ?? environment["USER"] ?? environment["LOGNAME"] ?? "unknown"
+        BuildOrigin.actor(environment: environment)
     }
 }
 

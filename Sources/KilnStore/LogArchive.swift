@@ -1,6 +1,7 @@
 import CArchive
 import Foundation
 import KilnCore
+import KilnModel
 
 /// Build logs archived as `.tar.zst` with libarchive, so a failed build's logs outlive its VM.
 public enum LogArchive {

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import KilnCore
+import KilnModel
 import Logging
 import NIOCore
 import NIOPosix

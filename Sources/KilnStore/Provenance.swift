@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 
 /// Where an image came from, written when its build commits it and kept beside the catalog in
 /// `provenance/<name>.json` (docs/provenance.md). Its bytes are what a signature covers, so it

@@ -1,6 +1,6 @@
 import Foundation
 import KilnCore
-import KilnTemplates
+import KilnModel
 
 /// What `kiln rotate` did, or would do, to one image.
 public struct RotationAction: Sendable, Equatable, Codable {

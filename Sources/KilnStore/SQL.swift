@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 
 /// A value bound to, or read from, a catalog query. The catalog's SQL is written once for
 /// both backends (SQLite, PostgreSQL): only these types cross the boundary.

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import KilnCore
+import KilnModel
 
 /// The embedded catalog: SQLite through GRDB, in WAL mode, so readers never wait for the writer.
 final class SQLiteDatabase: SQLDatabase {

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnCore
+import KilnModel
 
 /// An ed25519 key pair (swift-crypto) that signs images' provenance and exports.
 ///

@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 
 #if canImport(Glibc)
     import Glibc
@@ -25,9 +26,9 @@ public final class Store: Sendable {
     /// each parent blob once, not once per child.
     private let verified = Locked<[String: FileIdentity]>([:])
 
-    public static let diskName = "disk.qcow2"
-    public static let kernelName = "vmlinuz"
-    public static let initrdName = "initrd.img"
+    public static let diskName = ImageFiles.disk
+    public static let kernelName = ImageFiles.kernel
+    public static let initrdName = ImageFiles.initrd
 
     /// - Parameter catalog: where the catalog is (``Catalog/open(_:store:)``): nil for the
     ///   store's own SQLite file, or a `postgres://` URL for a catalog shared between machines.

@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import Yams
 
 /// All templates of one directory (or one file), parsed and checked together.
@@ -148,7 +149,7 @@ final class TemplateParser {
             }
             return parseSource(node)
         }()
-        let (qemu, provider) = top["provider"].map(parseProvider) ?? (QemuSettings(), ProviderChoice())
+        let provider = top["provider"].map(parseProvider) ?? ProviderChoice()
         var steps: [Step] = []
         if let provisionNode = top["provision"] {
             if let items = sequence(provisionNode, "provision") {
@@ -165,7 +166,6 @@ final class TemplateParser {
             family: family,
             description: description,
             source: source,
-            qemu: qemu,
             variables: variables,
             steps: steps,
             labels: labels,
@@ -399,24 +399,22 @@ final class TemplateParser {
         return absolute
     }
 
-    static let awsSettings = ["region", "instance_type", "subnet_id", "security_group_ids", "ssh_user"]
-
     /// `provider: NAME` or `provider: {NAME: settings}`. qemu's and aws's settings are checked
     /// here, with their positions; a plugin's are passed to it as JSON and it checks them.
-    private func parseProvider(_ node: Node) -> (QemuSettings, ProviderChoice) {
+    private func parseProvider(_ node: Node) -> ProviderChoice {
         var choice = ProviderChoice(location: location(of: node))
         let example = "e.g. `provider: qemu` or `provider: {aws: {region: eu-west-1}}`"
         let name: String
         let nameNode: Node
         let settings: Node?
         if node.scalar != nil, node.null == nil {
-            guard let given = string(node, "provider") else { return (QemuSettings(), choice) }
+            guard let given = string(node, "provider") else { return choice }
             (name, nameNode, settings) = (given, node, nil)
         } else {
-            guard let entries = mappingEntries(node, "provider") else { return (QemuSettings(), choice) }
+            guard let entries = mappingEntries(node, "provider") else { return choice }
             guard entries.count == 1 else {
                 error(at: node, "provider: name exactly one provider, \(example)")
-                return (QemuSettings(), choice)
+                return choice
             }
             (name, nameNode) = (entries[0].key, entries[0].node)
             settings = entries[0].value.null == nil ? entries[0].value : nil
@@ -426,34 +424,41 @@ final class TemplateParser {
                 at: nameNode,
                 "provider: '\(name)' is not a provider name: built in are \(ProviderChoice.builtIn.joined(separator: ", ")); a plugin's name matches [a-z0-9][a-z0-9-]*"
             )
-            return (QemuSettings(), choice)
+            return choice
         }
-        choice.name = name
-        guard let settings else { return (QemuSettings(), choice) }
         switch name {
         case "qemu":
-            return (parseQemu(settings), choice)
+            choice.settings = .qemu(settings.map(parseQemu) ?? QemuSettings())
         case "aws":
-            guard let f = mapping(settings, "provider.aws", allowed: Self.awsSettings) else { return (QemuSettings(), choice) }
-            // Strings all (an instance type of `5` is "5"), so the provider reads what was checked here.
-            var object: [String: Any] = [:]
-            for (key, value) in f {
-                if key == "security_group_ids" {
-                    object[key] = stringList(value, "provider.aws.\(key)")
-                } else if let text = string(value, "provider.aws.\(key)") {
-                    object[key] = text
+            choice.settings = .aws(settings.map(parseAWS) ?? AWSSettings())
+        default:
+            var json = "{}"
+            if let settings {
+                if case .mapping = settings {
+                    json = jsonValue(settings, "provider.\(name)").flatMap(jsonText) ?? json
+                } else {
+                    error(at: settings, "provider.\(name) must be a mapping of the plugin's settings, got \(kindName(settings))")
                 }
             }
-            choice.settingsJSON = jsonText(object) ?? choice.settingsJSON
-            return (QemuSettings(), choice)
-        default:
-            guard case .mapping = settings else {
-                error(at: settings, "provider.\(name) must be a mapping of the plugin's settings, got \(kindName(settings))")
-                return (QemuSettings(), choice)
+            choice.settings = .plugin(name: name, json: json)
+        }
+        return choice
+    }
+
+    /// The keys are ``AWSSettings/Key``'s; every value a string (an instance type of `5` is "5").
+    private func parseAWS(_ node: Node) -> AWSSettings {
+        var settings = AWSSettings()
+        guard let f = mapping(node, "provider.aws", allowed: AWSSettings.Key.allCases.map(\.rawValue)) else { return settings }
+        for key in AWSSettings.Key.allCases {
+            guard let value = f[key.rawValue] else { continue }
+            let what = "provider.aws.\(key.rawValue)"
+            if key.isList {
+                settings.set(key, list: stringList(value, what))
+            } else {
+                settings.set(key, text: string(value, what))
             }
         }
-        choice.settingsJSON = jsonValue(settings, "provider.\(name)").flatMap(jsonText) ?? choice.settingsJSON
-        return (QemuSettings(), choice)
+        return settings
     }
 
     private func parseQemu(_ q: Node) -> QemuSettings {

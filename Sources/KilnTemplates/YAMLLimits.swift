@@ -1,5 +1,6 @@
 import CYaml
 import Foundation
+import KilnModel
 
 /// Bounds on a template's YAML, checked on libyaml's event stream before Yams builds a tree.
 ///

@@ -1,3 +1,4 @@
 import KilnCommands
+import KilnModel
 
 await Kiln.runMain()

@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnGraph
+import KilnModel
 import KilnStore
 import KilnTemplates
 import KilnTestSupport

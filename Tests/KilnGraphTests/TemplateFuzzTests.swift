@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnGraph
+import KilnModel
 import KilnTemplates
 import KilnTestSupport
 import Testing

@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import Testing
 
 @testable import KilnProviders

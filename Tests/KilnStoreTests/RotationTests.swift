@@ -1,6 +1,6 @@
 import Foundation
 import KilnCore
-import KilnTemplates
+import KilnModel
 import KilnTestSupport
 import Testing
 

@@ -1,4 +1,5 @@
 import Foundation
+import KilnModel
 
 /// A throw-away directory of template files, removed when the test ends.
 final class TemplateDirectory {

@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import Testing
 import Yams
 
@@ -356,12 +357,12 @@ extension TemplateLoaderTests {
         ])
         let set = try TemplateLoader(environment: [:]).load(path: dir.path)
         let a = try #require(set.template(family: "a"))
-        #expect(a.provider.name == "chroot" && a.provider.settingsJSON == "{}")
+        #expect(a.provider.name == "chroot" && a.provider.settings.json == "{}")
         #expect(a.source == .providerImage(id: "busybox"))
         let b = try #require(set.template(family: "b"))
         #expect(b.provider.name == "aws")
-        #expect(b.provider.settingsJSON == #"{"instance_type":"t3.small","region":"eu-west-1","security_group_ids":["sg-1","sg-2"]}"#)
-        #expect(try #require(set.template(family: "c")).provider.settingsJSON == #"{"busybox":"/opt/busybox","depth":3,"fast":true}"#)
+        #expect(b.provider.settings.json == #"{"instance_type":"t3.small","region":"eu-west-1","security_group_ids":["sg-1","sg-2"]}"#)
+        #expect(try #require(set.template(family: "c")).provider.settings.json == #"{"busybox":"/opt/busybox","depth":3,"fast":true}"#)
         #expect(try #require(set.template(family: "d")).provider == ProviderChoice())
         let e = try #require(set.template(family: "e"))
         #expect(e.provider.name == "qemu" && e.qemu.memoryMiB == 2048)

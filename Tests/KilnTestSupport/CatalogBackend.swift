@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// Where a test's catalog lives: the catalog tests run unchanged on both.

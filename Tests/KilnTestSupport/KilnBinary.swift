@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnModel
 
 /// The repository and the `kiln` binary that `swift build` made beside the tests, run as a user would.
 public enum KilnBinary {

@@ -1,7 +1,6 @@
 import Foundation
 import KilnCore
-import KilnStore
-import KilnTemplates
+import KilnModel
 
 /// Builds AMIs on EC2 (docs/providers.md): a build instance from the parent's AMI (or the
 /// base's `from: {provider_image: ami-…}`), a key pair made for the build and deleted with it,
@@ -20,37 +19,14 @@ public struct AWSProvider: Provider {
         self.poll = poll
     }
 
-    /// `provider: {aws: {...}}`; the template loader has already refused unknown keys.
-    struct Settings: Decodable {
-        var region: String?
-        var instanceType: String?
-        var subnetID: String?
-        var securityGroupIDs: [String]?
-        var sshUser: String?
-
-        enum CodingKeys: String, CodingKey {
-            case region
-            case instanceType = "instance_type"
-            case subnetID = "subnet_id"
-            case securityGroupIDs = "security_group_ids"
-            case sshUser = "ssh_user"
-        }
-
-        static func decode(_ json: String) throws -> Settings {
-            do {
-                return try JSONDecoder().decode(Settings.self, from: Data(json.utf8))
-            } catch {
-                throw KilnError(.invalidInput, "provider.aws: \(error)")
-            }
-        }
-    }
-
     func client(region: String?, log: @escaping @Sendable (String) -> Void) throws -> EC2Client {
         EC2Client(configuration: try AWSConfiguration.resolve(region: region), retry: retry, onRetry: log)
     }
 
     public func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
-        let settings = try Settings.decode(spec.settingsJSON)
+        // A fake provider's test, or a template without aws settings, gets the defaults.
+        let settings: AWSSettings
+        if case .aws(let given) = spec.settings { settings = given } else { settings = AWSSettings() }
         let parentRegion = spec.parentArtifact?.details["region"]
         let ec2 = try client(region: settings.region ?? parentRegion) { log.emit("aws", $0) }
         let region = ec2.configuration.region
@@ -88,11 +64,11 @@ public struct AWSProvider: Provider {
             // A launch that failed, or was interrupted, leaves no key pair behind, nor an
             // instance EC2 started before its answer was lost. Not in the caller's task: it may
             // be the cancelled one.
-            await Task { [buildID = spec.buildID] in
+            await uncancellable { [buildID = spec.buildID] in
                 let started = (try? await ec2.describeInstances(filters: ["tag:kiln:build": [buildID]])) ?? []
                 for instance in started where instance.state != "terminated" { try? await ec2.terminateInstance(instance.id) }
                 try? await ec2.deleteKeyPair(name: keyName)
-            }.value
+            }
             throw error
         }
     }
@@ -157,8 +133,10 @@ final class AWSMachine: Machine {
     let spec: MachineSpec
     let poll: Duration
     let log: BuildLog
-    private let ssh = Locked<SSHClient?>(nil)
-    private let master = Locked<Task<ProcessResult, any Error>?>(nil)
+    private let ssh = Locked<SSHCommunicator?>(nil)
+    /// One login at a time: two first uses at once (a step and a breakpoint's access) must not
+    /// both open a master connection.
+    private let login = AsyncMutex()
     private let destroyed = Locked(false)
 
     init(
@@ -176,21 +154,25 @@ final class AWSMachine: Machine {
     }
 
     /// The SSH connection, opened on first use: the instance's public address, else its private one.
-    private func connected(log: BuildLog) async throws -> SSHClient {
+    private func connected() async throws -> SSHCommunicator {
+        try await login.withLock { try await self.connect() }
+    }
+
+    private func connect() async throws -> SSHCommunicator {
         if let ssh = ssh.value { return ssh }
         let described = try await ec2.describeInstance(instance)
         guard let host = described.publicIP ?? described.privateIP else {
             throw KilnError(.providerFailed, "\(instance) has no IP address to log in to")
         }
-        let client = SSHClient(keyPath: keyPath, port: 22, host: host, user: user)
+        let communicator = SSHCommunicator(
+            client: SSHClient(keyPath: keyPath, port: 22, host: host, user: user), scratchDirectory: spec.scratchDirectory)
         log.emit("kiln", "logging in to \(instance) as \(user)@\(host)")
-        let task: Task<ProcessResult, any Error>
         // The SSH probe asks every 100 ms; EC2 is asked whether the instance still runs at the
         // poll interval, and a failed answer is not taken for a stopped instance.
         let lastAsked = Locked(ContinuousClock.now)
         let poll = self.poll
         do {
-            task = try await client.connectMaster(
+            try await communicator.connect(
                 deadline: ContinuousClock.now + spec.bootTimeout,
                 isAlive: { [ec2, instance] in
                     guard ContinuousClock.now - lastAsked.value >= poll else { return true }
@@ -205,99 +187,39 @@ final class AWSMachine: Machine {
                 "could not log in to \(instance) at \(user)@\(host) within \(spec.bootTimeout.kilnDescription) (--boot-timeout)"
                     + (error.message.isEmpty ? "" : ": " + error.message) + "; check its security group and subnet allow SSH from here")
         }
-        master.set(task)
-        ssh.set(client)
-        return client
+        ssh.set(communicator)
+        return communicator
     }
 
-    /// Steps run as root: through sudo when the AMI's login user is not root (Debian's is `admin`).
-    private var asRoot: [String] { user == "root" ? [] : ["sudo", "-n"] }
-
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
-        try await execute(script: script, environment: environment, timeout: timeout, log: log) { log.emit(title, $0.text) }
+        try await connected().run(script: script, environment: environment, timeout: timeout) { log.emit(title, $0.text) }.status
     }
 
     func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
-        try await captured(title: title, log: log) {
-            try await execute(script: script, environment: [], timeout: timeout, log: log, onLine: $0)
-        }
+        try await connected().capture(script: script, title: title, log: log, timeout: timeout)
     }
-
-    private func execute(
-        script: String, environment: [EnvVar], timeout: Duration?, log: BuildLog,
-        onLine: @escaping @Sendable (ProcessOutputLine) -> Void
-    ) async throws -> Int32 {
-        let ssh = try await connected(log: log)
-        let path = "/tmp/kiln-step.sh"
-        let run = ShellQuote.join(asRoot + ["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", path])
-        // As qemu's: the remote shell leads a process group, noted here so that a step that
-        // timed out is killed in the guest before its retry or the next step.
-        do {
-            return try await ssh.run(
-                "echo $$ > \(Self.stepGroupFile) && cat > \(path) && exec \(run) < /dev/null", input: .data(Data(script.utf8)),
-                timeout: timeout, onLine: onLine
-            ).status
-        } catch {
-            let root = asRoot.joined(separator: " ")
-            await Task {
-                _ = try? await ssh.run(
-                    "[ -s \(Self.stepGroupFile) ] && \(root) kill -KILL -- -$(cat \(Self.stepGroupFile)); rm -f \(Self.stepGroupFile)",
-                    timeout: .seconds(30))
-            }.value
-            throw error
-        }
-    }
-
-    static let stepGroupFile = "/tmp/kiln-step.pgid"
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
-        let ssh = try await connected(log: log)
-        let tar = spec.scratchDirectory + "/upload.tar"
-        defer { try? FileManager.default.removeItem(atPath: tar) }
-        var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory)
-        var target = destination
-        if !isDirectory.boolValue {
-            let url = URL(fileURLWithPath: destination)
-            try TarWriter.write(source: source, prefix: url.lastPathComponent, to: tar)
-            target = url.deletingLastPathComponent().path
-        } else {
-            try TarWriter.write(source: source, prefix: contentsOnly ? "" : URL(fileURLWithPath: source).lastPathComponent, to: tar)
-        }
-        let quoted = ShellQuote.quote(target)
-        let root = asRoot.joined(separator: " ")
-        let result = try await ssh.run("\(root) mkdir -p \(quoted) && \(root) tar -x -f - -C \(quoted)", input: .file(tar)) {
-            log.emit(title, $0.text)
-        }
-        guard result.succeeded else { throw KilnError(.buildFailed, "upload to \(destination) failed (tar exited \(result.status))") }
+        try await connected().upload(source: source, destination: destination, contentsOnly: contentsOnly) { log.emit(title, $0.text) }
     }
 
     func download(source: String, destination: String, title: String, log: BuildLog) async throws {
-        try await connected(log: log).download(source, to: destination) { log.emit(title, $0.text) }
+        try await connected().download(source: source, destination: destination) { log.emit(title, $0.text) }
     }
 
-    func sshAccess() async throws -> SSHAccess? {
-        // An ansible: or shell-local: step, or a breakpoint, may be the first to need the login.
-        let ssh = try await connected(log: log)
-        let knownHosts = spec.scratchDirectory + "/known_hosts"
-        let keys = try await ssh.run("cat /etc/ssh/ssh_host_*_key.pub", timeout: .seconds(60)).stdout
-        let lines = keys.split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            return fields.count >= 2 ? "\(ssh.host) \(fields[0]) \(fields[1])\n" : nil
-        }
-        try lines.joined().write(toFile: knownHosts, atomically: true, encoding: .utf8)
-        return SSHAccess(host: ssh.host, port: 22, user: user, privateKey: keyPath, knownHosts: knownHosts, controlPath: ssh.controlPath)
-    }
+    /// An ansible: or shell-local: step, or a breakpoint, may be the first to need the login.
+    func sshAccess() async throws -> SSHAccess? { try await connected().access() }
 
     /// The build's key leaves the login user's authorized_keys (EC2 puts the launch key of each
     /// future instance there again), the disk is synced, and the instance stopped: CreateImage
     /// of a stopped instance is consistent without a reboot.
     func shutdown(log: BuildLog) async throws {
         if let ssh = ssh.value {
-            let root = asRoot.joined(separator: " ")
-            _ = try? await ssh.run(
-                "\(root) rm -f /tmp/kiln-step.sh; rm -f ~/.ssh/authorized_keys \(Self.stepGroupFile); sync", timeout: spec.shutdownTimeout)
-            await closeMaster()
+            let root = ssh.asRoot.joined(separator: " ")
+            _ = try? await ssh.client.run(
+                "\(root) rm -f \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile); rm -f ~/.ssh/authorized_keys; sync",
+                timeout: spec.shutdownTimeout)
+            await ssh.close()
         }
         log.emit("kiln", "stopping \(instance)")
         try await ec2.stopInstance(instance)
@@ -318,7 +240,7 @@ final class AWSMachine: Machine {
         } catch {
             // An AMI that never became available (or whose wait was interrupted) is not left to
             // be billed, nor its snapshots; not in the caller's task, which may be cancelled.
-            await Task { [ec2, poll, log] in
+            await uncancellable { [ec2, poll, log, spec, artifact] in
                 var doomed = artifact
                 if let image = try? await ec2.describeImage(ami) { doomed.details["snapshots"] = image.snapshotIDs.joined(separator: ",") }
                 do {
@@ -328,9 +250,9 @@ final class AWSMachine: Machine {
                         "deregistered \(ami), which did not become available, and deleted its snapshots: \(doomed.snapshots.joined(separator: ", "))"
                     )
                 } catch {
-                    log.emit("kiln", "warning: could not deregister \(ami): \(error) (it has the tag kiln:build=\(self.spec.buildID))")
+                    log.emit("kiln", "warning: could not deregister \(ami): \(error) (it has the tag kiln:build=\(spec.buildID))")
                 }
-            }.value
+            }
             throw error
         }
         return artifact
@@ -339,9 +261,9 @@ final class AWSMachine: Machine {
     /// Terminates the instance and deletes the key pair; each is tried whatever the other did.
     func destroy() async {
         guard destroyed.setOnce() else { return }
-        await closeMaster()
+        await ssh.value?.close()
         // Not in the caller's task: an interrupted build still removes what it made.
-        await Task { [ec2, instance, keyName, log] in
+        await uncancellable { [ec2, instance, keyName, log, spec] in
             do {
                 try await ec2.terminateInstance(instance)
                 log.emit("kiln", "terminated \(instance)")
@@ -357,14 +279,6 @@ final class AWSMachine: Machine {
             } catch {
                 log.emit("kiln", "warning: could not delete key pair \(keyName): \(error)")
             }
-        }.value
-    }
-
-    private func closeMaster() async {
-        guard let task = master.value else { return }
-        task.cancel()
-        _ = await task.result
-        master.set(nil)
-        if let ssh = ssh.value { try? FileManager.default.removeItem(atPath: ssh.controlPath) }
+        }
     }
 }

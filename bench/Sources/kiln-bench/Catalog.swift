@@ -1,6 +1,7 @@
 // B9, catalog operations at scale: resolve on 100,000 images, rotate over 10,000.
 import Foundation
 import GRDB
+import KilnModel
 import KilnStore
 
 /// Fills a fresh store's catalog with `families` x `perFamily` READY images, one transaction.

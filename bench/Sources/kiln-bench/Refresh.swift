@@ -2,6 +2,7 @@
 // Packages index has ~65,000 entries), served over loopback HTTP by bench/run.sh.
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 /// Writes DIR/www (a repository: `bookworm` with 65,000 packages, `bookworm-security` with

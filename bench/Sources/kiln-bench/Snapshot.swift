@@ -4,6 +4,7 @@
 // end of every build.
 import Foundation
 import KilnCore
+import KilnModel
 import KilnStore
 
 func snapshotBenchmark(directory: String) async throws {

@@ -37,7 +37,7 @@ public struct BuildOrigin: Codable, Sendable, Equatable {
     /// A CI checkout is often detached and shallow: its variables name the branch, git does not.
     public static func fromEnvironment(_ env: [String: String], host: String) -> BuildOrigin {
         var origin = BuildOrigin(
-            host: host, user: env["GITLAB_USER_LOGIN"] ?? env["GITHUB_ACTOR"] ?? Transition.defaultActor(environment: env))
+            host: host, user: env["GITLAB_USER_LOGIN"] ?? env["GITHUB_ACTOR"] ?? Self.actor(environment: env))
         func value(_ names: [String]) -> String? { names.lazy.compactMap { env[$0].flatMap { $0.isEmpty ? nil : $0 } }.first }
         guard let system = CISystem.all.first(where: { value([$0.marker]) != nil }) else {
             if let ci = env["CI"], !ci.isEmpty, ci != "false", ci != "0" { origin.ci = "ci" }
@@ -59,6 +59,11 @@ public struct BuildOrigin: Codable, Sendable, Equatable {
             }
         }
         return origin
+    }
+
+    /// `KILN_ACTOR`, else the user name: who a build or a lifecycle event is attributed to.
+    public static func actor(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        environment["KILN_ACTOR"] ?? environment["USER"] ?? environment["LOGNAME"] ?? "unknown"
     }
 
     /// Which variables a CI system sets for each field, in order of preference.

@@ -1,0 +1,231 @@
+import Foundation
+import KilnCore
+
+/// Lifecycle states of an image (docs/lifecycle.md). Only READY images are built from by default.
+public enum ImageState: String, Codable, Sendable, CaseIterable {
+    case ready = "READY"
+    case deprecated = "DEPRECATED"
+    case obsolete = "OBSOLETE"
+    case deleted = "DELETED"
+}
+
+/// One immutable image: a row of the catalog's `image` table.
+public struct ImageRecord: Codable, Sendable, Equatable {
+
+    /// `family-vYYYYMMDD-N`: unique, what deploy tools name.
+    public var name: String
+    public var family: String
+    /// `vYYYYMMDD-N`.
+    public var version: String
+    /// SHA-256 of the image's disk blob; the blob lives in `images/<digest>/`.
+    public var digest: String
+    /// Name of the image this one is a layer on; nil for a base image.
+    public var parent: String?
+    public var state: ImageState
+    public var created: Date
+    /// JSON object of the template's labels.
+    public var labels: String
+    public var description: String?
+    public var templateHash: String
+    /// Bytes of this image's own blob (an overlay holds only what the layer changed).
+    public var size: Int64
+    /// Build log archive, relative to the store root.
+    public var log: String
+    public var buildID: String
+    /// debootstrap, file, url or image.
+    public var sourceKind: String
+    /// SHA-256 over the key's inputs (docs/build-keys.md); nil for images made before keys existed.
+    public var buildKey: String?
+    /// JSON object of the inputs, kept to explain the next rebuild.
+    public var keyInputs: String?
+    /// The blob this image's disk is an overlay on: the parent's disk, or a base's source disk.
+    public var backingDigest: String?
+    /// Set when deprecated: the image to use instead.
+    public var replacement: String?
+    public var obsoleteOn: Date?
+    public var deleteOn: Date?
+    /// JSON of the template's lifecycle policy when it was built.
+    public var policy: String?
+    /// When `kiln gc` may remove the disk of this DELETED image.
+    public var purgeOn: Date?
+    public var purged: Bool = false
+    /// JSON of the ``BuildOrigin``: commit, branch, CI job; nil for images made before it was recorded.
+    public var origin: String? = nil
+
+    public init(
+        name: String, family: String, version: String, digest: String, parent: String? = nil, state: ImageState, created: Date,
+        labels: String, description: String? = nil, templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
+        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, replacement: String? = nil,
+        obsoleteOn: Date? = nil, deleteOn: Date? = nil, policy: String? = nil, purgeOn: Date? = nil, purged: Bool = false,
+        origin: String? = nil
+    ) {
+        self.name = name
+        self.family = family
+        self.version = version
+        self.digest = digest
+        self.parent = parent
+        self.state = state
+        self.created = created
+        self.labels = labels
+        self.description = description
+        self.templateHash = templateHash
+        self.size = size
+        self.log = log
+        self.buildID = buildID
+        self.sourceKind = sourceKind
+        self.buildKey = buildKey
+        self.keyInputs = keyInputs
+        self.backingDigest = backingDigest
+        self.replacement = replacement
+        self.obsoleteOn = obsoleteOn
+        self.deleteOn = deleteOn
+        self.policy = policy
+        self.purgeOn = purgeOn
+        self.purged = purged
+        self.origin = origin
+    }
+
+    public var buildOrigin: BuildOrigin? { origin.flatMap(BuildOrigin.init(json:)) }
+
+    public var labelDictionary: [String: String] {
+        (try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8))) ?? [:]
+    }
+
+    /// The label `pinned: "true"`, read exactly: labels the catalog cannot read are an error,
+    /// never "not pinned" (a guard that fails open would let rotation delete a kept image).
+    public func isPinned() throws -> Bool {
+        // Labels whose text lacks the word cannot hold the key (kiln writes them with
+        // JSONEncoder, which escapes no letters): no JSON decode per image in a rotation.
+        guard labels.contains("pinned") else { return false }
+        guard let labels = try? JSONDecoder().decode([String: String].self, from: Data(labels.utf8)) else {
+            throw KilnError(
+                .storeInconsistent,
+                "the catalog's labels of \(name) cannot be read, so whether it is pinned is unknown: \(labels.prefix(200))")
+        }
+        return labels["pinned"] == "true"
+    }
+
+    /// The lifecycle policy this image was built with; nil for none recorded. A recorded one
+    /// the catalog cannot read is an error, never the default policy: rotating by `keep: 2`
+    /// a family whose template said `keep: 10` deprecates images its team meant to keep.
+    public func lifecyclePolicy() throws -> LifecyclePolicy? {
+        guard let policy else { return nil }
+        do {
+            return try JSONDecoder().decode(LifecyclePolicy.self, from: Data(policy.utf8))
+        } catch {
+            throw KilnError(
+                .storeInconsistent,
+                "the lifecycle policy of \(family) recorded with \(name) cannot be read (\(error)): rotation of \(family) stops here rather than fall back to the default policy; rebuild the family to record its policy again"
+            )
+        }
+    }
+}
+
+/// A cached source disk (`images/<digest>/`), made from a debootstrap tree, a file or a URL.
+public struct SourceRecord: Sendable, Equatable {
+    public var key: String
+    public var digest: String
+    public var description: String
+    public var lastUsed: Date
+
+    public init(key: String, digest: String, description: String, lastUsed: Date) {
+        self.key = key
+        self.digest = digest
+        self.description = description
+        self.lastUsed = lastUsed
+    }
+}
+
+public enum BuildStatus: String, Codable, Sendable {
+    case running, succeeded, failed, cancelled
+}
+
+/// One attempt at building one image, kept for failed builds too so their logs can be found.
+public struct BuildRecord: Codable, Sendable, Equatable {
+
+    public var id: String
+    public var family: String
+    public var image: String?
+    public var status: BuildStatus
+    public var started: Date
+    public var finished: Date?
+    public var failedStep: String?
+    public var message: String?
+    /// Build log archive, relative to the store root; nil until archived.
+    public var log: String?
+    public var pid: Int32
+    /// The machine `pid` lives on; nil for builds recorded before kiln kept it.
+    public var host: String?
+
+    public init(
+        id: String, family: String, image: String? = nil, status: BuildStatus, started: Date,
+        finished: Date? = nil, failedStep: String? = nil, message: String? = nil, log: String? = nil, pid: Int32,
+        host: String? = ProcessRegistry.hostName
+    ) {
+        self.host = host
+        self.id = id
+        self.family = family
+        self.image = image
+        self.status = status
+        self.started = started
+        self.finished = finished
+        self.failedStep = failedStep
+        self.message = message
+        self.log = log
+        self.pid = pid
+    }
+}
+
+/// What a build knows about an image before the catalog names it.
+public struct ImageDraft: Sendable {
+    public var family: String
+    public var digest: String
+    public var parent: String?
+    public var labels: [String: String]
+    public var description: String?
+    public var templateHash: String
+    public var size: Int64
+    public var log: String
+    public var buildID: String
+    public var sourceKind: String
+    public var buildKey: String?
+    /// JSON object of the key's inputs.
+    public var keyInputs: String?
+    /// The blob the disk is an overlay on (the parent's disk, or a base's source disk).
+    public var backingDigest: String?
+    /// JSON of the template's lifecycle policy.
+    public var policy: String?
+    public var origin: BuildOrigin?
+    /// What the image has installed (nil: no package database in the guest).
+    public var packages: PackageManifest?
+
+    public init(
+        family: String, digest: String, parent: String?, labels: [String: String], description: String?,
+        templateHash: String, size: Int64, log: String, buildID: String, sourceKind: String,
+        buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, policy: String? = nil,
+        origin: BuildOrigin? = nil, packages: PackageManifest? = nil
+    ) {
+        self.origin = origin
+        self.packages = packages
+        self.policy = policy
+        self.backingDigest = backingDigest
+        self.buildKey = buildKey
+        self.keyInputs = keyInputs
+        self.family = family
+        self.digest = digest
+        self.parent = parent
+        self.labels = labels
+        self.description = description
+        self.templateHash = templateHash
+        self.size = size
+        self.log = log
+        self.buildID = buildID
+        self.sourceKind = sourceKind
+    }
+
+    public var labelsJSON: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(labels)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}
