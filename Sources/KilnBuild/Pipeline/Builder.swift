@@ -113,20 +113,6 @@ public struct Builder: Sendable {
         return try store.artifact(of: image)?.provider ?? "qemu"
     }
 
-    /// The image is committed whatever happens here: a record or signature that cannot be
-    /// written is a warning, and `kiln sign` / `kiln verify` report the gap later.
-    private func recordProvenance(of image: ImageRecord, provider: any Provider, log: BuildLog) {
-        do {
-            try store.recordProvenance(of: image, provider: provider.name)
-            if let key = options.signingKey {
-                let envelope = try store.sign(image, with: key, provider: provider.name)
-                log.emit("kiln", "signed provenance with key \(envelope.keyID)")
-            }
-        } catch {
-            log.emit("kiln", "warning: could not record the provenance of \(image.name): \(error)")
-        }
-    }
-
     /// - Parameter provider: builds every image when given; nil builds each with its template's `provider:`.
     public init(store: Store, provider: (any Provider)? = nil, options: BuildOptions, reporter: (any BuildReporter)?) {
         self.store = store
@@ -194,7 +180,7 @@ public struct Builder: Sendable {
                     }
                     let parent = try template.parentFamily.map { family -> ImageRecord in
                         guard let record = try done[family] ?? store.catalog.buildParent(of: family) else {
-                            throw KilnError(.notFound, "\(template.sourceLocation): family '\(family)' has no READY image to build from")
+                            throw KilnError(.notFound, "family '\(family)' has no READY image to build from", at: template.sourceLocation)
                         }
                         return record
                     }
@@ -297,114 +283,12 @@ public struct Builder: Sendable {
         let origin = await options.origin?.value()
         if let origin { log.emit("kiln", "origin: \(origin.summary)") }
 
-        var machine: (any Machine)?
-        var machineSpec: MachineSpec?
-        /// Set once the disk is a blob: until the catalog names it, a failure removes it again.
-        var sealed: String?
-        /// A provider's image (an AMI) made for this build: until the catalog names it, a failure deletes it.
-        var unnamed: ProviderArtifact?
+        let build = BuildContext(
+            template: template, provider: provider, parent: parent, decision: decision, buildID: buildID, scratch: scratch,
+            staging: staging, log: log, steps: steps, origin: origin)
         do {
-            // A base on a provider image has no blob under it.
-            var base: String?
-            if let parent {
-                // The parent's blob and every blob under it must still be the bytes they were sealed as.
-                steps.enter("verify")
-                try verifyChain(from: parent.digest)
-                base = parent.digest
-            } else if provider.buildsFromDisks {
-                steps.enter("source")
-                guard let identity = decision.source else { throw KilnError(.internalError, "no source identity for \(family)") }
-                base = try await SourceDisk(store: store).prepare(template, identity: identity, buildID: buildID, log: log)
-            }
-            let baseDirectory = base.map { store.blobDirectory(digest: $0) }
-            let hasKernel = baseDirectory.map { fm.fileExists(atPath: $0 + "/" + Store.kernelName) } ?? false
-            steps.enter("boot")
-            var spec = MachineSpec(
-                buildID: buildID, diskDirectory: staging, backingDisk: base.map { "../\($0)/\(Store.diskName)" } ?? "",
-                scratchDirectory: scratch,
-                kernel: hasKernel ? baseDirectory! + "/" + Store.kernelName : nil,
-                initrd: hasKernel ? baseDirectory! + "/" + Store.initrdName : nil,
-                settings: template.provider.settings, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
-            spec.family = family
-            spec.templateDirectory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
-            spec.stepTimeout = options.stepTimeout
-            if case .providerImage(let id) = template.source { spec.sourceImage = id }
-            if let parent, let artifact = try store.artifact(of: parent) {
-                spec.parentArtifact = artifact
-                spec.parentDirectory = baseDirectory
-            }
-            machineSpec = spec
-            machine = try await provider.start(spec, log: log)
-            let runner = StepRunner(
-                options: options, provider: provider.name, template: template, buildID: buildID, scratch: scratch, log: log,
-                onEnter: { steps.enter($0) })
-            try await runner.runAll(on: machine!)
-            var packages: PackageManifest?
-            if template.steps(for: provider.name).isEmpty && !provider.buildsFromDisks {
-                // Nothing was put into the image: a provider image is taken as it is (an AMI
-                // built elsewhere, which kiln may not even be able to log into).
-                packages = try parent.flatMap { try store.catalog.packages(of: $0.name) }
-                log.emit("kiln", "no step ran: the package manifest is the parent's, and no secret scan is needed")
-            } else {
-                steps.enter("package manifest")
-                packages = try await packageManifest(of: machine!, log: log)
-                steps.enter("secret scan")
-                try await scanForSecrets(on: machine!, template: template, log: log)
-            }
-            steps.enter("shutdown")
-            let stopping = ContinuousClock.now
-            try await machine!.shutdown(log: log)
-            log.emit(
-                "kiln", "\(provider.name == "qemu" ? "VM" : "machine") stopped after \((ContinuousClock.now - stopping).kilnDescription)")
-            steps.enter("snapshot")
-            let sealing = ContinuousClock.now
-            let artifact = try await machine!.snapshot(into: staging, name: "kiln-\(buildID)", log: log)
-            unnamed = artifact
-            if let artifact {
-                try artifact.json.write(to: URL(fileURLWithPath: staging + "/" + ProviderArtifact.fileName))
-                log.emit("kiln", "snapshot: \(artifact.summary)")
-            }
-            await machine!.destroy()
-            machine = nil
-            if hasKernel, let baseDirectory {
-                // The kernel boots its children too; hard links cost no space.
-                for name in [Store.kernelName, Store.initrdName] {
-                    try linkOrCopy(baseDirectory + "/" + name, staging + "/" + name)
-                }
-            }
-            // Noted for the recovery before the blob appears: if kiln dies before the catalog
-            // names it, the next kiln removes it (Recovery).
-            let (digest, size) = try store.seal(staging: staging) { digest in
-                try digest.write(toFile: scratch + "/" + Recovery.sealedMarker, atomically: true, encoding: .utf8)
-            }
-            sealed = digest
-            log.emit(
-                "kiln",
-                "sealed \(artifact == nil ? "disk" : "artifact") \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)"
-            )
-            try await Self.testDelay("KILN_TEST_DELAY_COMMIT_MS")
-            let archive = store.logArchivePath(buildID: buildID)
-            // Archived once before the catalog names the image: a host disk that is full fails
-            // the build here, while no image exists yet (the archive is written again below).
-            try LogArchive.write([("build.log", log.path)], to: archive.absolute)
-            let image = try store.catalog.commit(
-                ImageDraft(
-                    family: family, digest: digest, parent: parent?.name,
-                    labels: template.labels.mapValues(log.redact), description: template.description,
-                    templateHash: template.templateHash, size: size, log: archive.relative, buildID: buildID,
-                    sourceKind: template.source.kind, buildKey: decision.key, keyInputs: decision.inputs?.json,
-                    backingDigest: base, policy: Self.policyJSON(template.lifecycle), origin: origin, packages: packages))
-            unnamed = nil
-            log.emit("kiln", "image ready: \(image.name)")
-            if let artifact {
-                // The provider's copy learns its catalog name; a failure here leaves a usable image.
-                do {
-                    try await provider.imageChanged(image, artifact: artifact) { log.emit("kiln", "warning: \($0)") }
-                } catch {
-                    log.emit("kiln", "warning: could not update \(artifact.summary) for \(image.name): \(error)")
-                }
-            }
-            recordProvenance(of: image, provider: provider, log: log)
+            try await PhaseRunner.run(phases, on: build)
+            guard let image = build.current.image else { throw KilnError(.internalError, "the build of \(family) named no image") }
             steps.close(ok: true)
             var ready = steps.event(.imageReady)
             ready.step = nil
@@ -422,27 +306,15 @@ public struct Builder: Sendable {
             }
             return image
         } catch {
+            // The phases have undone what they made (the machine, an unnamed artifact or blob).
             let cancelled = Task.isCancelled || (error as? KilnError)?.code == .cancelled || error is CancellationError
-            await machine?.destroy()
-            if let unnamed {
-                do {
-                    try await Task { try await provider.deleteImage(unnamed) { log.emit("kiln", "warning: \($0)") } }.value
-                    log.emit("kiln", "no image names \(unnamed.summary): its provider was asked to delete it")
-                } catch {
-                    log.emit("kiln", "warning: could not delete \(unnamed.summary), which no image names: \(error)")
-                }
-            }
-            // A blob sealed but never named (the catalog write failed: a full disk, say) is
-            // removed, unless an image or source disk had the same bytes already.
-            if let sealed, (try? store.catalog.namesBlob(sealed)) == false {
-                try? fm.removeItem(atPath: store.blobDirectory(digest: sealed))
-            }
             let message = log.redact(cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)")
             let currentStep = steps.current
             log.emit("kiln", "\(cancelled ? "cancelled" : "failed") at \(currentStep): \(message)")
             steps.close(ok: false)
             let lastLines = log.lastLines(8).filter { !$0.hasPrefix("failed at ") }
-            if options.onError == .keep && fm.fileExists(atPath: staging + "/" + Store.diskName) {
+            let keptDisk = options.onError == .keep && fm.fileExists(atPath: staging + "/" + Store.diskName)
+            if keptDisk {
                 log.emit("kiln", "kept the VM disk: \(staging)/\(Store.diskName)")
             } else {
                 try? Store.removeTree(staging)
@@ -459,55 +331,21 @@ public struct Builder: Sendable {
             var text = "build of \(family) failed at \(currentStep): \(message)"
             if !lastLines.isEmpty { text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n") }
             text += "\nfull log: kiln logs \(buildID)"
-            if options.onError == .keep, let machineSpec, fm.fileExists(atPath: staging + "/" + Store.diskName) {
-                text += "\nVM disk kept at \(staging)/\(Store.diskName); " + provider.debugInstructions(machineSpec)
+            if keptDisk, let spec = build.current.spec {
+                text += "\nVM disk kept at \(staging)/\(Store.diskName); " + provider.debugInstructions(spec)
             }
             throw KilnError(.buildFailed, text)
         }
     }
 
-    /// The guest's installed packages, for `kiln refresh` and the image's bill of materials;
-    /// nil for a guest without dpkg.
-    private func packageManifest(of machine: any Machine, log: BuildLog) async throws -> PackageManifest? {
-        let (status, output) = try await machine.capture(
-            script: PackageManifest.query, title: "package manifest", log: log, timeout: .seconds(300))
-        guard status == 0 else { throw KilnError(.buildFailed, "dpkg-query failed in the guest (exit status \(status))") }
-        let manifest = PackageManifest(dpkgQueryOutput: output)
-        guard !manifest.packages.isEmpty else {
-            log.emit("kiln", "no package database in the guest: no package manifest recorded")
-            return nil
-        }
-        log.emit("kiln", "package manifest: \(manifest.packages.count) installed packages")
-        return manifest
-    }
-
-    private func scanForSecrets(on machine: any Machine, template: Template, log: BuildLog) async throws {
-        log.clearLastLines()
-        let started = ContinuousClock.now
-        let allowed = EnvVar(name: "KILN_ALLOW_SECRETS", value: template.allowedSecrets.joined(separator: "\n"))
-        let status = try await machine.run(
-            script: SecretScan.script, environment: [allowed], title: "secret scan", log: log, timeout: .seconds(900))
-        switch status {
-        case 0:
-            log.emit("kiln", "secret scan done in \((ContinuousClock.now - started).kilnDescription)")
-        case SecretScan.foundStatus:
-            throw KilnError(
-                .buildFailed,
-                "private keys or credential files would be in the image (listed below): remove them in a step, or list their paths under allow_secrets: in \(template.file)"
-            )
-        default:
-            throw KilnError(.buildFailed, "the secret scan could not run (exit status \(status))")
-        }
-    }
-
-    /// Re-hashes the blob `digest` and each blob it is an overlay on, down to its source disk.
-    private func verifyChain(from digest: String) throws {
-        var next: String? = digest
-        var seen: Set<String> = []
-        while let digest = next, seen.insert(digest).inserted {
-            try store.verifyBlob(digest)
-            next = try store.catalog.image(digest: digest)?.backingDigest
-        }
+    /// A build's phases, in order (docs/architecture.md): each does one thing and knows how to
+    /// take it back if a later one fails.
+    var phases: [any BuildPhase] {
+        [
+            SourcePhase(store: store), BootPhase(store: store, options: options), ProvisionPhase(options: options),
+            InspectPhase(store: store), StopPhase(), SnapshotPhase(), SealPhase(store: store), CommitPhase(store: store),
+            PublishPhase(store: store, signingKey: options.signingKey),
+        ]
     }
 
     /// Archives the log (with the serial console) and records how the build ended.
@@ -525,10 +363,6 @@ public struct Builder: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: (try? encoder.encode(policy)) ?? Data("{}".utf8), as: UTF8.self)
-    }
-
-    private func linkOrCopy(_ from: String, _ to: String) throws {
-        if link(from, to) != 0 { try FileManager.default.copyItem(atPath: from, toPath: to) }
     }
 
     /// A fault-injection seam for the kill-point tests: widens the moment between the seal and

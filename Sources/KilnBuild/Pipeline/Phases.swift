@@ -1,0 +1,282 @@
+import Foundation
+import KilnCore
+import KilnModel
+import KilnProviders
+import KilnStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The disk the machine stands on: the parent's blob, verified again (it and every blob under
+/// it must still be the bytes they were sealed as), or a base's source disk, made or reused.
+/// A base on a provider image stands on no blob.
+struct SourcePhase: BuildPhase {
+    let store: Store
+
+    func run(_ build: BuildContext) async throws {
+        if let parent = build.parent {
+            build.steps.enter("verify")
+            try verifyChain(from: parent.digest)
+            build.update { $0.base = parent.digest }
+        } else if build.provider.buildsFromDisks {
+            build.steps.enter("source")
+            guard let identity = build.decision.source else { throw KilnError(.internalError, "no source identity for \(build.family)") }
+            let base = try await SourceDisk(store: store).prepare(
+                build.template, identity: identity, buildID: build.buildID, log: build.log)
+            build.update { $0.base = base }
+        }
+    }
+
+    /// Re-hashes the blob `digest` and each blob it is an overlay on, down to its source disk.
+    private func verifyChain(from digest: String) throws {
+        var next: String? = digest
+        var seen: Set<String> = []
+        while let digest = next, seen.insert(digest).inserted {
+            try store.verifyBlob(digest)
+            next = try store.catalog.image(digest: digest)?.backingDigest
+        }
+    }
+}
+
+/// Starts the provider's machine on the base; undone by destroying it.
+struct BootPhase: BuildPhase {
+    let store: Store
+    let options: BuildOptions
+
+    func run(_ build: BuildContext) async throws {
+        build.steps.enter("boot")
+        let base = build.current.base
+        let baseDirectory = base.map { store.blobDirectory(digest: $0) }
+        let kernel = baseDirectory.map { $0 + "/" + Store.kernelName }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        var spec = MachineSpec(
+            buildID: build.buildID, diskDirectory: build.staging, backingDisk: base.map { "../\($0)/\(Store.diskName)" } ?? "",
+            scratchDirectory: build.scratch, kernel: kernel,
+            initrd: kernel == nil ? nil : baseDirectory.map { $0 + "/" + Store.initrdName },
+            settings: build.template.provider.settings, bootTimeout: options.bootTimeout, shutdownTimeout: options.shutdownTimeout)
+        spec.family = build.family
+        spec.templateDirectory = URL(fileURLWithPath: build.template.file).deletingLastPathComponent().path
+        spec.stepTimeout = options.stepTimeout
+        if case .providerImage(let id) = build.template.source { spec.sourceImage = id }
+        if let parent = build.parent, let artifact = try store.artifact(of: parent) {
+            spec.parentArtifact = artifact
+            spec.parentDirectory = baseDirectory
+        }
+        build.update { [spec] in $0.spec = spec }
+        let machine = try await build.provider.start(spec, log: build.log)
+        build.update { $0.machine = machine }
+    }
+
+    func undo(_ build: BuildContext) async {
+        guard let machine = build.current.machine else { return }
+        await uncancellable { await machine.destroy() }
+        build.update { $0.machine = nil }
+    }
+}
+
+/// The template's steps, in order, on the machine.
+struct ProvisionPhase: BuildPhase {
+    let options: BuildOptions
+
+    func run(_ build: BuildContext) async throws {
+        let runner = StepRunner(
+            options: options, provider: build.provider.name, template: build.template, buildID: build.buildID, scratch: build.scratch,
+            log: build.log, onEnter: { [steps = build.steps] in steps.enter($0) })
+        try await runner.runAll(on: try build.machine())
+    }
+}
+
+/// What the image holds, read before it is sealed: the package manifest, and the secret scan
+/// that fails a build that would leak keys into it.
+struct InspectPhase: BuildPhase {
+    let store: Store
+
+    func run(_ build: BuildContext) async throws {
+        let provider = build.provider
+        if build.template.steps(for: provider.name).isEmpty && !provider.buildsFromDisks {
+            // Nothing was put into the image: a provider image is taken as it is (an AMI
+            // built elsewhere, which kiln may not even be able to log into).
+            let packages = try build.parent.flatMap { try store.catalog.packages(of: $0.name) }
+            build.update { $0.packages = packages }
+            build.log.emit("kiln", "no step ran: the package manifest is the parent's, and no secret scan is needed")
+            return
+        }
+        let machine = try build.machine()
+        build.steps.enter("package manifest")
+        let packages = try await packageManifest(of: machine, log: build.log)
+        build.update { $0.packages = packages }
+        build.steps.enter("secret scan")
+        try await scanForSecrets(on: machine, template: build.template, log: build.log)
+    }
+
+    /// The guest's installed packages, for `kiln refresh` and the image's bill of materials;
+    /// nil for a guest without dpkg.
+    private func packageManifest(of machine: any Machine, log: BuildLog) async throws -> PackageManifest? {
+        let (status, output) = try await machine.capture(
+            script: PackageManifest.query, title: "package manifest", log: log, timeout: .seconds(300))
+        guard status == 0 else { throw KilnError(.buildFailed, "dpkg-query failed in the guest (exit status \(status))") }
+        let manifest = PackageManifest(dpkgQueryOutput: output)
+        guard !manifest.packages.isEmpty else {
+            log.emit("kiln", "no package database in the guest: no package manifest recorded")
+            return nil
+        }
+        log.emit("kiln", "package manifest: \(manifest.packages.count) installed packages")
+        return manifest
+    }
+
+    private func scanForSecrets(on machine: any Machine, template: Template, log: BuildLog) async throws {
+        log.clearLastLines()
+        let started = ContinuousClock.now
+        let allowed = EnvVar(name: "KILN_ALLOW_SECRETS", value: template.allowedSecrets.joined(separator: "\n"))
+        let status = try await machine.run(
+            script: SecretScan.script, environment: [allowed], title: "secret scan", log: log, timeout: .seconds(900))
+        switch status {
+        case 0:
+            log.emit("kiln", "secret scan done in \((ContinuousClock.now - started).kilnDescription)")
+        case SecretScan.foundStatus:
+            throw KilnError(
+                .buildFailed,
+                "private keys or credential files would be in the image (listed below): remove them in a step, or list their paths under allow_secrets: in \(template.file)"
+            )
+        default:
+            throw KilnError(.buildFailed, "the secret scan could not run (exit status \(status))")
+        }
+    }
+}
+
+/// The guest forgets the build's credentials and stops cleanly.
+struct StopPhase: BuildPhase {
+    func run(_ build: BuildContext) async throws {
+        build.steps.enter("shutdown")
+        let stopping = ContinuousClock.now
+        try await build.machine().shutdown(log: build.log)
+        let what = build.provider.name == "qemu" ? "VM" : "machine"
+        build.log.emit("kiln", "\(what) stopped after \((ContinuousClock.now - stopping).kilnDescription)")
+    }
+}
+
+/// The stopped machine becomes the image in the staging directory: its disk there already
+/// (qemu), or the provider's artifact; the machine is then gone. Undone by deleting an
+/// artifact the catalog never named.
+struct SnapshotPhase: BuildPhase {
+    func run(_ build: BuildContext) async throws {
+        build.steps.enter("snapshot")
+        let machine = try build.machine()
+        let artifact = try await machine.snapshot(into: build.staging, name: "kiln-\(build.buildID)", log: build.log)
+        build.update { $0.artifact = artifact }
+        if let artifact {
+            try artifact.json.write(to: URL(fileURLWithPath: build.staging + "/" + ProviderArtifact.fileName))
+            build.log.emit("kiln", "snapshot: \(artifact.summary)")
+        }
+        await machine.destroy()
+        build.update { $0.machine = nil }
+    }
+
+    func undo(_ build: BuildContext) async {
+        guard let artifact = build.current.artifact, build.current.image == nil else { return }
+        let provider = build.provider
+        let log = build.log
+        do {
+            try await uncancellable { try await provider.deleteImage(artifact) { log.emit("kiln", "warning: \($0)") } }
+            log.emit("kiln", "no image names \(artifact.summary): its provider was asked to delete it")
+        } catch {
+            log.emit("kiln", "warning: could not delete \(artifact.summary), which no image names: \(error)")
+        }
+    }
+}
+
+/// The staging directory becomes a content-addressed blob. Undone by removing a blob the
+/// catalog never named (unless an image or source disk had the same bytes already).
+struct SealPhase: BuildPhase {
+    let store: Store
+
+    func run(_ build: BuildContext) async throws {
+        let sealing = ContinuousClock.now
+        if let base = build.current.base {
+            let baseDirectory = store.blobDirectory(digest: base)
+            if FileManager.default.fileExists(atPath: baseDirectory + "/" + Store.kernelName) {
+                // The kernel boots its children too; hard links cost no space.
+                for name in [Store.kernelName, Store.initrdName] {
+                    try linkOrCopy(baseDirectory + "/" + name, build.staging + "/" + name)
+                }
+            }
+        }
+        // Noted for the recovery before the blob appears: if kiln dies before the catalog
+        // names it, the next kiln removes it (Recovery).
+        let (digest, size) = try store.seal(staging: build.staging) { digest in
+            try digest.write(toFile: build.scratch + "/" + Recovery.sealedMarker, atomically: true, encoding: .utf8)
+        }
+        build.update { $0.sealed = (digest, size) }
+        build.log.emit(
+            "kiln",
+            "sealed \(build.current.artifact == nil ? "disk" : "artifact") \(digest.prefix(12)) (\(size >> 10) KiB of its own) in \((ContinuousClock.now - sealing).kilnDescription)"
+        )
+    }
+
+    func undo(_ build: BuildContext) async {
+        guard let sealed = build.current.sealed, build.current.image == nil else { return }
+        if (try? store.catalog.namesBlob(sealed.digest)) == false {
+            try? FileManager.default.removeItem(atPath: store.blobDirectory(digest: sealed.digest))
+        }
+    }
+
+    private func linkOrCopy(_ from: String, _ to: String) throws {
+        if link(from, to) != 0 { try FileManager.default.copyItem(atPath: from, toPath: to) }
+    }
+}
+
+/// The catalog names the sealed blob: from here on the image exists, and no undo touches it.
+struct CommitPhase: BuildPhase {
+    let store: Store
+
+    func run(_ build: BuildContext) async throws {
+        guard let sealed = build.current.sealed else { throw KilnError(.internalError, "nothing was sealed for \(build.family)") }
+        try await Builder.testDelay("KILN_TEST_DELAY_COMMIT_MS")
+        let log = build.log
+        let template = build.template
+        let archive = store.logArchivePath(buildID: build.buildID)
+        // Archived once before the catalog names the image: a host disk that is full fails
+        // the build here, while no image exists yet (the archive is written again after).
+        try LogArchive.write([("build.log", log.path)], to: archive.absolute)
+        let image = try store.catalog.commit(
+            ImageDraft(
+                family: build.family, digest: sealed.digest, parent: build.parent?.name,
+                labels: template.labels.mapValues(log.redact), description: template.description,
+                templateHash: template.templateHash, size: sealed.size, log: archive.relative, buildID: build.buildID,
+                sourceKind: template.source.kind, buildKey: build.decision.key, keyInputs: build.decision.inputs?.json,
+                backingDigest: build.current.base, policy: Builder.policyJSON(template.lifecycle), origin: build.origin,
+                packages: build.current.packages))
+        build.update { $0.image = image }
+        log.emit("kiln", "image ready: \(image.name)")
+    }
+}
+
+/// After the commit, what can fail without taking the image back: the provider's copy learns
+/// its catalog name, and the provenance is recorded and signed. Each failure is a warning;
+/// `kiln sign` and `kiln verify` report a gap later.
+struct PublishPhase: BuildPhase {
+    let store: Store
+    let signingKey: SigningKey?
+
+    func run(_ build: BuildContext) async throws {
+        guard let image = build.current.image else { return }
+        let log = build.log
+        let provider = build.provider
+        if let artifact = build.current.artifact {
+            do {
+                try await provider.imageChanged(image, artifact: artifact) { log.emit("kiln", "warning: \($0)") }
+            } catch {
+                log.emit("kiln", "warning: could not update \(artifact.summary) for \(image.name): \(error)")
+            }
+        }
+        do {
+            try store.recordProvenance(of: image, provider: provider.name)
+            if let signingKey {
+                let envelope = try store.sign(image, with: signingKey, provider: provider.name)
+                log.emit("kiln", "signed provenance with key \(envelope.keyID)")
+            }
+        } catch {
+            log.emit("kiln", "warning: could not record the provenance of \(image.name): \(error)")
+        }
+    }
+}
