@@ -1,0 +1,77 @@
+import Foundation
+import KilnCore
+import KilnModel
+import Yams
+
+/// The small top-level sections: `vars`, `lifecycle`, `allow_secrets`.
+extension TemplateParser {
+    /// `allow_secrets:` guest paths (absolute, `*` matching within one path component).
+    func parseAllowedSecrets(_ node: Node) -> [String] {
+        guard let items = sequence(node, "allow_secrets") else { return [] }
+        return items.compactMap { item in
+            guard let path = string(item, "allow_secrets") else { return nil }
+            guard path.hasPrefix("/"), !path.split(separator: "/").contains(".."), !path.contains("\n") else {
+                error(at: item, "allow_secrets: '\(path)' must be an absolute guest path without '..'")
+                return nil
+            }
+            return path
+        }
+    }
+
+    func parseLifecycle(_ node: Node) -> LifecyclePolicy {
+        var policy = LifecyclePolicy()
+        guard let f = mapping(node, "lifecycle", keys: LifecycleKey.self) else { return policy }
+        if let k = f[.keep], let n = int(k, "keep") {
+            if n >= 1 { policy.keep = n } else { error(at: k, "keep must be at least 1 (the head is always kept)") }
+        }
+        func duration(_ key: LifecycleKey) -> Int? {
+            guard let value = f[key], let text = string(value, key.rawValue) else { return nil }
+            let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400]
+            guard let unit = text.last.flatMap({ units[$0] }), let n = Int(text.dropLast()), n >= 0 else {
+                error(at: value, "\(key.rawValue) must be a duration like 12h, 7d or 2w, got '\(text)'")
+                return nil
+            }
+            return n * unit
+        }
+        if let d = duration(.deprecateAfter) { policy.deprecateAfter = d }
+        if let d = duration(.obsoleteAfter) { policy.obsoleteAfter = d }
+        if let d = duration(.deleteAfter) { policy.deleteAfter = d }
+        if let d = duration(.purgeAfter) { policy.purgeAfter = d }
+        return policy
+    }
+
+    func parseVariables(_ node: Node) -> [Variable] {
+        guard let entries = mappingEntries(node, "vars") else { return [] }
+        var result: [Variable] = []
+        for (name, keyNode, value) in entries {
+            guard Names.isValidIdentifier(name) else {
+                error(at: keyNode, "invalid variable name '\(name)': must match [A-Za-z_][A-Za-z0-9_]{0,63}")
+                continue
+            }
+            declared.insert(name)
+            var defaultValue: String?
+            var sensitive = false
+            if let scalar = value.scalar, value.null == nil {
+                // Shorthand `name: value` for a plain default.
+                defaultValue = scalar.string
+            } else if value.null != nil {
+                defaultValue = nil
+            } else if let fields = mapping(value, "variable '\(name)'", keys: VariableKey.self) {
+                if let d = fields[.default] { defaultValue = rawScalar(d, "default") }
+                if let s = fields[.sensitive] { sensitive = bool(s, "sensitive") ?? false }
+                if let d = fields[.description] { _ = rawScalar(d, "description") }
+            }
+            let resolved = loader.overrides[name] ?? loader.environment["KILN_VAR_\(name)"] ?? defaultValue
+            guard let resolved else {
+                missing.insert(name)
+                error(
+                    at: keyNode,
+                    "variable '\(name)' has no value: give it a default, set KILN_VAR_\(name) or pass --var \(name)=VALUE")
+                continue
+            }
+            values[name] = resolved
+            result.append(Variable(name: name, value: resolved, sensitive: sensitive))
+        }
+        return result
+    }
+}
