@@ -12,20 +12,15 @@ import KilnCore
 /// One master connection carries every command of a build (`ControlMaster`): a key exchange
 /// costs a second or more under TCG, so steps and the shutdown reuse the first login's.
 struct SSHClient: Sendable {
-    let keyPath: String
+    /// `host` is 127.0.0.1 for QEMU's forwarded port, an instance's address for a cloud provider.
+    let keyPath, host, user: String
     let port: Int
-    /// 127.0.0.1 for QEMU's forwarded port; an instance's address for a cloud provider.
-    let host: String
-    let user: String
     /// The master connection's socket. Kept short: a Unix socket path holds at most 107 bytes,
     /// and the store's build directory can be deeper than that.
     let controlPath: String
 
     init(keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root") {
-        self.keyPath = keyPath
-        self.port = port
-        self.host = host
-        self.user = user
+        (self.keyPath, self.port, self.host, self.user) = (keyPath, port, host, user)
         let tag = UUID().uuidString.prefix(12).lowercased()
         controlPath = NSTemporaryDirectory() + "kiln-ssh-\(tag).sock"
     }
@@ -83,7 +78,7 @@ struct SSHClient: Sendable {
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
             guard await isAlive() else { throw KilnError(.providerFailed, "the VM exited before SSH came up") }
-            guard Self.bannerAnswers(host: host, port: port) else {
+            guard await Self.probeBanner(host: host, port: port) else {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
@@ -123,7 +118,16 @@ struct SSHClient: Sendable {
         return result.stderr.split(separator: "\n").last.map { String($0) }
     }
 
+    /// ``bannerAnswers(host:port:)`` on a thread of its own: the probe blocks in connect and
+    /// poll for up to a second, which must not hold one of the few threads async code runs on.
+    static func probeBanner(host: String, port: Int) async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: bannerAnswers(host: host, port: port)) }
+        }
+    }
+
     /// True when something on `host`:`port` (IPv4) sends an SSH identification string within 300 ms.
+    /// Blocking: async code calls ``probeBanner(host:port:)``.
     static func bannerAnswers(host: String = "127.0.0.1", port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
