@@ -14,9 +14,10 @@ import Yams
 struct AnsibleRunner: Sendable {
     let playbook: AnsiblePlaybook
     let access: SSHAccess
-    /// A new directory of the build's scratch space: inventory, extra vars, galaxy installs.
+    /// A new directory of the build's scratch space (inventory, extra vars, galaxy installs).
     let workDirectory: String
     let log: BuildLog
+    /// How the log names the step.
     let title: String
 
     /// The host tools an `ansible:` step needs; said before any VM boots.

@@ -15,10 +15,9 @@ public protocol BreakpointPrompt: Sendable {
 /// pauses, breakpoints, timeouts, retries and hidden output.
 struct StepRunner: Sendable {
     let options: BuildOptions
-    let provider: String
     let template: Template
-    let buildID: String
-    let scratch: String
+    /// The provider's name (for `when:`/`unless:`), the build's id and its scratch directory.
+    let provider, buildID, scratch: String
     let log: BuildLog
     /// Called as each step that runs begins (the builder's step events).
     let onEnter: @Sendable (String) -> Void

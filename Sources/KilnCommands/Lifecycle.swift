@@ -13,13 +13,6 @@ struct ChangeOptions: ParsableArguments {
     @Flag(name: .customLong("dry-run"), help: "Print what would change, change nothing.")
     var dryRun = false
 
-    /// OBSOLETE or DELETED, with their descendants when `cascade` is set.
-    func revoke(_ name: String, to state: ImageState, cascade: Bool, in store: Store) async throws {
-        var transition = Transition(to: state, reason: reason ?? state.rawValue.lowercased())
-        transition.cascade = cascade
-        try await apply(name, transition, in: store)
-    }
-
     func apply(_ name: String, _ change: Transition, in store: Store) async throws {
         let events = try store.catalog.transition(name, change, dryRun: dryRun)
         for event in events {
@@ -28,6 +21,21 @@ struct ChangeOptions: ParsableArguments {
             )
         }
         if !dryRun { await ProviderSync.changed(events.map(\.image), in: store, warn: warnOnStderr) }
+    }
+}
+
+/// What `obsolete` and `delete` take: they differ only in the state they set.
+struct RevokeArguments: ParsableArguments {
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Flag(help: "Mark every image built on it too.") var cascade = false
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var store: StoreOptions
+
+    /// OBSOLETE or DELETED, with their descendants when `cascade` is set.
+    func revoke(to state: ImageState) async throws {
+        var transition = Transition(to: state, reason: change.reason ?? state.rawValue.lowercased())
+        transition.cascade = cascade
+        try await change.apply(name, transition, in: try store.open())
     }
 }
 
@@ -82,12 +90,9 @@ struct Obsolete: AsyncParsableCommand {
         abstract: "Mark an image OBSOLETE: resolving it or building on it is an error.",
         discussion: "Images built on it must be OBSOLETE or DELETED already, or be marked too with --cascade.")
 
-    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
-    @Flag(help: "Mark every image built on it too.") var cascade = false
-    @OptionGroup var change: ChangeOptions
-    @OptionGroup var store: StoreOptions
+    @OptionGroup var arguments: RevokeArguments
 
-    func run() async throws { try await change.revoke(name, to: .obsolete, cascade: cascade, in: try store.open()) }
+    func run() async throws { try await arguments.revoke(to: .obsolete) }
 }
 
 struct Delete: AsyncParsableCommand {
@@ -98,12 +103,9 @@ struct Delete: AsyncParsableCommand {
             it must be DELETED already, or be marked too with --cascade.
             """)
 
-    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
-    @Flag(help: "Mark every image built on it too.") var cascade = false
-    @OptionGroup var change: ChangeOptions
-    @OptionGroup var store: StoreOptions
+    @OptionGroup var arguments: RevokeArguments
 
-    func run() async throws { try await change.revoke(name, to: .deleted, cascade: cascade, in: try store.open()) }
+    func run() async throws { try await arguments.revoke(to: .deleted) }
 }
 
 struct Rollback: AsyncParsableCommand {

@@ -26,10 +26,7 @@ public struct KilnError: Error, CustomStringConvertible, LocalizedError, Sendabl
     public let location: SourceLocation?
 
     public init(_ code: Code, _ message: String, at location: SourceLocation? = nil, cause: (any Error & Sendable)? = nil) {
-        self.code = code
-        self.message = message
-        self.location = location
-        self.cause = cause
+        (self.code, self.message, self.location, self.cause) = (code, message, location, cause)
     }
 
     public var description: String {
@@ -52,16 +49,11 @@ public struct KilnError: Error, CustomStringConvertible, LocalizedError, Sendabl
 
 /// One problem in a user's file, printed the way compilers do so editors can jump to it.
 public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
-    public let file: String
-    public let line: Int
-    public let column: Int
-    public let message: String
+    public let file, message: String
+    public let line, column: Int
 
     public init(file: String, line: Int, column: Int, message: String) {
-        self.file = file
-        self.line = line
-        self.column = column
-        self.message = message
+        (self.file, self.line, self.column, self.message) = (file, line, column, message)
     }
 
     public var description: String { "\(file):\(line):\(column): error: \(message)" }

@@ -59,30 +59,12 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         obsoleteOn: Date? = nil, deleteOn: Date? = nil, policy: String? = nil, purgeOn: Date? = nil, purged: Bool = false,
         origin: String? = nil
     ) {
-        self.name = name
-        self.family = family
-        self.version = version
-        self.digest = digest
-        self.parent = parent
-        self.state = state
-        self.created = created
-        self.labels = labels
-        self.description = description
-        self.templateHash = templateHash
-        self.size = size
-        self.log = log
-        self.buildID = buildID
-        self.sourceKind = sourceKind
-        self.buildKey = buildKey
-        self.keyInputs = keyInputs
-        self.backingDigest = backingDigest
-        self.replacement = replacement
-        self.obsoleteOn = obsoleteOn
-        self.deleteOn = deleteOn
-        self.policy = policy
-        self.purgeOn = purgeOn
-        self.purged = purged
-        self.origin = origin
+        (self.name, self.family, self.version, self.digest) = (name, family, version, digest)
+        (self.parent, self.state, self.created, self.labels) = (parent, state, created, labels)
+        (self.description, self.templateHash, self.size, self.log) = (description, templateHash, size, log)
+        (self.buildID, self.sourceKind, self.buildKey, self.keyInputs) = (buildID, sourceKind, buildKey, keyInputs)
+        (self.backingDigest, self.replacement, self.obsoleteOn, self.deleteOn) = (backingDigest, replacement, obsoleteOn, deleteOn)
+        (self.policy, self.purgeOn, self.purged, self.origin) = (policy, purgeOn, purged, origin)
     }
 
     public var buildOrigin: BuildOrigin? { origin.flatMap(BuildOrigin.init(json:)) }
@@ -123,16 +105,11 @@ public struct ImageRecord: Codable, Sendable, Equatable {
 
 /// A cached source disk (`images/<digest>/`), made from a debootstrap tree, a file or a URL.
 public struct SourceRecord: Sendable, Equatable {
-    public var key: String
-    public var digest: String
-    public var description: String
+    public var key, digest, description: String
     public var lastUsed: Date
 
     public init(key: String, digest: String, description: String, lastUsed: Date) {
-        self.key = key
-        self.digest = digest
-        self.description = description
-        self.lastUsed = lastUsed
+        (self.key, self.digest, self.description, self.lastUsed) = (key, digest, description, lastUsed)
     }
 }
 
@@ -162,39 +139,19 @@ public struct BuildRecord: Codable, Sendable, Equatable {
         finished: Date? = nil, failedStep: String? = nil, message: String? = nil, log: String? = nil, pid: Int32,
         host: String? = ProcessRegistry.hostName
     ) {
-        self.host = host
-        self.id = id
-        self.family = family
-        self.image = image
-        self.status = status
-        self.started = started
-        self.finished = finished
-        self.failedStep = failedStep
-        self.message = message
-        self.log = log
-        self.pid = pid
+        (self.host, self.id, self.family, self.image) = (host, id, family, image)
+        (self.status, self.started, self.finished, self.failedStep) = (status, started, finished, failedStep)
+        (self.message, self.log, self.pid) = (message, log, pid)
     }
 }
 
 /// What a build knows about an image before the catalog names it.
 public struct ImageDraft: Sendable {
-    public var family: String
-    public var digest: String
-    public var parent: String?
+    // The fields mean what ``ImageRecord``'s of the same names do: the catalog copies them.
+    public var family, digest, templateHash, log, buildID, sourceKind: String
+    public var parent, description, buildKey, keyInputs, backingDigest, policy: String?
     public var labels: [String: String]
-    public var description: String?
-    public var templateHash: String
     public var size: Int64
-    public var log: String
-    public var buildID: String
-    public var sourceKind: String
-    public var buildKey: String?
-    /// JSON object of the key's inputs.
-    public var keyInputs: String?
-    /// The blob the disk is an overlay on (the parent's disk, or a base's source disk).
-    public var backingDigest: String?
-    /// JSON of the template's lifecycle policy.
-    public var policy: String?
     public var origin: BuildOrigin?
     /// What the image has installed (nil: no package database in the guest).
     public var packages: PackageManifest?
@@ -205,22 +162,10 @@ public struct ImageDraft: Sendable {
         buildKey: String? = nil, keyInputs: String? = nil, backingDigest: String? = nil, policy: String? = nil,
         origin: BuildOrigin? = nil, packages: PackageManifest? = nil
     ) {
-        self.origin = origin
-        self.packages = packages
-        self.policy = policy
-        self.backingDigest = backingDigest
-        self.buildKey = buildKey
-        self.keyInputs = keyInputs
-        self.family = family
-        self.digest = digest
-        self.parent = parent
-        self.labels = labels
-        self.description = description
-        self.templateHash = templateHash
-        self.size = size
-        self.log = log
-        self.buildID = buildID
-        self.sourceKind = sourceKind
+        (self.origin, self.packages, self.policy, self.backingDigest) = (origin, packages, policy, backingDigest)
+        (self.buildKey, self.keyInputs, self.family, self.digest) = (buildKey, keyInputs, family, digest)
+        (self.parent, self.labels, self.description, self.templateHash) = (parent, labels, description, templateHash)
+        (self.size, self.log, self.buildID, self.sourceKind) = (size, log, buildID, sourceKind)
     }
 
     public var labelsJSON: String {

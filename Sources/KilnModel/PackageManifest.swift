@@ -16,10 +16,7 @@ public struct InstalledPackage: Sendable, Equatable, Codable {
     }
 
     public init(name: String, version: String, architecture: String, source: String, sourceVersion: String) {
-        self.name = name
-        self.version = version
-        self.architecture = architecture
-        self.source = source
+        (self.name, self.version, self.architecture, self.source) = (name, version, architecture, source)
         self.sourceVersion = sourceVersion
     }
 }

@@ -18,10 +18,7 @@ public struct ProviderArtifact: Codable, Sendable, Equatable {
     public var files: [String: String]
 
     public init(provider: String, id: String? = nil, details: [String: String] = [:], files: [String: String] = [:]) {
-        self.provider = provider
-        self.id = id
-        self.details = details
-        self.files = files
+        (self.provider, self.id, self.details, self.files) = (provider, id, details, files)
     }
 
     /// Canonical bytes: the same artifact always hashes to the same digest.

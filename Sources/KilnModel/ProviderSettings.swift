@@ -70,9 +70,7 @@ public struct QemuSettings: Sendable, Equatable {
     public var diskSize: UInt64 = defaultDiskSize
 
     public init(memoryMiB: Int = defaultMemoryMiB, cpus: Int = defaultCPUs, diskSize: UInt64 = defaultDiskSize) {
-        self.memoryMiB = memoryMiB
-        self.cpus = cpus
-        self.diskSize = diskSize
+        (self.memoryMiB, self.cpus, self.diskSize) = (memoryMiB, cpus, diskSize)
     }
 }
 

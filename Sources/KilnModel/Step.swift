@@ -34,10 +34,7 @@ public struct Step: Sendable {
     public var options = StepOptions()
 
     public init(index: Int, kind: Kind, location: SourceLocation, options: StepOptions = StepOptions()) {
-        self.index = index
-        self.kind = kind
-        self.location = location
-        self.options = options
+        (self.index, self.kind, self.location, self.options) = (index, kind, location, options)
     }
 
     /// How logs and errors name the step: `provision[1] shell scripts/setup.sh`, or with a
@@ -126,9 +123,7 @@ public struct AnsiblePlaybook: Sendable, Equatable {
     public let galaxyFile: String?
 
     public init(playbook: String, extraVars: String = "{}", galaxyFile: String? = nil) {
-        self.playbook = playbook
-        self.extraVars = extraVars
-        self.galaxyFile = galaxyFile
+        (self.playbook, self.extraVars, self.galaxyFile) = (playbook, extraVars, galaxyFile)
     }
 
     public var directory: String {
@@ -137,11 +132,7 @@ public struct AnsiblePlaybook: Sendable, Equatable {
 }
 
 public struct EnvVar: Sendable, Equatable {
-    public let name: String
-    public let value: String
+    public let name, value: String
 
-    public init(name: String, value: String) {
-        self.name = name
-        self.value = value
-    }
+    public init(name: String, value: String) { (self.name, self.value) = (name, value) }
 }

@@ -29,16 +29,9 @@ public struct Template: Sendable {
         family: String, description: String?, source: Source, variables: [Variable], steps: [Step], labels: [String: String],
         file: String, location: SourceLocation, sourceLocation: SourceLocation, templateHash: String
     ) {
-        self.family = family
-        self.description = description
-        self.source = source
-        self.variables = variables
-        self.steps = steps
-        self.labels = labels
-        self.file = file
-        self.location = location
-        self.sourceLocation = sourceLocation
-        self.templateHash = templateHash
+        (self.family, self.description, self.source, self.variables) = (family, description, source, variables)
+        (self.steps, self.labels, self.file, self.location) = (steps, labels, file, location)
+        (self.sourceLocation, self.templateHash) = (sourceLocation, templateHash)
     }
 
     /// qemu's settings: the template's own for a qemu build, else the defaults (a base's
@@ -100,10 +93,7 @@ public struct Debootstrap: Sendable, Equatable {
     public var updates: [AptSuite] = []
 
     public init(suite: String, variant: String = "minbase", include: [String] = [], mirror: String? = nil) {
-        self.suite = suite
-        self.variant = variant
-        self.include = include
-        self.mirror = mirror
+        (self.suite, self.variant, self.include, self.mirror) = (suite, variant, include, mirror)
     }
 }
 
@@ -128,9 +118,7 @@ public struct Variable: Sendable, Equatable {
     public let sensitive: Bool
 
     public init(name: String, value: String, sensitive: Bool) {
-        self.name = name
-        self.value = value
-        self.sensitive = sensitive
+        (self.name, self.value, self.sensitive) = (name, value, sensitive)
     }
 }
 

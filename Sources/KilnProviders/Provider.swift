@@ -34,14 +34,10 @@ public struct MachineSpec: Sendable {
         kernel: String?, initrd: String?, settings: ProviderSettings,
         bootTimeout: Duration = .seconds(300), shutdownTimeout: Duration = .seconds(60)
     ) {
-        self.buildID = buildID
-        self.diskDirectory = diskDirectory
-        self.backingDisk = backingDisk
-        self.scratchDirectory = scratchDirectory
-        self.kernel = kernel
-        self.initrd = initrd
-        self.settings = settings
-        self.bootTimeout = bootTimeout
+        (self.buildID, self.diskDirectory, self.backingDisk, self.scratchDirectory) = (
+            buildID, diskDirectory, backingDisk, scratchDirectory
+        )
+        (self.kernel, self.initrd, self.settings, self.bootTimeout) = (kernel, initrd, settings, bootTimeout)
         self.shutdownTimeout = shutdownTimeout
     }
 

@@ -47,9 +47,9 @@ final class BuildContext: Sendable {
     let provider: any Provider
     let parent: ImageRecord?
     let decision: Decision
-    let buildID: String
-    let scratch: String
-    let staging: String
+    /// The build's id, its scratch directory (keys, sockets, the log) and its staging
+    /// directory (what becomes the blob).
+    let buildID, scratch, staging: String
     let log: BuildLog
     let steps: StepTracker
     let origin: BuildOrigin?
@@ -74,16 +74,9 @@ final class BuildContext: Sendable {
         template: Template, provider: any Provider, parent: ImageRecord?, decision: Decision, buildID: String, scratch: String,
         staging: String, log: BuildLog, steps: StepTracker, origin: BuildOrigin?
     ) {
-        self.template = template
-        self.provider = provider
-        self.parent = parent
-        self.decision = decision
-        self.buildID = buildID
-        self.scratch = scratch
-        self.staging = staging
-        self.log = log
-        self.steps = steps
-        self.origin = origin
+        (self.template, self.provider, self.parent, self.decision) = (template, provider, parent, decision)
+        (self.buildID, self.scratch, self.staging, self.log) = (buildID, scratch, staging, log)
+        (self.steps, self.origin) = (steps, origin)
     }
 
     var family: String { template.family }

@@ -80,7 +80,7 @@ struct ProvisionPhase: BuildPhase {
 
     func run(_ build: BuildContext) async throws {
         let runner = StepRunner(
-            options: options, provider: build.provider.name, template: build.template, buildID: build.buildID, scratch: build.scratch,
+            options: options, template: build.template, provider: build.provider.name, buildID: build.buildID, scratch: build.scratch,
             log: build.log, onEnter: { [steps = build.steps] in steps.enter($0) })
         try await runner.runAll(on: try build.machine())
     }

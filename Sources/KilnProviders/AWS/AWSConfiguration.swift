@@ -9,9 +9,7 @@ public struct AWSCredentials: Sendable, Equatable {
     public var sessionToken: String?
 
     public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil) {
-        self.accessKeyID = accessKeyID
-        self.secretAccessKey = secretAccessKey
-        self.sessionToken = sessionToken
+        (self.accessKeyID, self.secretAccessKey, self.sessionToken) = (accessKeyID, secretAccessKey, sessionToken)
     }
 }
 
@@ -23,9 +21,7 @@ public struct AWSConfiguration: Sendable {
     public var credentials: AWSCredentials
 
     public init(region: String, endpoint: URL, credentials: AWSCredentials) {
-        self.region = region
-        self.endpoint = endpoint
-        self.credentials = credentials
+        (self.region, self.endpoint, self.credentials) = (region, endpoint, credentials)
     }
 
     /// Resolves region, endpoint and credentials.
@@ -149,9 +145,7 @@ private struct SharedFile {
     let explicit: Bool
 
     init(path: String, variable: String, isConfig: Bool, environment: [String: String]) {
-        self.path = path
-        self.variable = variable
-        self.isConfig = isConfig
+        (self.path, self.variable, self.isConfig) = (path, variable, isConfig)
         if !FileManager.default.fileExists(atPath: path) {
             (sections, readError) = (nil, nil)
         } else if let text = try? String(contentsOfFile: path, encoding: .utf8) {

@@ -126,10 +126,8 @@ extension ProviderArtifact {
 /// is an AMI copy with kiln's tags, and needs no network path to the instance.
 final class AWSMachine: Machine {
     let ec2: EC2Client
-    let instance: String
-    let keyName: String
-    let keyPath: String
-    let user: String
+    /// The instance's id, its key pair's name and private key file, and the login user.
+    let instance, keyName, keyPath, user: String
     let spec: MachineSpec
     let poll: Duration
     let log: BuildLog
@@ -143,14 +141,8 @@ final class AWSMachine: Machine {
         ec2: EC2Client, instance: String, keyName: String, keyPath: String, user: String, spec: MachineSpec, poll: Duration,
         log: BuildLog
     ) {
-        self.log = log
-        self.ec2 = ec2
-        self.instance = instance
-        self.keyName = keyName
-        self.keyPath = keyPath
-        self.user = user
-        self.spec = spec
-        self.poll = poll
+        (self.log, self.ec2, self.instance, self.keyName) = (log, ec2, instance, keyName)
+        (self.keyPath, self.user, self.spec, self.poll) = (keyPath, user, spec, poll)
     }
 
     /// The SSH connection, opened on first use: the instance's public address, else its private one.

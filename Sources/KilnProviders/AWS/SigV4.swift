@@ -11,10 +11,7 @@ public struct SignableRequest: Sendable, Equatable {
     public var body: Data
 
     public init(method: String, url: URL, headers: [String: String] = [:], body: Data = Data()) {
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.body = body
+        (self.method, self.url, self.headers, self.body) = (method, url, headers, body)
     }
 }
 
@@ -29,9 +26,7 @@ public struct SigV4Signer: Sendable {
     public var service: String
 
     public init(credentials: AWSCredentials, region: String, service: String) {
-        self.credentials = credentials
-        self.region = region
-        self.service = service
+        (self.credentials, self.region, self.service) = (credentials, region, service)
     }
 
     /// The request with `X-Amz-Date`, `X-Amz-Security-Token` (temporary credentials only) and

@@ -10,19 +10,13 @@ enum PluginMessage {
     struct Handshake: Encodable {
         var version: Int
         var kilnVersion: String
-        enum CodingKeys: String, CodingKey {
-            case version = "protocol"
-            case kilnVersion = "kiln_version"
-        }
+        enum CodingKeys: String, CodingKey { case version = "protocol", kilnVersion = "kiln_version" }
     }
 
     struct Hello: Decodable {
         var version: Int?
         var capabilities: [String]?
-        enum CodingKeys: String, CodingKey {
-            case version = "protocol"
-            case capabilities
-        }
+        enum CodingKeys: String, CodingKey { case version = "protocol", capabilities }
     }
 
     struct CreateInstance: Encodable {
@@ -34,52 +28,34 @@ enum PluginMessage {
             var directory: String
             var artifact: ProviderArtifact
         }
-        var buildID: String
-        var family: String
-        var scratchDirectory: String
-        var templateDirectory: String
+        var buildID, family, scratchDirectory, templateDirectory: String
         var settings: JSONValue
         var source: Source?
         var parent: Parent?
         enum CodingKeys: String, CodingKey {
-            case buildID = "build_id"
-            case family
-            case scratchDirectory = "scratch_directory"
-            case templateDirectory = "template_directory"
+            case buildID = "build_id", family, scratchDirectory = "scratch_directory", templateDirectory = "template_directory"
             case settings, source, parent
         }
     }
 
-    struct Created: Decodable {
+    /// The answer to `create-instance` (the id may be missing: kiln says so), and the
+    /// parameters of `shutdown` and `destroy`.
+    struct Instance: Codable {
         var instanceID: String?
-        enum CodingKeys: String, CodingKey { case instanceID = "instance_id" }
-    }
-
-    /// `shutdown` and `destroy`.
-    struct Instance: Encodable {
-        var instanceID: String
         enum CodingKeys: String, CodingKey { case instanceID = "instance_id" }
     }
 
     struct WaitReady: Encodable {
         var instanceID: String
         var timeoutSeconds: Int
-        enum CodingKeys: String, CodingKey {
-            case instanceID = "instance_id"
-            case timeoutSeconds = "timeout_seconds"
-        }
+        enum CodingKeys: String, CodingKey { case instanceID = "instance_id", timeoutSeconds = "timeout_seconds" }
     }
 
     struct Exec: Encodable {
-        var instanceID: String
-        var script: String
+        var instanceID, script: String
         var environment: [String: String]
         var timeoutSeconds: Int
-        enum CodingKeys: String, CodingKey {
-            case instanceID = "instance_id"
-            case script, environment
-            case timeoutSeconds = "timeout_seconds"
-        }
+        enum CodingKeys: String, CodingKey { case instanceID = "instance_id", script, environment, timeoutSeconds = "timeout_seconds" }
     }
 
     struct Executed: Decodable {
@@ -88,36 +64,19 @@ enum PluginMessage {
     }
 
     struct Upload: Encodable {
-        var instanceID: String
-        var source: String
-        var destination: String
+        var instanceID, source, destination: String
         var contentsOnly: Bool
-        enum CodingKeys: String, CodingKey {
-            case instanceID = "instance_id"
-            case source, destination
-            case contentsOnly = "contents_only"
-        }
+        enum CodingKeys: String, CodingKey { case instanceID = "instance_id", source, destination, contentsOnly = "contents_only" }
     }
 
     struct Download: Encodable {
-        var instanceID: String
-        var source: String
-        var destination: String
-        enum CodingKeys: String, CodingKey {
-            case instanceID = "instance_id"
-            case source, destination
-        }
+        var instanceID, source, destination: String
+        enum CodingKeys: String, CodingKey { case instanceID = "instance_id", source, destination }
     }
 
     struct Snapshot: Encodable {
-        var instanceID: String
-        var outputDirectory: String
-        var name: String
-        enum CodingKeys: String, CodingKey {
-            case instanceID = "instance_id"
-            case outputDirectory = "output_directory"
-            case name
-        }
+        var instanceID, outputDirectory, name: String
+        enum CodingKeys: String, CodingKey { case instanceID = "instance_id", outputDirectory = "output_directory", name }
     }
 
     struct Snapshotted: Decodable {
@@ -125,18 +84,12 @@ enum PluginMessage {
         var files: [String]?
         /// Strings only; a value of another type is left out, as before the messages were typed.
         var details: [String: JSONValue]?
-        enum CodingKeys: String, CodingKey {
-            case imageID = "image_id"
-            case files, details
-        }
+        enum CodingKeys: String, CodingKey { case imageID = "image_id", files, details }
     }
 
     struct ImageChanged: Encodable {
         var artifact: ProviderArtifact
-        var name: String
-        var family: String
-        var version: String
-        var state: String
+        var name, family, version, state: String
     }
 
     struct DeleteImage: Encodable {
@@ -160,18 +113,14 @@ enum PluginMessage {
     /// Any line a plugin prints on stdout: an event (`log`, `output`), or an answer.
     struct Line: Decodable {
         var id: Int?
-        var event: String?
-        var stream: String?
-        var text: String?
-        var result: JSONValue?
-        var error: JSONValue?
+        var event, stream, text: String?
+        var result, error: JSONValue?
     }
 
     /// An answer, decoded once its request's result type is known.
     struct Answer<Result: Decodable>: Decodable {
         struct Failure: Decodable {
-            var code: String?
-            var message: String?
+            var code, message: String?
         }
         var result: Result?
         var error: Failure?

@@ -31,7 +31,7 @@ public struct PluginProvider: Provider {
                 create.parent = .init(directory: directory, artifact: artifact)
             }
             let answer = try await connection.request(
-                "create-instance", create, answer: PluginMessage.Created.self, timeout: spec.bootTimeout)
+                "create-instance", create, answer: PluginMessage.Instance.self, timeout: spec.bootTimeout)
             guard let instance = answer.instanceID, !instance.isEmpty else {
                 throw connection.protocolError("create-instance answered without an instance_id")
             }

@@ -13,12 +13,8 @@ public struct SSHAccess: Sendable, Equatable {
     public var controlPath: String?
 
     public init(host: String, port: Int, user: String, privateKey: String, knownHosts: String, controlPath: String?) {
-        self.host = host
-        self.port = port
-        self.user = user
-        self.privateKey = privateKey
-        self.knownHosts = knownHosts
-        self.controlPath = controlPath
+        (self.host, self.port, self.user, self.privateKey) = (host, port, user, privateKey)
+        (self.knownHosts, self.controlPath) = (knownHosts, controlPath)
     }
 
     /// OpenSSH options that log in with the build's key and refuse any other host key.
