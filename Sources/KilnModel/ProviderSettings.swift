@@ -4,9 +4,6 @@ import KilnCore
 /// The `provider:` value: a name (`provider: aws`) or one name with its settings
 /// (`provider: {aws: {region: eu-west-1}}`), and where it stands in the template.
 public struct ProviderChoice: Sendable, Equatable {
-    /// The providers kiln has built in; any other name is a plugin's (docs/providers.md).
-    public static let builtIn = ["qemu", "aws"]
-
     public var settings: ProviderSettings
     /// Where the `provider:` value stands; nil when the template has none.
     public var location: SourceLocation?
@@ -24,8 +21,8 @@ public struct ProviderChoice: Sendable, Equatable {
 public enum ProviderSettings: Sendable, Equatable {
     case qemu(QemuSettings)
     case aws(AWSSettings)
-    /// A plugin's settings as a JSON object with sorted keys, values keeping their YAML types;
-    /// the plugin checks them itself.
+    /// A plugin's settings (or a built-in provider's without a type here) as a JSON object
+    /// with sorted keys, values keeping their YAML types; the provider checks them itself.
     case plugin(name: String, json: String)
 
     public var name: String {

@@ -116,18 +116,21 @@ extension Machine {
 public enum Providers {
     public static let pluginPrefix = "kiln-provider-"
 
+    /// The built-in providers: adding one is its folder and one line here. One without typed
+    /// settings of its own receives the template's as JSON (``ProviderSettings/json``).
+    static let builtIn: KeyValuePairs<String, @Sendable () -> any Provider> = [
+        "qemu": { QemuProvider() },
+        "aws": { AWSProvider() },
+    ]
+
     /// - Parameter pluginDirectory: searched before `PATH` (the store's `plugins/`).
     public static func named(_ name: String, pluginDirectory: String? = nil) throws -> any Provider {
-        switch name {
-        case "qemu": return QemuProvider()
-        case "aws": return AWSProvider()
-        default:
-            if let executable = findPlugin(name, in: pluginDirectory) { return PluginProvider(name: name, executable: executable) }
-            throw KilnError(
-                .invalidInput,
-                "unknown provider '\(name)': built in are \(ProviderChoice.builtIn.joined(separator: ", ")), and no plugin \(pluginPrefix)\(name) is in "
-                    + (pluginDirectory.map { $0 + " or " } ?? "") + "on PATH")
-        }
+        if let make = builtIn.first(where: { $0.key == name })?.value { return make() }
+        if let executable = findPlugin(name, in: pluginDirectory) { return PluginProvider(name: name, executable: executable) }
+        throw KilnError(
+            .invalidInput,
+            "unknown provider '\(name)': built in are \(builtIn.map(\.key).joined(separator: ", ")), and no plugin \(pluginPrefix)\(name) is in "
+                + (pluginDirectory.map { $0 + " or " } ?? "") + "on PATH")
     }
 
     static func findPlugin(_ name: String, in directory: String?) -> String? {

@@ -28,7 +28,7 @@ extension TemplateParser {
         guard Names.isValidFamily(name) else {
             error(
                 at: nameNode,
-                "provider: '\(name)' is not a provider name: built in are \(ProviderChoice.builtIn.joined(separator: ", ")); a plugin's name matches [a-z0-9][a-z0-9-]*"
+                "provider: '\(name)' is not a provider name: a provider's name, built in or a plugin's, matches [a-z0-9][a-z0-9-]* (docs/providers.md)"
             )
             return choice
         }
