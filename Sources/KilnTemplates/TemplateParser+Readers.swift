@@ -148,8 +148,36 @@ extension TemplateParser {
 
     // MARK: - Interpolation
 
-    /// Replaces `${var.NAME}`; `$${` stands for a literal `${`.
-    func interpolate(_ text: String, at node: Node) -> String? {
+    /// Script text with each `${var.NAME}` turned into a reference to the environment variable
+    /// `KILN_VAR_NAME`, and the variables it names: a value never becomes shell text, so
+    /// `$(…)`, backticks, quotes, `;` or a newline in it are data to the shell, not commands.
+    /// The step sets the variables (``shellVariables(_:)``); the script quotes them as it
+    /// would any variable (`"${KILN_VAR_NAME}"`).
+    func shellText(_ node: Node, _ what: String) -> (text: String, names: [String])? {
+        var names: [String] = []
+        guard let raw = rawScalar(node, what),
+            let text = interpolate(
+                raw, at: node,
+                substitute: { name, _ in
+                    if !names.contains(name) { names.append(name) }
+                    return "${\(Self.shellVariablePrefix)\(name)}"
+                })
+        else { return nil }
+        return (text, names)
+    }
+
+    static let shellVariablePrefix = "KILN_VAR_"
+
+    /// The environment that carries the named variables' values to a script.
+    func shellVariables(_ names: [String]) -> [EnvVar] {
+        names.compactMap { name in values[name].map { EnvVar(name: Self.shellVariablePrefix + name, value: $0) } }
+    }
+
+    /// Replaces `${var.NAME}` (by its value, or by what `substitute` makes of the name and the
+    /// value); `$${` stands for a literal `${`.
+    func interpolate(
+        _ text: String, at node: Node, substitute: (_ name: String, _ value: String) -> String = { $1 }
+    ) -> String? {
         guard text.contains("${") else { return text }
         var output = ""
         var rest = Substring(text)
@@ -174,7 +202,7 @@ extension TemplateParser {
                 }
                 let name = String(expression.dropFirst(4))
                 if let value = values[name] {
-                    output += value
+                    output += substitute(name, value)
                 } else if !missing.contains(name) {
                     ok = false
                     error(

@@ -69,6 +69,12 @@ extension TemplateParser {
                     "variable '\(name)' has no value: give it a default, set KILN_VAR_\(name) or pass --var \(name)=VALUE")
                 continue
             }
+            // A value reaches steps through the environment, which cannot hold a NUL byte: cut
+            // short there, it would differ from what the build key and the plan recorded.
+            if resolved.unicodeScalars.contains("\u{0}") {
+                error(at: keyNode, "variable '\(name)' holds a NUL byte, which no step's environment can carry")
+                continue
+            }
             values[name] = resolved
             result.append(Variable(name: name, value: resolved, sensitive: sensitive))
         }

@@ -112,14 +112,19 @@ extension TemplateParser {
 
     func parseShell(_ value: Node, _ what: String) -> (inline: String?, script: String?, env: [EnvVar])? {
         if value.scalar != nil {
-            guard let inline = string(value, what) else { return nil }
-            return (inline, nil, [])
+            guard let inline = shellText(value, what) else { return nil }
+            return (inline.text, nil, shellVariables(inline.names))
         }
         guard let f = mapping(value, what, keys: ShellKey.self) else { return nil }
         var inline: String?
+        var referenced: [String] = []
         if let i = f[.inline] {
             // A list of commands reads better in YAML than one long block; run them in order.
-            inline = i.sequence != nil ? stringList(i, "inline").joined(separator: "\n") : string(i, "inline")
+            let lines =
+                i.sequence != nil
+                ? (sequence(i, "inline") ?? []).compactMap { shellText($0, "inline item") } : [shellText(i, "inline")].compactMap { $0 }
+            inline = lines.isEmpty && i.sequence == nil ? nil : lines.map(\.text).joined(separator: "\n")
+            for name in lines.flatMap(\.names) where !referenced.contains(name) { referenced.append(name) }
         }
         var script: String?
         if let s = f[.script], let path = string(s, "script") {
@@ -144,6 +149,9 @@ extension TemplateParser {
                 if let v = string(valueNode, "env.\(name)") { env.append(EnvVar(name: name, value: v)) }
             }
         }
+        // A variable the script names reaches it through the environment; `env:` can set the
+        // same name itself, and then its value is the one the script sees.
+        env += shellVariables(referenced).filter { generated in !env.contains { $0.name == generated.name } }
         return (inline, script, env)
     }
 

@@ -106,8 +106,21 @@ final class CLITests {
 
     @Test("--var overrides a default, and a bad --var is invalid input")
     func variables() async throws {
-        let plan = try await CLI.kiln(["plan", CLI.root + "/examples/debian", "--var", "release=2.0", "--home", home])
-        #expect(plan.stdout.contains("echo \"2.0\" > /etc/shop-release"))
+        // A path shows the value itself (in script text it would be ${KILN_VAR_release}).
+        let dir = home + "-templates"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let disk = Data(repeating: 7, count: 1 << 20)
+        try disk.write(to: URL(fileURLWithPath: dir + "/base.raw"))
+        try """
+        image: t
+        from: {file: {path: base.raw, sha256: \(Hashing.sha256Hex(disk))}}
+        vars: {release: "1.0"}
+        provision:
+          - file: {src: base.raw, dest: "/opt/release-${var.release}"}
+        """.write(toFile: dir + "/t.yaml", atomically: true, encoding: .utf8)
+        let plan = try await CLI.kiln(["plan", dir, "--var", "release=2.0", "--home", home])
+        #expect(plan.stdout.contains("base.raw -> /opt/release-2.0"), "\(plan.stdout)")
         let bad = try await CLI.kiln(["plan", CLI.root + "/examples/debian", "--var", "release", "--home", home])
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("--var release: expected NAME=VALUE"))
