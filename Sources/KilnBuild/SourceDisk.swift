@@ -34,6 +34,8 @@ struct SourceDisk {
         let key = identity.key
         let summary = identity.summary
         if let digest = try store.catalog.sourceDigest(key: key) {
+            // Leased first (gc and the cache prune leave it alone from here), then checked.
+            try await store.withBlobLock { try store.lease([Store.blobResource(digest)], buildID: buildID) }
             // A cached disk is used only if its bytes still hash to its name.
             // Verified through the store: a child built later in this run does not hash it again.
             if (try? store.verifyBlob(digest)) != nil {
@@ -59,6 +61,7 @@ struct SourceDisk {
             case .file(let path, let sha256):
                 try await importDisk(path, sha256: sha256, into: staging, log: log)
             case .url(let url, let sha256):
+                try await store.withBlobLock { try store.lease([Store.downloadResource(sha256)], buildID: buildID) }
                 let path = try await download(url, sha256: sha256, log: log)
                 try await importDisk(path, sha256: sha256, into: staging, log: log)
             case .image, .providerImage:
@@ -67,6 +70,8 @@ struct SourceDisk {
             let (digest, size) = try store.seal(staging: staging) { digest in
                 try digest.write(
                     toFile: store.scratchDirectory(buildID: buildID) + "/" + Recovery.sealedSourceMarker, atomically: true, encoding: .utf8)
+                // Before the catalog lists it as a cache entry, which a prune could remove.
+                try store.lease([Store.blobResource(digest)], buildID: buildID)
             }
             try store.catalog.recordSource(key: key, digest: digest, description: summary)
             log.emit("kiln", "source disk ready: \(summary), \(size >> 20) MiB (\(digest.prefix(12)))")
@@ -220,8 +225,7 @@ struct SourceDisk {
             try await ProcessRunner.check("sh", [hook, tree], environment: environment, onLine: onLine)
         }
         log.emit("kiln", "bootstrapped in \((ContinuousClock.now - started).kilnDescription); converting to qcow2")
-        try await ProcessRunner.check(
-            "qemu-img", ["convert", "-O", "qcow2", staging + "/disk.raw", staging + "/" + Store.diskName])
+        try await DiskImage.convert(staging + "/disk.raw", format: "raw", to: staging + "/" + Store.diskName, outputFormat: "qcow2")
         try FileManager.default.removeItem(atPath: staging + "/disk.raw")
     }
 
@@ -289,7 +293,11 @@ struct SourceDisk {
         guard actual == sha256 else {
             throw KilnError(.buildFailed, "\(path): sha256 is \(actual), the template expects \(sha256)")
         }
-        try await ProcessRunner.check("qemu-img", ["convert", "-O", "qcow2", path, staging + "/" + Store.diskName])
+        // The sha256 covers the file, not what its header names: a qcow2 pointing at a host file
+        // as its backing file would pull that file into the image. DiskImage refuses it.
+        let info = try await DiskImage.checkForeign(path)
+        log.emit("kiln", "importing \(path) (\(info.format), \(info.virtualSize >> 20) MiB)")
+        try await DiskImage.convert(path, format: info.format, to: staging + "/" + Store.diskName, outputFormat: "qcow2")
     }
 
     /// Downloads into the cache by checksum; a verified file is never fetched again.

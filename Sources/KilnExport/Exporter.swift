@@ -157,15 +157,9 @@ public struct Exporter: Sendable {
     /// `qemu-img convert` reads the whole backing chain and writes one standalone disk; the
     /// clusters no layer wrote are left out, which is what compacts it.
     private func convert(_ disk: String, format: ExportFormat, to path: String) async throws {
-        var arguments = ["convert", "-O", format.rawValue]
-        if format == .vmdk { arguments += ["-o", "subformat=streamOptimized"] }
-        arguments += [disk, path]
-        log("qemu-img " + arguments.joined(separator: " "))
-        let result = try await ProcessRunner.run("qemu-img", arguments)
-        guard result.succeeded else {
-            throw KilnError(
-                .io, "qemu-img convert failed (\(result.status)): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
+        let options = format == .vmdk ? "subformat=streamOptimized" : nil
+        log("qemu-img convert -f qcow2 -O \(format.rawValue)" + (options.map { " -o " + $0 } ?? "") + " \(disk) \(path)")
+        try await DiskImage.convert(disk, format: "qcow2", to: path, outputFormat: format.rawValue, options: options)
     }
 
     /// A sparse raw copy of the image's whole chain, for the ext4 reader.
