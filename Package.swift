@@ -92,7 +92,7 @@ let package = Package(
             // Run from its source path by EC2ClientTests (a throttling front for moto_server), not bundled.
             exclude: ["Fixtures/ec2_throttle_proxy.py"]),
         .testTarget(
-            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnModel", "KilnTestSupport", "Yams"],
+            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnExport", "KilnModel", "KilnTestSupport", "Yams"],
             // Run from their source paths by DownloadTests (a loopback HTTP server) and
             // PluginProviderTests (misbehaving plugins), not bundled.
             exclude: ["Fixtures/range_server.py", "Fixtures/faulty_plugin.py"]),

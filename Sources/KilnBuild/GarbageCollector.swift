@@ -18,28 +18,13 @@ public enum GarbageCollector {
     ) async throws -> Report {
         var report = Report()
         let fm = FileManager.default
-        for image in try store.catalog.purgeable(now: now) {
-            let shared = try store.catalog.blobNeeded(image.digest, except: image.name)
-            if !dryRun && !shared {
-                do {
-                    // The provider's copy (an AMI and its snapshots) goes first: a blob removed
-                    // before it would leave kiln nothing to find it by.
-                    try await ProviderSync.delete(image, in: store, warn: warn)
-                } catch {
-                    warn("\(image.name) stays until its provider's copy can be deleted: \(error)")
-                    continue
-                }
-            }
-            let blob = store.blobDirectory(digest: image.digest)
-            if !shared, fm.fileExists(atPath: blob) {
-                report.bytes += try SourceCache.size(of: blob)
-                if !dryRun { try fm.removeItem(atPath: blob) }
-            }
-            if !dryRun { try store.catalog.markPurged(image.name) }
-            report.purged.append(image.name)
+        // Purged images' blobs: under the blob lock, leaving what a running build leased.
+        (report.purged, report.bytes) = try await store.withBlobLock {
+            try await purge(store, now: now, dryRun: dryRun, warn: warn)
         }
         // Staging and scratch directories of builds that are not running any more.
         let running = Set(try store.catalog.builds(status: .running).filter(store.mayBeRunning).map(\.id))
+        if !dryRun { try store.catalog.dropLeases(except: running) }
         let staging = (try? fm.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []
         for name in staging where name.hasPrefix(".tmp-") {
             let id = String(name.dropFirst(5)).replacingOccurrences(of: "-source", with: "")
@@ -53,8 +38,44 @@ public enum GarbageCollector {
             report.bytes += (try? SourceCache.size(of: path)) ?? 0
             if !dryRun { try Store.removeTree(path) }
         }
-        report.cache = try SourceCache.prune(store, limit: cacheLimit, dryRun: dryRun)
+        report.cache = try await SourceCache.prune(store, limit: cacheLimit, dryRun: dryRun)
         report.bytes += report.cache.reduce(0) { $0 + $1.bytes }
         return report
+    }
+
+    /// Removes the blobs of images past their purge date (unless another image or a running
+    /// build still needs them) and marks them purged. Under the store's blob lock.
+    private static func purge(
+        _ store: Store, now: Date, dryRun: Bool, warn: @escaping @Sendable (String) -> Void
+    ) async throws -> ([String], UInt64) {
+        let fm = FileManager.default
+        let leased = try store.leasedResources()
+        var purged: [String] = []
+        var bytes: UInt64 = 0
+        for image in try store.catalog.purgeable(now: now) {
+            if leased.contains(Store.blobResource(image.digest)) {
+                warn("\(image.name) stays until the build standing on it finishes")
+                continue
+            }
+            let shared = try store.catalog.blobNeeded(image.digest, except: image.name)
+            if !dryRun && !shared {
+                do {
+                    // The provider's copy (an AMI and its snapshots) goes first: a blob removed
+                    // before it would leave kiln nothing to find it by.
+                    try await ProviderSync.delete(image, in: store, warn: warn)
+                } catch {
+                    warn("\(image.name) stays until its provider's copy can be deleted: \(error)")
+                    continue
+                }
+            }
+            let blob = store.blobDirectory(digest: image.digest)
+            if !shared, fm.fileExists(atPath: blob) {
+                bytes += try SourceCache.size(of: blob)
+                if !dryRun { try fm.removeItem(atPath: blob) }
+            }
+            if !dryRun { try store.catalog.markPurged(image.name) }
+            purged.append(image.name)
+        }
+        return (purged, bytes)
     }
 }

@@ -16,7 +16,8 @@ public struct CacheEntry: Sendable, Codable, Equatable {
     public var path: String
     public var bytes: UInt64
     public var lastUsed: Date
-    /// An image's disk is backed by it: never removed while that image exists.
+    /// An image's disk is backed by it, or a running build stands on it (a lease): never
+    /// removed while that lasts.
     public var inUse: Bool
     var sourceKey: String?
 }
@@ -41,6 +42,7 @@ public enum SourceCache {
     public static func entries(in store: Store) throws -> [CacheEntry] {
         let fm = FileManager.default
         let backing = try store.catalog.backingDigests()
+        let leased = try store.leasedResources()
         // Bases made before kiln recorded backing digests: any source disk may be theirs.
         let legacyBases = try store.catalog.hasBasesWithoutBacking()
         var entries: [CacheEntry] = []
@@ -50,7 +52,9 @@ public enum SourceCache {
             entries.append(
                 CacheEntry(
                     kind: .sourceDisk, description: source.description, path: directory, bytes: try size(of: directory),
-                    lastUsed: source.lastUsed, inUse: legacyBases || backing.contains(source.digest), sourceKey: source.key))
+                    lastUsed: source.lastUsed,
+                    inUse: legacyBases || backing.contains(source.digest) || leased.contains(Store.blobResource(source.digest)),
+                    sourceKey: source.key))
         }
         let downloads = store.cacheDirectory + "/downloads"
         for name in (try? fm.contentsOfDirectory(atPath: downloads)) ?? [] {
@@ -59,27 +63,31 @@ public enum SourceCache {
             entries.append(
                 CacheEntry(
                     kind: .download, description: name, path: path, bytes: try size(of: path), lastUsed: modified,
-                    inUse: false))
+                    inUse: leased.contains(Store.downloadResource(name))))
         }
         return entries.sorted { $0.lastUsed < $1.lastUsed }
     }
 
     /// Removes unused entries, least recently used first, until the cache holds at most `limit` bytes.
     /// - Returns: what was (or, with `dryRun`, would be) removed.
+    /// Under the store's blob lock: what a build leases is either leased before this looks, or
+    /// gone before that build checks it (and made again).
     @discardableResult
-    public static func prune(_ store: Store, limit: UInt64, dryRun: Bool = false) throws -> [CacheEntry] {
-        let all = try entries(in: store)
-        var total = all.reduce(0) { $0 + $1.bytes }
-        var removed: [CacheEntry] = []
-        for entry in all where total > limit && !entry.inUse {
-            if !dryRun {
-                if let key = entry.sourceKey { try store.catalog.forgetSource(key: key) }
-                try FileManager.default.removeItem(atPath: entry.path)
+    public static func prune(_ store: Store, limit: UInt64, dryRun: Bool = false) async throws -> [CacheEntry] {
+        try await store.withBlobLock {
+            let all = try entries(in: store)
+            var total = all.reduce(0) { $0 + $1.bytes }
+            var removed: [CacheEntry] = []
+            for entry in all where total > limit && !entry.inUse {
+                if !dryRun {
+                    if let key = entry.sourceKey { try store.catalog.forgetSource(key: key) }
+                    try FileManager.default.removeItem(atPath: entry.path)
+                }
+                total -= entry.bytes
+                removed.append(entry)
             }
-            total -= entry.bytes
-            removed.append(entry)
+            return removed
         }
-        return removed
     }
 
     static func size(of path: String) throws -> UInt64 {

@@ -133,7 +133,7 @@ struct Build: AsyncParsableCommand {
         // The cache stays bounded without anyone remembering to prune it. The images are built
         // by now: a failed prune is reported, not turned into a failed build.
         do {
-            for entry in try SourceCache.prune(store, limit: SourceCache.defaultLimit()) {
+            for entry in try await SourceCache.prune(store, limit: SourceCache.defaultLimit()) {
                 printError("kiln: cache: removed \(entry.kind.rawValue) \(entry.description) (\(humanSize(Int64(entry.bytes))))")
             }
         } catch {

@@ -28,7 +28,7 @@ struct CachePrune: AsyncParsableCommand {
         } else {
             limit = SourceCache.defaultLimit()
         }
-        let removed = try SourceCache.prune(try store.open(), limit: limit, dryRun: dryRun)
+        let removed = try await SourceCache.prune(try store.open(), limit: limit, dryRun: dryRun)
         for entry in removed {
             print("\(dryRun ? "would remove" : "removed") \(entry.kind.rawValue) \(entry.description) (\(humanSize(Int64(entry.bytes))))")
         }

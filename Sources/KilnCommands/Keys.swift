@@ -83,6 +83,8 @@ struct Sign: AsyncParsableCommand {
         let signingKey = try SigningKey.load(path)
         for name in names {
             let image = try store.catalog.resolve(name)
+            // A signature vouches for the bytes: they are checked first, as export checks them.
+            try await Verifier.trust(store, image)
             let envelope = try store.sign(image, with: signingKey, provider: nil)
             print("signed \(image.name) with key \(envelope.keyID)")
         }

@@ -116,6 +116,8 @@ public struct Exporter: Sendable {
         guard FileManager.default.fileExists(atPath: disk) else {
             throw KilnError(.storeInconsistent, "\(image.name)'s disk \(disk) is missing (kiln verify \(image.name))")
         }
+        // What is exported is signed beside it: it must be the bytes that were sealed.
+        try await Verifier.trust(store, image)
         let partial = output + ".partial"
         try? Store.removeTree(partial)
         defer { try? Store.removeTree(partial) }

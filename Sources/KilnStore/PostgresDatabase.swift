@@ -123,7 +123,7 @@ final class PostgresDatabase: SQLDatabase {
     // MARK: - Migrations
 
     /// Versioned, applied in order, each once; the PostgreSQL schema equals SQLite's after its
-    /// migrations v1 through v9-packages (docs/store.md).
+    /// migrations v1 through v10-integrity (docs/store.md).
     static let migrations: [(version: String, statements: [String])] = [
         (
             "v1-initial",
@@ -166,6 +166,13 @@ final class PostgresDatabase: SQLDatabase {
             ]
         ),
         ("v2-packages", ["ALTER TABLE image ADD COLUMN packages text"]),
+        (
+            "v3-integrity",
+            [
+                "ALTER TABLE image ADD COLUMN signer text",
+                "CREATE TABLE lease (build text NOT NULL, resource text NOT NULL, PRIMARY KEY (build, resource))",
+            ]
+        ),
     ]
 
     private func migrate() throws {

@@ -146,6 +146,18 @@ final class SQLiteDatabase: SQLDatabase {
             // The image's installed packages (PackageManifest, tab-separated lines).
             try db.alter(table: "image") { t in t.add(column: "packages", .text) }
         }
+        migrator.registerMigration("v10-integrity") { db in
+            // The key that signed the image's provenance: once signed, an image whose signature
+            // is gone is damaged, not "unsigned" (docs/provenance.md).
+            try db.alter(table: "image") { t in t.add(column: "signer", .text) }
+            // The blobs and downloads a running build stands on: gc and the cache prune leave
+            // them alone while that build may still be running (docs/store.md).
+            try db.create(table: "lease") { t in
+                t.column("build", .text).notNull()
+                t.column("resource", .text).notNull()
+                t.primaryKey(["build", "resource"])
+            }
+        }
         return migrator
     }
 

@@ -152,6 +152,7 @@ extension Store {
         let payload = try recordProvenance(of: image, provider: provider)
         let envelope = try key.sign(payload, subject: image.name)
         try envelope.encoded().write(to: URL(fileURLWithPath: signaturePath(of: image.name)), options: .atomic)
+        try catalog.markSigned(image.name, keyID: envelope.keyID)
         return envelope
     }
 }

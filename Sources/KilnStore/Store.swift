@@ -222,6 +222,8 @@ struct FileIdentity: Equatable, Sendable {
     let size: Int64
     let modified: Int
     let modifiedNanoseconds: Int
+    let changed: Int
+    let changedNanoseconds: Int
 
     init?(path: String) {
         var info = stat()
@@ -231,5 +233,9 @@ struct FileIdentity: Equatable, Sendable {
         size = Int64(info.st_size)
         modified = info.st_mtim.tv_sec
         modifiedNanoseconds = info.st_mtim.tv_nsec
+        // Anyone who can write the file can set its mtime back; the change time moves with
+        // every write and cannot be set.
+        changed = info.st_ctim.tv_sec
+        changedNanoseconds = info.st_ctim.tv_nsec
     }
 }

@@ -1,7 +1,6 @@
 import Foundation
 import KilnCore
 import KilnModel
-import KilnStore
 
 /// `kiln verify`: re-hashes blobs and checks the catalog against the store, so "nothing was
 /// lost" is a checked statement rather than a hope.
@@ -26,6 +25,25 @@ public enum Verifier {
         /// Not wrong, but worth knowing: leftovers that `kiln gc` removes.
         public var notes: [String] = []
         public var problemCount: Int { results.reduce(0) { $0 + $1.problems.count } }
+    }
+
+    /// The check export, push and a build on a parent make before they trust an image's
+    /// bytes, the same as `kiln verify NAME`: the image and every blob its disk stands on
+    /// (present, read-only, hashing to their names, each backed by the blob the catalog says),
+    /// its catalog row, and its provenance and signature (required once it was signed).
+    /// - Parameter also: keys trusted besides the store's, such as the one the build signs with.
+    public static func trust(_ store: Store, _ image: ImageRecord, also: [PublicSigningKey] = []) async throws {
+        // The store's keys, and the key this kiln signs with (it may live outside the store).
+        var trusted = try store.trustedKeys() + also
+        if let path = store.defaultSigningKeyPath(), let key = try? SigningKey.load(path) { trusted.append(key.publicKey) }
+        let report = try await run(store, name: image.name, trusted: trusted)
+        let problems = report.results.flatMap { result in result.problems.map { "\(result.subject): \($0)" } }
+        guard problems.isEmpty else {
+            throw KilnError(
+                .storeInconsistent,
+                "\(image.name) fails verification, so kiln will not use its bytes: \(problems.joined(separator: "; ")) (kiln verify \(image.name))"
+            )
+        }
     }
 
     /// Checks `name` (an image, with every blob under it) or, when nil, every image whose disk
@@ -94,13 +112,14 @@ public enum Verifier {
         let disk = Store.primaryFile(in: directory)
         guard FileManager.default.fileExists(atPath: disk) else { return ["blob missing: \(disk) does not exist"] }
         var problems: [String] = []
+        // The same check a build makes before it boots (hashed once per process and file).
         do {
-            let actual = try Hashing.sha256Hex(fileAt: disk)
-            if actual != digest { problems.append("blob damaged: \(disk) hashes to \(actual), not to its name") }
+            try store.verifyBlob(digest)
+        } catch let error as KilnError {
+            problems.append("blob damaged: \(error.message)")
         } catch {
             problems.append("blob unreadable: \(error)")
         }
-        do { try Store.checkArtifactFiles(in: directory) } catch { problems.append("blob damaged: \(error)") }
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
             let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + name)
             if let mode = attributes?[.posixPermissions] as? Int, mode & 0o222 != 0 {
@@ -110,10 +129,9 @@ public enum Verifier {
         // A provider's artifact is not a disk: its files were checked above.
         if disk.hasSuffix("/" + ProviderArtifact.fileName) { return problems }
         // What QEMU will open under this disk must be the blob the catalog says.
-        if let info = try? await ProcessRunner.run("qemu-img", ["info", "--output=json", "-U", disk]), info.succeeded,
-            let json = try? JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any]
-        {
-            let backing = json["backing-filename"] as? String
+        if let info = try? await DiskImage.info(disk, format: "qcow2", shared: true) {
+            let backing = info.backingFilename
+            if let dataFile = info.dataFile { problems.append("the disk keeps its data in an external file (\(dataFile))") }
             let expected = expectedBacking.map { "../\($0)/\(Store.diskName)" }
             if backing != expected {
                 problems.append("backing file is \(backing ?? "none"), the catalog says \(expected ?? "none")")
@@ -128,11 +146,22 @@ public enum Verifier {
         return problems
     }
 
-    static func checkProvenance(
+    public static func checkProvenance(
         _ store: Store, _ image: ImageRecord, trusted: [PublicSigningKey], requireSignature: Bool
     ) -> (problems: [String], signedBy: String?) {
+        // An image that was signed stays signed: a missing record or signature is damage (or
+        // someone hiding a change), not an unsigned image.
+        let signer: String?
+        do {
+            signer = try store.catalog.signer(of: image.name)
+        } catch {
+            return (["cannot read who signed it: \(error)"], nil)
+        }
+        let requireSignature = requireSignature || signer != nil
+        let gone = signer.map { "its provenance was signed by key \($0), and " } ?? ""
         guard let data = store.provenanceData(of: image.name) else {
-            return (requireSignature ? ["unsigned: no provenance record (kiln sign \(image.name))"] : [], nil)
+            guard requireSignature else { return ([], nil) }
+            return ([gone.isEmpty ? "unsigned: no provenance record (kiln sign \(image.name))" : gone + "the record is gone"], nil)
         }
         var problems: [String] = []
         do {
@@ -142,7 +171,7 @@ public enum Verifier {
         }
         let signaturePath = store.signaturePath(of: image.name)
         guard FileManager.default.fileExists(atPath: signaturePath) else {
-            if requireSignature { problems.append("unsigned (kiln sign \(image.name))") }
+            if requireSignature { problems.append(gone.isEmpty ? "unsigned (kiln sign \(image.name))" : gone + "the signature is gone") }
             return (problems, nil)
         }
         do {

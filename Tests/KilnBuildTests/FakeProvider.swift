@@ -21,7 +21,12 @@ final class FakeProvider: Provider {
 
     func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
         let disk = spec.diskDirectory + "/disk.qcow2"
-        try Data("overlay of \(spec.backingDisk) for \(spec.buildID)".utf8).write(to: URL(fileURLWithPath: disk))
+        // A real overlay, as qemu's would be (kiln checks a blob's backing file before it
+        // trusts it), with a sector of its own so that each build's disk differs.
+        try await ProcessRunner.check("qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.backingDisk, "-F", "qcow2", disk])
+        let hash = Hashing.sha256Hex(Data(spec.buildID.utf8))
+        let sector = Int(hash.dropFirst(2).prefix(4), radix: 16)! % 2048
+        try await ProcessRunner.check("qemu-io", ["-f", "qcow2", "-c", "write -q -P 0x\(hash.prefix(2)) \(sector * 512) 512", disk])
         events.withLock { $0.append("start backing=\(spec.backingDisk)") }
         return FakeMachine(provider: self)
     }

@@ -30,16 +30,16 @@ struct SourceCacheTests {
         let inUse = try #require(entries.first { $0.inUse })
         #expect(inUse.path == store.blobDirectory(digest: try #require(images[0].backingDigest)))
 
-        let wouldGo = try SourceCache.prune(store, limit: 0, dryRun: true)
+        let wouldGo = try await SourceCache.prune(store, limit: 0, dryRun: true)
         #expect(wouldGo.map(\.description) == ["an old source", "abc"])
         #expect(FileManager.default.fileExists(atPath: unused))
         // A limit that the in-use disk alone fits under removes only the oldest unused entry.
         let total = entries.reduce(0) { $0 + $1.bytes }
-        let removed = try SourceCache.prune(store, limit: total - 1)
+        let removed = try await SourceCache.prune(store, limit: total - 1)
         #expect(removed.map(\.description) == ["an old source"])
         #expect(!FileManager.default.fileExists(atPath: unused))
         #expect(try store.catalog.sources().map(\.key) != ["old"])
-        try SourceCache.prune(store, limit: 0)
+        try await SourceCache.prune(store, limit: 0)
         #expect(try SourceCache.entries(in: store).map(\.inUse) == [true])
         #expect(FileManager.default.fileExists(atPath: inUse.path))
     }
@@ -64,5 +64,39 @@ struct SourceCacheTests {
         #expect(again[0].backingDigest == first[0].backingDigest)
         let rebuilt = store.blobDirectory(digest: try #require(again[0].backingDigest)) + "/disk.qcow2"
         #expect(try Hashing.sha256Hex(fileAt: rebuilt) == again[0].backingDigest)
+    }
+
+    @Test("gc and the cache prune during a build leave the source disk it stands on; a lease lapses with its build")
+    func leases() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let store = workspace.store
+        let flag = workspace.dir + "/flag"
+        let base = try String(contentsOfFile: workspace.dir + "/t/base.yaml", encoding: .utf8)
+        try base.replacingOccurrences(
+            of: "  - shell: echo base",
+            with: "  - shell-local: touch \(flag).started; while [ ! -e \(flag).go ]; do sleep 0.05; done"
+        ).write(toFile: workspace.dir + "/t/base.yaml", atomically: true, encoding: .utf8)
+        let (set, graph) = try workspace.graph()
+        let builder = Builder(store: store, provider: FakeProvider(), options: BuildOptions(), reporter: nil)
+        let build = Task { try await builder.build(graph, secrets: set.sensitiveValues) }
+        let deadline = ContinuousClock.now + .seconds(120)
+        while !FileManager.default.fileExists(atPath: flag + ".started") {
+            guard ContinuousClock.now < deadline else { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // The base's VM stands on its source disk, which no image names yet: only its lease keeps it.
+        let pruned = try await SourceCache.prune(store, limit: 0)
+        let collected = try await GarbageCollector.run(store, now: Date(), dryRun: false, cacheLimit: 0)
+        FileManager.default.createFile(atPath: flag + ".go", contents: nil)
+        let images = try await build.value.map(\.image)
+        #expect(pruned.isEmpty && collected.cache.isEmpty, "\(pruned) \(collected.cache)")
+        let source = try #require(images[0].backingDigest)
+        #expect(try Hashing.sha256Hex(fileAt: store.blobDirectory(digest: source) + "/disk.qcow2") == source)
+
+        // A lease held by a build that is not running (its kiln died) protects nothing.
+        try store.catalog.insert(BuildRecord(id: "dead", family: "base", status: .running, started: Date(), pid: Int32.max))
+        try await store.withBlobLock { try store.lease([Store.blobResource("feed")], buildID: "dead") }
+        #expect(try !store.leasedResources().contains(Store.blobResource("feed")))
     }
 }

@@ -342,7 +342,8 @@ public struct Builder: Sendable {
     /// take it back if a later one fails.
     var phases: [any BuildPhase] {
         [
-            SourcePhase(store: store), BootPhase(store: store, options: options), ProvisionPhase(options: options),
+            SourcePhase(store: store, signingKey: options.signingKey), BootPhase(store: store, options: options),
+            ProvisionPhase(options: options),
             InspectPhase(store: store), StopPhase(), SnapshotPhase(), SealPhase(store: store), CommitPhase(store: store),
             PublishPhase(store: store, signingKey: options.signingKey),
         ]

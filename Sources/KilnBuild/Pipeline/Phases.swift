@@ -13,11 +13,16 @@ import KilnStore
 /// A base on a provider image stands on no blob.
 struct SourcePhase: BuildPhase {
     let store: Store
+    /// The key this build signs with: a parent it signed is trusted like the store's keys.
+    let signingKey: SigningKey?
 
     func run(_ build: BuildContext) async throws {
         if let parent = build.parent {
             build.steps.enter("verify")
-            try verifyChain(from: parent.digest)
+            // Leased before it is checked: gc and the cache prune leave a leased chain alone.
+            let chain = try self.chain(from: parent.digest)
+            try await store.withBlobLock { try store.lease(chain.map(Store.blobResource), buildID: build.buildID) }
+            try await Verifier.trust(store, parent, also: signingKey.map { [$0.publicKey] } ?? [])
             build.update { $0.base = parent.digest }
         } else if build.provider.buildsFromDisks {
             build.steps.enter("source")
@@ -28,14 +33,15 @@ struct SourcePhase: BuildPhase {
         }
     }
 
-    /// Re-hashes the blob `digest` and each blob it is an overlay on, down to its source disk.
-    private func verifyChain(from digest: String) throws {
+    /// The blob `digest` and each blob it is an overlay on, down to its source disk.
+    private func chain(from digest: String) throws -> [String] {
+        var chain: [String] = []
         var next: String? = digest
-        var seen: Set<String> = []
-        while let digest = next, seen.insert(digest).inserted {
-            try store.verifyBlob(digest)
+        while let digest = next, !chain.contains(digest) {
+            chain.append(digest)
             next = try store.catalog.image(digest: digest)?.backingDigest
         }
+        return chain
     }
 }
 
