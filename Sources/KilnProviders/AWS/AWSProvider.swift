@@ -209,7 +209,7 @@ final class AWSMachine: Machine {
         if let ssh = ssh.value {
             let root = ssh.asRoot.joined(separator: " ")
             _ = try? await ssh.client.run(
-                "\(root) rm -f \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile); rm -f ~/.ssh/authorized_keys; sync",
+                "\(root) rm -f \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile) \(SSHCommunicator.environmentFile); rm -f ~/.ssh/authorized_keys; sync",
                 timeout: spec.shutdownTimeout)
             await ssh.close()
         }

@@ -208,7 +208,7 @@ final class QemuMachine: Machine {
         let seal = """
             # Overwritten before removal: a freed block would keep the key on the disk.
             shred -n 0 -z -u /root/.ssh/authorized_keys 2>/dev/null || true
-            rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile)
+            rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile) \(SSHCommunicator.environmentFile)
             rm -f /var/lib/dbus/machine-id
             \(QemuProvider.restoreResolver)
             : > /etc/machine-id

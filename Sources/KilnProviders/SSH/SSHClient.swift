@@ -19,8 +19,11 @@ struct SSHClient: Sendable {
     /// and the store's build directory can be deeper than that.
     let controlPath: String
 
-    init(keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root") {
-        (self.keyPath, self.port, self.host, self.user) = (keyPath, port, host, user)
+    /// The OpenSSH client; tests give a stand-in that records its arguments.
+    let program: String
+
+    init(keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root", program: String = "ssh") {
+        (self.keyPath, self.port, self.host, self.user, self.program) = (keyPath, port, host, user, program)
         let tag = UUID().uuidString.prefix(12).lowercased()
         controlPath = NSTemporaryDirectory() + "kiln-ssh-\(tag).sock"
     }
@@ -58,7 +61,7 @@ struct SSHClient: Sendable {
         onLine: (@Sendable (ProcessOutputLine) -> Void)? = nil
     ) async throws -> ProcessResult {
         try await ProcessRunner.run(
-            "ssh", options + ["-o", "ControlMaster=no", destination, "--", command], input: input, timeout: timeout,
+            program, options + ["-o", "ControlMaster=no", destination, "--", command], input: input, timeout: timeout,
             onLine: onLine)
     }
 
@@ -91,7 +94,7 @@ struct SSHClient: Sendable {
             let master = Task {
                 defer { exited.set(true) }
                 return try await ProcessRunner.run(
-                    "ssh", options + ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", destination])
+                    program, options + ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", destination])
             }
             // The master creates its socket once it has logged in.
             do {

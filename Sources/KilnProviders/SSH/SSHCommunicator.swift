@@ -10,7 +10,8 @@ import KilnModel
 /// The rules, the same for every provider:
 /// - A step's script is sent on stdin to `/tmp/kiln-step.sh` and run by `/bin/sh -e` as root
 ///   (through `sudo -n` when the login user is not root), with stdin from /dev/null.
-/// - Values reach the guest's shell only as single-quoted words (``ShellQuote``).
+/// - Values reach the guest's shell only as single-quoted words (``ShellQuote``), and a step's
+///   environment only on stdin, never in an argument list that `ps` shows.
 /// - The remote shell leads a process group; its id goes to ``stepGroupFile``, so a step that
 ///   is stopped (its timeout, an interrupted build) is killed in the guest, where it could
 ///   otherwise hold a lock (dpkg's) against its retry or the next step.
@@ -20,6 +21,8 @@ import KilnModel
 final class SSHCommunicator: Sendable {
     static let scriptFile = "/tmp/kiln-step.sh"
     static let stepGroupFile = "/tmp/kiln-step.pgid"
+    /// The step's environment, mode 0600, removed by the step's shell before the script runs.
+    static let environmentFile = "/tmp/kiln-step.env"
 
     let client: SSHClient
     /// Where the build keeps its scratch files (the upload archive, known_hosts).
@@ -53,12 +56,20 @@ final class SSHCommunicator: Sendable {
     func run(
         script: String, environment: [EnvVar], timeout: Duration?, onLine: @escaping @Sendable (ProcessOutputLine) -> Void
     ) async throws -> ProcessResult {
-        let command = ShellQuote.join(
-            asRoot + ["env"] + environment.map { "\($0.name)=\($0.value)" } + ["/bin/sh", "-e", Self.scriptFile])
-        let steps = [prelude, "echo $$ > \(Self.stepGroupFile)", "cat > \(Self.scriptFile)", "exec \(command) < /dev/null"]
+        // The environment travels on stdin ahead of the script, never on a command line, where
+        // `ps` on the host or in the guest would show a secret: the first `count` bytes are a
+        // file of `export NAME='value'` lines that the step's shell reads and removes first.
+        let exports = Data(environment.map { "export \($0.name)=\(ShellQuote.quote($0.value))\n" }.joined().utf8)
+        let start = ". \(Self.environmentFile) && rm -f \(Self.environmentFile) && exec /bin/sh -e \(Self.scriptFile)"
+        let steps = [
+            prelude, "umask 077", "echo $$ > \(Self.stepGroupFile)",
+            "dd of=\(Self.environmentFile) bs=1 count=\(exports.count) 2>/dev/null", "cat > \(Self.scriptFile)",
+            "exec \(ShellQuote.join(asRoot + ["/bin/sh", "-c", start])) < /dev/null",
+        ]
         do {
             return try await client.run(
-                steps.compactMap { $0 }.joined(separator: " && "), input: .data(Data(script.utf8)), timeout: timeout, onLine: onLine)
+                steps.compactMap { $0 }.joined(separator: " && "), input: .data(exports + Data(script.utf8)), timeout: timeout,
+                onLine: onLine)
         } catch {
             await killStep()
             throw error
