@@ -37,13 +37,16 @@ public enum BuildKeys {
 
     /// The key inputs of `template` built on `parent` (a layer) or on `source` (a base).
     /// - Parameter provider: steps that `when:`/`unless:` leave out for this provider are no input.
+    /// - Parameter conceal: how a value holding a secret is entered: the catalog's keyed hash
+    ///   (``Catalog/concealer()``), so the stored inputs do not let anyone guess the secret.
     public static func inputs(
-        for template: Template, parent: ImageRecord?, source: SourceIdentity?, secrets: [String], provider: String = "qemu"
+        for template: Template, parent: ImageRecord?, source: SourceIdentity?, secrets: [String], provider: String = "qemu",
+        conceal: Concealer
     ) throws -> KeyInputs {
         var e: [String: String] = ["kiln.image-format": imageFormatVersion]
         let directory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
         func hidden(_ value: String) -> String {
-            secrets.contains(where: { !$0.isEmpty && value.contains($0) }) ? "sha256:" + Hashing.sha256Hex(value) : value
+            secrets.contains(where: { !$0.isEmpty && value.contains($0) }) ? conceal(value) : value
         }
         if let parent {
             e["parent"] = parent.digest
@@ -59,7 +62,7 @@ public enum BuildKeys {
         if let description = template.description { e["description"] = hidden(description) }
         for (key, value) in template.labels { e["labels.\(key)"] = hidden(value) }
         for variable in template.variables {
-            e["var.\(variable.name)"] = variable.sensitive ? "sha256:" + Hashing.sha256Hex(variable.value) : hidden(variable.value)
+            e["var.\(variable.name)"] = variable.sensitive ? conceal(variable.value) : hidden(variable.value)
         }
         // A step's name, timeout, retries and pauses change how it runs, not what it makes.
         for step in template.steps(for: provider) {

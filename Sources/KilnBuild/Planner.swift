@@ -80,7 +80,7 @@ public struct Planner: Sendable {
         }
         let inputs = try BuildKeys.inputs(
             for: template, parent: parentImage, source: decision.source, secrets: secrets,
-            provider: provider ?? template.provider.name)
+            provider: provider ?? template.provider.name, conceal: try store.catalog.concealer())
         decision.inputs = inputs
         if force {
             decision.reasons = ["--force"]

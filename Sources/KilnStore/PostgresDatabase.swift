@@ -123,7 +123,7 @@ final class PostgresDatabase: SQLDatabase {
     // MARK: - Migrations
 
     /// Versioned, applied in order, each once; the PostgreSQL schema equals SQLite's after its
-    /// migrations v1 through v10-integrity (docs/store.md).
+    /// migrations v1 through v11-settings (docs/store.md).
     static let migrations: [(version: String, statements: [String])] = [
         (
             "v1-initial",
@@ -173,6 +173,7 @@ final class PostgresDatabase: SQLDatabase {
                 "CREATE TABLE lease (build text NOT NULL, resource text NOT NULL, PRIMARY KEY (build, resource))",
             ]
         ),
+        ("v4-settings", ["CREATE TABLE setting (name text PRIMARY KEY, value text NOT NULL)"]),
     ]
 
     private func migrate() throws {

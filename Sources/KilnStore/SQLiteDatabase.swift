@@ -158,6 +158,13 @@ final class SQLiteDatabase: SQLDatabase {
                 t.primaryKey(["build", "resource"])
             }
         }
+        migrator.registerMigration("v11-settings") { db in
+            // Values kiln keeps per catalog, such as the key of the build keys' keyed hashes.
+            try db.create(table: "setting") { t in
+                t.primaryKey("name", .text)
+                t.column("value", .text).notNull()
+            }
+        }
         return migrator
     }
 

@@ -32,10 +32,14 @@ struct KeyFixture {
     func inputs(parent: ImageRecord? = nil, source: SourceIdentity? = source, env: [String: String] = [:]) throws -> KeyInputs {
         let set = try TemplateLoader(environment: env).load(path: dir)
         return try BuildKeys.inputs(
-            for: set.templates[0], parent: parent, source: parent == nil ? source : nil, secrets: set.sensitiveValues)
+            for: set.templates[0], parent: parent, source: parent == nil ? source : nil, secrets: set.sensitiveValues,
+            conceal: Self.concealer)
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: dir) }
+
+    /// One catalog's key, the same for every fixture (as one catalog's builds share it).
+    static let concealer = Concealer(key: Data(repeating: 0x6B, count: 32))
 }
 
 func parentImage(_ digest: String, name: String) -> ImageRecord {
@@ -88,6 +92,23 @@ struct BuildKeyTests {
         #expect(!text.contains("s3cret"))
         #expect(a.entries["provision[0].shell.script"]?.hasPrefix("scripts/setup.sh sha256:") == true)
         #expect(a.entries["provision[2].src"]?.hasPrefix("site/ sha256:") == true)
+    }
+
+    @Test("a sensitive value enters the key as the catalog's keyed hash: never its plain SHA-256; one key per catalog, kept")
+    func keyedHash() throws {
+        let fixture = try KeyFixture(Self.template, files: Self.files)
+        defer { fixture.remove() }
+        let inputs = try fixture.inputs(parent: parent)
+        let entry = try #require(inputs.entries["var.token"])
+        #expect(entry.hasPrefix("hmac-sha256:") && !entry.contains(Hashing.sha256Hex("s3cret")) && !entry.contains("s3cret"))
+        #expect(try fixture.inputs(parent: parent) == inputs)
+        let dir = NSTemporaryDirectory() + "kiln-conceal-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let one = try Catalog(path: dir + "/one.sqlite")
+        let two = try Catalog(path: dir + "/two.sqlite")
+        #expect(try one.concealer()("s3cret") == Catalog(path: dir + "/one.sqlite").concealer()("s3cret"))
+        #expect(try one.concealer()("s3cret") != two.concealer()("s3cret"))
     }
 
     @Test("every kind of input changes the key and is named in the reason")

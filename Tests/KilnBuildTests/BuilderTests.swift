@@ -35,6 +35,7 @@ final class Workspace {
         """.write(toFile: dir + "/t/base.yaml", atomically: true, encoding: .utf8)
         try """
         image: app
+        description: "app with ${var.token}"
         from: {image: base}
         vars:
           token: {sensitive: true, default: hunter2}
@@ -92,6 +93,7 @@ struct BuilderTests {
         }
         // Sensitive values stay out of the log and the catalog.
         #expect(images[1].labelDictionary == ["secret": "<sensitive>"])
+        #expect(images[1].description == "app with <sensitive>")
         let log = try #require(try LogArchive.read(workspace.store.absolute(images[1].log), entry: "build.log"))
         let text = String(decoding: log, as: UTF8.self)
         #expect(text.contains("[provision[1] shell echo product ${KILN_VAR_token}] ran: echo product ${KILN_VAR_token}"))

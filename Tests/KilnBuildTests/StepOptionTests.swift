@@ -119,7 +119,8 @@ struct StepOptionTests {
         #expect(inputs.entries["provision[3].shell"] == nil)
         // The qemu provider's key has the other steps.
         let template = try #require(try workspace.graph().0.template(family: "app"))
-        let qemu = try BuildKeys.inputs(for: template, parent: nil, source: nil, secrets: [], provider: "qemu")
+        let qemu = try BuildKeys.inputs(
+            for: template, parent: nil, source: nil, secrets: [], provider: "qemu", conceal: KeyFixture.concealer)
         #expect(qemu.entries["provision[0].shell"] != nil && qemu.entries["provision[1].shell"] == nil)
     }
 

@@ -247,7 +247,7 @@ struct CommitPhase: BuildPhase {
         let image = try store.catalog.commit(
             ImageDraft(
                 family: build.family, digest: sealed.digest, parent: build.parent?.name,
-                labels: template.labels.mapValues(log.redact), description: template.description,
+                labels: template.labels.mapValues(log.redact), description: template.description.map(log.redact),
                 templateHash: template.templateHash, size: sealed.size, log: archive.relative, buildID: build.buildID,
                 sourceKind: template.source.kind, buildKey: build.decision.key, keyInputs: build.decision.inputs?.json,
                 backingDigest: build.current.base, policy: Builder.policyJSON(template.lifecycle), origin: build.origin,
