@@ -427,6 +427,31 @@ struct RedactionTests {
         #expect(log.redact("key abcdef") == "key <sensitive>")
         #expect(Redactor(["", "abc", "abc", "abcdef"]).values == ["abcdef", "abc"])
     }
+
+    @Test("a multi-line secret (a PEM key) is redacted line by line as output arrives, and in its JSON-escaped form")
+    func multiLine() throws {
+        let body = ["b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW", "QyNTUxOQAAACDhK3c2tLkQ9x8RzL1rQ"]
+        let pem = (["-----BEGIN OPENSSH PRIVATE KEY-----"] + body + ["-----END OPENSSH PRIVATE KEY-----", "}"]).joined(separator: "\n")
+        let dir = NSTemporaryDirectory() + "kiln-redact-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shown = Locked<[String]>([])
+        let log = try BuildLog(
+            path: dir + "/build.log", family: "app", secrets: [pem], sink: { _, line in shown.withLock { $0.append(line) } })
+        // A step that prints the key: its output arrives a line at a time.
+        for line in pem.split(separator: "\n") { log.emit("step", String(line)) }
+        // A JSON document holding it, as a step or an event would print it.
+        let json = String(decoding: try JSONEncoder().encode(["key": pem]), as: UTF8.self)
+        log.emit("step", json)
+        log.close()
+        let archived = try String(contentsOfFile: dir + "/build.log", encoding: .utf8)
+        for text in shown.value + [archived] {
+            for secretLine in body { #expect(!text.contains(secretLine), "\(text)") }
+        }
+        #expect(shown.value.last?.contains("<sensitive>") == true)
+        // Short lines of a secret are not redacted on their own: a lone } stays readable.
+        #expect(log.redact("{ } done") == "{ } done")
+    }
 }
 
 @Suite("Booleans: one rule for keys and values")
