@@ -31,7 +31,8 @@ public final class BuildLog: Sendable {
         }
         self.path = path
         self.family = family
-        self.redactor = Redactor(secrets)
+        // kiln's own credentials too: a step that prints its environment could hold them.
+        self.redactor = Redactor(secrets + OwnSecrets.values())
         self.sink = sink
         state = Mutex(State(handle: handle))
     }

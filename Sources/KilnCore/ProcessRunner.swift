@@ -107,7 +107,11 @@ public enum ProcessRunner {
         options.teardownSequence = [
             .gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .seconds(3))
         ]
+        // Inherited, less kiln's own credentials (OwnSecrets); what the caller gives is set.
         var updates: [Environment.Key: String?] = [:]
+        for name in ProcessInfo.processInfo.environment.keys where OwnSecrets.isWithheld(name) {
+            updates[Environment.Key(rawValue: name)!] = String?.none
+        }
         for (key, value) in environment { updates[Environment.Key(rawValue: key)!] = value }
         let exe: Executable = executable.contains("/") ? .path(FilePath(executable)) : .name(executable)
         do {
