@@ -20,6 +20,24 @@ final class ChallengeCatcher: NSObject, URLSessionTaskDelegate, Sendable {
     }
     private let declined = Locked<[Int: Declined]>([:])
 
+    /// Redirects keep kiln's credentials at the registry: a redirect to another origin (scheme,
+    /// host or port) loses its `Authorization`, and one from https to http is not followed (the
+    /// 3xx comes back to kiln, which reports it).
+    func urlSession(
+        _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+        newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void
+    ) {
+        completionHandler(Self.redirect(from: task.currentRequest?.url ?? task.originalRequest?.url, to: request))
+    }
+
+    static func redirect(from previous: URL?, to next: URLRequest) -> URLRequest? {
+        guard let previous, let target = next.url else { return nil }
+        if previous.scheme?.lowercased() == "https" && target.scheme?.lowercased() != "https" { return nil }
+        var next = next
+        if !Origin.same(previous, target) { next.setValue(nil, forHTTPHeaderField: "Authorization") }
+        return next
+    }
+
     func take(_ taskIdentifier: Int) -> Declined? {
         declined.withLock { $0.removeValue(forKey: taskIdentifier) }
     }
@@ -92,5 +110,16 @@ struct WWWAuthenticate: Sendable, Equatable {
             }
         }
         return challenges
+    }
+}
+
+/// An URL's origin (RFC 6454): scheme, host and port, the port defaulted by the scheme.
+enum Origin {
+    static func same(_ a: URL, _ b: URL) -> Bool { key(a) == key(b) }
+
+    static func key(_ url: URL) -> String {
+        let scheme = url.scheme?.lowercased() ?? ""
+        let port = url.port ?? (scheme == "https" ? 443 : 80)
+        return "\(scheme)://\(url.host?.lowercased() ?? ""):\(port)"
     }
 }

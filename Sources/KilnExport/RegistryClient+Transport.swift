@@ -53,7 +53,11 @@ extension RegistryClient {
         var reauthenticated = false
         while true {
             var all = headers
-            if let authorization = authorization(for: scope) { all["Authorization"] = authorization }
+            // Credentials go to the registry's own origin only: an upload's Location or a blob's
+            // redirect may name another host, which gets no Authorization.
+            if let registry = URL(string: base), Origin.same(registry, url), let authorization = authorization(for: scope) {
+                all["Authorization"] = authorization
+            }
             let response = try await transport(method, url, headers: all, body: body, idempotent: idempotent)
             guard response.status == 401, !reauthenticated else { return response }
             reauthenticated = true
@@ -112,7 +116,15 @@ extension RegistryClient {
         components.queryItems = items
         guard let url = components.url else { throw KilnError(.io, "registry \(host): bad token realm \(realm)") }
         var headers: [String: String] = [:]
-        if let credentials { headers["Authorization"] = basicAuthorization(credentials) }
+        if let credentials {
+            guard Self.mayReceiveCredentials(realm: url, registry: base) else {
+                throw KilnError(
+                    .io,
+                    "registry \(host): its token realm \(realm) is plain http while the registry is https: kiln does not send credentials in the clear"
+                )
+            }
+            headers["Authorization"] = basicAuthorization(credentials)
+        }
         let response = try await transport("GET", url, headers: headers, body: nil, idempotent: true)
         guard response.status == 200 else {
             let rejected =
@@ -135,6 +147,14 @@ extension RegistryClient {
             throw KilnError(.io, "registry \(host): token endpoint \(url.path) answered without a token")
         }
         return token
+    }
+
+    /// A token realm may receive the Basic credentials unless that would downgrade them: an
+    /// https registry's realm must be https too (a plain-http registry is loopback or
+    /// `--insecure`, where nothing better is to be had).
+    static func mayReceiveCredentials(realm: URL, registry: String) -> Bool {
+        guard URL(string: registry)?.scheme?.lowercased() == "https" else { return true }
+        return realm.scheme?.lowercased() == "https"
     }
 
     /// One HTTP exchange; idempotent ones are retried on 429, 5xx and lost connections.
