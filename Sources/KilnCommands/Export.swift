@@ -61,9 +61,10 @@ struct Export: AsyncParsableCommand {
         // A push without --output keeps no layout: it is written to scratch space and removed.
         let keepLayout = push == nil || output != nil
         let path = output ?? (keepLayout ? image.name + format.suffix : store.root + "/builds/export-\(getpid())-push.oci")
-        if FileManager.default.fileExists(atPath: path) {
-            guard force || !keepLayout else { throw KilnError(.invalidInput, "\(path) exists (--force replaces it)") }
-            try Store.removeTree(path)
+        if FileManager.default.fileExists(atPath: path) || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil {
+            guard keepLayout else { throw KilnError(.internalError, "\(path): kiln's own scratch layout exists") }
+            guard force else { throw KilnError(.invalidInput, "\(path) exists (--force replaces it)") }
+            try Exporter.removePreviousExport(at: path, format: format)
         }
         let quiet = json
         let exporter = Exporter(store: store) { line in if !quiet { printError("kiln: export: \(line)") } }

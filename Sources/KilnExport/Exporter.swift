@@ -118,9 +118,9 @@ public struct Exporter: Sendable {
         }
         // What is exported is signed beside it: it must be the bytes that were sealed.
         try await Verifier.trust(store, image)
-        let partial = output + ".partial"
-        try? Store.removeTree(partial)
-        defer { try? Store.removeTree(partial) }
+        // A name of kiln's own beside the output: whatever else lies there is never touched.
+        let partial = output + ".kiln-partial-\(getpid())-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: partial) }
         var layers: [ExportedLayer]?
         let digest: String
         let tag = format == .oci ? tag ?? image.version : nil
@@ -148,6 +148,32 @@ public struct Exporter: Sendable {
         let files =
             try format == .oci ? [] : [ExportedFile(name: (output as NSString).lastPathComponent, size: Self.size(output), sha256: digest)]
         return ExportResult(image: image.name, format: format, path: output, digest: digest, files: files, layers: layers, tag: tag)
+    }
+
+    /// What `--force` may replace: a previous kiln export of the same kind, and nothing else.
+    /// It has kiln's provenance record beside it (`PATH.provenance.json`); a file format is a
+    /// regular file, an OCI layout a directory with `oci-layout` and no mount point inside.
+    /// Symbolic links are refused, not followed. Anything else is the user's: an error says so.
+    public static func removePreviousExport(at path: String, format: ExportFormat) throws {
+        let fm = FileManager.default
+        let refuse = { (why: String) in
+            KilnError(.invalidInput, "\(path) exists and \(why): --force replaces only an earlier kiln export of the same format")
+        }
+        let attributes = try fm.attributesOfItem(atPath: path)
+        let type = attributes[.type] as? FileAttributeType
+        guard type != .typeSymbolicLink else { throw refuse("is a symbolic link") }
+        guard fm.fileExists(atPath: ExportSidecars.provenancePath(path)) else {
+            throw refuse("has no kiln provenance record beside it (\((ExportSidecars.provenancePath(path) as NSString).lastPathComponent))")
+        }
+        if format == .oci {
+            guard type == .typeDirectory, fm.fileExists(atPath: path + "/oci-layout") else { throw refuse("is not an OCI layout") }
+            guard Store.mountPoints(under: URL(fileURLWithPath: path).standardizedFileURL.path).isEmpty else {
+                throw refuse("has a filesystem mounted inside")
+            }
+        } else {
+            guard type == .typeRegular else { throw refuse("is not a regular file") }
+        }
+        try fm.removeItem(atPath: path)
     }
 
     static func size(_ path: String) throws -> Int64 {

@@ -175,7 +175,7 @@ public final class Store: Sendable {
     }
 
     /// Mount points at or below `root`, deepest first, from /proc/self/mountinfo.
-    static func mountPoints(under root: String) -> [String] {
+    public static func mountPoints(under root: String) -> [String] {
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
         let points = text.split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
