@@ -114,6 +114,18 @@ public final class Store: Sendable {
     ///   otherwise leave a blob nobody knows of).
     public func seal(staging: String, announce: (String) throws -> Void = { _ in }) throws -> (digest: String, size: Int64) {
         let fm = FileManager.default
+        // A blob holds regular files only. A symbolic link (a plugin's snapshot may name one)
+        // would be hashed and chmod-ed through: a link to /etc/shadow made it world-readable.
+        for name in try fm.contentsOfDirectory(atPath: staging) {
+            var info = stat()
+            guard lstat(staging + "/" + name, &info) == 0 else {
+                throw KilnError(.io, "cannot read \(staging)/\(name): \(String(cString: strerror(errno)))")
+            }
+            guard info.st_mode & S_IFMT == S_IFREG else {
+                let kind = info.st_mode & S_IFMT == S_IFLNK ? "a symbolic link" : "not a regular file"
+                throw KilnError(.providerFailed, "the image's files include \(name), which is \(kind): a blob holds regular files only")
+            }
+        }
         let primary = Self.primaryFile(in: staging)
         let primaryName = URL(fileURLWithPath: primary).lastPathComponent
         let digest = try Hashing.sha256Hex(fileAt: primary)
@@ -121,8 +133,14 @@ public final class Store: Sendable {
         var size: Int64 = 0
         for name in try fm.contentsOfDirectory(atPath: staging) {
             let path = staging + "/" + name
-            try Self.fsync(path: path)
-            try fm.setAttributes([.posixPermissions: 0o444], ofItemAtPath: path)
+            // Through one descriptor opened without following links: a file swapped for a link
+            // after the check above fails here instead of changing the link's target.
+            let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw KilnError(.providerFailed, "cannot seal \(path): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            guard Glibc.fsync(fd) == 0, fchmod(fd, 0o444) == 0 else {
+                throw KilnError(.io, "cannot seal \(path): \(String(cString: strerror(errno)))")
+            }
             // A disk's own bytes; a provider artifact's files (an AMI's record is a few bytes).
             if name == Self.diskName || primaryName == ProviderArtifact.fileName {
                 size += Int64(try Self.allocatedBytes(path))
