@@ -12,15 +12,47 @@ enum SecretScan {
     /// The scan's exit status when it found something not allowed.
     static let foundStatus: Int32 = 3
 
-    /// Reads the allowed patterns from `KILN_ALLOW_SECRETS` (one per line).
+    /// The scan's exit status when it could not scan (a tool missing or failing, or its own
+    /// probe not found): the build fails; a scan that cannot run never passes.
+    static let brokenStatus: Int32 = 4
+
+    /// Reads the allowed patterns from `KILN_ALLOW_SECRETS` (one per line); `KILN_SCAN_ROOT`
+    /// scans a directory instead of `/` (for its tests).
+    ///
+    /// It proves itself on every run: a probe file holding a private-key header is written at
+    /// the top of the root filesystem (the one the walk stays on) before the walk and must
+    /// come out as a hit, so a `find` without `-newerct`, a `grep`
+    /// without an option or a walk that failed cannot pass as "nothing found". Without GNU
+    /// find's `-newerct` (busybox), every file is scanned rather than those changed since boot.
     static let script = """
-        changed=/run/kiln-changed hits=/run/kiln-hits
-        booted=$(awk '$1 == "btime" { print $2 }' /proc/stat)
-        find / -xdev \\( -path /tmp/kiln-step.sh -o -path '/etc/ssh/ssh_host_*' \\) -prune -o \\
-          -type f -newerct "@$booted" -print0 2>/dev/null > "$changed" || true
+        root=${KILN_SCAN_ROOT:-}
+        changed=/run/kiln-changed-$$ hits=/run/kiln-hits-$$ errors=/run/kiln-scan-errors-$$
+        probe=$root/.kiln-scan-probe-$$
+        broken() { echo "the secret scan cannot run here: $1" >&2; rm -f "$probe" "$changed" "$hits"; exit \(brokenStatus); }
+        booted=$(awk '$1 == "btime" { print $2 }' /proc/stat) || broken "cannot read the boot time from /proc/stat"
+        [ -n "$booted" ] || broken "cannot read the boot time from /proc/stat"
+        printf '%s\\n' '-----BEGIN PRIVATE KEY-----' > "$probe" || broken "cannot write $probe"
+        status=0
+        if find "${root:-/}" -maxdepth 0 -newerct "@$booted" > /dev/null 2>&1; then
+          scope="changed files"
+          find "${root:-/}" -xdev \\( -path "$root/tmp/kiln-step.sh" -o -path "$root/etc/ssh/ssh_host_*" \\) -prune -o \\
+            -type f -newerct "@$booted" -print0 > "$changed" 2> "$errors" || status=$?
+        else
+          scope="files (this guest's find has no -newerct: every file is scanned)"
+          find "${root:-/}" -xdev \\( -path "$root/tmp/kiln-step.sh" -o -path "$root/etc/ssh/ssh_host_*" \\) -prune -o \\
+            -type f -print0 > "$changed" 2> "$errors" || status=$?
+        fi
+        [ "$status" = 0 ] || broken "find exited $status: $(head -c 300 "$errors")"
+        binary=-I
+        printf 'x\\n' | grep -l -s -I -e x > /dev/null 2>&1 || binary=
         : > "$hits"
-        xargs -0 -r grep -l -s -I -E -e '-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----' < "$changed" |
-          sed 's/^/private key|/' >> "$hits" || true
+        status=0
+        xargs -0 -r grep -l -s $binary -E -e '-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----' < "$changed" > "$hits.keys" || status=$?
+        # 0: hits; 123: some file had none (or could not be read): both are a finished walk.
+        [ "$status" = 0 ] || [ "$status" = 123 ] || broken "grep (through xargs) exited $status"
+        grep -qxF "$probe" "$hits.keys" || broken "its probe $probe was not found: find or grep does not work as the scan needs"
+        grep -vxF "$probe" "$hits.keys" | sed 's/^/private key|/' >> "$hits" || true
+        rm -f "$probe" "$hits.keys" "$errors"
         tr '\\0' '\\n' < "$changed" |
           grep -E '/\\.(aws/credentials|docker/config\\.json|netrc|git-credentials|pgpass|kube/config|ssh/id_(rsa|dsa|ecdsa|ed25519))$' |
           sed 's/^/credential file|/' >> "$hits" || true
@@ -32,7 +64,7 @@ enum SecretScan {
           done
           IFS=$old; set +f; return 1
         }
-        found=0 checked=$(tr -cd '\\0' < "$changed" | wc -c)
+        found=0 checked=$(( $(tr -cd '\\0' < "$changed" | wc -c) - 1 ))
         while IFS='|' read -r kind path; do
           if allowed "$path"; then
             echo "allowed by allow_secrets: $kind $path"
@@ -42,7 +74,7 @@ enum SecretScan {
           fi
         done < "$hits"
         rm -f "$changed" "$hits"
-        echo "scanned $checked changed files"
+        echo "scanned $checked $scope"
         [ "$found" = 0 ] || exit \(foundStatus)
         """
 }

@@ -144,6 +144,9 @@ struct InspectPhase: BuildPhase {
                 .buildFailed,
                 "private keys or credential files would be in the image (listed below): remove them in a step, or list their paths under allow_secrets: in \(template.file)"
             )
+        case SecretScan.brokenStatus:
+            throw KilnError(
+                .buildFailed, "the secret scan could not run in this guest (its reason is in the log above), so the image is not sealed")
         default:
             throw KilnError(.buildFailed, "the secret scan could not run (exit status \(status))")
         }
