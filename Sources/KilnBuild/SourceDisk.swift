@@ -51,7 +51,7 @@ struct SourceDisk {
         }
         let staging = store.stagingDirectory(buildID: buildID + "-source")
         try? Store.removeTree(staging)
-        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         do {
             switch template.source {
             case .debootstrap(let spec):

@@ -206,7 +206,7 @@ public struct Exporter: Sendable {
             if !Store.isLiveExportScratch(name) { try? Store.removeTree(parent + "/" + name) }
         }
         let scratch = parent + "/export-\(getpid())-\(UUID().uuidString.prefix(8).lowercased())"
-        try fm.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? Store.removeTree(scratch) }
         return try await body(scratch)
     }

@@ -146,6 +146,8 @@ public final class Store: Sendable {
                 size += Int64(try Self.allocatedBytes(path))
             }
         }
+        // The staging directory was private while the build ran; a sealed blob is readable.
+        chmod(staging, 0o755)
         let final = blobDirectory(digest: digest)
         if fm.fileExists(atPath: final), (try? Hashing.sha256Hex(fileAt: final + "/" + primaryName)) == digest {
             // The same bytes are already stored (a rebuild that changed nothing on disk).

@@ -85,6 +85,17 @@ struct SourceCacheTests {
             guard ContinuousClock.now < deadline else { break }
             try await Task.sleep(for: .milliseconds(50))
         }
+        // While it runs, the build's scratch space (its SSH key, scripts, uploads) and its staging
+        // disk (the guest's host key) are private to kiln's user.
+        let running =
+            try FileManager.default.contentsOfDirectory(atPath: store.root + "/builds").map { store.root + "/builds/" + $0 }
+            + FileManager.default.contentsOfDirectory(atPath: store.imagesDirectory).filter { $0.hasPrefix(".tmp-") }
+            .map { store.imagesDirectory + "/" + $0 }
+        #expect(running.count >= 2)
+        for directory in running {
+            let mode = try #require(try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? Int)
+            #expect(mode & 0o077 == 0, "\(directory) has mode \(String(mode, radix: 8))")
+        }
         // The base's VM stands on its source disk, which no image names yet: only its lease keeps it.
         let pruned = try await SourceCache.prune(store, limit: 0)
         let collected = try await GarbageCollector.run(store, now: Date(), dryRun: false, cacheLimit: 0)

@@ -44,3 +44,57 @@ struct SSHCommunicatorTests {
         #expect(!FileManager.default.fileExists(atPath: dir + "/PWNED"))
     }
 }
+
+/// A build VM whose QEMU exited: its forwarded port may belong to anyone by now, so nothing
+/// more is sent to it (before, a process that took the port received every later step).
+@Suite("QEMU gone: nothing is sent to its port (stand-in QEMU and ssh)")
+struct QemuGoneTests {
+    @Test("after QEMU exits, steps, uploads and downloads fail naming it, and ssh is never started")
+    func nothingSent() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-qemu-gone-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let argv = dir + "/argv"
+        let ssh = dir + "/ssh"
+        try "#!/bin/sh\necho \"$@\" >> '\(argv)'\nexit 0\n".write(toFile: ssh, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: ssh)
+        // The stand-in QEMU: a process that has already exited.
+        let qemu = Task { try await ProcessRunner.run("/bin/true", []) }
+        _ = await qemu.result
+        let communicator = SSHCommunicator(client: SSHClient(keyPath: dir + "/id", port: 2222, program: ssh), scratchDirectory: dir)
+        let spec = MachineSpec(
+            buildID: "b", diskDirectory: dir, backingDisk: "", scratchDirectory: dir, kernel: nil, initrd: nil,
+            settings: .qemu(QemuSettings()))
+        let machine = QemuMachine(qemu: qemu, ssh: communicator, spec: spec)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while machine.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let log = try BuildLog(path: dir + "/build.log", family: "t", secrets: [], sink: nil)
+        await #expect(throws: KilnError.self) {
+            _ = try await machine.run(script: "echo secret", environment: [], title: "s", log: log, timeout: nil)
+        }
+        await #expect(throws: KilnError.self) {
+            try await machine.upload(source: dir + "/build.log", destination: "/tmp/x", contentsOnly: false, title: "u", log: log)
+        }
+        await #expect(throws: KilnError.self) {
+            try await machine.download(source: "/etc/hostname", destination: dir + "/h", title: "d", log: log)
+        }
+        #expect(!FileManager.default.fileExists(atPath: argv), "ssh was started after QEMU exited")
+    }
+
+    @Test("kiln's own logins record the guest's host key on first use in the build's known_hosts and require it after")
+    func hostKeyPinned() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-known-hosts-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let argv = dir + "/argv"
+        let ssh = dir + "/ssh"
+        try "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '\(argv)'\nexit 0\n".write(toFile: ssh, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: ssh)
+        let client = SSHClient(keyPath: dir + "/id_ed25519", port: 2222, program: ssh)
+        _ = try await client.run("true")
+        let arguments = try String(contentsOfFile: argv, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(arguments.contains("StrictHostKeyChecking=accept-new"))
+        #expect(arguments.contains("UserKnownHostsFile=\(dir)/known_hosts"))
+        #expect(!arguments.contains("StrictHostKeyChecking=no") && !arguments.contains("UserKnownHostsFile=/dev/null"))
+    }
+}

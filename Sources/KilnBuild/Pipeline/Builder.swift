@@ -253,8 +253,10 @@ public struct Builder: Sendable {
         let scratch = store.scratchDirectory(buildID: buildID)
         let staging = store.stagingDirectory(buildID: buildID)
         let fm = FileManager.default
-        try fm.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        // Private to kiln's user while the build runs: the scratch space holds the build's SSH
+        // key, scripts and uploads, the staging disk the guest's host key.
+        try fm.createDirectory(atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try fm.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let reporter = self.reporter
         let family = template.family
         let steps = StepTracker(family: family, build: buildID, reporter: reporter)

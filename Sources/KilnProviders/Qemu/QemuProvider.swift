@@ -180,21 +180,32 @@ final class QemuMachine: Machine {
 
     var isRunning: Bool { !exited.value }
 
+    /// Nothing is sent once QEMU is gone: its port may belong to another process by now.
+    private func requireRunning() throws {
+        guard isRunning else {
+            throw KilnError(.providerFailed, "the VM is not running any more (QEMU exited; see the qemu lines in the log)")
+        }
+    }
+
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
+        try requireRunning()
         let result = try await ssh.run(script: script, environment: environment, timeout: timeout) { log.emit(title, $0.text) }
         if result.status == 255 && !isRunning { throw KilnError(.providerFailed, "the VM stopped while the step ran") }
         return result.status
     }
 
     func capture(script: String, title: String, log: BuildLog, timeout: Duration?) async throws -> (status: Int32, output: String) {
-        try await ssh.capture(script: script, title: title, log: log, timeout: timeout)
+        try requireRunning()
+        return try await ssh.capture(script: script, title: title, log: log, timeout: timeout)
     }
 
     func upload(source: String, destination: String, contentsOnly: Bool, title: String, log: BuildLog) async throws {
+        try requireRunning()
         try await ssh.upload(source: source, destination: destination, contentsOnly: contentsOnly) { log.emit(title, $0.text) }
     }
 
     func download(source: String, destination: String, title: String, log: BuildLog) async throws {
+        try requireRunning()
         try await ssh.download(source: source, destination: destination) { log.emit(title, $0.text) }
     }
 

@@ -21,9 +21,13 @@ struct SSHClient: Sendable {
 
     /// The OpenSSH client; tests give a stand-in that records its arguments.
     let program: String
+    /// The build's own known_hosts, beside its key: the guest's host key is recorded at the
+    /// first login and required from then on.
+    let knownHosts: String
 
     init(keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root", program: String = "ssh") {
         (self.keyPath, self.port, self.host, self.user, self.program) = (keyPath, port, host, user, program)
+        knownHosts = (keyPath as NSString).deletingLastPathComponent + "/known_hosts"
         let tag = UUID().uuidString.prefix(12).lowercased()
         controlPath = NSTemporaryDirectory() + "kiln-ssh-\(tag).sock"
     }
@@ -31,8 +35,12 @@ struct SSHClient: Sendable {
     private var options: [String] {
         [
             "-i", keyPath, "-p", String(port),
-            // The guest's host key is made fresh on every boot of a throw-away VM on loopback.
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            // Trust on first use, per build: the guest makes a fresh host key at boot, and the
+            // first login happens while the provider's machine provably holds the address (the
+            // provider checks it is still alive after that login). From then on the key is
+            // required: whatever takes the port after QEMU dies cannot pose as the guest.
+            "-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile=\(knownHosts)",
+            "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
             "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6",
             "-o", "ControlPath=\(controlPath)",
@@ -96,10 +104,17 @@ struct SSHClient: Sendable {
                 return try await ProcessRunner.run(
                     program, options + ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", destination])
             }
-            // The master creates its socket once it has logged in.
+            // The master creates its socket once it has logged in. The machine must still be
+            // alive then: the host key just recorded must be its guest's.
             do {
                 while ContinuousClock.now < deadline && !exited.value {
-                    if FileManager.default.fileExists(atPath: controlPath) { return master }
+                    if FileManager.default.fileExists(atPath: controlPath) {
+                        guard await isAlive() else {
+                            _ = await Self.stop(master)
+                            throw KilnError(.providerFailed, "the VM exited while kiln logged in: whatever answered was not its guest")
+                        }
+                        return master
+                    }
                     try await Task.sleep(for: .milliseconds(50))
                 }
             } catch {

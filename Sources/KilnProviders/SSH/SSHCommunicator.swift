@@ -128,7 +128,9 @@ final class SSHCommunicator: Sendable {
     /// this build started) into `known_hosts`, once.
     private func pinnedHostKeys() async throws -> String {
         if let path = knownHosts.value { return path }
-        let path = scratchDirectory + "/known_hosts"
+        // The file the first login recorded the key in, completed with the guest's other keys
+        // (read over that login, so they are the same guest's).
+        let path = client.knownHosts
         let result = try await client.run("cat /etc/ssh/ssh_host_*_key.pub", timeout: .seconds(120))
         let name = client.port == 22 ? client.host : "[\(client.host)]:\(client.port)"
         let keys = result.stdout.split(separator: "\n").compactMap { line -> String? in
