@@ -53,4 +53,31 @@ public enum ImageFiles {
     /// The kernel and initrd a disk boots with, beside it.
     public static let kernel = "vmlinuz"
     public static let initrd = "initrd.img"
+    /// A disk blob with files beside its disk lists them all, with their SHA-256, here; the
+    /// blob's digest is then this file's SHA-256, so every file of the blob is covered by its
+    /// address (a planted kernel is a changed blob, not a passenger).
+    public static let manifest = "blob.json"
+}
+
+/// `blob.json`: the files of a disk blob and their SHA-256, in canonical JSON.
+public struct BlobManifest: Codable, Sendable, Equatable {
+    public var files: [String: String]
+
+    public init(files: [String: String]) { self.files = files }
+
+    public var json: Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)) ?? Data()
+    }
+
+    public static func read(from directory: String) throws -> BlobManifest? {
+        let path = directory + "/" + ImageFiles.manifest
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            return try JSONDecoder().decode(BlobManifest.self, from: data)
+        } catch {
+            throw KilnError(.storeInconsistent, "\(path) is not a blob manifest", cause: error as NSError)
+        }
+    }
 }

@@ -3,10 +3,13 @@ import KilnCore
 import KilnModel
 
 extension Store {
-    /// The file a blob's digest is the hash of: its disk, or a provider's `artifact.json`.
+    /// The file a blob's digest is the hash of: a provider's `artifact.json`, a disk blob's
+    /// `blob.json` (when files sit beside the disk), or the disk alone.
     public static func primaryFile(in directory: String) -> String {
-        let artifact = directory + "/" + ProviderArtifact.fileName
-        return FileManager.default.fileExists(atPath: artifact) ? artifact : directory + "/" + diskName
+        for name in [ProviderArtifact.fileName, ImageFiles.manifest] where FileManager.default.fileExists(atPath: directory + "/" + name) {
+            return directory + "/" + name
+        }
+        return directory + "/" + diskName
     }
 
     /// The provider artifact of `image`; nil for a disk image (qemu's).
@@ -14,19 +17,33 @@ extension Store {
         try ProviderArtifact.read(from: blobDirectory(digest: image.digest))
     }
 
-    /// The files an artifact lists: present and hashing to what it says.
+    /// The files an artifact or a blob manifest lists: present and hashing to what it says;
+    /// and no file in the blob that its primary file does not cover.
     public static func checkArtifactFiles(in directory: String) throws {
-        guard let artifact = try ProviderArtifact.read(from: directory) else { return }
-        for (name, digest) in artifact.files.sorted(by: { $0.key < $1.key }) {
+        let listed: [String: String]
+        let primary: String
+        if let artifact = try ProviderArtifact.read(from: directory) {
+            (listed, primary) = (artifact.files, ProviderArtifact.fileName)
+        } else if let manifest = try BlobManifest.read(from: directory) {
+            (listed, primary) = (manifest.files, ImageFiles.manifest)
+        } else {
+            (listed, primary) = ([:], diskName)
+        }
+        let present = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in present.sorted() where name != primary && listed[name] == nil {
+            throw KilnError(
+                .storeInconsistent, "\(directory)/\(name) is not covered by the blob's digest (no \(ImageFiles.manifest) lists it)")
+        }
+        for (name, digest) in listed.sorted(by: { $0.key < $1.key }) {
             let path = directory + "/" + name
             guard FileManager.default.fileExists(atPath: path) else {
-                throw KilnError(.storeInconsistent, "\(path) is missing (the artifact record lists it)")
+                throw KilnError(.storeInconsistent, "\(path) is missing (the blob's \(primary) lists it)")
             }
             let actual = try Hashing.sha256Hex(fileAt: path)
             guard actual == digest else {
                 throw KilnError(
                     .storeInconsistent,
-                    "\(path) is damaged: it hashes to \(actual.prefix(12)), the artifact record says \(digest.prefix(12))")
+                    "\(path) is damaged: it hashes to \(actual.prefix(12)), the blob's \(primary) says \(digest.prefix(12))")
             }
         }
     }

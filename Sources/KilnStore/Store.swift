@@ -9,7 +9,8 @@ import KilnModel
 /// The on-disk store under `$KILN_HOME`:
 ///
 ///     catalog.sqlite          the catalog (images, builds)
-///     images/<digest>/        one immutable image: disk.qcow2 (+ vmlinuz, initrd.img), read-only
+///     images/<digest>/        one immutable image: disk.qcow2 (+ vmlinuz, initrd.img, and blob.json
+///                             listing them when present: the digest is then blob.json's), read-only
 ///     images/.tmp-<build>/    a build's disk while it runs; renamed to images/<digest>/ when sealed
 ///     builds/<build>/         scratch of a running build: SSH key, serial console, raw log
 ///     logs/<build>.tar.zst    archived logs of every build, failed ones included
@@ -126,6 +127,16 @@ public final class Store: Sendable {
                 throw KilnError(.providerFailed, "the image's files include \(name), which is \(kind): a blob holds regular files only")
             }
         }
+        // Files beside a disk (its kernel and initrd) are listed with their hashes in blob.json,
+        // which the digest then covers: nothing in a blob is outside its address.
+        let names = try fm.contentsOfDirectory(atPath: staging)
+        if !names.contains(ProviderArtifact.fileName), names.contains(Self.diskName), names.count > 1 {
+            var files: [String: String] = [:]
+            for name in names where name != ImageFiles.manifest { files[name] = try Hashing.sha256Hex(fileAt: staging + "/" + name) }
+            guard fm.createFile(atPath: staging + "/" + ImageFiles.manifest, contents: BlobManifest(files: files).json) else {
+                throw KilnError(.io, "cannot write \(staging)/\(ImageFiles.manifest)")
+            }
+        }
         let primary = Self.primaryFile(in: staging)
         let primaryName = URL(fileURLWithPath: primary).lastPathComponent
         let digest = try Hashing.sha256Hex(fileAt: primary)
@@ -149,7 +160,9 @@ public final class Store: Sendable {
         // The staging directory was private while the build ran; a sealed blob is readable.
         chmod(staging, 0o755)
         let final = blobDirectory(digest: digest)
-        if fm.fileExists(atPath: final), (try? Hashing.sha256Hex(fileAt: final + "/" + primaryName)) == digest {
+        if fm.fileExists(atPath: final), (try? Hashing.sha256Hex(fileAt: final + "/" + primaryName)) == digest,
+            (try? Self.checkArtifactFiles(in: final)) != nil
+        {
             // The same bytes are already stored (a rebuild that changed nothing on disk).
             try? fm.removeItem(atPath: staging)
         } else {

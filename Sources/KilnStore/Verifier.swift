@@ -128,7 +128,12 @@ public enum Verifier {
         }
         // A provider's artifact is not a disk: its files were checked above.
         if disk.hasSuffix("/" + ProviderArtifact.fileName) { return problems }
-        // What QEMU will open under this disk must be the blob the catalog says.
+        return problems + (await checkDisk(store, directory + "/" + Store.diskName, expectedBacking: expectedBacking))
+    }
+
+    /// What QEMU will open under a blob's disk must be the blob the catalog says.
+    static func checkDisk(_ store: Store, _ disk: String, expectedBacking: String?) async -> [String] {
+        var problems: [String] = []
         if let info = try? await DiskImage.info(disk, format: "qcow2", shared: true) {
             let backing = info.backingFilename
             if let dataFile = info.dataFile { problems.append("the disk keeps its data in an external file (\(dataFile))") }

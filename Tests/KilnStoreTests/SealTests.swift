@@ -33,3 +33,54 @@ struct SealTests {
         }
     }
 }
+
+/// Everything in a blob is covered by its address: a disk blob with its kernel and initrd
+/// beside it is addressed by `blob.json`, which lists each file's SHA-256. Before, the digest
+/// was the disk's alone, and a planted vmlinuz passed `kiln verify` and was booted by a child.
+@Suite("A blob's kernel and initrd are covered by its digest")
+struct BlobManifestTests {
+    func staging(_ store: Store, _ id: String) throws -> String {
+        let staging = store.stagingDirectory(buildID: id)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        for (name, text) in [(ImageFiles.disk, "disk bytes"), (ImageFiles.kernel, "kernel bytes"), (ImageFiles.initrd, "initrd bytes")] {
+            try text.write(toFile: staging + "/" + name, atomically: true, encoding: .utf8)
+        }
+        return staging
+    }
+
+    @Test("the digest is blob.json's, which lists every file; a planted or changed kernel, or an unlisted file, fails the check")
+    func covered() async throws {
+        let store = try temporaryStore(.sqlite)
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        let (digest, _) = try store.seal(staging: try staging(store, "m"))
+        let blob = store.blobDirectory(digest: digest)
+        #expect(try Hashing.sha256Hex(fileAt: blob + "/" + ImageFiles.manifest) == digest)
+        let manifest = try #require(try BlobManifest.read(from: blob))
+        #expect(manifest.files[ImageFiles.kernel] == Hashing.sha256Hex(Data("kernel bytes".utf8)))
+        #expect(Set(manifest.files.keys) == [ImageFiles.disk, ImageFiles.kernel, ImageFiles.initrd])
+        try Store(root: store.root).verifyBlob(digest)
+
+        let kernel = blob + "/" + ImageFiles.kernel
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: kernel)
+        try "a planted kernel".write(toFile: kernel, atomically: false, encoding: .utf8)
+        #expect(throws: KilnError.self) { try Store(root: store.root).verifyBlob(digest) }
+        let problems = await Verifier.checkBlob(try Store(root: store.root), digest: digest, expectedBacking: nil)
+        #expect(problems.contains { $0.contains("vmlinuz is damaged") }, "\(problems)")
+
+        // A file no manifest lists is outside the address: refused too.
+        try "extra".write(toFile: blob + "/extra.bin", atomically: true, encoding: .utf8)
+        #expect(throws: KilnError.self) { try Store.checkArtifactFiles(in: blob) }
+    }
+
+    @Test("a disk blob without files beside it keeps the disk's own digest")
+    func diskAlone() throws {
+        let store = try temporaryStore(.sqlite)
+        defer { try? FileManager.default.removeItem(atPath: store.root) }
+        let staging = store.stagingDirectory(buildID: "d")
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        try "only a disk".write(toFile: staging + "/" + ImageFiles.disk, atomically: true, encoding: .utf8)
+        let (digest, _) = try store.seal(staging: staging)
+        #expect(digest == Hashing.sha256Hex(Data("only a disk".utf8)))
+        #expect(!FileManager.default.fileExists(atPath: store.blobDirectory(digest: digest) + "/" + ImageFiles.manifest))
+    }
+}
