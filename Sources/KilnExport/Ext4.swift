@@ -15,8 +15,22 @@ import KilnCore
 /// directories (read linearly), fast and slow symlinks, device nodes, hard links, and extended
 /// attributes in the inode and in an attribute block. Inline data, encryption and the old
 /// block-map layout are refused with a clear error rather than read wrongly.
+///
+/// A disk is untrusted input (a source disk came from outside; a blob may be damaged): every
+/// field read from it is bounds-checked before it is used as a size, an offset or a count, so
+/// a corrupt or hostile filesystem gives an error, never a trap, a hang or an allocation of
+/// what it asks. Walks stop at a directory seen before (a hard-linked directory cycle), names
+/// holding `/` or NUL are refused, and reads are capped (``maxMetadataRead``). The reader is
+/// fuzzed with thousands of mutated images in KilnExportTests (docs/reliability.md).
 public final class Ext4Volume {
     public let blockSize: Int
+    /// The filesystem's size in bytes: no block, extent or file may lie beyond it.
+    let byteSize: Int64
+    /// The most a directory or a symbolic link is read whole (larger ones are corrupt here).
+    static let maxMetadataRead: Int64 = 64 << 20
+    /// The most extents one file may have: a corrupt tree could otherwise name the same child
+    /// block over and over and grow without end.
+    static let maxExtents = 1 << 20
     let fd: Int32
     let offset: Int64
     let inodeSize: Int
@@ -51,23 +65,47 @@ public final class Ext4Volume {
         self.path = path
         let sb = try Self.read(fd: fd, at: offset + 1024, count: 1024, path: path)
         guard sb.u16(0x38) == Self.magic else { throw KilnError(.invalidInput, "\(path): not an ext filesystem") }
-        blockSize = 1024 << Int(sb.u32(0x18))
+        let corrupt = { (what: String) in KilnError(.io, "\(path): corrupt superblock (\(what))") }
+        // 1 KiB to 64 KiB blocks, as mke2fs makes them.
+        let logBlockSize = sb.u32(0x18)
+        guard logBlockSize <= 6 else { throw corrupt("block size 2^\(logBlockSize + 10)") }
+        blockSize = 1024 << Int(logBlockSize)
         inodesPerGroup = sb.u32(0x28)
+        guard inodesPerGroup > 0, inodesPerGroup <= UInt32(8 * blockSize) else { throw corrupt("\(inodesPerGroup) inodes per group") }
         inodeSize = sb.u32(0x4C) >= 1 ? Int(sb.u16(0x58)) : 128
+        guard inodeSize >= 128, inodeSize <= blockSize, inodeSize & (inodeSize - 1) == 0 else { throw corrupt("inode size \(inodeSize)") }
         let incompat = sb.u32(0x60)
         let is64 = incompat & 0x80 != 0
         let descriptorSize = is64 ? max(32, Int(sb.u16(0xFE))) : 32
+        guard descriptorSize <= 1024 else { throw corrupt("descriptor size \(descriptorSize)") }
         if incompat & 0x10 != 0 { throw KilnError(.invalidInput, "\(path): ext4 meta_bg layout is not supported") }
         if incompat & 0x10000 != 0 { throw KilnError(.invalidInput, "\(path): encrypted ext4 is not supported") }
-        guard inodesPerGroup > 0 else { throw KilnError(.io, "\(path): corrupt superblock (no inodes per group)") }
+        let blocks = UInt64(sb.u32(0x4)) | (is64 ? UInt64(sb.u32(0x150)) << 32 : 0)
+        // Within ext4's 2^48 blocks, and the bytes must fit an Int64 offset.
+        guard blocks > 0, blocks < 1 << 48, blocks.multipliedReportingOverflow(by: UInt64(blockSize)).overflow == false,
+            blocks * UInt64(blockSize) < UInt64(Int64.max / 2)
+        else { throw corrupt("\(blocks) blocks") }
+        byteSize = Int64(blocks) * Int64(blockSize)
         let firstDataBlock = Int64(sb.u32(0x14))
-        let groupCount = Int((sb.u32(0x0) + inodesPerGroup - 1) / inodesPerGroup)
+        guard firstDataBlock < Int64(blocks) else { throw corrupt("first data block \(firstDataBlock)") }
+        let groupCount = Int((UInt64(sb.u32(0x0)) + UInt64(inodesPerGroup) - 1) / UInt64(inodesPerGroup))
+        guard groupCount > 0, groupCount <= 1 << 20, groupCount * descriptorSize <= 64 << 20 else {
+            throw corrupt("\(groupCount) block groups")
+        }
         let table = try Self.read(
             fd: fd, at: offset + (firstDataBlock + 1) * Int64(blockSize), count: groupCount * descriptorSize, path: path)
         inodeTables = (0..<groupCount).map { group in
             let d = group * descriptorSize
             return UInt64(table.u32(d + 0x8)) | (descriptorSize >= 64 ? UInt64(table.u32(d + 0x28)) << 32 : 0)
         }
+    }
+
+    /// The byte offset of block `block`, or an error when it lies beyond the filesystem.
+    func offset(ofBlock block: UInt64, what: @autoclosure () -> String) throws -> Int64 {
+        guard block < UInt64(byteSize / Int64(blockSize)) else {
+            throw KilnError(.io, "\(path): \(what()) points at block \(block), beyond the filesystem")
+        }
+        return Int64(block) * Int64(blockSize)
     }
 
     deinit { close(fd) }
@@ -83,14 +121,17 @@ public final class Ext4Volume {
         if entries.contains(where: { mbr[$0 + 4] == 0xEE }) {
             let header = try read(fd: fd, at: 512, count: 92, path: path)
             guard String(decoding: header[0..<8], as: UTF8.self) == "EFI PART" else { return nil }
+            guard header.u64(72) < 1 << 40 else { return nil }
             let table = Int64(header.u64(72)) * 512
             let count = min(Int(header.u32(80)), 256)
             let size = Int(header.u32(84))
             guard size >= 48, size <= 4096 else { return nil }
             let all = try read(fd: fd, at: table, count: count * size, path: path)
             for i in 0..<count {
-                let first = Int64(all.u64(i * size + 32)), last = Int64(all.u64(i * size + 40))
-                if first > 0, last >= first { candidates.append((first * 512, (last - first + 1) * 512)) }
+                let first = all.u64(i * size + 32), last = all.u64(i * size + 40)
+                if first > 0, last >= first, last < 1 << 40 {
+                    candidates.append((Int64(first) * 512, Int64(last - first + 1) * 512))
+                }
             }
         } else {
             for entry in entries where mbr[entry + 4] != 0 {
@@ -138,7 +179,8 @@ public final class Ext4Volume {
             throw KilnError(.io, "\(path): inode \(number) is out of range")
         }
         let table = inodeTables[Int((number - 1) / inodesPerGroup)], index = (number - 1) % inodesPerGroup
-        let raw = try read(at: Int64(table) * Int64(blockSize) + Int64(index) * Int64(inodeSize), count: inodeSize)
+        let start = try offset(ofBlock: table, what: "the inode table of inode \(number)")
+        let raw = try read(at: start + Int64(index) * Int64(inodeSize), count: inodeSize)
         return Ext4Inode(number: number, raw: raw)
     }
 
@@ -149,6 +191,9 @@ public final class Ext4Volume {
             if inode.flags & 0x1000_0000 != 0 { throw KilnError(.invalidInput, "\(path): inode \(inode.number) uses inline data") }
             if inode.size == 0 { return [] }
             throw KilnError(.invalidInput, "\(path): inode \(inode.number) uses the ext2/3 block map, which kiln does not read")
+        }
+        guard inode.size >= 0, inode.size <= byteSize else {
+            throw KilnError(.io, "\(path): inode \(inode.number) says it holds \(inode.size) bytes, more than the filesystem's \(byteSize)")
         }
         var leaves: [(Int64, Int64?, Int64)] = []
         try walkExtentNode(Array(inode.raw[0x28..<0x28 + 60]), depth: 0, into: &leaves)
@@ -174,15 +219,20 @@ public final class Ext4Volume {
         guard 12 + entries * 12 <= node.count else { throw KilnError(.io, "\(path): corrupt extent tree") }
         for i in 0..<entries {
             let e = 12 + i * 12
+            guard leaves.count < Self.maxExtents else { throw KilnError(.io, "\(path): corrupt extent tree (too many extents)") }
             if level == 0 {
                 var length = Int64(node.u16(e + 4))
                 let unwritten = length > 32768
                 if unwritten { length -= 32768 }
-                let start = Int64(node.u16(e + 6)) << 32 | Int64(node.u32(e + 8))
-                leaves.append((Int64(node.u32(e)), unwritten ? nil : start, length))
+                let start = UInt64(node.u16(e + 6)) << 32 | UInt64(node.u32(e + 8))
+                // The whole extent lies inside the filesystem (the physical offsets are used as they are).
+                let first = try offset(ofBlock: start, what: "an extent")
+                _ = try offset(ofBlock: start + UInt64(max(length, 1) - 1), what: "an extent's end")
+                leaves.append((Int64(node.u32(e)), unwritten ? nil : first / Int64(blockSize), length))
             } else {
-                let child = Int64(node.u16(e + 8)) << 32 | Int64(node.u32(e + 4))
-                try walkExtentNode(try read(at: child * Int64(blockSize), count: blockSize), depth: depth + 1, into: &leaves)
+                let child = UInt64(node.u16(e + 8)) << 32 | UInt64(node.u32(e + 4))
+                let at = try offset(ofBlock: child, what: "an extent index")
+                try walkExtentNode(try read(at: at, count: blockSize), depth: depth + 1, into: &leaves)
             }
         }
     }
@@ -216,6 +266,9 @@ public final class Ext4Volume {
 
     /// A small file's whole contents (directories, slow symlinks).
     func contents(of inode: Ext4Inode) throws -> [UInt8] {
+        guard inode.size >= 0, inode.size <= Self.maxMetadataRead else {
+            throw KilnError(.io, "\(path): inode \(inode.number) is a directory or link of \(inode.size) bytes: corrupt")
+        }
         var data: [UInt8] = []
         data.reserveCapacity(Int(inode.size))
         try readContents(of: inode) { data.append(contentsOf: $0) }
@@ -234,7 +287,12 @@ public final class Ext4Volume {
             }
             // Inode 0 marks unused space, hashed directories' index blocks and checksum tails.
             if number != 0 {
-                let name = String(decoding: data[(position + 8)..<(position + 8 + nameLength)], as: UTF8.self)
+                let bytes = data[(position + 8)..<(position + 8 + nameLength)]
+                // ext4 names hold neither; a corrupt entry could, and become a path elsewhere.
+                guard !bytes.isEmpty, !bytes.contains(0x2F), !bytes.contains(0) else {
+                    throw KilnError(.io, "\(path): a name in directory inode \(directory.number) holds '/' or NUL or is empty")
+                }
+                let name = String(decoding: bytes, as: UTF8.self)
                 if name != ".", name != ".." { result.append((name, number)) }
             }
             position += recordLength
@@ -243,6 +301,9 @@ public final class Ext4Volume {
     }
 
     public func symlinkTarget(of inode: Ext4Inode) throws -> String {
+        guard inode.size >= 0, inode.size <= 4096 else {
+            throw KilnError(.io, "\(path): symbolic link inode \(inode.number) is \(inode.size) bytes long: corrupt")
+        }
         if inode.flags & 0x80000 == 0, inode.size < 60 {
             return String(decoding: inode.raw[0x28..<(0x28 + Int(inode.size))], as: UTF8.self)
         }
@@ -260,7 +321,7 @@ public final class Ext4Volume {
             result += Self.parseAttributes(inode.raw, entries: inInode + 4, valuesBase: inInode + 4)
         }
         if inode.xattrBlock != 0 {
-            let block = try read(at: Int64(inode.xattrBlock) * Int64(blockSize), count: blockSize)
+            let block = try read(at: try offset(ofBlock: inode.xattrBlock, what: "an attribute block"), count: blockSize)
             if block.u32(0) == 0xEA02_0000 { result += Self.parseAttributes(block, entries: 32, valuesBase: 0) }
         }
         return result.sorted { $0.0 < $1.0 }
@@ -287,7 +348,12 @@ public final class Ext4Volume {
     /// Every entry under the root, depth first in name order: what a tar of the tree lists.
     public func walk(_ visit: (_ path: String, _ inode: Ext4Inode) throws -> Void) throws {
         var stack: [(String, UInt32)] = [("", Self.rootInode)]
+        // A directory reached twice is a hard-linked directory: a cycle, or a tree repeated.
+        var seen: Set<UInt32> = []
         while let (directoryPath, number) = stack.popLast() {
+            guard seen.insert(number).inserted else {
+                throw KilnError(.io, "\(path): directory inode \(number) is reached twice (at /\(directoryPath)): corrupt")
+            }
             let directory = try inode(number)
             var subdirectories: [(String, UInt32)] = []
             for (name, child) in try entries(of: directory) {
