@@ -139,7 +139,7 @@ public enum BuildKeys {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw KilnError(.notFound, "\(path) does not exist")
         }
-        guard isDirectory.boolValue else { return try Hashing.sha256Hex(fileAt: path) }
+        guard isDirectory.boolValue else { return try Hashing.sha256Hex(fileAt: try regularFile(path)) }
         let fm = FileManager.default
         let names = (fm.enumerator(atPath: path)?.allObjects as? [String] ?? []).sorted()
         var lines: [String] = []
@@ -150,9 +150,21 @@ public enum BuildKeys {
             switch attributes[.type] as? FileAttributeType {
             case .typeDirectory: lines.append("\(name) dir \(mode)")
             case .typeSymbolicLink: lines.append("\(name) link \(try fm.destinationOfSymbolicLink(atPath: full))")
-            default: lines.append("\(name) file \(mode) \(try Hashing.sha256Hex(fileAt: full))")
+            case .typeRegular: lines.append("\(name) file \(mode) \(try Hashing.sha256Hex(fileAt: full))")
+            default:
+                // A FIFO or a device would be read forever (or block): an upload takes files.
+                throw KilnError(.invalidInput, "\(full) is not a regular file, a directory or a link: it cannot be uploaded")
             }
         }
         return Hashing.sha256Hex(lines.joined(separator: "\n"))
+    }
+
+    /// `path` when it is a regular file (a link followed), else an error: never read a device.
+    static func regularFile(_ path: String) throws -> String {
+        let type = (try FileManager.default.attributesOfItem(atPath: URL(fileURLWithPath: path).resolvingSymlinksInPath().path))[.type]
+        guard type as? FileAttributeType == .typeRegular else {
+            throw KilnError(.invalidInput, "\(path) is not a regular file: it cannot be uploaded")
+        }
+        return path
     }
 }

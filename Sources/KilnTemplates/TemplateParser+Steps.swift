@@ -183,6 +183,13 @@ extension TemplateParser {
             error(at: f[.src], "file src \(src) does not exist (looked at \(absolute))")
             return nil
         }
+        // Hashed for the build key and read for the upload: a device or a FIFO (/dev/zero)
+        // would be read forever.
+        let type = (try? FileManager.default.attributesOfItem(atPath: absolute))?[.type] as? FileAttributeType
+        guard type == .typeRegular || type == .typeDirectory || type == .typeSymbolicLink else {
+            error(at: f[.src], "file src \(src) is not a regular file or a directory (\(absolute))")
+            return nil
+        }
         return .file(src: absolute, dest: dest, contentsOnly: isDirectory.boolValue && src.hasSuffix("/"))
     }
 

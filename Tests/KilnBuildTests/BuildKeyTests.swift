@@ -111,6 +111,17 @@ struct BuildKeyTests {
         #expect(try one.concealer()("s3cret") != two.concealer()("s3cret"))
     }
 
+    @Test("a FIFO inside an uploaded tree is an error, not a read that blocks forever")
+    func fifoInTree() throws {
+        let dir = NSTemporaryDirectory() + "kiln-fifo-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir + "/site", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "x".write(toFile: dir + "/site/a", atomically: true, encoding: .utf8)
+        #expect(mkfifo(dir + "/site/pipe", 0o644) == 0)
+        #expect { _ = try BuildKeys.treeHash(dir + "/site") } throws: { "\($0)".contains("pipe is not a regular file") }
+        #expect { _ = try BuildKeys.treeHash(dir + "/site/pipe") } throws: { "\($0)".contains("not a regular file") }
+    }
+
     @Test("every kind of input changes the key and is named in the reason")
     func sensitive() throws {
         let fixture = try KeyFixture(Self.template, files: Self.files)

@@ -25,6 +25,19 @@ struct TemplateLoaderTests {
         }
     }
 
+    @Test("a file step's src that is a device (/dev/zero) is an error at its position, not a hash that never ends")
+    func deviceSource() throws {
+        let found = try diagnostics([
+            "a.yaml": """
+            image: a
+            from: {image: b}
+            provision:
+              - file: {src: /dev/zero, dest: /opt/zero}
+            """
+        ])
+        #expect(found.map(\.description) == ["a.yaml:4:17: error: file src /dev/zero is not a regular file or a directory (/dev/zero)"], "\(found)")
+    }
+
     @Test("the three-layer example loads with variables, paths and steps resolved")
     func exampleLoads() throws {
         let set = try TemplateLoader(environment: [:]).load(path: repositoryRoot + "/examples/debian")
