@@ -16,10 +16,24 @@ final class SQLiteDatabase: SQLDatabase {
         location = path
         do {
             pool = try DatabasePool(path: path, configuration: config)
-            try Self.migrator.migrate(pool)
+            try Self.migrateExclusively(pool, path: path)
         } catch {
             throw KilnError(.io, "cannot open the catalog at \(path)", cause: error as? any Error & Sendable)
         }
+    }
+
+    /// Migrations one process at a time: two kiln processes opening a new store together would
+    /// otherwise both see a migration unapplied, and the second's `ADD COLUMN` fail with
+    /// "duplicate column name". A blocking `flock` beside the file, held for the few
+    /// milliseconds the migrations take; the kernel drops it if the process dies.
+    private static func migrateExclusively(_ pool: DatabasePool, path: String) throws {
+        let fd = open(path + ".migrate.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw KilnError(.io, "cannot open \(path).migrate.lock: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw KilnError(.io, "cannot lock \(path).migrate.lock: \(String(cString: strerror(errno)))") }
+        }
+        try migrator.migrate(pool)
     }
 
     func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {

@@ -84,3 +84,20 @@ struct BlobManifestTests {
         #expect(!FileManager.default.fileExists(atPath: store.blobDirectory(digest: digest) + "/" + ImageFiles.manifest))
     }
 }
+
+@Suite("A new SQLite catalog opened by several processes at once")
+struct ConcurrentMigrationTests {
+    @Test("eight processes open one new store together: every one migrates or finds it migrated, none fails")
+    func concurrentOpen() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-migrate-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for round in 0..<3 {
+            let home = dir + "/home-\(round)"
+            let results = try await withThrowingTaskGroup(of: ProcessResult.self) { group in
+                for _ in 0..<8 { group.addTask { try await KilnBinary.run(["images", "--home", home]) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
+        }
+    }
+}

@@ -35,7 +35,9 @@ struct TemplateLoaderTests {
               - file: {src: /dev/zero, dest: /opt/zero}
             """
         ])
-        #expect(found.map(\.description) == ["a.yaml:4:17: error: file src /dev/zero is not a regular file or a directory (/dev/zero)"], "\(found)")
+        #expect(
+            found.map(\.description) == ["a.yaml:4:17: error: file src /dev/zero is not a regular file or a directory (/dev/zero)"],
+            "\(found)")
     }
 
     @Test("the three-layer example loads with variables, paths and steps resolved")
