@@ -42,7 +42,9 @@ public final class ProcessRegistry: Sendable {
                 return
             }
             do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                // Private to kiln's user: what is recorded here decides what a later kiln kills.
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
                 throw KilnError(.io, "cannot create \(directory)", cause: error as NSError)
             }
@@ -124,12 +126,18 @@ public final class ProcessRegistry: Sendable {
             // Held: its kiln is alive. Taken: it is dead, and no other reaper works on it now.
             guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }
             let childrenPath = directory + "/\(owner).children"
+            // Only a record kiln's own user wrote, that no one else could have changed, names
+            // processes to signal: a forged file must not make kiln kill an arbitrary process.
+            guard Self.isOwnPrivateFile(lockPath),
+                !FileManager.default.fileExists(atPath: childrenPath) || Self.isOwnPrivateFile(childrenPath)
+            else { continue }
             var alive: [(pid: Int32, start: UInt64)] = []
             let text = (try? String(contentsOfFile: childrenPath, encoding: .utf8)) ?? ""
             for line in text.split(separator: "\n") {
                 let fields = line.split(separator: " ")
                 guard fields.count == 2, let pid = Int32(fields[0]), let start = UInt64(fields[1]), pid > 1 else { continue }
-                if Self.startTime(of: pid) == start { alive.append((pid, start)) }
+                // And the process is still the one recorded (its start time) and runs as kiln's user.
+                if Self.startTime(of: pid) == start, Self.owner(of: pid) == geteuid() { alive.append((pid, start)) }
             }
             Self.terminate(alive)
             let killed = alive.map(\.pid)
@@ -138,6 +146,20 @@ public final class ProcessRegistry: Sendable {
             reaped.append(Reaped(owner: owner, killed: killed))
         }
         return reaped
+    }
+
+    /// Owned by this process's user and writable by no one else.
+    static func isOwnPrivateFile(_ path: String) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return false }
+        return info.st_mode & S_IFMT == S_IFREG && info.st_uid == geteuid() && info.st_mode & 0o022 == 0
+    }
+
+    /// The user a process runs as (its real uid, from /proc).
+    static func owner(of pid: Int32) -> uid_t? {
+        var info = stat()
+        guard stat("/proc/\(pid)", &info) == 0 else { return nil }
+        return info.st_uid
     }
 
     /// SIGTERM to each child's process group (it leads one: its helpers go with it), then

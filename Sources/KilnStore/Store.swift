@@ -44,7 +44,8 @@ public final class Store: Sendable {
             }
         }
         catalog = try Catalog.open(locator, store: self.root)
-        try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try ProcessRegistry.shared.attach(directory: runDirectory)
     }
 

@@ -37,3 +37,39 @@ struct OwnSecretsTests {
         #expect(!values.contains("abc") && !values.contains("/root"))
     }
 }
+
+/// The reaper kills what a dead kiln recorded in `run/<host>/<pid>.children`: a file another
+/// user could write must not make it kill an arbitrary process.
+@Suite("Reaping dead kilns' children: only records kiln's user wrote", .serialized)
+struct ReaperTrustTests {
+    @Test("a forged children file (another user's, or writable by others) kills nothing; the lock is left alone")
+    func forged() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-reap-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The victim: a process that is not kiln's child, with its real start time.
+        let victim = Process()
+        victim.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        victim.arguments = ["60"]
+        try victim.run()
+        defer { victim.terminate() }
+        let pid = victim.processIdentifier
+        let start = try #require(ProcessRegistry.startTime(of: pid))
+        let dead: Int32 = 999_999
+        for forgery in ["other-user", "world-writable"] {
+            let lock = dir + "/\(dead).lock", children = dir + "/\(dead).children"
+            FileManager.default.createFile(atPath: lock, contents: nil)
+            FileManager.default.createFile(atPath: children, contents: Data("\(pid) \(start)\n".utf8))
+            if forgery == "other-user" {
+                #expect(chown(children, 65534, 65534) == 0)
+            } else {
+                #expect(chmod(children, 0o666) == 0)
+            }
+            let reaped = ProcessRegistry.shared.reap(directory: dir)
+            #expect(reaped.isEmpty)
+            #expect(victim.isRunning, "a forged record (\(forgery)) killed process \(pid)")
+            try? FileManager.default.removeItem(atPath: lock)
+            try? FileManager.default.removeItem(atPath: children)
+        }
+    }
+}
