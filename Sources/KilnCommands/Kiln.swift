@@ -101,7 +101,12 @@ public struct Kiln: AsyncParsableCommand {
 }
 
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    // Messages quote templates and guests: on a terminal, their control characters are shown, not obeyed.
+    let shown =
+        isatty(STDERR_FILENO) == 1
+        ? text.split(separator: "\n", omittingEmptySubsequences: false).map { TerminalText.sanitize(String($0)) }.joined(separator: "\n")
+        : text
+    FileHandle.standardError.write(Data((shown + "\n").utf8))
 }
 
 /// Options every command shares.

@@ -130,6 +130,8 @@ final class ConsoleReporter: BuildReporter {
     private func line(family: String, source: String, text: String) {
         let time = Date().formatted(.iso8601.time(includingFractionalSeconds: false))
         if isTerminal {
+            // A guest's or a template's escape sequences never drive the terminal (the log keeps them).
+            let (source, text) = (TerminalText.sanitize(source), TerminalText.sanitize(text))
             if source == "console" {
                 let width = 100
                 let status = "\(time) \(family) | booting: \(text.prefix(width))"

@@ -35,13 +35,16 @@ public final class FileLock: Sendable {
 
 /// How kiln waits for a lock another process holds (a file lock, a PostgreSQL advisory lock).
 enum LockWait {
-    /// Tries `attempt` until it takes the lock, every 200 ms, calling `waiting` once before the
-    /// first wait. Polled rather than blocking: a blocked thread would hold one of the few
-    /// threads Swift's concurrency runs on, and a waiting build must stay cancellable.
-    static func poll(waiting: () -> Void, _ attempt: () throws -> Bool) async throws {
+    /// Tries `attempt` until it takes the lock, every 200 ms, calling `waiting` once when the
+    /// wait has lasted `notice`. Polled rather than blocking: a blocked thread would hold one of
+    /// the few threads Swift's concurrency runs on, and a waiting build must stay cancellable.
+    /// The notice waits a moment because a lock can look held for an instant after its holder
+    /// let it go (a child process forked before the holder closed it has not yet exec-ed).
+    static func poll(waiting: () -> Void, notice: Duration = .seconds(1), _ attempt: () throws -> Bool) async throws {
         var told = false
+        let started = ContinuousClock.now
         while try !attempt() {
-            if !told {
+            if !told, ContinuousClock.now - started >= notice {
                 waiting()
                 told = true
             }

@@ -223,6 +223,18 @@ extension TemplateParser {
 
     // MARK: - Helpers
 
+    /// Whether `absolute` (from ``resolvePath(_:)``) lies in the template's directory; an error at
+    /// `node` when not. What a step reads or writes on the host stays beneath the template: a
+    /// graph is then self-contained, its build keys name files by relative paths, and a
+    /// template cannot make a build read `/etc/shadow` into an image or write a download over
+    /// a host file. (Source disks and keyrings, named by hash or system paths, may be anywhere.)
+    func inside(_ absolute: String, _ path: String, at node: Node?, _ what: String) -> Bool {
+        let root = URL(fileURLWithPath: directory).standardizedFileURL.path
+        if absolute == root || absolute.hasPrefix(root == "/" ? "/" : root + "/") { return true }
+        error(at: node, "\(what) \(path) is outside the template's directory (\(root)): steps read and write only beneath it")
+        return false
+    }
+
     func resolvePath(_ path: String) -> String {
         URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: directory + "/")).standardizedFileURL.path
             + (path.hasSuffix("/") ? "/" : "")

@@ -129,6 +129,7 @@ extension TemplateParser {
         var script: String?
         if let s = f[.script], let path = string(s, "script") {
             let absolute = resolvePath(path)
+            _ = inside(absolute, path, at: s, "script")
             var isDirectory: ObjCBool = false
             if !FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory) || isDirectory.boolValue {
                 error(at: s, "script \(path) does not exist (looked at \(absolute))")
@@ -168,6 +169,8 @@ extension TemplateParser {
                 error(at: f[.src], "file src must be an absolute path in the guest when downloading, got '\(src)'")
                 return nil
             }
+            // Anywhere on the host (a CI job's artifacts directory, say): a template that can run
+            // shell-local steps can write the host anyway; what it reads into images is what is limited.
             return .download(src: src, dest: resolvePath(dest))
         case let other:
             error(at: f[.direction], "file direction must be upload or download, got '\(other)'")
@@ -178,6 +181,13 @@ extension TemplateParser {
             return nil
         }
         let absolute = resolvePath(src)
+        // A link is judged by what it points at: a link to /etc/shadow is a path outside too.
+        let target = URL(fileURLWithPath: absolute).resolvingSymlinksInPath().path
+        guard inside(absolute, src, at: f[.src], "file src"),
+            target == absolute || inside(target, src + " (a link to " + target + ")", at: f[.src], "file src")
+        else {
+            return nil
+        }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory) else {
             error(at: f[.src], "file src \(src) does not exist (looked at \(absolute))")
@@ -185,8 +195,8 @@ extension TemplateParser {
         }
         // Hashed for the build key and read for the upload: a device or a FIFO (/dev/zero)
         // would be read forever.
-        let type = (try? FileManager.default.attributesOfItem(atPath: absolute))?[.type] as? FileAttributeType
-        guard type == .typeRegular || type == .typeDirectory || type == .typeSymbolicLink else {
+        let type = (try? FileManager.default.attributesOfItem(atPath: target))?[.type] as? FileAttributeType
+        guard type == .typeRegular || type == .typeDirectory else {
             error(at: f[.src], "file src \(src) is not a regular file or a directory (\(absolute))")
             return nil
         }
@@ -248,6 +258,7 @@ extension TemplateParser {
     func existingFile(_ node: Node, _ what: String) -> String? {
         guard let path = string(node, what) else { return nil }
         let absolute = resolvePath(path)
+        guard inside(absolute, path, at: node, what) else { return nil }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory), !isDirectory.boolValue else {
             error(at: node, "\(what) \(path) does not exist (looked at \(absolute))")

@@ -25,19 +25,46 @@ struct TemplateLoaderTests {
         }
     }
 
-    @Test("a file step's src that is a device (/dev/zero) is an error at its position, not a hash that never ends")
+    @Test("a file step's src that is (or links to) a device or a host file outside the template is an error at its position")
     func deviceSource() throws {
+        let dir = try TemplateDirectory([
+            "a.yaml": """
+            image: a
+            from: {image: b}
+            provision:
+              - file: {src: zero, dest: /opt/zero}
+              - file: {src: shadow, dest: /opt/shadow}
+            """
+        ])
+        // Links inside the template's directory: to a device, and to a host file outside it.
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/zero", withDestinationPath: "/dev/zero")
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/shadow", withDestinationPath: "/etc/hostname")
+        #expect {
+            _ = try TemplateLoader(environment: [:]).load(path: dir.path)
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("a.yaml:4:17: error: file src zero")
+                && text.contains("a.yaml:5:17: error: file src shadow (a link to /etc/hostname)")
+        }
+    }
+
+    @Test("what a step reads from the host stays beneath the template's directory: ../ and absolute paths are errors")
+    func pathsStayInside() throws {
         let found = try diagnostics([
             "a.yaml": """
             image: a
             from: {image: b}
             provision:
-              - file: {src: /dev/zero, dest: /opt/zero}
+              - file: {src: ../../../../etc/hostname, dest: /etc/x}
+              - file: {src: /etc/hostname, dest: /etc/y}
+              - file: {src: /etc/hostname, dest: ../../out.txt, direction: download}
+              - shell: {script: /etc/hostname}
             """
         ])
-        #expect(
-            found.map(\.description) == ["a.yaml:4:17: error: file src /dev/zero is not a regular file or a directory (/dev/zero)"],
-            "\(found)")
+        // A download may write anywhere on the host (shell-local could anyway); what is read is limited.
+        #expect(found.count == 3, "\(found)")
+        #expect(found.allSatisfy { $0.message.contains("is outside the template's directory") }, "\(found)")
+        #expect(found.map(\.line) == [4, 5, 7])
     }
 
     @Test("the three-layer example loads with variables, paths and steps resolved")
