@@ -145,6 +145,27 @@ final class AWSMachine: Machine {
         (self.keyPath, self.user, self.spec, self.poll) = (keyPath, user, spec, poll)
     }
 
+    /// Pins the instance's host keys from its console output (cloud-init prints them there),
+    /// asked three times at the poll interval; a login to a key other than those then fails. Without them (an
+    /// image without cloud-init, a console not yet written), the first login is trusted, with
+    /// a line in the log that says so.
+    private func pinHostKeys(host: String, into knownHosts: String) async throws {
+        for attempt in 1...3 {
+            if let console = try? await ec2.consoleOutput(instance) {
+                let keys = ConsoleHostKeys.parse(console)
+                if !keys.isEmpty {
+                    try ConsoleHostKeys.knownHosts(keys, host: host).write(toFile: knownHosts, atomically: true, encoding: .utf8)
+                    log.emit("kiln", "pinned \(instance)'s \(keys.count) host keys from its console output")
+                    return
+                }
+            }
+            if attempt < 3 { try await Task.sleep(for: poll) }
+        }
+        log.emit(
+            "kiln",
+            "warning: \(instance)'s console output shows no host keys (an image without cloud-init?): trusting the key of the first login")
+    }
+
     /// The SSH connection, opened on first use: the instance's public address, else its private one.
     private func connected() async throws -> SSHCommunicator {
         try await login.withLock { try await self.connect() }
@@ -156,8 +177,9 @@ final class AWSMachine: Machine {
         guard let host = described.publicIP ?? described.privateIP else {
             throw KilnError(.providerFailed, "\(instance) has no IP address to log in to")
         }
-        let communicator = SSHCommunicator(
-            client: SSHClient(keyPath: keyPath, port: 22, host: host, user: user), scratchDirectory: spec.scratchDirectory)
+        let client = SSHClient(keyPath: keyPath, port: 22, host: host, user: user)
+        try await pinHostKeys(host: host, into: client.knownHosts)
+        let communicator = SSHCommunicator(client: client, scratchDirectory: spec.scratchDirectory)
         log.emit("kiln", "logging in to \(instance) as \(user)@\(host)")
         // The SSH probe asks every 100 ms; EC2 is asked whether the instance still runs at the
         // poll interval, and a failed answer is not taken for a stopped instance.

@@ -68,6 +68,16 @@ public struct EC2Client: Sendable {
         return id
     }
 
+    /// The instance's serial console output so far (GetConsoleOutput), decoded; nil when EC2
+    /// has none yet.
+    public func consoleOutput(_ id: String) async throws -> String? {
+        let tree = try await call("GetConsoleOutput", [("InstanceId", id), ("Latest", "true")])
+        guard let encoded = tree.text("output"), !encoded.isEmpty,
+            let data = Data(base64Encoded: encoded.filter { !$0.isWhitespace })
+        else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     public func describeInstance(_ id: String) async throws -> EC2Instance {
         let found = try await describeInstances(parameters: [("InstanceId.1", id)])
         guard let instance = found.first(where: { $0.id == id }) else {
