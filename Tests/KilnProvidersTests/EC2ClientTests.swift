@@ -67,7 +67,9 @@ func motoClient(_ endpoint: URL, retry: RetryPolicy = quickRetry, lines: RetryLi
 /// A short unique suffix, so tests sharing one moto never see each other's resources.
 func unique() -> String { String(UUID().uuidString.lowercased().prefix(8)) }
 
-@Suite("EC2 client against moto_server", .motoServer)
+// Serialized: moto_server's in-memory backend is not safe under concurrent requests (a
+// DescribeImages beside a DeregisterImage answered HTTP 500 in a CI run).
+@Suite("EC2 client against moto_server", .motoServer, .serialized)
 struct EC2ClientTests {
     /// One of the Amazon Linux 2 images moto ships in every region.
     func baseImage(_ client: EC2Client) async throws -> EC2Image {
