@@ -54,21 +54,19 @@ extension VMBuildTests {
         "a step that fails twice passes on its third attempt; a hung attempt is killed in the guest before its retry; a failing Ansible task fails the build with the task's name"
     )
     func retriesAndFailingAnsibleTask() async throws {
-        let play = NSTemporaryDirectory() + "kiln-play-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: play) }
-        try FileManager.default.createDirectory(atPath: play, withIntermediateDirectories: true)
-        // raw: needs no Python in the guest.
-        try """
-        - hosts: all
-          gather_facts: false
-          tasks:
-            - name: Say hello
-              ansible.builtin.raw: echo hello from ansible
-            - name: Check the impossible
-              ansible.builtin.raw: echo about to fail; exit 3
-            - name: Never reached
-              ansible.builtin.raw: touch /never
-        """.write(toFile: play + "/site.yml", atomically: true, encoding: .utf8)
+        // raw: needs no Python in the guest. Beside the template: what a step reads from the
+        // host lies beneath the template's directory (docs/templates.md).
+        let playbook = """
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - name: Say hello
+                  ansible.builtin.raw: echo hello from ansible
+                - name: Check the impossible
+                  ansible.builtin.raw: echo about to fail; exit 3
+                - name: Never reached
+                  ansible.builtin.raw: touch /never
+            """
         let (build, log) = try await failedBuild(
             "ansfail-app",
             """
@@ -92,8 +90,8 @@ extension VMBuildTests {
                 timeout: 5s
                 retries: 1
                 retry_delay: 1s
-              - ansible: {playbook: \(play)/site.yml}
-            """, flags: [])
+              - ansible: {playbook: site.yml}
+            """, files: ["site.yml": playbook], flags: [])
         #expect(build.status == 1)
         #expect(
             build.stderr.contains("failed at provision[2] ansible site.yml: Ansible task 'Check the impossible' failed"),

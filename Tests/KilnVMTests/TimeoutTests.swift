@@ -3,10 +3,14 @@ import KilnCore
 import Testing
 
 extension VMBuildTests {
-    /// Builds `template` (one file, family `family`) with `flags`; returns kiln's result and the archived log.
-    func failedBuild(_ family: String, _ template: String, flags: [String]) async throws -> (ProcessResult, String) {
+    /// Builds `template` (one file, family `family`) with `flags`, beside `files` (paths relative
+    /// to the template's directory); returns kiln's result and the archived log.
+    func failedBuild(
+        _ family: String, _ template: String, files: [String: String] = [:], flags: [String]
+    ) async throws -> (ProcessResult, String) {
         let dir = try await exampleAndScratchDirectory(family)
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (name, text) in files { try text.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }
         try template.write(toFile: dir + "/t.yaml", atomically: true, encoding: .utf8)
         let build = try await SharedStore.shared.kiln(["build", dir] + flags)
         let failed = try await SharedStore.shared.kiln(["logs", "--failed"])
