@@ -54,8 +54,9 @@ extension VMBuildTests {
         "a step that fails twice passes on its third attempt; a hung attempt is killed in the guest before its retry; a failing Ansible task fails the build with the task's name"
     )
     func retriesAndFailingAnsibleTask() async throws {
-        // raw: needs no Python in the guest. Beside the template: what a step reads from the
-        // host lies beneath the template's directory (docs/templates.md).
+        // raw: needs no Python in the guest. In a directory beside the template (a .yml beside it
+        // would be read as a template): what a step reads from the host lies beneath the
+        // template's directory (docs/templates.md).
         let playbook = """
             - hosts: all
               gather_facts: false
@@ -90,8 +91,8 @@ extension VMBuildTests {
                 timeout: 5s
                 retries: 1
                 retry_delay: 1s
-              - ansible: {playbook: site.yml}
-            """, files: ["site.yml": playbook], flags: [])
+              - ansible: {playbook: playbook/site.yml}
+            """, files: ["playbook/site.yml": playbook], flags: [])
         #expect(build.status == 1)
         #expect(
             build.stderr.contains("failed at provision[2] ansible site.yml: Ansible task 'Check the impossible' failed"),

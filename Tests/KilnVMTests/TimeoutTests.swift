@@ -10,7 +10,12 @@ extension VMBuildTests {
     ) async throws -> (ProcessResult, String) {
         let dir = try await exampleAndScratchDirectory(family)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for (name, text) in files { try text.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }
+        for (name, text) in files {
+            let path = dir + "/" + name
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        }
         try template.write(toFile: dir + "/t.yaml", atomically: true, encoding: .utf8)
         let build = try await SharedStore.shared.kiln(["build", dir] + flags)
         let failed = try await SharedStore.shared.kiln(["logs", "--failed"])
