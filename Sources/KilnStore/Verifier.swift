@@ -57,31 +57,44 @@ public enum Verifier {
         _ store: Store, name: String?, trusted: [PublicSigningKey] = [], requireSignature: Bool = false
     ) async throws -> Report {
         var report = Report()
-        let images = try store.catalog.images()
-        let byDigest = Dictionary(images.map { ($0.digest, $0) }, uniquingKeysWith: { first, _ in first })
-        let byName = Dictionary(images.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let sources = try store.catalog.sources()
         var subjects: [(String, String, ImageRecord?)] = []
+        let images: [ImageRecord]
+        let sources: [SourceRecord]
         if let name {
             guard let image = try store.catalog.image(named: name) else {
                 throw KilnError(.notFound, "no image named '\(name)' (kiln images lists them)")
             }
             guard !image.purged else { throw KilnError(.invalidInput, "\(name) is purged: its disk was removed on purpose") }
-            // The image, then each blob its disk stands on.
+            // The image, then each blob its disk stands on: the chain's rows alone are read, as
+            // every export and every build on a parent asks this of a catalog of any size.
+            var chain: [ImageRecord] = []
             var next: String? = image.digest
             var seen: Set<String> = []
             while let digest = next, seen.insert(digest).inserted {
-                let record = byDigest[digest]
+                let record = digest == image.digest ? image : try store.catalog.image(digest: digest)
+                if let record { chain.append(record) }
                 subjects.append((record?.name ?? "source \(digest.prefix(12))", digest, record))
                 next = record?.backingDigest
             }
+            // And each named parent, should a row name one the disk does not stand on.
+            var rows = chain
+            for record in chain {
+                if let parent = record.parent, !rows.contains(where: { $0.name == parent }),
+                    let row = try store.catalog.image(named: parent)
+                {
+                    rows.append(row)
+                }
+            }
+            (images, sources) = (rows, [])
         } else {
+            (images, sources) = (try store.catalog.images(), try store.catalog.sources())
             for image in images where !image.purged { subjects.append((image.name, image.digest, image)) }
             let imageDigests = Set(images.map(\.digest))
             for source in sources where !imageDigests.contains(source.digest) {
                 subjects.append(("source \(source.digest.prefix(12))", source.digest, nil))
             }
         }
+        let byName = Dictionary(images.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         // Each blob is hashed once, however many images name it.
         var hashed: [String: [String]] = [:]
         for (subject, digest, record) in subjects {
