@@ -35,7 +35,7 @@ public final class Catalog: Sendable {
     /// Held while `family` builds, by whichever kiln process builds it: two processes sharing
     /// this catalog never build the same family at once, and the second sees the first's result.
     public func lockFamily(_ family: String, waiting: @Sendable () -> Void) async throws -> any Sendable {
-        try await db.lock("family-\(family)", waiting: waiting)
+        try await lockNamed("family-\(family)", waiting: waiting)
     }
 
     /// A READY image of `family` built from exactly these inputs, if any: the newest one.
