@@ -5,6 +5,15 @@ import Testing
 
 @testable import KilnProviders
 
+/// A stand-in `ssh` in `dir` that appends its arguments, one per line, to `dir/argv`, then runs
+/// `then` (shell text; `"$@"` are ssh's arguments).
+func standInSSH(in dir: String, then: String = "exit 0") throws -> String {
+    let ssh = dir + "/ssh"
+    try "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '\(dir)/argv'\n\(then)\n".write(toFile: ssh, atomically: true, encoding: .utf8)
+    try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: ssh)
+    return ssh
+}
+
 /// The communicator with a stand-in `ssh` that records its arguments and runs the remote
 /// command here, as the guest's shell would: what a step's environment holds must never be in
 /// an argument list (`ps` shows those to every local user, on the host and in the guest).
@@ -16,15 +25,8 @@ struct SSHCommunicatorTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let argv = dir + "/argv"
-        let ssh = dir + "/ssh"
-        try """
-        #!/bin/sh
-        printf '%s\\n' "$@" >> '\(argv)'
-        while [ "$1" != "--" ]; do shift; done
-        shift
-        exec /bin/sh -c "$1"
-        """.write(toFile: ssh, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: ssh)
+        // It runs the remote command here, as the guest's shell would.
+        let ssh = try standInSSH(in: dir, then: #"while [ "$1" != "--" ]; do shift; done; shift; exec /bin/sh -c "$1""#)
         let secret = "s3cret-\(UUID().uuidString) 'quoted' \"double\" $(touch \(dir)/PWNED)\nsecond line"
         let communicator = SSHCommunicator(
             client: SSHClient(keyPath: dir + "/key", port: 22, program: ssh), scratchDirectory: dir)
@@ -55,9 +57,7 @@ struct QemuGoneTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let argv = dir + "/argv"
-        let ssh = dir + "/ssh"
-        try "#!/bin/sh\necho \"$@\" >> '\(argv)'\nexit 0\n".write(toFile: ssh, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: ssh)
+        let ssh = try standInSSH(in: dir)
         // The stand-in QEMU: a process that has already exited.
         let qemu = Task { try await ProcessRunner.run("/bin/true", []) }
         _ = await qemu.result
@@ -87,9 +87,7 @@ struct QemuGoneTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let argv = dir + "/argv"
-        let ssh = dir + "/ssh"
-        try "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '\(argv)'\nexit 0\n".write(toFile: ssh, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: ssh)
+        let ssh = try standInSSH(in: dir)
         let client = SSHClient(keyPath: dir + "/id_ed25519", port: 2222, program: ssh)
         _ = try await client.run("true")
         let arguments = try String(contentsOfFile: argv, encoding: .utf8).split(separator: "\n").map(String.init)
