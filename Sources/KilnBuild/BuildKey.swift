@@ -33,7 +33,10 @@ public struct KeyInputs: Sendable, Equatable, Codable {
 
 public enum BuildKeys {
     /// Bumped when kiln changes how an image's disk is made, so every image rebuilds once.
-    public static let imageFormatVersion = "1"
+    /// 2: partitioned, boot-loaded disks (docs/images.md). Images a provider keeps (an AMI)
+    /// did not change and keep 1, so their keys stay valid.
+    public static let imageFormatVersion = "2"
+    static func imageFormat(provider: String) -> String { provider == "qemu" ? imageFormatVersion : "1" }
 
     /// The key inputs of `template` built on `parent` (a layer) or on `source` (a base).
     /// - Parameter provider: steps that `when:`/`unless:` leave out for this provider are no input.
@@ -43,7 +46,7 @@ public enum BuildKeys {
         for template: Template, parent: ImageRecord?, source: SourceIdentity?, secrets: [String], provider: String = "qemu",
         conceal: Concealer
     ) throws -> KeyInputs {
-        var e: [String: String] = ["kiln.image-format": imageFormatVersion]
+        var e: [String: String] = ["kiln.image-format": imageFormat(provider: template.provider.name)]
         let directory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
         func hidden(_ value: String) -> String {
             secrets.contains(where: { !$0.isEmpty && value.contains($0) }) ? conceal(value) : value

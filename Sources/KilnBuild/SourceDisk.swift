@@ -22,12 +22,13 @@ struct SourceDisk {
     let store: Store
 
     /// Bumped whenever the recipe below changes what a source disk contains.
-    static let recipeVersion = "3"
+    static let recipeVersion = "4"
 
     /// Packages every bootstrapped base needs to boot by direct kernel boot and answer SSH.
-    static let bootPackages = [
-        "linux-image-cloud-amd64", "systemd-sysv", "udev", "openssh-server", "ifupdown", "isc-dhcp-client",
-    ]
+    static let bootPackages =
+        [
+            "linux-image-cloud-amd64", "systemd-sysv", "udev", "openssh-server", "ifupdown", "isc-dhcp-client",
+        ] + BootableDisk.packages
 
     /// - Returns: the digest of the stored source blob (`images/<digest>/`).
     func prepare(_ template: Template, identity: SourceIdentity, buildID: String, log: BuildLog) async throws -> String {
@@ -182,12 +183,16 @@ struct SourceDisk {
     /// ext4 disk from the tree with `mkfs.ext4 -d`: no VM, no mount, no loop device.
     private func bootstrap(_ spec: Debootstrap, sources: [AptSource], diskSize: UInt64, into staging: String, log: BuildLog) async throws {
         let hook = staging + "/customize.sh"
+        let installer = staging + "/install-boot-loaders"
         try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: hook) }
+        try BootableDisk.installer.write(toFile: installer, atomically: true, encoding: .utf8)
+        defer { for file in [hook, installer] { try? FileManager.default.removeItem(atPath: file) } }
         let packages = (Self.bootPackages + spec.include).joined(separator: ",")
         // mmdebstrap's working tree goes into the build's staging directory, inside the store:
         // if kiln is killed, the next kiln finds and removes it (unmounting what it mounted).
-        let environment = ["KILN_HOOK": hook, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize), "TMPDIR": staging]
+        let environment = [
+            "KILN_HOOK": hook, "KILN_INSTALLER": installer, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize), "TMPDIR": staging,
+        ]
         let started = ContinuousClock.now
         let onLine: @Sendable (ProcessOutputLine) -> Void = { line in log.emit("debootstrap", line.text) }
         if ProcessRunner.find("mmdebstrap") != nil {
@@ -224,7 +229,9 @@ struct SourceDisk {
             }
             try await ProcessRunner.check("sh", [hook, tree], environment: environment, onLine: onLine)
         }
-        log.emit("kiln", "bootstrapped in \((ContinuousClock.now - started).kilnDescription); converting to qcow2")
+        log.emit("kiln", "bootstrapped in \((ContinuousClock.now - started).kilnDescription)")
+        try await BootableDisk.installBootLoaders(
+            disk: staging + "/disk.raw", kernel: staging + "/" + Store.kernelName, initrd: staging + "/" + Store.initrdName, log: log)
         try await DiskImage.convert(staging + "/disk.raw", format: "raw", to: staging + "/" + Store.diskName, outputFormat: "qcow2")
         try FileManager.default.removeItem(atPath: staging + "/disk.raw")
     }
@@ -234,14 +241,7 @@ struct SourceDisk {
     static let customizeHook = #"""
         set -eu
         root="$1"
-        cat > "$root/etc/network/interfaces" <<'EOF'
-        auto lo
-        iface lo inet loopback
-
-        auto eth0
-        iface eth0 inet dhcp
-        EOF
-        echo '/dev/vda / ext4 defaults,errors=remount-ro 0 1' > "$root/etc/fstab"
+        \#(BootableDisk.configureTree)
         echo kiln > "$root/etc/hostname"
         printf '127.0.0.1\tlocalhost\n127.0.1.1\tkiln\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
         # No image ships host keys: each boot of an image makes its own ed25519 key.
@@ -282,8 +282,7 @@ struct SourceDisk {
         rm -f "$tree/etc/resolv.conf" "$tree/var/log/dpkg.log" "$tree/var/log/alternatives.log" \
           "$tree"/var/log/apt/*.log "$tree"/var/log/apt/eipp.log.xz "$tree/var/cache/ldconfig/aux-cache"
         find "$tree/tmp" -mindepth 1 -delete
-        truncate -s "$KILN_DISK_SIZE" "$KILN_OUT/disk.raw"
-        mkfs.ext4 -q -F -L root -d "$tree" "$KILN_OUT/disk.raw"
+        \#(BootableDisk.writeDisk)
         rm -rf "$tree"
         """#
 

@@ -14,8 +14,10 @@ public struct QemuProvider: Provider {
 
     public init() {}
 
-    /// Kernel command line of the build boot only (the image keeps its own). Each option past
-    /// `net.ifnames=0` (which keeps the NIC named eth0, as the base expects) is a boot-time saving
+    /// Kernel command line of the build boot only (the image keeps its own, in its GRUB
+    /// configuration). Root by label: kiln's partitioned disks and the bare filesystems of
+    /// stores made before them both carry the label `root`. Each option past
+    /// `net.ifnames=0` (which keeps the NIC named eth0, as the build boot's network expects) is a boot-time saving
     /// measured by bench/levers.sh: a quiet console; units a build never uses (serial output and
     /// gettys cost CPU under TCG); no speculative-execution mitigations, whose page-table
     /// switches are expensive to emulate (the build VM runs only the template's own code);
@@ -24,10 +26,11 @@ public struct QemuProvider: Provider {
     /// mounts that would share the two emulated CPUs with that path; and drivers for hardware a
     /// build never uses (the PC machine's empty IDE controller; KVM, which TCG's CPU advertises).
     /// The masked timers are a correctness matter too: apt-daily must not take the dpkg lock
-    /// while a step installs packages.
+    /// while a step installs packages. Growing the root to its disk is a deployment's first
+    /// boot, not a build's (the build disk is the image's own size).
     static let kernelCommandLine =
         ([
-            "root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0", "quiet", "loglevel=0", "systemd.show_status=0",
+            "root=LABEL=root", "rw", "console=ttyS0", "net.ifnames=0", "quiet", "loglevel=0", "systemd.show_status=0",
             "mitigations=off",
             "systemd.wants=systemd-network-generator.service", "systemd.wants=systemd-networkd.service",
             "ip=\(guestAddress)::\(gatewayAddress):255.255.255.0::eth0:off",
@@ -41,7 +44,7 @@ public struct QemuProvider: Provider {
         "modprobe@configfs.service", "dev-hugepages.mount", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
         "sys-fs-fuse-connections.mount", "sys-kernel-config.mount",
         "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer",
-        "systemd-tmpfiles-clean.timer",
+        "systemd-tmpfiles-clean.timer", "systemd-repart.service", "systemd-growfs-root.service",
     ]
 
     /// QEMU's user-mode network: fixed addresses, the same in every build VM.
