@@ -6,10 +6,11 @@ SWIFT      ?= swift
 # The demo's store: $KILN_HOME, as kiln itself reads it (unset or empty: kiln's default).
 DEMO_HOME  := $(or $(KILN_HOME),$(HOME)/.local/share/kiln)
 SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-# What kiln needs on the host: QEMU, the base-image tools, the SSH client, libraries it links
+# What kiln needs on the host: QEMU, the base-image tools (mmdebstrap, and sfdisk and mkfs.ext4
+# that lay out the bootable disk; docs/images.md), the SSH client, libraries it links
 # (libcurl and libxml2 too: with the Swift runtime linked in, Foundation's networking and XML
 # parts link them), gpgv and Debian's keyring for kiln refresh's signature checks.
-DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
+DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-client \
                libarchive-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
                zstd ca-certificates uidmap gpgv debian-archive-keyring
 
@@ -34,12 +35,13 @@ deps:
 # What only the tests need: PostgreSQL (the catalog tests run on it too, in a throwaway
 # server: scripts/test-postgres), what the refresh tests make apt repositories with (gpg, xz,
 # dpkg-scanpackages), ansible-core for the ansible: step's tests, and the outside tools the export
-# tests check artifacts with (skopeo, umoci, docker-registry, sfdisk from fdisk). From PyPI
+# tests check artifacts with (skopeo, umoci, docker-registry, sfdisk from fdisk; OVMF, the UEFI
+# firmware exported images boot under, cloud-localds for a cloud's NoCloud seed, curl). From PyPI
 # (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs,
 # moto_server stands in for EC2 in the aws provider's client tests.
 PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server]
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl)
 	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would
 	@# match a file named, say, motos in the current directory.
 	@set -f; for tool in $(PYPI_TOOLS); do \

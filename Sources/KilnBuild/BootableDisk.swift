@@ -33,6 +33,9 @@ enum BootableDisk {
     /// inside mmdebstrap's chroot), and the ESP's mkfs/fsck.
     static let packages = ["grub2-common", "grub-pc-bin", "grub-efi-amd64-bin", "dosfstools"]
 
+    /// What `cloud_init: true` adds: cloud-init, and sudo for the default user it creates.
+    static let cloudInitPackages = ["cloud-init", "sudo"]
+
     /// Where the one-shot script lives in the tree; it removes itself.
     static let installerPath = "/usr/lib/kiln/install-boot-loaders"
     static let doneMarker = "kiln-boot-loaders: done"
@@ -48,12 +51,7 @@ enum BootableDisk {
           if [ "$status" -eq 0 ]; then echo "kiln-boot-loaders: done"; else echo "kiln-boot-loaders: failed with status $status"; fi
           # The root stays mounted (this script runs from it): synced, then remounted
           # read-only by SysRq as kiln's build shutdown does, so its journal is clean.
-          sync
-          echo u > /proc/sysrq-trigger
-          for i in $(seq 50); do
-            awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' && break
-            sleep 0.1
-          done
+          \#(QemuProvider.remountReadOnly)
           echo o > /proc/sysrq-trigger
           sleep 60
         }
@@ -92,7 +90,7 @@ enum BootableDisk {
         UUID=$root_uuid / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1
         UUID=$esp_uuid /boot/efi vfat umask=0077,noauto,nofail,x-systemd.automount 0 2
         EOF
-        mkdir -p "$root/boot/efi" "$root/boot/grub" "$root/etc/repart.d"
+        mkdir -p "$root/boot/efi" "$root/boot/grub" "$root/etc/repart.d" "$root/etc/default"
         # systemd-repart grows the root partition to the disk it is given, then
         # x-systemd.growfs grows the filesystem (docs/images.md, first boot).
         printf '[Partition]\nType=root\n' > "$root/etc/repart.d/50-kiln-root.conf"
@@ -109,6 +107,21 @@ enum BootableDisk {
           initrd /initrd.img
         }
         EOF
+        if [ "$KILN_CLOUD_INIT" = yes ]; then
+          mkdir -p "$root/etc/cloud/cloud.cfg.d"
+          cat > "$root/etc/cloud/cloud.cfg.d/90-kiln.cfg" <<'EOF'
+        # kiln (docs/images.md): the datasources a kiln image is started from; None last, so an
+        # instance with no datasource still boots. The network stays kiln's (DHCP on the first
+        # Ethernet interface) and the root is grown by systemd-repart.
+        datasource_list: [NoCloud, ConfigDrive, GCE, Ec2, None]
+        network: {config: disabled}
+        growpart: {mode: "off"}
+        resize_rootfs: false
+        # A minbase image has no locales package: C.UTF-8 is built in, and cloud-init's locale
+        # module would fail generating en_US.UTF-8.
+        locale: false
+        EOF
+        fi
         # The same boot contract if update-grub runs later (grub2-common's kernel hook does).
         cat > "$root/etc/default/grub" <<'EOF'
         GRUB_DEFAULT=0

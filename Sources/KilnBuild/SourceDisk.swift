@@ -30,6 +30,11 @@ struct SourceDisk {
             "linux-image-cloud-amd64", "systemd-sysv", "udev", "openssh-server", "ifupdown", "isc-dhcp-client",
         ] + BootableDisk.packages
 
+    /// What a debootstrap base installs: kiln's boot packages, cloud-init if asked for, the template's.
+    static func packages(_ spec: Debootstrap) -> [String] {
+        bootPackages + (spec.cloudInit ? BootableDisk.cloudInitPackages : []) + spec.include
+    }
+
     /// - Returns: the digest of the stored source blob (`images/<digest>/`).
     func prepare(_ template: Template, identity: SourceIdentity, buildID: String, log: BuildLog) async throws -> String {
         let key = identity.key
@@ -98,7 +103,7 @@ struct SourceDisk {
         switch template.source {
         case .debootstrap(let spec):
             let sources = try aptSources(of: spec, at: template.sourceLocation)
-            let packages = (Self.bootPackages + spec.include).sorted()
+            let packages = Self.packages(spec).sorted()
             var fields = [
                 "source.kind": "debootstrap", "source.recipe": Self.recipeVersion, "source.suite": spec.suite,
                 "source.variant": spec.variant, "source.include": packages.joined(separator: ","),
@@ -107,6 +112,7 @@ struct SourceDisk {
             // Entries only where a template uses them: earlier images' keys stay valid.
             if spec.components != ["main"] { fields["source.components"] = spec.components.joined(separator: ",") }
             if spec.trusted { fields["source.trusted"] = "yes" }
+            if spec.cloudInit { fields["source.cloud_init"] = "yes" }
             if sources.count > 1 { fields["source.updates"] = sources.dropFirst().map(Self.sourcesLine).joined(separator: "; ") }
             let summary = "debootstrap \(spec.suite)/\(spec.variant)"
             if let previous, let release = previous.entries["source.release"],
@@ -187,11 +193,12 @@ struct SourceDisk {
         try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
         try BootableDisk.installer.write(toFile: installer, atomically: true, encoding: .utf8)
         defer { for file in [hook, installer] { try? FileManager.default.removeItem(atPath: file) } }
-        let packages = (Self.bootPackages + spec.include).joined(separator: ",")
+        let packages = Self.packages(spec).joined(separator: ",")
         // mmdebstrap's working tree goes into the build's staging directory, inside the store:
         // if kiln is killed, the next kiln finds and removes it (unmounting what it mounted).
         let environment = [
-            "KILN_HOOK": hook, "KILN_INSTALLER": installer, "KILN_OUT": staging, "KILN_DISK_SIZE": String(diskSize), "TMPDIR": staging,
+            "KILN_HOOK": hook, "KILN_INSTALLER": installer, "KILN_CLOUD_INIT": spec.cloudInit ? "yes" : "no", "KILN_OUT": staging,
+            "KILN_DISK_SIZE": String(diskSize), "TMPDIR": staging,
         ]
         let started = ContinuousClock.now
         let onLine: @Sendable (ProcessOutputLine) -> Void = { line in log.emit("debootstrap", line.text) }

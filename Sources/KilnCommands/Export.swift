@@ -10,7 +10,10 @@ struct Export: AsyncParsableCommand {
         abstract: "Write an image out of the store as a standalone artifact, or push it to an OCI registry.",
         discussion: """
             Formats:
-              qcow2, raw, vmdk  one flattened disk, no backing chain
+              qcow2, raw, vmdk  one flattened, bootable disk, no backing chain (vmdk:
+                                stream-optimized, as VMware and vSphere import it)
+              vhd               a fixed VHD of whole MiB, as Azure imports it
+              gce               disk.raw in a gzip-compressed tar, as GCE's image import takes it
               tar.zst           the root filesystem as a tar, read without booting
               oci               an OCI image layout, one layer per kiln layer
 
@@ -20,6 +23,7 @@ struct Export: AsyncParsableCommand {
             $KILN_REGISTRY_USER and $KILN_REGISTRY_PASSWORD.
 
               kiln export shop-web --format qcow2
+              kiln export shop-web --format gce --output shop-web.tar.gz
               kiln export shop-web --format tar.zst --output /srv/rootfs.tar.zst
               kiln export shop-web --format oci --push localhost:5000/shop/web:1.0
             """)
@@ -27,7 +31,7 @@ struct Export: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("An image name, FAMILY@CHANNEL, or a family (its newest READY image).", valueName: "name"))
     var name: String
 
-    @Option(help: ArgumentHelp("qcow2, raw, vmdk, tar.zst or oci.", valueName: "format"))
+    @Option(help: ArgumentHelp("qcow2, raw, vmdk, vhd, gce, tar.zst or oci.", valueName: "format"))
     var format: String
 
     @Option(

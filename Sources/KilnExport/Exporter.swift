@@ -10,11 +10,21 @@ import KilnStore
 
 public enum ExportFormat: String, CaseIterable, Sendable, Codable {
     case qcow2, raw, vmdk
+    /// A fixed VHD of a whole number of MiB, as Azure imports it.
+    case vhd
+    /// `disk.raw`, a whole number of GiB, alone in a gzip-compressed tar, as GCE imports it.
+    case gce
     case tarZst = "tar.zst"
     case oci
 
     /// What `--output` defaults to, after the image's name.
-    public var suffix: String { self == .oci ? ".oci" : "." + rawValue }
+    public var suffix: String {
+        switch self {
+        case .oci: ".oci"
+        case .gce: ".tar.gz"
+        default: "." + rawValue
+        }
+    }
 }
 
 /// One file an export wrote, as the manifest beside it lists it.
@@ -118,6 +128,9 @@ public struct Exporter: Sendable {
         }
         // What is exported is signed beside it: it must be the bytes that were sealed.
         try await Verifier.trust(store, image)
+        if [.qcow2, .raw, .vmdk, .vhd, .gce].contains(format), try store.catalog.standsOnBareFilesystem(image) {
+            log("warning: " + Catalog.bareFilesystemNotice(image))
+        }
         // A name of kiln's own beside the output: whatever else lies there is never touched.
         let partial = output + ".kiln-partial-\(getpid())-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: partial) }
@@ -127,6 +140,11 @@ public struct Exporter: Sendable {
         switch format {
         case .qcow2, .raw, .vmdk:
             try await convert(disk, format: format, to: partial)
+            digest = "sha256:" + (try Hashing.sha256Hex(fileAt: partial))
+        case .vhd, .gce:
+            try await withScratch { scratch in
+                try await writeCloudDisk(image, format: format, to: partial, scratch: scratch)
+            }
             digest = "sha256:" + (try Hashing.sha256Hex(fileAt: partial))
         case .tarZst:
             try await withScratch { scratch in
@@ -188,6 +206,32 @@ public struct Exporter: Sendable {
         let options = format == .vmdk ? "subformat=streamOptimized" : nil
         log("qemu-img convert -f qcow2 -O \(format.rawValue)" + (options.map { " -o " + $0 } ?? "") + " \(disk) \(path)")
         try await DiskImage.convert(disk, format: "qcow2", to: path, outputFormat: format.rawValue, options: options)
+    }
+
+    /// What Azure and GCE import. Both want the disk's size rounded: Azure a fixed VHD of whole
+    /// MiB, GCE a raw disk of whole GiB (the image's root grows to whatever disk it is given).
+    /// GCE's archive is the one its import documents: `disk.raw` alone, GNU tar's oldgnu format
+    /// with sparse files, gzip; made by GNU tar, which writes exactly that form.
+    private func writeCloudDisk(_ image: ImageRecord, format: ExportFormat, to path: String, scratch: String) async throws {
+        let raw = scratch + "/disk.raw"
+        try await convert(store.diskPath(of: image), format: .raw, to: raw)
+        let unit: Int64 = format == .vhd ? 1 << 20 : 1 << 30
+        let size = try Self.size(raw)
+        let rounded = (size + unit - 1) / unit * unit
+        if rounded != size {
+            log("growing the disk from \(size) to \(rounded) bytes (a whole number of \(format == .vhd ? "MiB" : "GiB"))")
+            guard truncate(raw, off_t(rounded)) == 0 else {
+                throw KilnError(.io, "cannot grow \(raw): \(String(cString: strerror(errno)))")
+            }
+        }
+        if format == .vhd {
+            log("qemu-img convert -f raw -O vpc -o subformat=fixed,force_size=on \(raw) \(path)")
+            try await DiskImage.convert(raw, format: "raw", to: path, outputFormat: "vpc", options: "subformat=fixed,force_size=on")
+        } else {
+            log("tar --format=oldgnu -Sczf \(path) disk.raw")
+            try await ProcessRunner.check(
+                "tar", ["--format=oldgnu", "-Sczf", path, "-C", scratch, "disk.raw"], environment: ["GZIP": "-6"])
+        }
     }
 
     /// A sparse raw copy of the image's whole chain, for the ext4 reader.

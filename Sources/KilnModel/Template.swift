@@ -91,6 +91,9 @@ public struct Debootstrap: Sendable, Equatable {
     /// More suites the base installs from and `kiln refresh` checks (`bookworm-updates`,
     /// `bookworm-security`, a team's own repository).
     public var updates: [AptSuite] = []
+    /// cloud-init installed and set up for the NoCloud, ConfigDrive, GCE and EC2 datasources
+    /// (docs/images.md): for images that clouds start and configure.
+    public var cloudInit = false
 
     public init(suite: String, variant: String = "minbase", include: [String] = [], mirror: String? = nil) {
         (self.suite, self.variant, self.include, self.mirror) = (suite, variant, include, mirror)

@@ -39,6 +39,7 @@ enum DebootstrapKey: String, TemplateKeys {
     case suite, variant, include, mirror, components
     case signedBy = "signed_by"
     case trusted, updates
+    case cloudInit = "cloud_init"
 }
 
 enum UpdateKey: String, TemplateKeys {

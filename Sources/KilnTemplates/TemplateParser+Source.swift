@@ -57,6 +57,7 @@ extension TemplateParser {
             spec.components = f[.components].flatMap(components) ?? spec.components
             spec.signedBy = f[.signedBy].flatMap(keyring)
             spec.trusted = f[.trusted].flatMap { bool($0, "trusted") } ?? false
+            spec.cloudInit = f[.cloudInit].flatMap { bool($0, "cloud_init") } ?? false
             spec.updates = f[.updates].flatMap { sequence($0, "from.debootstrap.updates") }?.compactMap(parseUpdate) ?? []
             return .debootstrap(spec)
         case "file":

@@ -40,19 +40,36 @@ actor SharedStore {
 /// A flattened raw copy of an image's whole backing chain, read with debugfs (no mount, no VM).
 struct FlatDisk {
     let path: String
+    /// The root filesystem as e2fsprogs names it: the partition sfdisk lists with the x86-64 root
+    /// type, at its offset (`FILE?offset=N`), or the whole file for a bare filesystem.
+    let root: String
 
     init(of disk: String) async throws {
         path = NSTemporaryDirectory() + "kiln-flat-" + UUID().uuidString + ".raw"
         try await ProcessRunner.check("qemu-img", ["convert", "-O", "raw", disk, path])
+        root = try await Self.rootFilesystem(path)
+    }
+
+    static func rootFilesystem(_ path: String) async throws -> String {
+        let table = try await ProcessRunner.run("sfdisk", ["--json", path])
+        guard table.succeeded,
+            let json = try JSONSerialization.jsonObject(with: Data(table.stdout.utf8)) as? [String: Any],
+            let partitions = (json["partitiontable"] as? [String: Any])?["partitions"] as? [[String: Any]]
+        else { return path }
+        let root = try #require(
+            partitions.first { ($0["type"] as? String)?.uppercased() == "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" },
+            "no x86-64 root partition in \(table.stdout)")
+        let start = try #require(root["start"] as? Int)
+        return path + "?offset=\(start * 512)"
     }
 
     func cat(_ file: String) async throws -> String? {
-        let result = try await ProcessRunner.run("debugfs", ["-R", "cat \(file)", path])
+        let result = try await ProcessRunner.run("debugfs", ["-R", "cat \(file)", root])
         return result.stderr.contains("File not found") ? nil : result.stdout
     }
 
     func exists(_ file: String) async throws -> Bool {
-        let result = try await ProcessRunner.run("debugfs", ["-R", "stat \(file)", path])
+        let result = try await ProcessRunner.run("debugfs", ["-R", "stat \(file)", root])
         return !result.stderr.contains("File not found")
     }
 
@@ -146,6 +163,9 @@ struct VMBuildTests {
         defer { flat.remove() }
         // base layer
         #expect(try await flat.cat("/etc/kiln-base-release")?.hasPrefix("kiln base ") == true)
+        // Steps run with Debian's umask 022: what they create is readable as on any machine.
+        let mode = try await ProcessRunner.check("debugfs", ["-R", "stat /etc/kiln-base-release", flat.root]).stdout
+        #expect(mode.contains("Mode:  0644"), "\(mode.prefix(300))")
         // app layer: a package, a script with a variable, an uploaded file
         #expect(try await flat.exists("/usr/sbin/nginx"))
         #expect(try await flat.cat("/etc/kiln/greeting") == "hello from the app layer\n")
@@ -166,7 +186,7 @@ struct VMBuildTests {
         // The steps resolved names (the app layer ran apt-get) through the resolver kiln set up
         // for the build boot only; the base has no resolv.conf, and the image has none either.
         #expect(try await !flat.exists("/etc/resolv.conf"))
-        let fsck = try await ProcessRunner.run("e2fsck", ["-fn", flat.path])
+        let fsck = try await ProcessRunner.run("e2fsck", ["-fn", flat.root])
         #expect(fsck.status == 0, "the image's filesystem must be clean:\n\(fsck.stdout)\(fsck.stderr)")
     }
 

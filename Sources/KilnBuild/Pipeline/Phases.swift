@@ -23,6 +23,9 @@ struct SourcePhase: BuildPhase {
             let chain = try self.chain(from: parent.digest)
             try await store.withBlobLock { try store.lease(chain.map(Store.blobResource), buildID: build.buildID) }
             try await Verifier.trust(store, parent, also: signingKey.map { [$0.publicKey] } ?? [])
+            if build.provider.buildsFromDisks, try store.catalog.standsOnBareFilesystem(parent) {
+                build.log.emit("kiln", "notice: " + Catalog.bareFilesystemNotice(parent))
+            }
             build.update { $0.base = parent.digest }
         } else if build.provider.buildsFromDisks {
             build.steps.enter("source")

@@ -27,11 +27,12 @@ public struct QemuProvider: Provider {
     /// build never uses (the PC machine's empty IDE controller; KVM, which TCG's CPU advertises).
     /// The masked timers are a correctness matter too: apt-daily must not take the dpkg lock
     /// while a step installs packages. Growing the root to its disk is a deployment's first
-    /// boot, not a build's (the build disk is the image's own size).
+    /// boot, not a build's (the build disk is the image's own size), and so is cloud-init
+    /// (`cloud-init=disabled`: an image with `cloud_init: true` meets its cloud at first boot).
     static let kernelCommandLine =
         ([
             "root=LABEL=root", "rw", "console=ttyS0", "net.ifnames=0", "quiet", "loglevel=0", "systemd.show_status=0",
-            "mitigations=off",
+            "mitigations=off", "cloud-init=disabled",
             "systemd.wants=systemd-network-generator.service", "systemd.wants=systemd-networkd.service",
             "ip=\(guestAddress)::\(gatewayAddress):255.255.255.0::eth0:off",
             "modprobe.blacklist=ata_piix,ata_generic,pata_acpi,kvm,kvm_amd,kvm_intel",
@@ -46,6 +47,17 @@ public struct QemuProvider: Provider {
         "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer",
         "systemd-tmpfiles-clean.timer", "systemd-repart.service", "systemd-growfs-root.service",
     ]
+
+    /// Syncs, has the kernel remount every filesystem read-only (SysRq `u`: a clean filesystem
+    /// without systemd's slow shutdown under TCG), and waits up to 5 s for the root to be.
+    public static let remountReadOnly = """
+        sync
+        echo u > /proc/sysrq-trigger
+        for i in $(seq 50); do
+          awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' && break
+          sleep 0.1
+        done
+        """
 
     /// QEMU's user-mode network: fixed addresses, the same in every build VM.
     static let guestAddress = "10.0.2.15"
@@ -71,6 +83,12 @@ public struct QemuProvider: Provider {
         let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8)
         let port = try Self.freeLoopbackPort()
         let accelerator = await Accelerator.choose(log: log)
+        if spec.kernel == nil {
+            try NoCloudSeed.write(to: Self.seedPath(spec), buildID: spec.buildID, publicKey: publicKey)
+            log.emit(
+                "kiln", "the disk boots through its own boot loader: the build key goes in a NoCloud seed (cidata) and a systemd credential"
+            )
+        }
 
         let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey)
         log.emit(
@@ -128,9 +146,14 @@ public struct QemuProvider: Provider {
         ]
         if let kernel = spec.kernel, let initrd = spec.initrd {
             arguments += ["-kernel", kernel, "-initrd", initrd, "-append", kernelCommandLine]
+        } else {
+            arguments += ["-drive", "file=\(seedPath(spec)),if=virtio,format=raw,readonly=on"]
         }
         return arguments
     }
+
+    /// cloud-init's seed for a disk booted by its own boot loader (``NoCloudSeed``).
+    static func seedPath(_ spec: MachineSpec) -> String { spec.scratchDirectory + "/nocloud-seed.iso" }
 
     /// How to boot a kept disk by hand, with the build's key, SSH on 127.0.0.1:2222.
     public func debugInstructions(_ spec: MachineSpec) -> String {
@@ -224,16 +247,13 @@ final class QemuMachine: Machine {
             shred -n 0 -z -u /root/.ssh/authorized_keys 2>/dev/null || true
             rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile) \(SSHCommunicator.environmentFile)
             rm -f /var/lib/dbus/machine-id
+            # cloud-init's state of this boot (instance, keys it set up, logs) is not the image's.
+            if command -v cloud-init >/dev/null 2>&1; then cloud-init clean --logs >/dev/null 2>&1 || true; fi
             \(QemuProvider.restoreResolver)
             : > /etc/machine-id
             # Blocks this layer wrote and freed again (package lists, caches) leave the overlay.
             fstrim / 2>/dev/null || true
-            sync
-            echo u > /proc/sysrq-trigger
-            for i in $(seq 50); do
-              awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' && break
-              sleep 0.1
-            done
+            \(QemuProvider.remountReadOnly)
             awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' || { echo 'root filesystem is still writable' >&2; exit 1; }
             """
         log.emit("kiln", "removing build credentials and stopping the VM")

@@ -60,7 +60,10 @@ final class SSHCommunicator: Sendable {
         // `ps` on the host or in the guest would show a secret: the first `count` bytes are a
         // file of `export NAME='value'` lines that the step's shell reads and removes first.
         let exports = Data(environment.map { "export \($0.name)=\(ShellQuote.quote($0.value))\n" }.joined().utf8)
-        let start = ". \(Self.environmentFile) && rm -f \(Self.environmentFile) && exec /bin/sh -e \(Self.scriptFile)"
+        // umask 077 while the environment file and the script are written (they may hold
+        // secrets); the step itself runs with Debian's 022, as a login would, so what it creates
+        // in the image (/etc files, directories a service reads) has the modes users expect.
+        let start = ". \(Self.environmentFile) && rm -f \(Self.environmentFile) && umask 022 && exec /bin/sh -e \(Self.scriptFile)"
         let steps = [
             prelude, "umask 077", "echo $$ > \(Self.stepGroupFile)",
             "dd of=\(Self.environmentFile) bs=1 count=\(exports.count) 2>/dev/null", "cat > \(Self.scriptFile)",
