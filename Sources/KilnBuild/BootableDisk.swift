@@ -150,7 +150,10 @@ enum BootableDisk {
         start=@ESP_START@, size=@ESP_SECTORS@, type=@ESP_TYPE@, name="esp"
         start=@ROOT_START@, size=$root_sectors, type=@ROOT_TYPE@, name="root"
         EOF
-        mkfs.ext4 -q -F -L root -U "$root_uuid" -E offset=$(( @ROOT_START@ * 512 )) -d "$tree" "$KILN_OUT/disk.raw" $(( root_sectors / 2 ))k
+        mkfs.ext4 -q -F -L root -U "$root_uuid" -E offset=$(( @ROOT_START@ * 512 )) -d "$tree" "$KILN_OUT/disk.raw" $(( root_sectors / 2 ))k || {
+          echo "kiln: the root filesystem ($(( root_sectors / 2048 )) MiB of disk_size) cannot hold the bootstrapped tree ($(du -sm "$tree" | cut -f1) MiB): raise provider.qemu.disk_size" >&2
+          exit 1
+        }
         """#
         .replacingOccurrences(of: "@BIOS_START@", with: String(biosBootStart))
         .replacingOccurrences(of: "@BIOS_TYPE@", with: biosBootType)
@@ -159,6 +162,21 @@ enum BootableDisk {
         .replacingOccurrences(of: "@ESP_TYPE@", with: espType)
         .replacingOccurrences(of: "@ROOT_START@", with: String(rootStart))
         .replacingOccurrences(of: "@ROOT_TYPE@", with: rootX86_64Type)
+
+    /// The host tools the hook lays the disk out with, by package. Looked for on PATH and in the
+    /// sbin directories, which a user's PATH on Debian lacks (the hook adds them).
+    static let hostTools = ["sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs"]
+
+    /// Before minutes of bootstrap: a missing tool would only fail the hook at its end.
+    static func checkHostTools() throws {
+        for (tool, package) in hostTools.sorted(by: { $0.key < $1.key })
+        where ProcessRunner.find(tool) == nil
+            && !["/usr/sbin/", "/sbin/"].contains(where: { FileManager.default.isExecutableFile(atPath: $0 + tool) })
+        {
+            throw KilnError(
+                .buildFailed, "a debootstrap base needs \(tool) on the host to lay out its disk: install \(package) (make deps does)")
+        }
+    }
 
     /// The disk's one boot: its own kernel with the installer as init. The console says
     /// whether it finished; anything else is a failed source disk.

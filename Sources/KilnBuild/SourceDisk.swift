@@ -24,7 +24,8 @@ struct SourceDisk {
     /// Bumped whenever the recipe below changes what a source disk contains.
     static let recipeVersion = "4"
 
-    /// Packages every bootstrapped base needs to boot by direct kernel boot and answer SSH.
+    /// Packages every bootstrapped base needs to boot (kiln's direct kernel boot, and its own
+    /// boot loaders under any firmware) and answer SSH.
     static let bootPackages =
         [
             "linux-image-cloud-amd64", "systemd-sysv", "udev", "openssh-server", "ifupdown", "isc-dhcp-client",
@@ -188,6 +189,7 @@ struct SourceDisk {
     /// mmdebstrap builds the tree; its customize hook makes the guest bootable and writes the
     /// ext4 disk from the tree with `mkfs.ext4 -d`: no VM, no mount, no loop device.
     private func bootstrap(_ spec: Debootstrap, sources: [AptSource], diskSize: UInt64, into staging: String, log: BuildLog) async throws {
+        try BootableDisk.checkHostTools()
         let hook = staging + "/customize.sh"
         let installer = staging + "/install-boot-loaders"
         try Self.customizeHook.write(toFile: hook, atomically: true, encoding: .utf8)
@@ -248,6 +250,7 @@ struct SourceDisk {
     static let customizeHook = #"""
         set -eu
         root="$1"
+        export PATH="$PATH:/usr/sbin:/sbin"
         \#(BootableDisk.configureTree)
         echo kiln > "$root/etc/hostname"
         printf '127.0.0.1\tlocalhost\n127.0.1.1\tkiln\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"

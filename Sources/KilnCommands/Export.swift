@@ -13,7 +13,7 @@ struct Export: AsyncParsableCommand {
               qcow2, raw, vmdk  one flattened, bootable disk, no backing chain (vmdk:
                                 stream-optimized, as VMware and vSphere import it)
               vhd               a fixed VHD of whole MiB, as Azure imports it
-              gce               disk.raw in a gzip-compressed tar, as GCE's image import takes it
+              gce               disk.raw in a tar.gz, for GCE's image import
               tar.zst           the root filesystem as a tar, read without booting
               oci               an OCI image layout, one layer per kiln layer
 

@@ -17,6 +17,9 @@ public enum ExportFormat: String, CaseIterable, Sendable, Codable {
     case tarZst = "tar.zst"
     case oci
 
+    /// A whole bootable disk (not a tree of files): what a hypervisor or a cloud starts.
+    public var isDisk: Bool { ![.tarZst, .oci].contains(self) }
+
     /// What `--output` defaults to, after the image's name.
     public var suffix: String {
         switch self {
@@ -128,7 +131,7 @@ public struct Exporter: Sendable {
         }
         // What is exported is signed beside it: it must be the bytes that were sealed.
         try await Verifier.trust(store, image)
-        if [.qcow2, .raw, .vmdk, .vhd, .gce].contains(format), try store.catalog.standsOnBareFilesystem(image) {
+        if format.isDisk, try store.catalog.standsOnBareFilesystem(image) {
             log("warning: " + Catalog.bareFilesystemNotice(image))
         }
         // A name of kiln's own beside the output: whatever else lies there is never touched.
@@ -214,7 +217,7 @@ public struct Exporter: Sendable {
     /// with sparse files, gzip; made by GNU tar, which writes exactly that form.
     private func writeCloudDisk(_ image: ImageRecord, format: ExportFormat, to path: String, scratch: String) async throws {
         let raw = scratch + "/disk.raw"
-        try await convert(store.diskPath(of: image), format: .raw, to: raw)
+        try FileManager.default.moveItem(atPath: try await flatten(image, into: scratch), toPath: raw)
         let unit: Int64 = format == .vhd ? 1 << 20 : 1 << 30
         let size = try Self.size(raw)
         let rounded = (size + unit - 1) / unit * unit
@@ -229,8 +232,7 @@ public struct Exporter: Sendable {
             try await DiskImage.convert(raw, format: "raw", to: path, outputFormat: "vpc", options: "subformat=fixed,force_size=on")
         } else {
             log("tar --format=oldgnu -Sczf \(path) disk.raw")
-            try await ProcessRunner.check(
-                "tar", ["--format=oldgnu", "-Sczf", path, "-C", scratch, "disk.raw"], environment: ["GZIP": "-6"])
+            try await ProcessRunner.check("tar", ["--format=oldgnu", "-Sczf", path, "-C", scratch, "disk.raw"])
         }
     }
 

@@ -11,11 +11,13 @@ import Testing
 struct BootableDiskTests {
     /// The recipe's text is what every source disk is made by; a cached source disk is reused
     /// while its identity (which carries `recipeVersion`, not the text) is unchanged. So a change
-    /// to the text without a new version would keep serving disks made the old way.
+    /// to the text without a new version would keep serving disks made the old way. A change
+    /// that alters what a disk contains bumps the version; one that does not (a message on a
+    /// failure path) is pinned again under the same version, deliberately.
     @Test(
         "the source disk recipe's text is pinned to its version: changing the hook or the installer means bumping SourceDisk.recipeVersion")
     func recipeIsPinnedToItsVersion() {
-        let pinned = ["4": "d177e50ec74634aa56c22d15017050c64f025caae45fd09ae8d3f7f7680d1942"]
+        let pinned = ["4": "ba6f1ae1ae7cf3168bb9d61f4e79ca2dd9bf5fc7803b473f4917fea6008e15ca"]
         let fingerprint = Hashing.sha256Hex(SourceDisk.customizeHook + BootableDisk.installer)
         #expect(
             pinned[SourceDisk.recipeVersion] == fingerprint,
@@ -26,22 +28,9 @@ struct BootableDiskTests {
     func layout() async throws {
         let dir = NSTemporaryDirectory() + "kiln-layout-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let root = dir + "/root"
         let fm = FileManager.default
-        for path in ["boot", "etc/network", "etc/ssh", "tmp", "var/lib/apt/lists", "var/cache/apt", "var/log/apt", "usr/sbin"] {
-            try fm.createDirectory(atPath: root + "/" + path, withIntermediateDirectories: true)
-        }
-        try "kernel".write(toFile: root + "/boot/vmlinuz-6.1.0-test", atomically: true, encoding: .utf8)
-        try "initrd".write(toFile: root + "/boot/initrd.img-6.1.0-test", atomically: true, encoding: .utf8)
-        try "key".write(toFile: root + "/etc/ssh/ssh_host_ed25519_key", atomically: true, encoding: .utf8)
-        try SourceDisk.customizeHook.write(toFile: dir + "/hook.sh", atomically: true, encoding: .utf8)
-        try BootableDisk.installer.write(toFile: dir + "/installer", atomically: true, encoding: .utf8)
-        try await ProcessRunner.check(
-            "sh", [dir + "/hook.sh", root],
-            environment: [
-                "KILN_OUT": dir, "KILN_DISK_SIZE": String(300 << 20), "KILN_INSTALLER": dir + "/installer", "KILN_CLOUD_INIT": "yes",
-                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            ])
+        let hook = try await runHook(in: dir, diskSize: 300 << 20)
+        #expect(hook.status == 0, "\(hook.stderr)")
         let disk = dir + "/disk.raw"
         #expect(try fm.attributesOfItem(atPath: disk)[.size] as? Int == 300 << 20)
 
@@ -87,5 +76,42 @@ struct BootableDiskTests {
         let hostKey = try await ProcessRunner.run("debugfs", ["-R", "stat /etc/ssh/ssh_host_ed25519_key", filesystem])
         #expect(hostKey.stderr.contains("File not found"))
         #expect(try String(contentsOfFile: dir + "/vmlinuz", encoding: .utf8) == "kernel")
+    }
+
+    @Test("a disk_size whose root partition cannot hold the tree fails the hook with a message naming disk_size")
+    func tooSmall() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-layout-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // 80 MiB leaves 13 MiB for the root; the tree holds 24 MiB of incompressible bytes.
+        let hook = try await runHook(in: dir, diskSize: 80 << 20) { root in
+            let random = try #require(FileHandle(forReadingAtPath: "/dev/urandom"))
+            defer { try? random.close() }
+            try #require(try random.read(upToCount: 24 << 20)).write(to: URL(fileURLWithPath: root + "/usr/big"))
+        }
+        #expect(hook.status != 0)
+        #expect(
+            hook.stderr.contains("cannot hold the bootstrapped tree") && hook.stderr.contains("raise provider.qemu.disk_size"),
+            "\(hook.stderr)")
+    }
+
+    /// The customize hook on a small stand-in for mmdebstrap's tree, writing `dir/disk.raw`.
+    private func runHook(in dir: String, diskSize: Int, fill: (String) throws -> Void = { _ in }) async throws -> ProcessResult {
+        let root = dir + "/root"
+        let fm = FileManager.default
+        for path in ["boot", "etc/network", "etc/ssh", "tmp", "var/lib/apt/lists", "var/cache/apt", "var/log/apt", "usr/sbin"] {
+            try fm.createDirectory(atPath: root + "/" + path, withIntermediateDirectories: true)
+        }
+        try "kernel".write(toFile: root + "/boot/vmlinuz-6.1.0-test", atomically: true, encoding: .utf8)
+        try "initrd".write(toFile: root + "/boot/initrd.img-6.1.0-test", atomically: true, encoding: .utf8)
+        try "key".write(toFile: root + "/etc/ssh/ssh_host_ed25519_key", atomically: true, encoding: .utf8)
+        try fill(root)
+        try SourceDisk.customizeHook.write(toFile: dir + "/hook.sh", atomically: true, encoding: .utf8)
+        try BootableDisk.installer.write(toFile: dir + "/installer", atomically: true, encoding: .utf8)
+        return try await ProcessRunner.run(
+            "sh", [dir + "/hook.sh", root],
+            environment: [
+                "KILN_OUT": dir, "KILN_DISK_SIZE": String(diskSize), "KILN_INSTALLER": dir + "/installer", "KILN_CLOUD_INIT": "yes",
+                "PATH": "/usr/bin:/bin",
+            ])
     }
 }

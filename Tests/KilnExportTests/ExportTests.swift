@@ -126,6 +126,33 @@ final class ExportTests {
         #expect(builds.allSatisfy { $0["image"] as? String == child.name && ($0["files"] as? [[String: Any]])?.count == 3 })
     }
 
+    @Test("vhd is a fixed VHD of whole MiB and gce a tar.gz of disk.raw alone, of whole GiB; both hold the child's files")
+    func cloudDiskFormats() async throws {
+        let (_, _, child) = try await graph()
+        let vhd = work + "/app.vhd"
+        let made = try await ExportFixture.kiln(["export", child.name, "--format", "vhd", "--output", vhd, "--home", home])
+        #expect(made.status == 0, "\(made.stderr)")
+        // qemu-img's vpc driver refuses a file whose footer is not a VHD footer.
+        let info = try await ExportFixture.run("qemu-img", ["info", "-f", "vpc", "--output=json", vhd])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(info.utf8)) as? [String: Any])
+        let size = try #require(json["virtual-size"] as? Int)
+        #expect(json["format"] as? String == "vpc" && size % (1 << 20) == 0)
+        #expect(try FileManager.default.attributesOfItem(atPath: vhd)[.size] as? Int == size + 512)
+        try await ExportFixture.run("qemu-img", ["convert", "-f", "vpc", "-O", "raw", vhd, work + "/vhd.raw"])
+        #expect(try await ExportFixture.run("debugfs", ["-R", "cat /opt/added.txt", work + "/vhd.raw"]) == "new file\n")
+
+        let gce = work + "/app.tar.gz"
+        let archived = try await ExportFixture.kiln(["export", child.name, "--format", "gce", "--output", gce, "--home", home])
+        #expect(archived.status == 0, "\(archived.stderr)")
+        #expect(try await ExportFixture.run("tar", ["-tzf", gce]) == "disk.raw\n")
+        try FileManager.default.createDirectory(atPath: work + "/gce", withIntermediateDirectories: true)
+        try await ExportFixture.run("tar", ["-xzf", gce, "-C", work + "/gce"])
+        let raw = work + "/gce/disk.raw"
+        #expect((try FileManager.default.attributesOfItem(atPath: raw)[.size] as? Int ?? 1) % (1 << 30) == 0)
+        #expect(try await ExportFixture.run("debugfs", ["-R", "cat /opt/added.txt", raw]) == "new file\n")
+        #expect(FileManager.default.fileExists(atPath: gce + ".provenance.json"))
+    }
+
     @Test("an OCI export has one layer per kiln layer: umoci unpacks it with the child's changes and whiteouts applied")
     func ociLayout() async throws {
         let (_, base, child) = try await graph()
