@@ -3,7 +3,7 @@
 # The job needs /dev/kvm passed through for speed; without it kiln falls back to TCG.
 FROM swift:6.3-bookworm AS build
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      make libarchive-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev && rm -rf /var/lib/apt/lists/*
+      make libarchive-dev libnbd-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN make build-release
@@ -12,7 +12,7 @@ RUN make build-release
 # libraries instead), plus libcurl and libxml2, which Foundation's networking and XML parts load.
 FROM debian:bookworm-slim
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-client libarchive13 libsqlite3-0 zlib1g \
+      qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-client libarchive13 libnbd0 libsqlite3-0 zlib1g \
       libcurl4 libxml2 zstd ca-certificates uidmap gpgv debian-archive-keyring && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/.build/release/kiln /usr/local/bin/kiln
 ENV KILN_HOME=/var/lib/kiln

@@ -11,7 +11,7 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (libcurl and libxml2 too: with the Swift runtime linked in, Foundation's networking and XML
 # parts link them), gpgv and Debian's keyring for kiln refresh's signature checks.
 DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-client \
-               libarchive-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
+               libarchive-dev libnbd-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
                zstd ca-certificates uidmap gpgv debian-archive-keyring
 
 .PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export

@@ -6,10 +6,11 @@ import PackageDescription
 //   KilnModel      -> Core       plain data: templates, steps, provider settings, image records
 //   KilnTemplates  -> Model      YAML loading (Yams) into the model
 //   KilnGraph      -> Templates  the image graph, GitLab pipelines
+//   KilnDisk       -> Core       reading disks kiln does not mount: qcow2 chains (libnbd), ext4
 //   KilnStore      -> Model      blobs, the catalog (SQLite, PostgreSQL), lifecycle, signing
 //   KilnProviders  -> Model      qemu, aws and plugins, the SSH communicator; no catalog, no database
-//   KilnBuild      -> Graph, Store, Providers    the build pipeline
-//   KilnExport     -> Store      export formats and registries
+//   KilnBuild      -> Graph, Store, Providers, Disk    the build pipeline
+//   KilnExport     -> Store, Disk   export formats and registries
 //   KilnCommands   -> Build, Export              the CLI; `kiln` is a thin main over it
 // kiln builds and runs on Linux only: it uses Glibc directly, Linux user namespaces
 // (mmdebstrap), /proc and QEMU's Linux host features. No `platforms:` line claims otherwise.
@@ -37,6 +38,8 @@ let package = Package(
         ),
         // gzip for OCI layers: one pass that hashes the tar (diff_id) and the compressed blob.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // A qcow2 chain read in place (qemu-nbd behind libnbd), not flattened first.
+        .systemLibrary(name: "CNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
         .target(
             name: "KilnCore",
             dependencies: [
@@ -47,6 +50,7 @@ let package = Package(
         ),
         .target(name: "KilnModel", dependencies: ["KilnCore"]),
         .target(name: "KilnTemplates", dependencies: ["KilnCore", "KilnModel", "Yams"]),
+        .target(name: "KilnDisk", dependencies: ["KilnCore", "CNBD"]),
         .target(name: "KilnGraph", dependencies: ["KilnTemplates", "KilnModel", "Yams"]),
         .target(
             name: "KilnStore",
@@ -63,11 +67,11 @@ let package = Package(
         .target(
             name: "KilnBuild",
             dependencies: [
-                "KilnGraph", "KilnModel", "KilnStore", "KilnProviders", .product(name: "Yams", package: "Yams"),
+                "KilnGraph", "KilnModel", "KilnStore", "KilnProviders", "KilnDisk", .product(name: "Yams", package: "Yams"),
             ]),
         .target(
             name: "KilnExport",
-            dependencies: ["KilnStore", "KilnModel", "KilnCore", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["KilnStore", "KilnModel", "KilnCore", "KilnDisk", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "KilnCommands",
             dependencies: ["KilnBuild", "KilnExport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -97,7 +101,7 @@ let package = Package(
             // PluginProviderTests (misbehaving plugins), not bundled.
             exclude: ["Fixtures/range_server.py", "Fixtures/faulty_plugin.py"]),
         .testTarget(
-            name: "KilnExportTests", dependencies: ["KilnExport", "KilnModel", "KilnTestSupport"],
+            name: "KilnExportTests", dependencies: ["KilnExport", "KilnDisk", "KilnModel", "KilnTestSupport"],
             // Run from its source path by RegistryTests (an auth front for a loopback registry), not bundled.
             exclude: ["Fixtures/token_proxy.py", "Fixtures/redirect_server.py"]),
         .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnExport", "KilnModel", "KilnTestSupport", "Yams"]),

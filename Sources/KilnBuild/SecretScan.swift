@@ -1,3 +1,6 @@
+import KilnCore
+import KilnModel
+
 /// What kiln runs in the guest so that no private key or credential file becomes part of an
 /// image by accident (the seeds' "leaked private keys in public images").
 ///
@@ -9,6 +12,14 @@
 /// kiln removes itself (the step script, sshd's host keys) are skipped. A hit fails the build
 /// unless it matches a shell pattern listed under the template's `allow_secrets:`.
 enum SecretScan {
+    /// What a build that found something not allowed fails with (the findings are logged).
+    static func foundError(_ template: Template) -> KilnError {
+        KilnError(
+            .buildFailed,
+            "private keys or credential files would be in the image (listed below): remove them in a step, or list their paths under allow_secrets: in \(template.file)"
+        )
+    }
+
     /// The scan's exit status when it found something not allowed.
     static let foundStatus: Int32 = 3
 

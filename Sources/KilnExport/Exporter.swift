@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnCore
+import KilnDisk
 import KilnModel
 import KilnStore
 

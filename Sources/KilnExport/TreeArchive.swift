@@ -3,6 +3,7 @@ import CZlib
 import Crypto
 import Foundation
 import KilnCore
+import KilnDisk
 
 /// Writes an ext4 tree (or its difference from a parent's) as a tar stream with libarchive.
 ///

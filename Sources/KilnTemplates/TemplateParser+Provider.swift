@@ -81,7 +81,13 @@ extension TemplateParser {
             if (1...64).contains(n) { settings.cpus = n } else { error(at: c, "cpus must be between 1 and 64") }
         }
         if let d = f[.diskSize], let bytes = size(d, "disk_size", defaultUnit: 1) {
-            if bytes < 512 << 20 { error(at: d, "disk_size must be at least 512M") } else { settings.diskSize = bytes }
+            // 67 MiB go to the boot partitions; a minimal Debian with its journal and inode
+            // tables needs most of the rest (docs/templates.md measures the example's base).
+            if bytes < 1 << 30 {
+                error(at: d, "disk_size must be at least 1G: the boot partitions take 67 MiB and a minimal Debian needs most of the rest")
+            } else {
+                settings.diskSize = bytes
+            }
         }
         return settings
     }

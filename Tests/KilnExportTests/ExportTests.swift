@@ -5,6 +5,7 @@ import KilnStore
 import KilnTestSupport
 import Testing
 
+@testable import KilnDisk
 @testable import KilnExport
 
 /// Export of real ext4 disks (made by mkfs.ext4, changed by debugfs, stored as qcow2 overlays),

@@ -3,6 +3,7 @@ import KilnCore
 import KilnTestSupport
 import Testing
 
+@testable import KilnDisk
 @testable import KilnExport
 
 /// The ext4 reader on hostile and corrupt filesystems. A source disk comes from outside and a

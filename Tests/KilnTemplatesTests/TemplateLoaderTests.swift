@@ -252,6 +252,12 @@ struct TemplateLoaderTests {
         #expect(text.contains("a.yaml:3:46: error: cpus must be between 1 and 64"))
         #expect(text.contains("a.yaml:4:12: error: provision must be a list, got 'not-a-list'"))
         #expect(text.contains("a.yaml:1:1: error: missing required key 'image' (the family this template builds)"))
+
+        // A disk too small for the boot partitions and a minimal Debian is refused before any bootstrap.
+        let small = try diagnostics(["b.yaml": "image: b\nfrom: {debootstrap: {suite: bookworm}}\nprovider: {qemu: {disk_size: 1000M}}\n"])
+        #expect(small.map(\.description).contains { $0.hasPrefix("b.yaml:3:30: error: disk_size must be at least 1G") }, "\(small)")
+        #expect(
+            try diagnostics(["c.yaml": "image: c\nfrom: {debootstrap: {suite: bookworm}}\nprovider: {qemu: {disk_size: 1G}}\n"]).isEmpty)
     }
 
     @Test("invalid YAML and duplicate keys point at the offending line")

@@ -18,11 +18,22 @@ extension VMBuildTests {
                   touch -d 2001-01-01 /opt/deploy/key
             """
         try template.write(toFile: dir + "/leaky.yaml", atomically: true, encoding: .utf8)
-        let refused = try await SharedStore.shared.kiln(["build", dir])
-        #expect(refused.status == 1)
-        #expect(refused.stderr.contains("failed at secret scan"), "\(refused.stderr)")
-        #expect(refused.stderr.contains("found a private key: /opt/deploy/key"), "\(refused.stderr)")
-        #expect(refused.stderr.contains("found a credential file: /root/.aws/credentials"), "\(refused.stderr)")
+        // Read from the stopped VM's disk by kiln, and (the path for disks kiln cannot read)
+        // by the guest's own tools before it stops: both find both.
+        for guest in [false, true] {
+            let refused = try await SharedStore.shared.kiln(["build", dir], environment: guest ? ["KILN_GUEST_INSPECTION": "1"] : [:])
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("failed at secret scan"), "\(refused.stderr)")
+            #expect(refused.stderr.contains("found a private key: /opt/deploy/key"), "\(refused.stderr)")
+            #expect(refused.stderr.contains("found a credential file: /root/.aws/credentials"), "\(refused.stderr)")
+            // Which path ran: the host reads the disk after the VM stopped; the guest scans before.
+            let failed = try await SharedStore.shared.kiln(["logs", "--failed"])
+            let build = try #require(failed.stdout.split(separator: "\n").last?.split(separator: " ").first.map(String.init))
+            let log = try await SharedStore.shared.kiln(["logs", build]).stdout
+            let stopped = log.range(of: "VM stopped after")?.lowerBound
+            let scanned = try #require(log.range(of: "found a private key")?.lowerBound, "\(log)")
+            #expect(guest ? stopped.map { scanned < $0 } ?? true : stopped.map { $0 < scanned } == true, "\(log)")
+        }
         let images = try await SharedStore.shared.kiln(["images", "--family", "leaky-app"])
         #expect(!images.stdout.contains("leaky-app-v"))
 

@@ -27,8 +27,8 @@ actor SharedStore {
         return result
     }
 
-    nonisolated func kiln(_ arguments: [String]) async throws -> ProcessResult {
-        try await ProcessRunner.run(Repo.kiln, arguments + ["--home", home], timeout: .seconds(1800))
+    nonisolated func kiln(_ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
+        try await ProcessRunner.run(Repo.kiln, arguments + ["--home", home], environment: environment, timeout: .seconds(1800))
     }
 
     nonisolated func image(_ family: String) async throws -> [String: Any] {

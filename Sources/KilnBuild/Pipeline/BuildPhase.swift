@@ -61,6 +61,8 @@ final class BuildContext: Sendable {
         var spec: MachineSpec?
         var machine: (any Machine)?
         var packages: PackageManifest?
+        /// The package manifest and secret scan are read from the disk after the machine stops.
+        var inspectOnDisk = false
         /// A provider's image (an AMI) made for this build: until the catalog names it, a
         /// failure deletes it.
         var artifact: ProviderArtifact?

@@ -346,7 +346,8 @@ public struct Builder: Sendable {
         [
             SourcePhase(store: store, signingKey: options.signingKey), BootPhase(store: store, options: options),
             ProvisionPhase(options: options),
-            InspectPhase(store: store), StopPhase(), SnapshotPhase(), SealPhase(store: store), CommitPhase(store: store),
+            InspectPhase(store: store), StopPhase(), DiskInspectPhase(), SnapshotPhase(), SealPhase(store: store),
+            CommitPhase(store: store),
             PublishPhase(store: store, signingKey: options.signingKey),
         ]
     }

@@ -95,67 +95,6 @@ struct ProvisionPhase: BuildPhase {
     }
 }
 
-/// What the image holds, read before it is sealed: the package manifest, and the secret scan
-/// that fails a build that would leak keys into it.
-struct InspectPhase: BuildPhase {
-    let store: Store
-
-    func run(_ build: BuildContext) async throws {
-        let provider = build.provider
-        if build.template.steps(for: provider.name).isEmpty && !provider.buildsFromDisks {
-            // Nothing was put into the image: a provider image is taken as it is (an AMI
-            // built elsewhere, which kiln may not even be able to log into).
-            let packages = try build.parent.flatMap { try store.catalog.packages(of: $0.name) }
-            build.update { $0.packages = packages }
-            build.log.emit("kiln", "no step ran: the package manifest is the parent's, and no secret scan is needed")
-            return
-        }
-        let machine = try build.machine()
-        build.steps.enter("package manifest")
-        let packages = try await packageManifest(of: machine, log: build.log)
-        build.update { $0.packages = packages }
-        build.steps.enter("secret scan")
-        try await scanForSecrets(on: machine, template: build.template, log: build.log)
-    }
-
-    /// The guest's installed packages, for `kiln refresh` and the image's bill of materials;
-    /// nil for a guest without dpkg.
-    private func packageManifest(of machine: any Machine, log: BuildLog) async throws -> PackageManifest? {
-        let (status, output) = try await machine.capture(
-            script: PackageManifest.query, title: "package manifest", log: log, timeout: .seconds(300))
-        guard status == 0 else { throw KilnError(.buildFailed, "dpkg-query failed in the guest (exit status \(status))") }
-        let manifest = PackageManifest(dpkgQueryOutput: output)
-        guard !manifest.packages.isEmpty else {
-            log.emit("kiln", "no package database in the guest: no package manifest recorded")
-            return nil
-        }
-        log.emit("kiln", "package manifest: \(manifest.packages.count) installed packages")
-        return manifest
-    }
-
-    private func scanForSecrets(on machine: any Machine, template: Template, log: BuildLog) async throws {
-        log.clearLastLines()
-        let started = ContinuousClock.now
-        let allowed = EnvVar(name: "KILN_ALLOW_SECRETS", value: template.allowedSecrets.joined(separator: "\n"))
-        let status = try await machine.run(
-            script: SecretScan.script, environment: [allowed], title: "secret scan", log: log, timeout: .seconds(900))
-        switch status {
-        case 0:
-            log.emit("kiln", "secret scan done in \((ContinuousClock.now - started).kilnDescription)")
-        case SecretScan.foundStatus:
-            throw KilnError(
-                .buildFailed,
-                "private keys or credential files would be in the image (listed below): remove them in a step, or list their paths under allow_secrets: in \(template.file)"
-            )
-        case SecretScan.brokenStatus:
-            throw KilnError(
-                .buildFailed, "the secret scan could not run in this guest (its reason is in the log above), so the image is not sealed")
-        default:
-            throw KilnError(.buildFailed, "the secret scan could not run (exit status \(status))")
-        }
-    }
-}
-
 /// The guest forgets the build's credentials and stops cleanly.
 struct StopPhase: BuildPhase {
     func run(_ build: BuildContext) async throws {

@@ -1,12 +1,9 @@
 import Foundation
 import KilnCore
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
-/// A read-only ext4 reader over a raw disk image, so an image's root filesystem can be exported
-/// as a tar stream without mounting it (root, a loop device) or booting it (minutes under TCG).
+/// A read-only ext4 reader over a disk (a raw file, or a qcow2 chain through ``QemuDiskReader``),
+/// so an image's root filesystem can be exported as a tar stream, or a stopped build VM's disk
+/// scanned, without mounting it (root, a loop device) or booting it (minutes under TCG).
 ///
 /// Hand-written because no library does this from Swift or C without mounting: e2fsprogs'
 /// libext2fs has no stable API packaged for this use, and debugfs' `rdump` loses device nodes,
@@ -31,8 +28,14 @@ public final class Ext4Volume {
     /// The most extents one file may have: a corrupt tree could otherwise name the same child
     /// block over and over and grow without end.
     static let maxExtents = 1 << 20
-    let fd: Int32
+    let disk: any DiskReader
     let offset: Int64
+    /// The journal holds changes not yet written to their places (not cleanly unmounted):
+    /// what this reader sees is not what the filesystem holds.
+    public let needsRecovery: Bool
+    /// When the filesystem was last mounted read-write (seconds since 1970, the mounting
+    /// kernel's clock): nothing in it changed since before then.
+    public let lastMounted: Int64
     let inodeSize: Int
     let inodesPerGroup: UInt32
     /// Each block group's inode table (a block number), read once: the walk looks up every
@@ -43,27 +46,22 @@ public final class Ext4Volume {
     static let magic: UInt16 = 0xEF53
     static let rootInode: UInt32 = 2
 
-    /// Opens the ext4 filesystem on `path`: the whole file, or the largest ext2/3/4 partition of
-    /// an MBR or GPT partition table.
+    /// Opens the ext4 filesystem on `path` (a raw disk or filesystem image): the whole file, or
+    /// the largest ext2/3/4 partition of an MBR or GPT partition table.
     public convenience init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw KilnError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
-        do {
-            guard let start = try Self.filesystemOffset(fd: fd, path: path) else {
-                throw KilnError(.invalidInput, "\(path): no ext2/3/4 filesystem on the disk or in its partition table")
-            }
-            try self.init(fd: fd, offset: start, path: path)
-        } catch {
-            close(fd)
-            throw error
-        }
+        try self.init(disk: FileDiskReader(path: path))
     }
 
-    private init(fd: Int32, offset: Int64, path: String) throws {
-        self.fd = fd
+    /// Opens the ext4 filesystem on `disk`: the whole disk, or its largest ext partition.
+    public init(disk: any DiskReader) throws {
+        self.disk = disk
+        let path = disk.name
+        guard let offset = try Self.filesystemOffset(disk) else {
+            throw KilnError(.invalidInput, "\(path): no ext2/3/4 filesystem on the disk or in its partition table")
+        }
         self.offset = offset
         self.path = path
-        let sb = try Self.read(fd: fd, at: offset + 1024, count: 1024, path: path)
+        let sb = try disk.read(at: offset + 1024, count: 1024)
         guard sb.u16(0x38) == Self.magic else { throw KilnError(.invalidInput, "\(path): not an ext filesystem") }
         let corrupt = { (what: String) in KilnError(.io, "\(path): corrupt superblock (\(what))") }
         // 1 KiB to 64 KiB blocks, as mke2fs makes them.
@@ -75,6 +73,8 @@ public final class Ext4Volume {
         inodeSize = sb.u32(0x4C) >= 1 ? Int(sb.u16(0x58)) : 128
         guard inodeSize >= 128, inodeSize <= blockSize, inodeSize & (inodeSize - 1) == 0 else { throw corrupt("inode size \(inodeSize)") }
         let incompat = sb.u32(0x60)
+        needsRecovery = incompat & 0x4 != 0
+        lastMounted = Int64(sb.u32(0x2C)) | Int64(sb[0x275]) << 32
         let is64 = incompat & 0x80 != 0
         let descriptorSize = is64 ? max(32, Int(sb.u16(0xFE))) : 32
         guard descriptorSize <= 1024 else { throw corrupt("descriptor size \(descriptorSize)") }
@@ -92,8 +92,7 @@ public final class Ext4Volume {
         guard groupCount > 0, groupCount <= 1 << 20, groupCount * descriptorSize <= 64 << 20 else {
             throw corrupt("\(groupCount) block groups")
         }
-        let table = try Self.read(
-            fd: fd, at: offset + (firstDataBlock + 1) * Int64(blockSize), count: groupCount * descriptorSize, path: path)
+        let table = try disk.read(at: offset + (firstDataBlock + 1) * Int64(blockSize), count: groupCount * descriptorSize)
         inodeTables = (0..<groupCount).map { group in
             let d = group * descriptorSize
             return UInt64(table.u32(d + 0x8)) | (descriptorSize >= 64 ? UInt64(table.u32(d + 0x28)) << 32 : 0)
@@ -108,25 +107,23 @@ public final class Ext4Volume {
         return Int64(block) * Int64(blockSize)
     }
 
-    deinit { close(fd) }
-
     // MARK: - Partitions
 
-    static func filesystemOffset(fd: Int32, path: String) throws -> Int64? {
-        if try isExt(fd: fd, at: 0, path: path) { return 0 }
-        let mbr = try read(fd: fd, at: 0, count: 512, path: path)
+    static func filesystemOffset(_ disk: any DiskReader) throws -> Int64? {
+        if try isExt(disk, at: 0) { return 0 }
+        let mbr = try disk.read(at: 0, count: 512)
         guard mbr[510] == 0x55, mbr[511] == 0xAA else { return nil }
         var candidates: [(start: Int64, size: Int64)] = []
         let entries = (0..<4).map { 446 + $0 * 16 }
         if entries.contains(where: { mbr[$0 + 4] == 0xEE }) {
-            let header = try read(fd: fd, at: 512, count: 92, path: path)
+            let header = try disk.read(at: 512, count: 92)
             guard String(decoding: header[0..<8], as: UTF8.self) == "EFI PART" else { return nil }
             guard header.u64(72) < 1 << 40 else { return nil }
             let table = Int64(header.u64(72)) * 512
             let count = min(Int(header.u32(80)), 256)
             let size = Int(header.u32(84))
             guard size >= 48, size <= 4096 else { return nil }
-            let all = try read(fd: fd, at: table, count: count * size, path: path)
+            let all = try disk.read(at: table, count: count * size)
             for i in 0..<count {
                 let first = all.u64(i * size + 32), last = all.u64(i * size + 40)
                 if first > 0, last >= first, last < 1 << 40 {
@@ -138,38 +135,19 @@ public final class Ext4Volume {
                 candidates.append((Int64(mbr.u32(entry + 8)) * 512, Int64(mbr.u32(entry + 12)) * 512))
             }
         }
-        for candidate in candidates.sorted(by: { $0.size > $1.size }) where try isExt(fd: fd, at: candidate.start, path: path) {
+        for candidate in candidates.sorted(by: { $0.size > $1.size }) where try isExt(disk, at: candidate.start) {
             return candidate.start
         }
         return nil
     }
 
-    static func isExt(fd: Int32, at start: Int64, path: String) throws -> Bool {
-        let sb = try read(fd: fd, at: start + 1024, count: 0x40, path: path, allowShort: true)
+    static func isExt(_ disk: any DiskReader, at start: Int64) throws -> Bool {
+        let sb = try disk.read(at: start + 1024, count: 0x40, allowShort: true)
         return sb.count == 0x40 && sb.u16(0x38) == magic
     }
 
-    static func read(fd: Int32, at offset: Int64, count: Int, path: String, allowShort: Bool = false) throws -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw KilnError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { break }
-            done += n
-        }
-        if done < count {
-            if allowShort { return Array(buffer[0..<done]) }
-            throw KilnError(.io, "\(path): unexpected end of disk at byte \(offset + Int64(done))")
-        }
-        return buffer
-    }
-
     func read(at offset: Int64, count: Int) throws -> [UInt8] {
-        try Self.read(fd: fd, at: self.offset + offset, count: count, path: path)
+        try disk.read(at: self.offset + offset, count: count)
     }
 
     // MARK: - Inodes
@@ -186,7 +164,7 @@ public final class Ext4Volume {
 
     /// The byte ranges of a file's data, in order: (offset in the file, disk byte offset or nil
     /// for a hole or an unwritten extent, length).
-    func extents(of inode: Ext4Inode) throws -> [(logical: Int64, physical: Int64?, length: Int64)] {
+    public func extents(of inode: Ext4Inode) throws -> [(logical: Int64, physical: Int64?, length: Int64)] {
         guard inode.flags & 0x80000 != 0 else {
             if inode.flags & 0x1000_0000 != 0 { throw KilnError(.invalidInput, "\(path): inode \(inode.number) uses inline data") }
             if inode.size == 0 { return [] }
@@ -247,14 +225,11 @@ public final class Ext4Volume {
                 let n = Int(min(Int64(chunk), extent.length - done))
                 if let physical = extent.physical {
                     try buffer.withUnsafeMutableBytes { out in
-                        var got = 0
-                        while got < n {
-                            let r = pread(fd, out.baseAddress! + got, n - got, off_t(offset + physical + done) + off_t(got))
-                            if r < 0, errno == EINTR { continue }
-                            guard r > 0 else { throw KilnError(.io, "\(path): cannot read inode \(inode.number)'s data") }
-                            got += r
+                        let part = UnsafeMutableRawBufferPointer(rebasing: out[0..<n])
+                        guard try disk.read(into: part, at: offset + physical + done) == n else {
+                            throw KilnError(.io, "\(path): cannot read inode \(inode.number)'s data")
                         }
-                        try body(UnsafeRawBufferPointer(rebasing: out[0..<n]))
+                        try body(UnsafeRawBufferPointer(part))
                     }
                 } else {
                     try zeros.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
@@ -268,6 +243,17 @@ public final class Ext4Volume {
     func contents(of inode: Ext4Inode) throws -> [UInt8] {
         guard inode.size >= 0, inode.size <= Self.maxMetadataRead else {
             throw KilnError(.io, "\(path): inode \(inode.number) is a directory or link of \(inode.size) bytes: corrupt")
+        }
+        var data: [UInt8] = []
+        data.reserveCapacity(Int(inode.size))
+        try readContents(of: inode) { data.append(contentsOf: $0) }
+        return data
+    }
+
+    /// A regular file's whole contents, refused when larger than `limit` bytes.
+    public func readFile(_ inode: Ext4Inode, limit: Int64) throws -> [UInt8] {
+        guard inode.size >= 0, inode.size <= limit else {
+            throw KilnError(.io, "\(path): inode \(inode.number) holds \(inode.size) bytes, more than the \(limit) read here")
         }
         var data: [UInt8] = []
         data.reserveCapacity(Int(inode.size))
@@ -345,6 +331,19 @@ public final class Ext4Volume {
         return result
     }
 
+    /// The inode at `path` (absolute, no `.` or `..`), or nil when a component is missing or
+    /// is not a directory; symbolic links are not followed.
+    public func lookup(_ path: String) throws -> Ext4Inode? {
+        var node = try inode(Self.rootInode)
+        for component in path.split(separator: "/") {
+            guard node.kind == .directory, let child = try entries(of: node).first(where: { $0.name == component }) else {
+                return nil
+            }
+            node = try inode(child.inode)
+        }
+        return node
+    }
+
     /// Every entry under the root, depth first in name order: what a tar of the tree lists.
     public func walk(_ visit: (_ path: String, _ inode: Ext4Inode) throws -> Void) throws {
         var stack: [(String, UInt32)] = [("", Self.rootInode)]
@@ -396,8 +395,8 @@ public struct Ext4Inode: Sendable {
     public var gid: UInt32 { UInt32(raw.u16(0x18)) | UInt32(raw.u16(0x7A)) << 16 }
     public var size: Int64 { Int64(raw.u32(0x4)) | Int64(raw.u32(0x6C)) << 32 }
     public var links: UInt16 { raw.u16(0x1A) }
-    var flags: UInt32 { raw.u32(0x20) }
-    var generation: UInt32 { raw.u32(0x64) }
+    public var flags: UInt32 { raw.u32(0x20) }
+    public var generation: UInt32 { raw.u32(0x64) }
     var xattrBlock: UInt64 { UInt64(raw.u32(0x68)) | UInt64(raw.u16(0x76)) << 32 }
     private var extraSize: Int { raw.count > 0x82 ? Int(raw.u16(0x80)) : 0 }
 
