@@ -2,7 +2,8 @@ import KilnCore
 import KilnModel
 
 /// What kiln runs in the guest so that no private key or credential file becomes part of an
-/// image by accident (the seeds' "leaked private keys in public images").
+/// image by accident (the seeds' "leaked private keys in public images"), where kiln cannot
+/// read the machine's disk itself (``DiskInspection`` does the same there, faster).
 ///
 /// Every regular file whose inode changed since the build VM booted (ctime, against the
 /// kernel's boot time: a package's or an archive's preserved mtime does not hide a file, and

@@ -67,13 +67,16 @@ public final class FileDiskReader: DiskReader {
 ///
 /// Small reads (inodes, directory blocks) go through a cache of aligned chunks: an ext4 walk
 /// reads a few hundred bytes at a time, and one round trip per inode cost more than the walk.
+/// A chunk is one qcow2 cluster (64 KiB): measured on a product image's chain, the walk made
+/// 1,445 round trips of 16 KiB (0.12 s), 853 of 64 KiB (0.08 s) and 456 of 256 KiB, no faster
+/// (the directories lie scattered, and a larger chunk reads more of what is not needed).
 public final class QemuDiskReader: DiskReader {
     public let name: String
     /// The disk's virtual size in bytes.
     public let size: Int64
     private let handle: OpaquePointer
-    static let chunk = 256 << 10
-    static let maxChunks = 256
+    static let chunk = 64 << 10
+    static let maxChunks = 1024
     private var chunks: [Int64: [UInt8]] = [:]
     private var order: [Int64] = []
 
