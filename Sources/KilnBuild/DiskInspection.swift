@@ -17,22 +17,41 @@ import KilnModel
 /// replacing `find` or `grep`. The guest scan (``SecretScan``) stays for what kiln cannot read
 /// here: other providers' machines and root filesystems other than ext4.
 ///
-/// "Changed in this build" means, as in the guest: a regular file whose inode changed since
-/// the build VM's kernel mounted the root filesystem read-write (the superblock records when,
-/// by the guest's clock, which also stamps the inodes). The parent's files were last changed
-/// before that mount: their change times are older.
-struct DiskInspection {
+/// "Changed in this build" is a regular file whose inode differs from the same inode of the
+/// disk the build started from (number, generation, change time and mode: the test the tar.zst
+/// export's layers use). The kernel sets the change time on every write to an inode, and user
+/// space cannot set it; a step that sets the guest's clock back still gives its files a change
+/// time their parent's inodes do not have, so no clock decides what is scanned. (The guest
+/// scan compares with the kernel's boot time instead.)
+///
+/// Its reads block: callers run it with ``blocking(_:)``, one call at a time (hence unchecked
+/// Sendable: the volumes' chunk caches are not locked).
+struct DiskInspection: @unchecked Sendable {
     let volume: Ext4Volume
+    /// The filesystem of the disk the build started from; nil scans every file.
+    let parent: Ext4Volume?
 
-    /// Reads the root filesystem of `disk` (qcow2, with its backing chain).
-    init(disk: String) throws {
+    /// Reads the root filesystem of `disk` (qcow2, with its backing chain) and of `parent`,
+    /// the disk it started as.
+    init(disk: String, parent: String? = nil) throws {
         volume = try Ext4Volume(disk: QemuDiskReader(path: disk, format: "qcow2"))
+        guard !volume.needsRecovery else {
+            throw KilnError(
+                .buildFailed,
+                "the build VM's root filesystem was not cleanly unmounted (its journal needs recovery): kiln cannot read what it holds")
+        }
+        do {
+            self.parent = try parent.map { try Ext4Volume(disk: QemuDiskReader(path: $0, format: "qcow2")) }
+        } catch {
+            throw KilnError(.io, "kiln cannot read the disk the build started from, to tell what the build changed", cause: error)
+        }
     }
 
-    /// Whether kiln can read the root filesystem of `disk` here: the test made before a build
-    /// VM stops on its base, so a build whose disk kiln cannot read is scanned in the guest.
+    /// Whether kiln can read the root filesystem of `disk` here, every file of it: the test
+    /// made before a build VM stops on its base, so a build whose disk kiln cannot read is
+    /// scanned in the guest instead of failing after the VM stopped.
     static func canRead(_ disk: String) -> Bool {
-        (try? DiskInspection(disk: disk)) != nil
+        (try? DiskInspection(disk: disk))?.volume.readsEveryFile == true
     }
 
     // MARK: - Packages
@@ -102,21 +121,15 @@ struct DiskInspection {
 
     // MARK: - Secrets
 
-    struct Finding: Equatable {
+    struct Finding: Equatable, Sendable {
         let kind: String
         let path: String
     }
 
-    struct ScanReport {
+    struct ScanReport: Sendable {
         var scanned = 0
         var found: [Finding] = []
         var allowed: [Finding] = []
-    }
-
-    /// Files the scan leaves alone: kiln's own step script and sshd's host keys (made at an
-    /// instance's first boot, removed before the seal), as in the guest scan.
-    static func skipped(_ path: String) -> Bool {
-        path == "/tmp/kiln-step.sh" || path.hasPrefix("/etc/ssh/ssh_host_")
     }
 
     /// Names a credential file has wherever it lies, as in the guest scan.
@@ -128,21 +141,25 @@ struct DiskInspection {
     /// Every regular file changed in this build, checked for a PEM or OpenSSH private-key
     /// header and for a credential file's name. `allowed` holds the template's `allow_secrets:`
     /// shell patterns (a `*` matches `/` too, as in the guest's `case`).
-    func scanForSecrets(allowed: [String]) throws -> ScanReport {
-        guard !volume.needsRecovery else {
-            throw KilnError(
-                .buildFailed,
-                "the build VM's root filesystem was not cleanly unmounted (its journal needs recovery): kiln cannot read what it holds")
-        }
-        let since = volume.lastMounted
+    ///
+    /// It runs after the guest removed kiln's own files (its step script, sshd's host keys), so
+    /// unlike the guest scan it skips no path. The disk is the guest's work, so its size bounds
+    /// nothing: each inode's contents are read once however many names it has, and the scan
+    /// gives up at `deadline` (as the guest scan had a timeout) rather than run on.
+    func scanForSecrets(allowed: [String], deadline: ContinuousClock.Instant = .now + .seconds(900)) throws -> ScanReport {
         var report = ScanReport()
+        var holdsKey: [UInt32: Bool] = [:]
         try volume.walk { relative, inode in
-            guard inode.kind == .file, inode.changed.seconds >= since else { return }
+            guard ContinuousClock.now < deadline else {
+                throw KilnError(.timeout, "the secret scan did not finish reading the disk in time")
+            }
+            guard inode.kind == .file, try changed(inode) else { return }
             let path = "/" + relative
-            guard !Self.skipped(path) else { return }
             report.scanned += 1
             var findings: [Finding] = []
-            if try PrivateKeyHeader.appears(in: inode, of: volume) { findings.append(Finding(kind: "private key", path: path)) }
+            let key = try holdsKey[inode.number] ?? PrivateKeyHeader.appears(in: inode, of: volume)
+            holdsKey[inode.number] = key
+            if key { findings.append(Finding(kind: "private key", path: path)) }
             if Self.credentialSuffixes.contains(where: path.hasSuffix) { findings.append(Finding(kind: "credential file", path: path)) }
             for finding in findings {
                 if allowed.contains(where: { fnmatch($0, path, 0) == 0 }) {
@@ -153,6 +170,14 @@ struct DiskInspection {
             }
         }
         return report
+    }
+
+    /// Whether `inode` is not the parent's inode of the same number as it was.
+    func changed(_ inode: Ext4Inode) throws -> Bool {
+        guard let parent else { return true }
+        // Beyond the parent's inode tables (a filesystem grown in the build): new.
+        guard let before = try? parent.inode(inode.number) else { return true }
+        return before.generation != inode.generation || before.changed != inode.changed || before.mode != inode.mode
     }
 }
 
@@ -168,22 +193,16 @@ enum PrivateKeyHeader {
         var tail: [UInt8] = []
         var offset: Int64 = 0
         var found = false
-        var binary = false
-        try volume.readContents(of: inode, chunk: 1 << 20) { chunk in
-            guard !found, !binary else { return }
-            if offset < 32 << 10 {
-                let head = chunk.prefix(Int((32 << 10) - offset))
-                if head.contains(0) {
-                    binary = true
-                    return
-                }
-            }
+        // Stops at the first header, or at a NUL in the first 32 KiB (binary).
+        try volume.scanContents(of: inode, chunk: 1 << 20) { chunk -> Bool in
+            if offset < 32 << 10, chunk.prefix(Int((32 << 10) - offset)).contains(0) { return false }
             offset += Int64(chunk.count)
             let window = tail + chunk
             found = contains(window)
             tail = Array(window.suffix(longest))
+            return !found
         }
-        return found && !binary
+        return found
     }
 
     /// Whether `bytes` holds a header: `-----BEGIN `, words of capitals and digits each

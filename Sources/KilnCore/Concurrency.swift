@@ -67,6 +67,15 @@ public func uncancellable<T: Sendable>(_ body: @escaping @Sendable () async -> T
     await Task { await body() }.value
 }
 
+/// Runs blocking work (synchronous reads of a disk, a child's handshake) on a thread of its
+/// own, so it does not hold one of the cooperative pool's threads (two on a 2-core machine,
+/// which `-j 2` builds share) while it waits.
+public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}
+
 /// A lock held across suspension points, granted in arrival order: one SSH master login at a
 /// time, one writer of a shared file. `Mutex` cannot be held across an `await`.
 public final class AsyncMutex: Sendable {

@@ -33,9 +33,11 @@ public final class Ext4Volume {
     /// The journal holds changes not yet written to their places (not cleanly unmounted):
     /// what this reader sees is not what the filesystem holds.
     public let needsRecovery: Bool
-    /// When the filesystem was last mounted read-write (seconds since 1970, the mounting
-    /// kernel's clock): nothing in it changed since before then.
-    public let lastMounted: Int64
+    /// The superblock's incompatible feature flags (`s_feature_incompat`).
+    let incompatibleFeatures: UInt32
+    /// Whether every file can be read here: extents throughout (the ext2/3 block map is not
+    /// read) and no inline data.
+    public var readsEveryFile: Bool { incompatibleFeatures & 0x40 != 0 && incompatibleFeatures & 0x8000 == 0 }
     let inodeSize: Int
     let inodesPerGroup: UInt32
     /// Each block group's inode table (a block number), read once: the walk looks up every
@@ -47,12 +49,12 @@ public final class Ext4Volume {
     static let rootInode: UInt32 = 2
 
     /// Opens the ext4 filesystem on `path` (a raw disk or filesystem image): the whole file, or
-    /// the largest ext2/3/4 partition of an MBR or GPT partition table.
+    /// the root filesystem of an MBR or GPT partition table (``filesystemOffset(_:)``).
     public convenience init(path: String) throws {
         try self.init(disk: FileDiskReader(path: path))
     }
 
-    /// Opens the ext4 filesystem on `disk`: the whole disk, or its largest ext partition.
+    /// Opens the ext4 filesystem on `disk`: the whole disk, or its root partition.
     public init(disk: any DiskReader) throws {
         self.disk = disk
         let path = disk.name
@@ -73,8 +75,8 @@ public final class Ext4Volume {
         inodeSize = sb.u32(0x4C) >= 1 ? Int(sb.u16(0x58)) : 128
         guard inodeSize >= 128, inodeSize <= blockSize, inodeSize & (inodeSize - 1) == 0 else { throw corrupt("inode size \(inodeSize)") }
         let incompat = sb.u32(0x60)
+        incompatibleFeatures = incompat
         needsRecovery = incompat & 0x4 != 0
-        lastMounted = Int64(sb.u32(0x2C)) | Int64(sb[0x275]) << 32
         let is64 = incompat & 0x80 != 0
         let descriptorSize = is64 ? max(32, Int(sb.u16(0xFE))) : 32
         guard descriptorSize <= 1024 else { throw corrupt("descriptor size \(descriptorSize)") }
@@ -109,6 +111,8 @@ public final class Ext4Volume {
 
     // MARK: - Partitions
 
+    /// Where the root filesystem starts: 0 for a bare filesystem, else the one ext partition of
+    /// an MBR or GPT table, or of several the one labelled `root`; nil when there is none.
     static func filesystemOffset(_ disk: any DiskReader) throws -> Int64? {
         if try isExt(disk, at: 0) { return 0 }
         let mbr = try disk.read(at: 0, count: 512)
@@ -135,10 +139,24 @@ public final class Ext4Volume {
                 candidates.append((Int64(mbr.u32(entry + 8)) * 512, Int64(mbr.u32(entry + 12)) * 512))
             }
         }
-        for candidate in candidates.sorted(by: { $0.size > $1.size }) where try isExt(disk, at: candidate.start) {
-            return candidate.start
+        let ext = try candidates.filter { try isExt(disk, at: $0.start) }
+        guard ext.count > 1 else { return ext.first?.start }
+        // Several: the one labelled `root`, as kiln's disks and its build boot name it (the
+        // largest, as before, could be a data partition, and the root would go unread).
+        let labelled = try ext.filter { try label(disk, at: $0.start) == "root" }
+        guard labelled.count == 1 else {
+            throw KilnError(
+                .invalidInput,
+                "\(disk.name): \(ext.count) ext filesystems and \(labelled.count) of them labelled root: kiln cannot tell which is the root"
+            )
         }
-        return nil
+        return labelled[0].start
+    }
+
+    /// The volume label in the superblock of the filesystem at `start`.
+    static func label(_ disk: any DiskReader, at start: Int64) throws -> String {
+        let name = try disk.read(at: start + 1024 + 0x78, count: 16)
+        return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
     }
 
     static func isExt(_ disk: any DiskReader, at start: Int64) throws -> Bool {
@@ -174,7 +192,10 @@ public final class Ext4Volume {
             throw KilnError(.io, "\(path): inode \(inode.number) says it holds \(inode.size) bytes, more than the filesystem's \(byteSize)")
         }
         var leaves: [(Int64, Int64?, Int64)] = []
-        try walkExtentNode(Array(inode.raw[0x28..<0x28 + 60]), depth: 0, into: &leaves)
+        // Index blocks seen: a tree naming one block twice (over and over, under a hostile
+        // guest) would be read without end.
+        var indexBlocks: Set<UInt64> = []
+        try walkExtentNode(Array(inode.raw[0x28..<0x28 + 60]), depth: 0, into: &leaves, seen: &indexBlocks)
         let bs = Int64(blockSize)
         // Holes become explicit so a reader can stream zeros for them.
         var result: [(logical: Int64, physical: Int64?, length: Int64)] = []
@@ -182,6 +203,8 @@ public final class Ext4Volume {
         for (block, start, count) in leaves.sorted(by: { $0.0 < $1.0 }) {
             let logical = block * bs
             guard logical < inode.size else { break }
+            // Extents that overlap would have the same bytes read again for each of them.
+            guard logical >= position else { throw KilnError(.io, "\(path): inode \(inode.number) has overlapping extents: corrupt") }
             if logical > position { result.append((position, nil, logical - position)) }
             let length = min(count * bs, inode.size - logical)
             result.append((logical, start.map { $0 * bs }, length))
@@ -191,7 +214,9 @@ public final class Ext4Volume {
         return result
     }
 
-    private func walkExtentNode(_ node: [UInt8], depth: Int, into leaves: inout [(Int64, Int64?, Int64)]) throws {
+    private func walkExtentNode(
+        _ node: [UInt8], depth: Int, into leaves: inout [(Int64, Int64?, Int64)], seen: inout Set<UInt64>
+    ) throws {
         guard node.u16(0) == 0xF30A, depth < 8 else { throw KilnError(.io, "\(path): corrupt extent tree") }
         let entries = Int(node.u16(2)), level = node.u16(6)
         guard 12 + entries * 12 <= node.count else { throw KilnError(.io, "\(path): corrupt extent tree") }
@@ -209,10 +234,24 @@ public final class Ext4Volume {
                 leaves.append((Int64(node.u32(e)), unwritten ? nil : first / Int64(blockSize), length))
             } else {
                 let child = UInt64(node.u16(e + 8)) << 32 | UInt64(node.u32(e + 4))
+                guard seen.insert(child).inserted, seen.count <= Self.maxExtents else {
+                    throw KilnError(.io, "\(path): corrupt extent tree (an index block named twice)")
+                }
                 let at = try offset(ofBlock: child, what: "an extent index")
-                try walkExtentNode(try read(at: at, count: blockSize), depth: depth + 1, into: &leaves)
+                try walkExtentNode(try read(at: at, count: blockSize), depth: depth + 1, into: &leaves, seen: &seen)
             }
         }
+    }
+
+    /// Streams a file's contents in chunks of at most `chunk` bytes; holes come as zeros.
+    /// Like ``readContents(of:chunk:_:)``, but `body` returns false to stop early.
+    public func scanContents(of inode: Ext4Inode, chunk: Int = 1 << 20, _ body: (UnsafeRawBufferPointer) throws -> Bool) throws {
+        struct Stop: Error {}
+        do {
+            try readContents(of: inode, chunk: chunk) { (part: UnsafeRawBufferPointer) throws -> Void in
+                if try !body(part) { throw Stop() }
+            }
+        } catch is Stop {}
     }
 
     /// Streams a file's contents in chunks of at most `chunk` bytes; holes come as zeros.
@@ -331,17 +370,36 @@ public final class Ext4Volume {
         return result
     }
 
-    /// The inode at `path` (absolute, no `.` or `..`), or nil when a component is missing or
-    /// is not a directory; symbolic links are not followed.
+    /// The inode at the absolute `path`, resolved as the guest's kernel would inside this
+    /// filesystem (symbolic links followed, at most 40 of them; `..` at the root stays there),
+    /// or nil when a component is missing or is not a directory.
     public func lookup(_ path: String) throws -> Ext4Inode? {
-        var node = try inode(Self.rootInode)
-        for component in path.split(separator: "/") {
-            guard node.kind == .directory, let child = try entries(of: node).first(where: { $0.name == component }) else {
-                return nil
+        var pending = path.split(separator: "/").map(String.init)
+        // The directories walked so far, from the root, for `..` and relative link targets.
+        var stack = [try inode(Self.rootInode)]
+        var links = 0
+        while !pending.isEmpty {
+            let component = pending.removeFirst()
+            if component == "." { continue }
+            if component == ".." {
+                if stack.count > 1 { stack.removeLast() }
+                continue
             }
-            node = try inode(child.inode)
+            guard let directory = stack.last, directory.kind == .directory,
+                let entry = try entries(of: directory).first(where: { $0.name == component })
+            else { return nil }
+            let node = try inode(entry.inode)
+            guard node.kind == .symlink else {
+                stack.append(node)
+                continue
+            }
+            links += 1
+            guard links <= 40 else { throw KilnError(.io, "\(self.path): too many symbolic links resolving \(path)") }
+            let target = try symlinkTarget(of: node)
+            if target.hasPrefix("/") { stack = [stack[0]] }
+            pending = target.split(separator: "/").map(String.init) + pending
         }
-        return node
+        return stack.last
     }
 
     /// Every entry under the root, depth first in name order: what a tar of the tree lists.

@@ -12,6 +12,8 @@ final class FakeProvider: Provider {
     /// It stands in for qemu: bases start from source disks.
     var buildsFromDisks: Bool { true }
     let events = Locked<[String]>([])
+    /// Machines started and not yet destroyed.
+    let running = Locked(0)
     /// A script containing this text exits with status 3.
     let failMarker = "FAIL-HERE"
     /// Runs when a machine is shut down, before kiln seals its disk.
@@ -28,6 +30,7 @@ final class FakeProvider: Provider {
         let sector = Int(hash.dropFirst(2).prefix(4), radix: 16)! % 2048
         try await ProcessRunner.check("qemu-io", ["-f", "qcow2", "-c", "write -q -P 0x\(hash.prefix(2)) \(sector * 512) 512", disk])
         events.withLock { $0.append("start backing=\(spec.backingDisk)") }
+        running.withLock { $0 += 1 }
         return FakeMachine(provider: self)
     }
 
@@ -42,7 +45,13 @@ final class FakeMachine: Machine {
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
         provider.events.withLock { $0.append("run \(script) env=\(environment.map { "\($0.name)=\($0.value)" })") }
         log.emit(title, "ran: \(script)")
-        if script.contains("SLOW") { try await Task.sleep(for: .milliseconds(300)) }
+        if script.contains("SLOW") {
+            // Long enough for a second build to start beside this one, on a loaded machine
+            // too: it waits (a second at most) for another machine, then 300 ms. A builder
+            // that runs one build at a time still shows as one: no second machine comes.
+            for _ in 0..<20 where provider.running.value < 2 { try await Task.sleep(for: .milliseconds(50)) }
+            try await Task.sleep(for: .milliseconds(300))
+        }
         // Hangs until the step's timeout (or a cancelled build) stops it.
         if script.contains("HANG") { try await Task.sleep(for: .seconds(3600)) }
         // `FLAKY-N` fails until its Nth run.
@@ -77,6 +86,7 @@ final class FakeMachine: Machine {
     }
 
     func destroy() async {
+        provider.running.withLock { $0 -= 1 }
         provider.events.withLock { $0.append("destroy") }
     }
 }

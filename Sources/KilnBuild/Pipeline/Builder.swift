@@ -346,7 +346,7 @@ public struct Builder: Sendable {
         [
             SourcePhase(store: store, signingKey: options.signingKey), BootPhase(store: store, options: options),
             ProvisionPhase(options: options),
-            InspectPhase(store: store), StopPhase(), DiskInspectPhase(), SnapshotPhase(), SealPhase(store: store),
+            InspectPhase(store: store), StopPhase(), DiskInspectPhase(store: store), SnapshotPhase(), SealPhase(store: store),
             CommitPhase(store: store),
             PublishPhase(store: store, signingKey: options.signingKey),
         ]

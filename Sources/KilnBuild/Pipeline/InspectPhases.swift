@@ -26,7 +26,7 @@ struct InspectPhase: BuildPhase {
             return
         }
         if provider.buildsFromDisks, let base = build.current.base, ProcessInfo.processInfo.environment["KILN_GUEST_INSPECTION"] != "1",
-            DiskInspection.canRead(store.blobDirectory(digest: base) + "/" + Store.diskName)
+            try await blocking({ [store] in DiskInspection.canRead(store.blobDirectory(digest: base) + "/" + Store.diskName) })
         {
             build.update { $0.inspectOnDisk = true }
             return
@@ -77,19 +77,17 @@ struct InspectPhase: BuildPhase {
 /// The package manifest and the secret scan read from the stopped machine's disk, when
 /// ``InspectPhase`` found kiln can read it. Nothing to undo: it only reads.
 struct DiskInspectPhase: BuildPhase {
+    let store: Store
+
     func run(_ build: BuildContext) async throws {
         guard build.current.inspectOnDisk else { return }
         let log = build.log
         build.steps.enter("package manifest")
         let started = ContinuousClock.now
-        let inspection: DiskInspection
-        do {
-            inspection = try DiskInspection(disk: build.staging + "/" + Store.diskName)
-        } catch {
-            throw KilnError(
-                .buildFailed, "kiln cannot read the build VM's disk for the secret scan, so the image is not sealed", cause: error)
-        }
-        let packages = try inspection.packageManifest()
+        let parent = build.current.base.map { store.blobDirectory(digest: $0) + "/" + Store.diskName }
+        let disk = build.staging + "/" + Store.diskName
+        let inspection = try await unsealed { try DiskInspection(disk: disk, parent: parent) }
+        let packages = try await unsealed { try inspection.packageManifest() }
         build.update { $0.packages = packages }
         log.emit(
             "kiln",
@@ -97,11 +95,22 @@ struct DiskInspectPhase: BuildPhase {
                 ?? "no package database on the disk: no package manifest recorded")
         build.steps.enter("secret scan")
         log.clearLastLines()
-        let report = try inspection.scanForSecrets(allowed: build.template.allowedSecrets)
+        let allowed = build.template.allowedSecrets
+        let report = try await unsealed { try inspection.scanForSecrets(allowed: allowed) }
         for finding in report.allowed { log.emit("secret scan", "allowed by allow_secrets: \(finding.kind) \(finding.path)") }
         for finding in report.found { log.emit("secret scan", "found a \(finding.kind): \(finding.path)") }
         log.emit("secret scan", "scanned \(report.scanned) changed files")
         guard report.found.isEmpty else { throw SecretScan.foundError(build.template) }
         log.emit("kiln", "package manifest and secret scan read from the disk in \((ContinuousClock.now - started).kilnDescription)")
+    }
+
+    /// Whatever stops kiln reading the disk (a corrupt or hostile filesystem, a dirty journal,
+    /// qemu-nbd) fails the build: a scan that cannot run never passes.
+    private func unsealed<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        do {
+            return try await blocking(body)
+        } catch {
+            throw KilnError(.buildFailed, "kiln could not read the build VM's disk, so the image is not sealed", cause: error)
+        }
     }
 }
