@@ -71,7 +71,9 @@ let package = Package(
             ]),
         .target(
             name: "KilnExport",
-            dependencies: ["KilnStore", "KilnModel", "KilnCore", "KilnDisk", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "KilnStore", "KilnModel", "KilnCore", "KilnDisk", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(
             name: "KilnCommands",
             dependencies: ["KilnBuild", "KilnExport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
