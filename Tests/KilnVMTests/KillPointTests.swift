@@ -182,7 +182,7 @@ extension VMBuildTests {
         let build = try await ProcessRunner.run(
             Repo.kiln, ["build", dir, "--shutdown-timeout", "5", "--home", home], timeout: .seconds(600)
         ) { line in
-            guard line.text.contains("kiln: secret scan done"), !fired.value else { return }
+            guard line.text.contains("kiln: removing build credentials and stopping the VM"), !fired.value else { return }
             fired.set(true)
             // Freeze the guest as it is told to stop: QEMU runs none of it any more.
             Task { _ = try await ProcessRunner.run("pkill", ["-STOP", "-f", "kiln-[0-9T]+-stuck-app"]) }
