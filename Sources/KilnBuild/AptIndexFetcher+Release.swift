@@ -35,26 +35,14 @@ extension AptIndexFetcher {
 
         init(hash: String, text: String) {
             self.hash = hash
-            var fields: [String: String] = [:]
+            // The first paragraph; the SHA256 field's continuation lines list the index files.
+            let fields = Deb822.paragraphs(text).first ?? [:]
             var files: [String: File] = [:]
-            var current = ""
-            for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-                let line = line.hasSuffix("\r") ? line.dropLast() : line
-                if line.allSatisfy({ $0 == " " || $0 == "\t" }) {
-                    if fields.isEmpty { continue }
-                    break
+            for line in (fields["sha256"] ?? "").split(separator: "\n") {
+                let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                if words.count == 3, let size = Int(words[1]) {
+                    files[String(words[2])] = File(path: String(words[2]), sha256: words[0].lowercased(), size: size)
                 }
-                if line.first == " " || line.first == "\t" {
-                    guard current == "sha256" else { continue }
-                    let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-                    if words.count == 3, let size = Int(words[1]) {
-                        files[String(words[2])] = File(path: String(words[2]), sha256: words[0].lowercased(), size: size)
-                    }
-                    continue
-                }
-                guard let colon = line.firstIndex(of: ":") else { continue }
-                current = line[..<colon].lowercased()
-                fields[current] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
             }
             self.fields = fields
             self.files = files

@@ -67,7 +67,7 @@ struct DiskInspection: @unchecked Sendable {
         var records: [String: [String: String]] = [:]
         var order: [String] = []
         func add(_ text: [UInt8]) {
-            for record in Self.paragraphs(String(decoding: text, as: UTF8.self)) {
+            for record in Deb822.paragraphs(String(decoding: text, as: UTF8.self)) {
                 guard let name = record["package"] else { continue }
                 let key = name + ":" + (record["architecture"] ?? "")
                 if records.updateValue(record, forKey: key) == nil { order.append(key) }
@@ -96,27 +96,6 @@ struct DiskInspection: @unchecked Sendable {
                 sourceVersion: sourceVersion)
         }
         return packages.isEmpty ? nil : PackageManifest(packages)
-    }
-
-    /// deb822 paragraphs with lower-cased field names; continuation lines are kept joined.
-    static func paragraphs(_ text: String) -> [[String: String]] {
-        var result: [[String: String]] = []
-        var current: [String: String] = [:]
-        var last: String?
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.allSatisfy({ $0 == " " || $0 == "\t" }) {
-                if !current.isEmpty { result.append(current) }
-                (current, last) = ([:], nil)
-            } else if line.first == " " || line.first == "\t" {
-                if let field = last { current[field, default: ""] += "\n" + line }
-            } else if let colon = line.firstIndex(of: ":") {
-                let field = line[..<colon].lowercased()
-                current[field] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-                last = field
-            }
-        }
-        if !current.isEmpty { result.append(current) }
-        return result
     }
 
     // MARK: - Secrets
@@ -153,7 +132,7 @@ struct DiskInspection: @unchecked Sendable {
             guard ContinuousClock.now < deadline else {
                 throw KilnError(.timeout, "the secret scan did not finish reading the disk in time")
             }
-            guard inode.kind == .file, try changed(inode) else { return }
+            guard inode.kind == .file, changed(inode) else { return }
             let path = "/" + relative
             report.scanned += 1
             var findings: [Finding] = []
@@ -173,7 +152,7 @@ struct DiskInspection: @unchecked Sendable {
     }
 
     /// Whether `inode` is not the parent's inode of the same number as it was.
-    func changed(_ inode: Ext4Inode) throws -> Bool {
+    func changed(_ inode: Ext4Inode) -> Bool {
         guard let parent else { return true }
         // Beyond the parent's inode tables (a filesystem grown in the build): new.
         guard let before = try? parent.inode(inode.number) else { return true }

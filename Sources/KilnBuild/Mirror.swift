@@ -32,12 +32,7 @@ public enum DebianMirror {
     /// The first `URIs:` of a stanza listing `suite`; with no suite given, of a stanza listing a
     /// release's main suite (one without `-`, as `bookworm` against `bookworm-security`).
     static func fromDeb822(_ text: String, suite: String? = nil) -> String? {
-        for stanza in text.components(separatedBy: "\n\n") {
-            var fields: [String: String] = [:]
-            for line in stanza.split(separator: "\n") where !line.hasPrefix("#") {
-                guard let colon = line.firstIndex(of: ":") else { continue }
-                fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            }
+        for fields in Deb822.paragraphs(text) {
             guard let uris = fields["uris"], let suites = fields["suites"] else { continue }
             if (fields["types"] ?? "deb").split(separator: " ").contains("deb"),
                 suites.split(separator: " ").contains(where: { suite.map($0.elementsEqual) ?? !$0.contains("-") }),

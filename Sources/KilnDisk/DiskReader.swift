@@ -63,7 +63,7 @@ public final class FileDiskReader: DiskReader {
 /// libnbd starts qemu-nbd itself with systemd socket activation: no socket path to choose or
 /// clean up, and the server serves this one connection only, so it ends when the handle is
 /// closed, or when kiln dies and the socket closes with it. The format is always named (QEMU
-/// never guesses, docs/security.md); callers open only disks kiln wrote or has inspected.
+/// never guesses, as ``DiskImage`` explains); callers open only disks kiln wrote or has inspected.
 ///
 /// Small reads (inodes, directory blocks) go through a cache of aligned chunks: an ext4 walk
 /// reads a few hundred bytes at a time, and one round trip per inode cost more than the walk.
@@ -92,7 +92,7 @@ public final class QemuDiskReader: DiskReader {
         defer { unlink(errors) }
         let argv = [
             "/bin/sh", "-c", #"errors=$1; shift; exec "$@" 2>"$errors""#, "sh", errors,
-            qemuNBD, "--read-only", "--format=\(format)", "--cache=writeback", "--", path,
+            qemuNBD, "--read-only", "--format=\(format)", "--", path,
         ]
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }

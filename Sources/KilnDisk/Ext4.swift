@@ -182,7 +182,7 @@ public final class Ext4Volume {
 
     /// The byte ranges of a file's data, in order: (offset in the file, disk byte offset or nil
     /// for a hole or an unwritten extent, length).
-    public func extents(of inode: Ext4Inode) throws -> [(logical: Int64, physical: Int64?, length: Int64)] {
+    func extents(of inode: Ext4Inode) throws -> [(logical: Int64, physical: Int64?, length: Int64)] {
         guard inode.flags & 0x80000 != 0 else {
             if inode.flags & 0x1000_0000 != 0 { throw KilnError(.invalidInput, "\(path): inode \(inode.number) uses inline data") }
             if inode.size == 0 { return [] }
@@ -278,21 +278,14 @@ public final class Ext4Volume {
         }
     }
 
-    /// A small file's whole contents (directories, slow symlinks).
-    func contents(of inode: Ext4Inode) throws -> [UInt8] {
-        guard inode.size >= 0, inode.size <= Self.maxMetadataRead else {
-            throw KilnError(.io, "\(path): inode \(inode.number) is a directory or link of \(inode.size) bytes: corrupt")
-        }
-        var data: [UInt8] = []
-        data.reserveCapacity(Int(inode.size))
-        try readContents(of: inode) { data.append(contentsOf: $0) }
-        return data
-    }
+    /// A small file's whole contents (directories, slow symlinks): larger ones are corrupt here.
+    func contents(of inode: Ext4Inode) throws -> [UInt8] { try readFile(inode, limit: Self.maxMetadataRead) }
 
-    /// A regular file's whole contents, refused when larger than `limit` bytes.
+    /// A file's whole contents, refused (as corrupt) when larger than `limit` bytes.
     public func readFile(_ inode: Ext4Inode, limit: Int64) throws -> [UInt8] {
         guard inode.size >= 0, inode.size <= limit else {
-            throw KilnError(.io, "\(path): inode \(inode.number) holds \(inode.size) bytes, more than the \(limit) read here")
+            throw KilnError(
+                .io, "\(path): inode \(inode.number) says it holds \(inode.size) bytes, more than the \(limit) kiln reads of it: corrupt")
         }
         var data: [UInt8] = []
         data.reserveCapacity(Int(inode.size))
@@ -453,7 +446,7 @@ public struct Ext4Inode: Sendable {
     public var gid: UInt32 { UInt32(raw.u16(0x18)) | UInt32(raw.u16(0x7A)) << 16 }
     public var size: Int64 { Int64(raw.u32(0x4)) | Int64(raw.u32(0x6C)) << 32 }
     public var links: UInt16 { raw.u16(0x1A) }
-    public var flags: UInt32 { raw.u32(0x20) }
+    var flags: UInt32 { raw.u32(0x20) }
     public var generation: UInt32 { raw.u32(0x64) }
     var xattrBlock: UInt64 { UInt64(raw.u32(0x68)) | UInt64(raw.u16(0x76)) << 32 }
     private var extraSize: Int { raw.count > 0x82 ? Int(raw.u16(0x80)) : 0 }

@@ -83,9 +83,10 @@ public final class Store: Sendable {
 
     public func blobDirectory(digest: String) -> String { imagesDirectory + "/" + digest }
 
-    public func diskPath(of image: ImageRecord) -> String {
-        blobDirectory(digest: image.digest) + "/" + Self.diskName
-    }
+    public func diskPath(of image: ImageRecord) -> String { diskPath(digest: image.digest) }
+
+    /// The disk of the blob `digest` (an image's overlay, or a base's source disk).
+    public func diskPath(digest: String) -> String { blobDirectory(digest: digest) + "/" + Self.diskName }
 
     public func stagingDirectory(buildID: String) -> String { imagesDirectory + "/.tmp-" + buildID }
 

@@ -154,7 +154,7 @@ public enum Verifier {
             if backing != expected {
                 problems.append("backing file is \(backing ?? "none"), the catalog says \(expected ?? "none")")
             } else if let expectedBacking,
-                !FileManager.default.fileExists(atPath: store.blobDirectory(digest: expectedBacking) + "/" + Store.diskName)
+                !FileManager.default.fileExists(atPath: store.diskPath(digest: expectedBacking))
             {
                 problems.append("the blob it is an overlay on (\(expectedBacking.prefix(12))) is missing")
             }

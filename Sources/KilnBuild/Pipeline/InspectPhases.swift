@@ -26,7 +26,7 @@ struct InspectPhase: BuildPhase {
             return
         }
         if provider.buildsFromDisks, let base = build.current.base, ProcessInfo.processInfo.environment["KILN_GUEST_INSPECTION"] != "1",
-            try await blocking({ [store] in DiskInspection.canRead(store.blobDirectory(digest: base) + "/" + Store.diskName) })
+            try await blocking({ [store] in DiskInspection.canRead(store.diskPath(digest: base)) })
         {
             build.update { $0.inspectOnDisk = true }
             return
@@ -84,7 +84,7 @@ struct DiskInspectPhase: BuildPhase {
         let log = build.log
         build.steps.enter("package manifest")
         let started = ContinuousClock.now
-        let parent = build.current.base.map { store.blobDirectory(digest: $0) + "/" + Store.diskName }
+        let parent = build.current.base.map(store.diskPath(digest:))
         let disk = build.staging + "/" + Store.diskName
         let inspection = try await unsealed { try DiskInspection(disk: disk, parent: parent) }
         let packages = try await unsealed { try inspection.packageManifest() }

@@ -139,9 +139,7 @@ struct SSHClient: Sendable {
     /// ``bannerAnswers(host:port:)`` on a thread of its own: the probe blocks in connect and
     /// poll for up to a second, which must not hold one of the few threads async code runs on.
     static func probeBanner(host: String, port: Int) async -> Bool {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: bannerAnswers(host: host, port: port)) }
-        }
+        (try? await blocking { bannerAnswers(host: host, port: port) }) ?? false
     }
 
     /// True when something on `host`:`port` (IPv4) sends an SSH identification string within 300 ms.
