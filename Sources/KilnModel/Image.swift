@@ -2,7 +2,12 @@ import Foundation
 import KilnCore
 
 /// Lifecycle states of an image (docs/lifecycle.md). Only READY images are built from by default.
+/// An image whose template has tests is TESTING from its commit until they pass (then READY) or
+/// fail (then FAILED, docs/testing.md); neither is resolved, built on or promoted. The order is
+/// the lifecycle's: a cascade only moves images forward.
 public enum ImageState: String, Codable, Sendable, CaseIterable {
+    case testing = "TESTING"
+    case failed = "FAILED"
     case ready = "READY"
     case deprecated = "DEPRECATED"
     case obsolete = "OBSOLETE"
@@ -155,6 +160,8 @@ public struct ImageDraft: Sendable {
     public var origin: BuildOrigin?
     /// What the image has installed (nil: no package database in the guest).
     public var packages: PackageManifest?
+    /// READY, or TESTING when the template has tests that must pass first.
+    public var state = ImageState.ready
 
     public init(
         family: String, digest: String, parent: String?, labels: [String: String], description: String?,
@@ -173,4 +180,55 @@ public struct ImageDraft: Sendable {
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: (try? encoder.encode(labels)) ?? Data("{}".utf8), as: UTF8.self)
     }
+}
+
+public enum TestStatus: String, Codable, Sendable {
+    case running, passed, failed, cancelled
+}
+
+/// How one test step went.
+public struct TestStepResult: Codable, Sendable, Equatable {
+    public var title: String
+    /// nil: not run (`skipped` says why, or an earlier step failed).
+    public var ok: Bool?
+    public var seconds: Double?
+    public var skipped: String?
+    /// Why it failed.
+    public var message: String?
+
+    public init(title: String, ok: Bool? = nil, seconds: Double? = nil, skipped: String? = nil, message: String? = nil) {
+        (self.title, self.ok, self.seconds, self.skipped, self.message) = (title, ok, seconds, skipped, message)
+    }
+}
+
+/// One run of an image's tests on a test boot: in the build that made the image, or later
+/// (`kiln test`, or a build after only the tests changed). A row of the catalog's `test_run`;
+/// its id is the build's (a run on its own is recorded as a build too, which gives it leases,
+/// recovery and `kiln logs ID`).
+public struct TestRunRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var image: String
+    /// The build that made the image, when the run was part of it.
+    public var build: String?
+    public var status: TestStatus
+    public var started: Date
+    public var finished: Date?
+    public var failedStep: String?
+    public var message: String?
+    /// Log archive (its `tests.log`), relative to the store root; nil until archived.
+    public var log: String?
+    /// SHA-256 over the test section's inputs (``TestPlan``): a build whose tests hash differs
+    /// from the image's last run runs them again.
+    public var testsHash: String
+    public var steps: [TestStepResult]
+
+    public init(
+        id: String, image: String, build: String?, status: TestStatus, started: Date, testsHash: String,
+        steps: [TestStepResult] = []
+    ) {
+        (self.id, self.image, self.build, self.status, self.started) = (id, image, build, status, started)
+        (self.testsHash, self.steps) = (testsHash, steps)
+    }
+
+    public var passed: Bool { status == .passed }
 }

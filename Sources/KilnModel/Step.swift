@@ -1,6 +1,12 @@
 import KilnCore
 
 public struct Step: Sendable {
+    /// Where a step stands in its template: `provision:` runs in the build VM and makes the
+    /// image; `test:` runs on the sealed image's test boot and only judges it.
+    public enum Section: String, Sendable {
+        case provision, test
+    }
+
     public enum Kind: Sendable, Equatable {
         /// `shell:`: an inline script or a script file, run by `/bin/sh -e` in the guest.
         case shell(inline: String?, script: String?, env: [EnvVar])
@@ -27,33 +33,37 @@ public struct Step: Sendable {
         }
     }
 
-    /// 0-based position in `provision:`.
+    /// 0-based position in its section's list.
     public let index: Int
     public let kind: Kind
     public let location: SourceLocation
     public var options = StepOptions()
+    public var section = Section.provision
 
-    public init(index: Int, kind: Kind, location: SourceLocation, options: StepOptions = StepOptions()) {
-        (self.index, self.kind, self.location, self.options) = (index, kind, location, options)
+    public init(
+        index: Int, kind: Kind, location: SourceLocation, options: StepOptions = StepOptions(), section: Section = .provision
+    ) {
+        (self.index, self.kind, self.location, self.options, self.section) = (index, kind, location, options, section)
     }
 
     /// How logs and errors name the step: `provision[1] shell scripts/setup.sh`, or with a
-    /// `name:`, `provision[1] install nginx`.
+    /// `name:`, `provision[1] install nginx`; a test step is `test[0] ...`.
     public var title: String {
-        if let name = options.name { return "provision[\(index)] \(name)" }
+        let position = "\(section.rawValue)[\(index)]"
+        if let name = options.name { return "\(position) \(name)" }
         switch kind {
         case .shell(let inline, let script, _), .shellLocal(let inline, let script, _):
-            if let script { return "provision[\(index)] \(kind.name) \(script.lastPathComponent)" }
+            if let script { return "\(position) \(kind.name) \(script.lastPathComponent)" }
             let firstLine = inline?.split(separator: "\n").first.map(String.init) ?? ""
-            return "provision[\(index)] \(kind.name) \(firstLine.prefix(48))"
+            return "\(position) \(kind.name) \(firstLine.prefix(48))"
         case .file(let src, let dest, _):
-            return "provision[\(index)] file \(src.lastPathComponent) -> \(dest)"
+            return "\(position) file \(src.lastPathComponent) -> \(dest)"
         case .download(let src, let dest):
-            return "provision[\(index)] file \(src) -> \(dest.lastPathComponent) (download)"
+            return "\(position) file \(src) -> \(dest.lastPathComponent) (download)"
         case .ansible(let ansible):
-            return "provision[\(index)] ansible \(ansible.playbook.lastPathComponent)"
+            return "\(position) ansible \(ansible.playbook.lastPathComponent)"
         case .breakpoint:
-            return "provision[\(index)] breakpoint"
+            return "\(position) breakpoint"
         }
     }
 

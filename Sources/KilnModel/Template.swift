@@ -24,6 +24,8 @@ public struct Template: Sendable {
     public var lifecycle = LifecyclePolicy()
     /// Guest paths the secret scan lets through (`allow_secrets:`); everything else it finds fails the build.
     public var allowedSecrets: [String] = []
+    /// `test:`: what the sealed image's test boot runs (docs/testing.md). Not a build-key input.
+    public var tests = TestPlan()
 
     public init(
         family: String, description: String?, source: Source, variables: [Variable], steps: [Step], labels: [String: String],
@@ -49,11 +51,32 @@ public struct Template: Sendable {
         steps.filter { skipReason(of: $0, provider: provider) == nil }
     }
 
+    /// The test steps a test boot on `provider` runs, in order.
+    public func testSteps(for provider: String) -> [Step] {
+        tests.steps.filter { skipReason(of: $0, provider: provider) == nil }
+    }
+
     /// The parent family, when this image is a layer on another one.
     public var parentFamily: String? {
         if case .image(let family) = source { return family }
         return nil
     }
+}
+
+/// The template's `test:` section: steps run on a fresh boot of the sealed image, and the
+/// guest ports forwarded to the host for them.
+public struct TestPlan: Sendable {
+    /// Guest TCP ports, each forwarded from a free loopback port (`KILN_PORT_<guest>`).
+    public var ports: [Int] = []
+    public var steps: [Step] = []
+    /// Where `test:` stands.
+    public var location: SourceLocation?
+
+    public init(ports: [Int] = [], steps: [Step] = [], location: SourceLocation? = nil) {
+        (self.ports, self.steps, self.location) = (ports, steps, location)
+    }
+
+    public var isEmpty: Bool { steps.isEmpty }
 }
 
 public enum Source: Sendable, Equatable {

@@ -151,6 +151,19 @@ public final class Catalog: Sendable {
         if let exact = try image(named: name) { return exact }
         if let head = try head(of: name) { return head }
         if try families().contains(name) {
+            // Say what there is: a build whose tests failed leaves a FAILED image, not nothing.
+            let untested = try db.read { db in
+                try db.row(
+                    ImageRecord.select + " WHERE family = ? AND state IN (?, ?) ORDER BY created DESC, version DESC LIMIT 1",
+                    [.text(name), .text(ImageState.testing.rawValue), .text(ImageState.failed.rawValue)]
+                ).map(ImageRecord.init(row:))
+            }
+            if let untested {
+                throw KilnError(
+                    .notFound,
+                    "family '\(name)' has no READY image: its newest, \(untested.name), is \(untested.state.rawValue) (kiln logs \(untested.name) --tests)"
+                )
+            }
             throw KilnError(.notFound, "family '\(name)' has no READY image (see kiln images --family \(name))")
         }
         throw KilnError(.notFound, "no image or family named '\(name)' (see kiln images)")
@@ -182,7 +195,7 @@ public final class Catalog: Sendable {
             let version = prefix + String(next)
             let record = ImageRecord(
                 name: "\(draft.family)-\(version)", family: draft.family, version: version,
-                digest: draft.digest, parent: draft.parent, state: .ready, created: date,
+                digest: draft.digest, parent: draft.parent, state: draft.state, created: date,
                 labels: draft.labelsJSON, description: draft.description, templateHash: draft.templateHash,
                 size: draft.size, log: draft.log, buildID: draft.buildID, sourceKind: draft.sourceKind,
                 buildKey: draft.buildKey, keyInputs: draft.keyInputs, backingDigest: draft.backingDigest,

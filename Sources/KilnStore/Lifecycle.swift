@@ -106,6 +106,8 @@ extension Catalog {
                 if let date = change.deleteOn { target.deleteOn = date }
             case .deleted:
                 target.purgeOn = change.purgeOn ?? target.purgeOn
+            case .testing, .failed:
+                break
             }
             try db.execute(
                 "UPDATE image SET state = ?, replacement = ?, obsoleteOn = ?, deleteOn = ?, purgeOn = ? WHERE name = ?",
@@ -123,7 +125,7 @@ extension Catalog {
         return events
     }
 
-    /// READY < DEPRECATED < OBSOLETE < DELETED: a cascade only moves descendants forward.
+    /// TESTING < FAILED < READY < DEPRECATED < OBSOLETE < DELETED: a cascade only moves descendants forward.
     static func rank(_ state: ImageState) -> Int {
         ImageState.allCases.firstIndex(of: state) ?? 0
     }
@@ -136,6 +138,11 @@ extension Catalog {
         let from = image.state
         let allowed: Bool
         switch change.to {
+        case .testing, .failed:
+            throw KilnError(.invalidInput, "only test results make an image \(change.to.rawValue) (docs/testing.md)")
+        case .ready where from == .testing || from == .failed:
+            throw KilnError(
+                .invalidInput, "\(image.name) is \(from.rawValue): it becomes READY by passing its tests (kiln test \(image.name))")
         case .ready: allowed = from == .deprecated || from == .obsolete
         case .deprecated: allowed = from == .ready
         case .obsolete: allowed = from == .ready || from == .deprecated

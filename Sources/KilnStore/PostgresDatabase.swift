@@ -123,7 +123,7 @@ final class PostgresDatabase: SQLDatabase {
     // MARK: - Migrations
 
     /// Versioned, applied in order, each once; the PostgreSQL schema equals SQLite's after its
-    /// migrations v1 through v11-settings (docs/store.md).
+    /// migrations v1 through v12-tests (docs/store.md).
     static let migrations: [(version: String, statements: [String])] = [
         (
             "v1-initial",
@@ -174,6 +174,17 @@ final class PostgresDatabase: SQLDatabase {
             ]
         ),
         ("v4-settings", ["CREATE TABLE setting (name text PRIMARY KEY, value text NOT NULL)"]),
+        (
+            "v5-tests",
+            [
+                """
+                CREATE TABLE test_run (
+                  id text PRIMARY KEY, image text NOT NULL, build text, status text NOT NULL, started timestamptz NOT NULL,
+                  finished timestamptz, failedStep text, message text, log text, testsHash text NOT NULL, steps text NOT NULL)
+                """,
+                "CREATE INDEX test_run_on_image ON test_run (image)",
+            ]
+        ),
     ]
 
     private func migrate() throws {

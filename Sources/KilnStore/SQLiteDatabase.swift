@@ -179,6 +179,22 @@ final class SQLiteDatabase: SQLDatabase {
                 t.column("value", .text).notNull()
             }
         }
+        migrator.registerMigration("v12-tests") { db in
+            // Each run of an image's tests on a test boot (docs/testing.md).
+            try db.create(table: "test_run") { t in
+                t.primaryKey("id", .text)
+                t.column("image", .text).notNull().indexed()
+                t.column("build", .text)
+                t.column("status", .text).notNull()
+                t.column("started", .datetime).notNull()
+                t.column("finished", .datetime)
+                t.column("failedStep", .text)
+                t.column("message", .text)
+                t.column("log", .text)
+                t.column("testsHash", .text).notNull()
+                t.column("steps", .text).notNull()
+            }
+        }
         return migrator
     }
 

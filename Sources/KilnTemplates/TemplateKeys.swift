@@ -14,8 +14,12 @@ struct Fields<Key: TemplateKeys> {
 }
 
 enum TopKey: String, TemplateKeys {
-    case image, description, from, provider, vars, provision, labels, lifecycle
+    case image, description, from, provider, vars, provision, test, labels, lifecycle
     case allowSecrets = "allow_secrets"
+}
+
+enum TestKey: String, TemplateKeys {
+    case ports, steps
 }
 
 enum VariableKey: String, TemplateKeys {

@@ -158,6 +158,7 @@ final class TemplateParser {
                 }
             }
         }
+        let tests = top[.test].map(parseTests) ?? TestPlan()
         let labels = top[.labels].map { stringMap($0, "labels", keyCheck: labelKeyCheck) } ?? [:]
         let lifecycle = top[.lifecycle].map(parseLifecycle) ?? LifecyclePolicy()
         let allowedSecrets = top[.allowSecrets].map(parseAllowedSecrets) ?? []
@@ -176,6 +177,7 @@ final class TemplateParser {
         )
         template.lifecycle = lifecycle
         template.allowedSecrets = allowedSecrets
+        template.tests = tests
         template.provider = provider
         return template
     }

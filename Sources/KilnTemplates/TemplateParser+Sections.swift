@@ -3,9 +3,37 @@ import KilnCore
 import KilnModel
 import Yams
 
-/// The small top-level sections: `vars`, `lifecycle`, `allow_secrets`.
+/// The small top-level sections: `vars`, `lifecycle`, `allow_secrets`, `test`.
 extension TemplateParser {
     /// `allow_secrets:` guest paths (absolute, `*` matching within one path component).
+    /// `test:` — `steps:` (the step kinds of `provision:`, with their options) and `ports:`
+    /// (guest TCP ports forwarded to loopback for host-side checks).
+    func parseTests(_ node: Node) -> TestPlan {
+        var plan = TestPlan(location: location(of: node))
+        guard let f = mapping(node, "test", keys: TestKey.self) else { return plan }
+        if let p = f[.ports], let items = sequence(p, "test.ports") {
+            for item in items {
+                guard let port = int(item, "test.ports item") else { continue }
+                if !(1...65535).contains(port) {
+                    error(at: item, "test.ports: \(port) is not a TCP port (1-65535)")
+                } else if port == 22 {
+                    error(at: item, "test.ports: 22 is forwarded already (kiln's SSH; shell-local steps get KILN_SSH_PORT)")
+                } else if plan.ports.contains(port) {
+                    error(at: item, "test.ports: \(port) is listed twice")
+                } else {
+                    plan.ports.append(port)
+                }
+            }
+        }
+        if let s = f[.steps], let items = sequence(s, "test.steps") {
+            for (index, item) in items.enumerated() {
+                if let step = parseStep(item, index: index, section: .test) { plan.steps.append(step) }
+            }
+        }
+        if f[.steps] == nil { error(at: node, "test needs steps (what to run on the image's test boot)") }
+        return plan
+    }
+
     func parseAllowedSecrets(_ node: Node) -> [String] {
         guard let items = sequence(node, "allow_secrets") else { return [] }
         return items.compactMap { item in

@@ -6,8 +6,8 @@ import Yams
 /// `provision:`: each step's kind and the options every kind takes.
 extension TemplateParser {
 
-    func parseStep(_ node: Node, index: Int) -> Step? {
-        let what = "provision[\(index)]"
+    func parseStep(_ node: Node, index: Int, section: Step.Section = .provision) -> Step? {
+        let what = "\(section.rawValue)[\(index)]"
         guard let entries = mappingEntries(node, what) else { return nil }
         let kinds = StepKind.names
         let optionNames = StepOption.names
@@ -49,7 +49,7 @@ extension TemplateParser {
             error(at: entries.first { $0.key == key }?.node, "a breakpoint takes no \(key) (only name, pause_before, when, unless)")
             return nil
         }
-        return Step(index: index, kind: kind, location: location(of: node), options: options)
+        return Step(index: index, kind: kind, location: location(of: node), options: options, section: section)
     }
 
     /// The options beside a step's kind; nil when one of them is wrong (each is reported).

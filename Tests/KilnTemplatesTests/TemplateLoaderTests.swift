@@ -112,7 +112,7 @@ struct TemplateLoaderTests {
         #expect(text[0] == "a.yaml:1:8: error: invalid family name 'Bad_Name': must match [a-z0-9][a-z0-9-]{0,62}")
         #expect(
             text[1]
-                == "a.yaml:2:1: error: unknown key 'colour' in a template: expected image, description, from, provider, vars, provision, labels, lifecycle, allow_secrets"
+                == "a.yaml:2:1: error: unknown key 'colour' in a template: expected image, description, from, provider, vars, provision, test, labels, lifecycle, allow_secrets"
         )
         #expect(text[2] == "a.yaml:6:12: error: undefined variable 'nope'")
         #expect(text[3].hasPrefix("a.yaml:7:17: error: file src missing.txt does not exist"))
