@@ -100,7 +100,8 @@ enum BootableDisk {
         serial --unit=0 --speed=115200
         terminal_input console serial
         terminal_output console serial
-        set timeout=1
+        set timeout_style=hidden
+        set timeout=0
         search --no-floppy --fs-uuid --set=root $root_uuid
         menuentry 'Debian GNU/Linux' {
           linux /vmlinuz root=UUID=$root_uuid ro console=tty0 console=ttyS0,115200
@@ -125,7 +126,8 @@ enum BootableDisk {
         # The same boot contract if update-grub runs later (grub2-common's kernel hook does).
         cat > "$root/etc/default/grub" <<'EOF'
         GRUB_DEFAULT=0
-        GRUB_TIMEOUT=1
+        GRUB_TIMEOUT=0
+        GRUB_TIMEOUT_STYLE=hidden
         GRUB_DISTRIBUTOR=Debian
         GRUB_CMDLINE_LINUX_DEFAULT=""
         GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"

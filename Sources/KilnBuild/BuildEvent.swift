@@ -25,6 +25,12 @@ public struct BuildEvent: Sendable, Encodable, Equatable {
         case failed
         /// `kiln build --promote`: the channel now points at the image.
         case promoted
+        /// The image's tests begin on a test boot (docs/testing.md): in its build, or on their own.
+        case testsStarted = "tests_started"
+        /// Every test step passed (`image`); the image is READY unless a refresh holds it.
+        case testsPassed = "tests_passed"
+        /// A test step failed (`step`, `text`): the image is FAILED.
+        case testsFailed = "tests_failed"
     }
 
     public var event: Kind
@@ -94,7 +100,7 @@ final class StepTracker: Sendable {
     }
     private let state = Mutex(State())
     private let template: BuildEvent
-    private let reporter: (any BuildReporter)?
+    let reporter: (any BuildReporter)?
 
     init(family: String, build: String, reporter: (any BuildReporter)?) {
         var template = BuildEvent(.stepStarted, family: family)

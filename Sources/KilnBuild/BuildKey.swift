@@ -68,8 +68,16 @@ public enum BuildKeys {
             e["var.\(variable.name)"] = variable.sensitive ? conceal(variable.value) : hidden(variable.value)
         }
         // A step's name, timeout, retries and pauses change how it runs, not what it makes.
-        for step in template.steps(for: provider) {
-            let p = "provision[\(step.index)]"
+        e.merge(try stepInputs(template.steps(for: provider), directory: directory, hidden: hidden)) { _, new in new }
+        return KeyInputs(e)
+    }
+
+    /// What each step puts into the image, by `SECTION[INDEX].…`: inline text and scripts by
+    /// hash, uploaded trees, environment values (a secret concealed by `hidden`).
+    static func stepInputs(_ steps: [Step], directory: String, hidden: (String) -> String) throws -> [String: String] {
+        var e: [String: String] = [:]
+        for step in steps {
+            let p = "\(step.section.rawValue)[\(step.index)]"
             switch step.kind {
             case .shell(let inline, let script, let env), .shellLocal(let inline, let script, let env):
                 let q = "\(p).\(step.kind.name)"
@@ -89,12 +97,34 @@ public enum BuildKeys {
                 if let galaxy = ansible.galaxyFile {
                     e["\(p).ansible.galaxy_file"] = relative(galaxy, to: directory) + " sha256:" + (try Hashing.sha256Hex(fileAt: galaxy))
                 }
-            case .breakpoint, .download:
-                // Neither changes what the image holds.
+            case .download(let src, let dest):
+                // Changes no image, but is part of what a test does.
+                if step.section == .test { e["\(p).download"] = hidden(src) + " -> " + hidden(dest) }
+            case .breakpoint:
                 break
             }
         }
-        return KeyInputs(e)
+        return e
+    }
+
+    /// What the template's `test:` section runs on `provider`, hashed: not a build-key input
+    /// (a changed test does not rebuild the image), but compared with the hash recorded on the
+    /// image's last test run, so a build after a test changed runs the tests again. Unlike the
+    /// build key, how a step runs counts too: a longer timeout can turn a failure into a pass.
+    public static func testsHash(for template: Template, secrets: [String], provider: String, conceal: Concealer) throws -> String {
+        let directory = URL(fileURLWithPath: template.file).deletingLastPathComponent().path
+        func hidden(_ value: String) -> String {
+            secrets.contains(where: { !$0.isEmpty && value.contains($0) }) ? conceal(value) : value
+        }
+        let steps = template.testSteps(for: provider)
+        var e = try stepInputs(steps, directory: directory, hidden: hidden)
+        e["test.ports"] = template.tests.ports.map(String.init).joined(separator: ",")
+        for step in steps {
+            let o = step.options
+            e["test[\(step.index)].options"] =
+                "timeout=\(o.timeout.map { "\($0)" } ?? "-") retries=\(o.retries) retry_delay=\(o.retryDelay) pause_before=\(o.pauseBefore.map { "\($0)" } ?? "-")"
+        }
+        return KeyInputs(e).key
     }
 
     /// Why `current` differs from `previous`, one line per changed input, in name order.

@@ -7,6 +7,8 @@ import KilnStore
 /// running, and bounds the source cache.
 public enum GarbageCollector {
     public struct Report: Sendable {
+        /// FAILED images (docs/testing.md) deleted, their disks then purged with the rest.
+        public var failed: [String] = []
         public var purged: [String] = []
         public var staleDirectories: [String] = []
         public var cache: [CacheEntry] = []
@@ -18,6 +20,18 @@ public enum GarbageCollector {
     ) async throws -> Report {
         var report = Report()
         let fm = FileManager.default
+        // Images whose tests failed were kept for inspection until now. One that a later
+        // image stands on, a channel points at or that is pinned stays (the guards say why).
+        for image in try store.catalog.images() where image.state == .failed {
+            var change = Transition(to: .deleted, reason: "kiln gc: its tests failed", now: now)
+            change.purgeOn = now
+            do {
+                try store.catalog.transition(image.name, change, dryRun: dryRun)
+                report.failed.append(image.name)
+            } catch let error as KilnError {
+                warn("\(image.name) is FAILED but stays: \(error.message)")
+            }
+        }
         // Purged images' blobs: under the blob lock, leaving what a running build leased.
         (report.purged, report.bytes) = try await store.withBlobLock {
             try await purge(store, now: now, dryRun: dryRun, warn: warn)

@@ -10,11 +10,14 @@ public struct Decision: Sendable {
     public enum Action: String, Sendable, Codable {
         case build
         case upToDate = "up to date"
+        /// The image is built, but its tests have not passed as the template now writes them:
+        /// one test boot, no build VM (docs/testing.md).
+        case test
     }
 
     public var family: String
     public var action: Action
-    /// The READY image built from the same inputs, when the action is `upToDate`.
+    /// The image built from the same inputs, when the action is `upToDate` (READY) or `test`.
     public var image: ImageRecord?
     public var reasons: [String]
     /// nil while the parent is still to be rebuilt: the key depends on its new digest.
@@ -24,6 +27,8 @@ public struct Decision: Sendable {
     public var warnings: [String] = []
 
     public var key: String? { inputs?.key }
+    /// The hash of the template's tests (``BuildKeys/testsHash(for:secrets:provider:conceal:)``).
+    public var testsHash: String?
 }
 
 /// What a template is built on, as far as is known when deciding.
@@ -67,6 +72,10 @@ public struct Planner: Sendable {
             case .obsolete, .deleted:
                 throw KilnError(
                     .invalidInput, "\(template.family) cannot be built on \(image.name): it is \(image.state.rawValue)")
+            case .testing, .failed:
+                // Only a plan meets one: it is a parent whose tests run first in this graph, and a
+                // build builds on it only once they passed.
+                break
             }
             parentImage = image
         case .none:
@@ -78,17 +87,37 @@ public struct Planner: Sendable {
                 try store.catalog.sourceDigest(key: key) != nil
             }
         }
+        let conceal = try store.catalog.concealer()
+        let provider = self.provider ?? template.provider.name
         let inputs = try BuildKeys.inputs(
-            for: template, parent: parentImage, source: decision.source, secrets: secrets,
-            provider: provider ?? template.provider.name, conceal: try store.catalog.concealer())
+            for: template, parent: parentImage, source: decision.source, secrets: secrets, provider: provider, conceal: conceal)
         decision.inputs = inputs
+        let testsHash = try BuildKeys.testsHash(for: template, secrets: secrets, provider: provider, conceal: conceal)
+        decision.testsHash = testsHash
         if force {
             decision.reasons = ["--force"]
             return decision
         }
+        let hasTests = !template.testSteps(for: provider).isEmpty
         if let match = try store.catalog.image(family: template.family, buildKey: inputs.key) {
-            decision.action = .upToDate
             decision.image = match
+            let last = hasTests ? try store.catalog.latestTestRun(of: match.name) : nil
+            if hasTests, let reason = Self.retestReason(match, last: last, testsHash: testsHash) {
+                decision.action = .test
+                decision.reasons = [reason]
+            } else {
+                decision.action = .upToDate
+            }
+            return decision
+        }
+        if let untested = try store.catalog.untestedImage(family: template.family, buildKey: inputs.key) {
+            decision.action = .test
+            decision.image = untested
+            decision.reasons = [
+                untested.state == .failed
+                    ? "\(untested.name) was built from these inputs and FAILED its tests: they run again on it"
+                    : "\(untested.name) was built from these inputs; its tests have not passed yet: they run on it"
+            ]
             return decision
         }
         guard let head = try store.catalog.head(of: template.family) else {
@@ -103,6 +132,14 @@ public struct Planner: Sendable {
             from: KeyInputs(json: head.keyInputs), to: inputs, parentFamily: template.parentFamily, parentName: parentImage?.name)
         decision.reasons = reasons.isEmpty ? ["no READY image was built from these inputs"] : reasons
         return decision
+    }
+
+    /// Why a READY image's tests run again; nil when its last run passed these tests.
+    static func retestReason(_ image: ImageRecord, last: TestRunRecord?, testsHash: String) -> String? {
+        guard let last else { return "\(image.name) is built; its tests never ran: they run on it (no rebuild)" }
+        if last.testsHash != testsHash { return "the tests changed since \(image.name)'s last test run: they run on it (no rebuild)" }
+        if !last.passed { return "\(image.name)'s last test run \(last.status.rawValue): its tests run again (no rebuild)" }
+        return nil
     }
 
     /// Decisions for a whole graph, parents first, without building anything (`kiln plan`).
@@ -121,7 +158,7 @@ public struct Planner: Sendable {
     func parentState(of template: Template, decided: [String: Decision]) throws -> ParentState {
         guard let family = template.parentFamily else { return .none }
         if let decision = decided[family] {
-            if decision.action == .upToDate, let image = decision.image { return .image(image) }
+            if decision.action != .build, let image = decision.image { return .image(image) }
             return .rebuilding(family: family)
         }
         guard let head = try store.catalog.buildParent(of: family) else {

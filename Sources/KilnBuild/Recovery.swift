@@ -26,7 +26,8 @@ public enum Recovery {
         for build in try store.catalog.builds(status: .running) where !store.mayBeRunning(build) {
             var record = build
             let scratch = store.scratchDirectory(buildID: build.id)
-            let logPath = scratch + "/build.log"
+            // A run of tests on their own writes tests.log only.
+            let logPath = scratch + (fm.fileExists(atPath: scratch + "/build.log") ? "/build.log" : "/tests.log")
             let message = "interrupted: the kiln process (pid \(build.pid)) stopped before the build finished"
             if fm.fileExists(atPath: logPath) {
                 record.failedStep = lastStep(inLog: logPath)
@@ -37,7 +38,14 @@ public enum Recovery {
                     try? handle.close()
                 }
                 let archive = store.logArchivePath(buildID: build.id)
-                if (try? LogArchive.write([("build.log", logPath)], to: archive.absolute)) != nil { record.log = archive.relative }
+                if (try? LogArchive.write(Builder.logFiles(in: scratch), to: archive.absolute)) != nil { record.log = archive.relative }
+            }
+            if var run = try store.catalog.testRun(id: build.id), run.status == .running {
+                // The image stays as it was (TESTING stays TESTING): its next build tests it again.
+                run.status = .cancelled
+                run.finished = Date()
+                run.message = message
+                try store.catalog.finish(run)
             }
             let named = try store.catalog.images().first(where: { $0.buildID == build.id })
             // Sealed but never named (the image's disk, or the source disk it was made from):

@@ -11,8 +11,8 @@ public protocol BreakpointPrompt: Sendable {
     func pause(_ message: String) async throws
 }
 
-/// Runs one image's provision steps on its machine, with each step's options: conditions,
-/// pauses, breakpoints, timeouts, retries and hidden output.
+/// Runs one image's provision steps on its machine (or its test steps on its test boot), with
+/// each step's options: conditions, pauses, breakpoints, timeouts, retries and hidden output.
 struct StepRunner: Sendable {
     let options: BuildOptions
     let template: Template
@@ -21,20 +21,41 @@ struct StepRunner: Sendable {
     let log: BuildLog
     /// Called as each step that runs begins (the builder's step events).
     let onEnter: @Sendable (String) -> Void
+    /// More environment for `shell-local:` steps (a test boot's forwarded ports).
+    var localEnvironment: [String: String] = [:]
 
     /// The longest wait between two attempts of a step, however many retries it has.
     static let maxRetryDelay: Duration = .seconds(600)
 
-    func runAll(on machine: any Machine) async throws {
-        for step in template.steps {
+    /// How one step of ``runAll(_:on:onResult:)`` went.
+    enum Outcome {
+        case skipped(String)
+        case passed(Duration)
+        case failed(Duration, any Error)
+    }
+
+    /// Runs `steps` in order (the template's provision steps by default); stops at the first
+    /// that fails and rethrows its error, after `onResult` has heard of it.
+    func runAll(
+        _ steps: [Step]? = nil, on machine: any Machine, onResult: (Step, String, Outcome) -> Void = { _, _, _ in }
+    ) async throws {
+        for step in steps ?? template.steps {
             let title = log.redact(step.title)
             if let reason = template.skipReason(of: step, provider: provider) {
                 log.emit("kiln", "skipping \(title): \(reason)")
+                onResult(step, title, .skipped(reason))
                 continue
             }
             onEnter(title)
-            try Task.checkCancellation()
-            try await run(step, title: title, on: machine)
+            let started = ContinuousClock.now
+            do {
+                try Task.checkCancellation()
+                try await run(step, title: title, on: machine)
+            } catch {
+                onResult(step, title, .failed(ContinuousClock.now - started, error))
+                throw error
+            }
+            onResult(step, title, .passed(ContinuousClock.now - started))
         }
     }
 
@@ -153,6 +174,7 @@ struct StepRunner: Sendable {
             environment["KILN_SSH_KEY"] = access.privateKey
             environment["KILN_SSH_KNOWN_HOSTS"] = access.knownHosts
         }
+        environment.merge(localEnvironment) { _, new in new }
         for variable in env { environment[variable.name] = variable.value }
         let log = self.log
         let result = try await ProcessRunner.run(

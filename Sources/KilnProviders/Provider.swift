@@ -28,6 +28,24 @@ public struct MachineSpec: Sendable {
     public var parentDirectory: String?
     /// How long one step may take (`--step-timeout`): a plugin's requests that do work are bounded by it.
     public var stepTimeout: Duration = .seconds(7200)
+    /// A build VM, or a test boot of a sealed image (docs/testing.md).
+    public var purpose = Purpose.build
+    /// Guest TCP ports forwarded from free loopback ports (a test boot's `test.ports`).
+    public var ports: [Int] = []
+
+    public enum Purpose: Sendable {
+        /// Provisioning: the fastest boot kiln can make, on a disk that becomes the image.
+        case build
+        /// The sealed image started as a deployment starts it (its firmware path, boot loader and
+        /// first boot), on a throw-away disk `growBy` bytes larger than the image's, so its root
+        /// grows as an instance's does.
+        case test(growBy: Int64)
+    }
+
+    public var isTestBoot: Bool {
+        if case .test = purpose { return true }
+        return false
+    }
 
     public init(
         buildID: String, diskDirectory: String, backingDisk: String, scratchDirectory: String,
@@ -62,10 +80,14 @@ public protocol Provider: Sendable {
     func imageChanged(_ image: ImageRecord, artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws
     /// Removes the provider's copy of a purged image.
     func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws
+    /// Whether ``start(_:log:)`` takes a test boot (``MachineSpec/Purpose/test(growBy:)``): a
+    /// template with `test:` is built only by a provider that does.
+    var bootsImagesForTests: Bool { get }
 }
 
 extension Provider {
     public var buildsFromDisks: Bool { false }
+    public var bootsImagesForTests: Bool { false }
     public func imageChanged(_ image: ImageRecord, artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {}
     public func deleteImage(_ artifact: ProviderArtifact, warn: @escaping @Sendable (String) -> Void) async throws {}
 }
@@ -93,6 +115,8 @@ public protocol Machine: Sendable {
     func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact?
     /// Stops the machine at once, whatever its state. Safe to call more than once.
     func destroy() async
+    /// Where each of ``MachineSpec/ports`` is reachable from the host: guest port -> loopback port.
+    func forwardedPorts() -> [Int: Int]
 }
 
 /// What ``Machine/capture(script:title:log:timeout:)`` returns, from a run that reports lines:
@@ -109,6 +133,7 @@ func captured(
 
 extension Machine {
     public func snapshot(into directory: String, name: String, log: BuildLog) async throws -> ProviderArtifact? { nil }
+    public func forwardedPorts() -> [Int: Int] { [:] }
 }
 
 /// The one place providers are registered: the built-in ones by name, and plugins, which are

@@ -17,7 +17,7 @@ struct BootableDiskTests {
     @Test(
         "the source disk recipe's text is pinned to its version: changing the hook or the installer means bumping SourceDisk.recipeVersion")
     func recipeIsPinnedToItsVersion() {
-        let pinned = ["4": "ba6f1ae1ae7cf3168bb9d61f4e79ca2dd9bf5fc7803b473f4917fea6008e15ca"]
+        let pinned = ["5": "93765b9150a1a48ae8db34072678b1a207ae6de8bd3dc6956fe8c4d0bb41d6ef"]
         let fingerprint = Hashing.sha256Hex(SourceDisk.customizeHook + BootableDisk.installer)
         #expect(
             pinned[SourceDisk.recipeVersion] == fingerprint,

@@ -9,8 +9,9 @@ import KilnTemplates
 /// asked of it. For testing the orchestration only; real builds are tested in KilnVMTests.
 final class FakeProvider: Provider {
     let name = "fake"
-    /// It stands in for qemu: bases start from source disks.
+    /// It stands in for qemu: bases start from source disks, and sealed images boot for tests.
     var buildsFromDisks: Bool { true }
+    var bootsImagesForTests: Bool { true }
     let events = Locked<[String]>([])
     /// Machines started and not yet destroyed.
     let running = Locked(0)
@@ -29,9 +30,14 @@ final class FakeProvider: Provider {
         let hash = Hashing.sha256Hex(Data(spec.buildID.utf8))
         let sector = Int(hash.dropFirst(2).prefix(4), radix: 16)! % 2048
         try await ProcessRunner.check("qemu-io", ["-f", "qcow2", "-c", "write -q -P 0x\(hash.prefix(2)) \(sector * 512) 512", disk])
-        events.withLock { $0.append("start backing=\(spec.backingDisk)") }
+        if case .test(let growBy) = spec.purpose {
+            events.withLock { $0.append("test boot backing=\(spec.backingDisk) grow=\(growBy) ports=\(spec.ports)") }
+        } else {
+            events.withLock { $0.append("start backing=\(spec.backingDisk)") }
+        }
         running.withLock { $0 += 1 }
-        return FakeMachine(provider: self)
+        // Stand-in loopback ports: 10000 + the guest's.
+        return FakeMachine(provider: self, ports: Dictionary(uniqueKeysWithValues: spec.ports.map { ($0, 10000 + $0) }))
     }
 
     func debugInstructions(_ spec: MachineSpec) -> String { "boot \(spec.diskDirectory)" }
@@ -39,8 +45,14 @@ final class FakeProvider: Provider {
 
 final class FakeMachine: Machine {
     let provider: FakeProvider
+    let ports: [Int: Int]
 
-    init(provider: FakeProvider) { self.provider = provider }
+    init(provider: FakeProvider, ports: [Int: Int] = [:]) {
+        self.provider = provider
+        self.ports = ports
+    }
+
+    func forwardedPorts() -> [Int: Int] { ports }
 
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
         provider.events.withLock { $0.append("run \(script) env=\(environment.map { "\($0.name)=\($0.value)" })") }

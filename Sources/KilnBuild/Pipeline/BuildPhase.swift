@@ -53,6 +53,8 @@ final class BuildContext: Sendable {
     let log: BuildLog
     let steps: StepTracker
     let origin: BuildOrigin?
+    /// The values every log of the build redacts (the template's sensitive variables).
+    let secrets: [String]
 
     struct Made: Sendable {
         /// The blob the machine's disk stands on: the parent's, or a base's source disk; nil
@@ -74,11 +76,11 @@ final class BuildContext: Sendable {
 
     init(
         template: Template, provider: any Provider, parent: ImageRecord?, decision: Decision, buildID: String, scratch: String,
-        staging: String, log: BuildLog, steps: StepTracker, origin: BuildOrigin?
+        staging: String, log: BuildLog, steps: StepTracker, origin: BuildOrigin?, secrets: [String] = []
     ) {
         (self.template, self.provider, self.parent, self.decision) = (template, provider, parent, decision)
         (self.buildID, self.scratch, self.staging, self.log) = (buildID, scratch, staging, log)
-        (self.steps, self.origin) = (steps, origin)
+        (self.steps, self.origin, self.secrets) = (steps, origin, secrets)
     }
 
     var family: String { template.family }

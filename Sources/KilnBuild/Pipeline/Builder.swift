@@ -41,6 +41,9 @@ public struct BuildOptions: Sendable {
     public var prompt: (any BreakpointPrompt)?
     /// Signs every image's provenance as it is committed (`$KILN_HOME/keys/kiln.key`).
     public var signingKey: SigningKey?
+    /// Images whose tests pass stay TESTING (`kiln refresh` makes them READY together, once
+    /// every image it rebuilt has passed).
+    public var holdReady = false
 
     public init() {}
 }
@@ -48,10 +51,12 @@ public struct BuildOptions: Sendable {
 public enum BuildResult: Sendable {
     case built(ImageRecord)
     case upToDate(ImageRecord)
+    /// Not rebuilt, but its tests ran again (they changed, or had not passed): one test boot.
+    case tested(ImageRecord)
 
     public var image: ImageRecord {
         switch self {
-        case .built(let image), .upToDate(let image): return image
+        case .built(let image), .upToDate(let image), .tested(let image): return image
         }
     }
 }
@@ -105,6 +110,12 @@ public struct Builder: Sendable {
             if case .ansible = $0.kind { true } else { false }
         }
         if usesAnsible { try AnsibleRunner.checkInstalled() }
+        if !template.testSteps(for: provider.name).isEmpty && !provider.bootsImagesForTests {
+            throw KilnError(
+                .invalidInput,
+                "\(template.family) has tests, but the \(provider.name) provider cannot boot an image for them (qemu can; docs/testing.md)",
+                at: template.tests.location ?? template.location)
+        }
     }
 
     /// The provider that made `image`: qemu for a disk, else its artifact's.
@@ -242,6 +253,21 @@ public struct Builder: Sendable {
             reporter?.report(upToDate)
             return .upToDate(image)
         }
+        if decision.action == .test, let image = decision.image {
+            guard let testsHash = decision.testsHash else { throw KilnError(.internalError, "no tests hash for \(family)") }
+            var testing = BuildEvent(.upToDate, family: family)
+            testing.image = image.name
+            testing.digest = image.digest
+            testing.text = decision.reasons.first
+            reporter?.report(testing)
+            let tested = try await test(image, template: template, provider: provider, testsHash: testsHash, secrets: secrets)
+            var ready = BuildEvent(.imageReady, family: family)
+            ready.image = tested.name
+            ready.parent = tested.parent
+            ready.digest = tested.digest
+            if tested.state == .ready { reporter?.report(ready) }
+            return .tested(tested)
+        }
         return .built(try await build(template, provider: provider, parent: parent, decision: decision, secrets: secrets))
     }
 
@@ -287,7 +313,7 @@ public struct Builder: Sendable {
 
         let build = BuildContext(
             template: template, provider: provider, parent: parent, decision: decision, buildID: buildID, scratch: scratch,
-            staging: staging, log: log, steps: steps, origin: origin)
+            staging: staging, log: log, steps: steps, origin: origin, secrets: secrets)
         do {
             try await PhaseRunner.run(phases, on: build)
             guard let image = build.current.image else { throw KilnError(.internalError, "the build of \(family) named no image") }
@@ -297,7 +323,8 @@ public struct Builder: Sendable {
             ready.image = image.name
             ready.parent = image.parent
             ready.digest = image.digest
-            reporter?.report(ready)
+            // A refresh holds an image that passed its tests TESTING until all of them have.
+            if image.state == .ready { reporter?.report(ready) }
             record.image = image.name
             record.status = .succeeded
             do {
@@ -347,8 +374,9 @@ public struct Builder: Sendable {
             SourcePhase(store: store, signingKey: options.signingKey), BootPhase(store: store, options: options),
             ProvisionPhase(options: options),
             InspectPhase(store: store), StopPhase(), DiskInspectPhase(store: store), SnapshotPhase(), SealPhase(store: store),
-            CommitPhase(store: store),
+            CommitPhase(store: store, holdReady: options.holdReady),
             PublishPhase(store: store, signingKey: options.signingKey),
+            TestPhase(store: store, options: options),
         ]
     }
 
@@ -356,11 +384,16 @@ public struct Builder: Sendable {
     private func finish(_ record: inout BuildRecord, log: BuildLog, scratch: String, keepScratch: Bool = false) throws {
         log.close()
         let archive = store.logArchivePath(buildID: record.id)
-        try LogArchive.write([("build.log", log.path)], to: archive.absolute)
+        try LogArchive.write(Self.logFiles(in: scratch), to: archive.absolute)
         record.log = archive.relative
         record.finished = Date()
         try store.catalog.update(record)
         if !keepScratch { try? FileManager.default.removeItem(atPath: scratch) }
+    }
+
+    /// The logs a build's scratch directory holds, for its archive: the build's, and its tests'.
+    static func logFiles(in scratch: String) -> [(name: String, path: String)] {
+        ["build.log", "tests.log"].map { ($0, scratch + "/" + $0) }.filter { FileManager.default.fileExists(atPath: $0.1) }
     }
 
     static func policyJSON(_ policy: LifecyclePolicy) -> String {

@@ -20,7 +20,7 @@ struct SourcePhase: BuildPhase {
         if let parent = build.parent {
             build.steps.enter("verify")
             // Leased before it is checked: gc and the cache prune leave a leased chain alone.
-            let chain = try self.chain(from: parent.digest)
+            let chain = try Self.chain(of: store, from: parent.digest)
             try await store.withBlobLock { try store.lease(chain.map(Store.blobResource), buildID: build.buildID) }
             try await Verifier.trust(store, parent, also: signingKey.map { [$0.publicKey] } ?? [])
             if build.provider.buildsFromDisks, try store.catalog.standsOnBareFilesystem(parent) {
@@ -37,7 +37,7 @@ struct SourcePhase: BuildPhase {
     }
 
     /// The blob `digest` and each blob it is an overlay on, down to its source disk.
-    private func chain(from digest: String) throws -> [String] {
+    static func chain(of store: Store, from digest: String) throws -> [String] {
         var chain: [String] = []
         var next: String? = digest
         while let digest = next, !chain.contains(digest) {
@@ -179,6 +179,8 @@ struct SealPhase: BuildPhase {
 /// The catalog names the sealed blob: from here on the image exists, and no undo touches it.
 struct CommitPhase: BuildPhase {
     let store: Store
+    /// Every image is committed TESTING (a refresh's: none moves its family until all passed).
+    var holdReady = false
 
     func run(_ build: BuildContext) async throws {
         guard let sealed = build.current.sealed else { throw KilnError(.internalError, "nothing was sealed for \(build.family)") }
@@ -188,17 +190,23 @@ struct CommitPhase: BuildPhase {
         let archive = store.logArchivePath(buildID: build.buildID)
         // Archived once before the catalog names the image: a host disk that is full fails
         // the build here, while no image exists yet (the archive is written again after).
-        try LogArchive.write([("build.log", log.path)], to: archive.absolute)
-        let image = try store.catalog.commit(
-            ImageDraft(
-                family: build.family, digest: sealed.digest, parent: build.parent?.name,
-                labels: template.labels.mapValues(log.redact), description: template.description.map(log.redact),
-                templateHash: template.templateHash, size: sealed.size, log: archive.relative, buildID: build.buildID,
-                sourceKind: template.source.kind, buildKey: build.decision.key, keyInputs: build.decision.inputs?.json,
-                backingDigest: build.current.base, policy: Builder.policyJSON(template.lifecycle), origin: build.origin,
-                packages: build.current.packages))
+        try LogArchive.write(Builder.logFiles(in: build.scratch), to: archive.absolute)
+        var draft = ImageDraft(
+            family: build.family, digest: sealed.digest, parent: build.parent?.name,
+            labels: template.labels.mapValues(log.redact), description: template.description.map(log.redact),
+            templateHash: template.templateHash, size: sealed.size, log: archive.relative, buildID: build.buildID,
+            sourceKind: template.source.kind, buildKey: build.decision.key, keyInputs: build.decision.inputs?.json,
+            backingDigest: build.current.base, policy: Builder.policyJSON(template.lifecycle), origin: build.origin,
+            packages: build.current.packages)
+        // Named now, but resolvable only once its tests pass (TestPhase).
+        if !template.testSteps(for: build.provider.name).isEmpty || holdReady { draft.state = .testing }
+        let image = try store.catalog.commit(draft)
         build.update { $0.image = image }
-        log.emit("kiln", "image ready: \(image.name)")
+        if image.state == .ready {
+            log.emit("kiln", "image ready: \(image.name)")
+        } else {
+            log.emit("kiln", "image named: \(image.name), \(image.state.rawValue) until its tests pass")
+        }
     }
 }
 
@@ -229,5 +237,29 @@ struct PublishPhase: BuildPhase {
         } catch {
             log.emit("kiln", "warning: could not record the provenance of \(image.name): \(error)")
         }
+    }
+}
+
+/// The sealed image's tests, on a test boot (docs/testing.md): they decide whether the image
+/// becomes READY or FAILED. A failure fails the build, but the image stays named (FAILED), with
+/// its disk and logs, for inspection until `kiln gc`.
+struct TestPhase: BuildPhase {
+    let store: Store
+    let options: BuildOptions
+
+    func run(_ build: BuildContext) async throws {
+        guard let image = build.current.image, image.state == .testing else { return }
+        guard let testsHash = build.decision.testsHash else { throw KilnError(.internalError, "no tests hash for \(build.family)") }
+        let tester = ImageTester(
+            store: store, template: build.template, provider: build.provider, options: options, secrets: build.secrets,
+            testsHash: testsHash)
+        let context = ImageTester.Context(
+            runID: build.buildID, build: build.buildID, scratch: build.scratch, steps: build.steps,
+            archive: store.logArchivePath(buildID: build.buildID))
+        let tested = try await tester.run(image, context: context)
+        build.update { $0.image = tested }
+        build.log.emit(
+            "kiln",
+            tested.state == .ready ? "image ready: \(tested.name)" : "tests passed: \(tested.name) stays TESTING (held by the refresh)")
     }
 }

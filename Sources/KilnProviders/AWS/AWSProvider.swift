@@ -89,7 +89,9 @@ public struct AWSProvider: Provider {
         try await ec2.createTags(resources: [ami] + artifact.snapshots, tags: tags)
         do {
             switch image.state {
-            case .ready: break
+            case .ready, .testing: break
+            // aws builds have no tests (no test boot yet); a FAILED AMI would be of no use.
+            case .failed: try await ec2.disableImage(ami)
             case .deprecated: try await ec2.enableImageDeprecation(ami, at: image.obsoleteOn ?? Date().addingTimeInterval(60))
             case .obsolete, .deleted: try await ec2.disableImage(ami)
             }

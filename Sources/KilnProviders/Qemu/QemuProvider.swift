@@ -11,6 +11,7 @@ import KilnModel
 public struct QemuProvider: Provider {
     public let name = "qemu"
     public var buildsFromDisks: Bool { true }
+    public var bootsImagesForTests: Bool { true }
 
     public init() {}
 
@@ -73,35 +74,58 @@ public struct QemuProvider: Provider {
         "if [ -e /run/kiln-resolv ] && [ \"$(cat /etc/resolv.conf 2>/dev/null)\" = 'nameserver \(dnsAddress)' ]; then rm -f /etc/resolv.conf; fi"
 
     public func start(_ spec: MachineSpec, log: BuildLog) async throws -> any Machine {
+        var spec = spec
+        // A test boot is a deployment's boot: firmware and the image's own boot loader, never
+        // kiln's kernel and command line.
+        if spec.isTestBoot { (spec.kernel, spec.initrd) = (nil, nil) }
         let disk = spec.diskDirectory + "/" + ImageFiles.disk
         try await ProcessRunner.check(
             "qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.backingDisk, "-F", "qcow2", disk],
             workingDirectory: spec.diskDirectory)
+        if case .test(let growBy) = spec.purpose, growBy > 0 {
+            // A larger disk than the image's, as a cloud gives an instance: the first boot grows the root.
+            try await ProcessRunner.check("qemu-img", ["resize", "-q", "-f", "qcow2", disk, "+\(growBy)"])
+        }
         let key = spec.scratchDirectory + "/id_ed25519"
         try await ProcessRunner.check(
-            "ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "kiln-build-\(spec.buildID)", "-f", key])
+            "ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "kiln-\(spec.isTestBoot ? "test" : "build")-\(spec.buildID)", "-f", key])
         let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8)
         let port = try Self.freeLoopbackPort()
+        var forwards: [Int: Int] = [:]
+        for guestPort in spec.ports {
+            var hostPort = try Self.freeLoopbackPort()
+            while hostPort == port || forwards.values.contains(hostPort) { hostPort = try Self.freeLoopbackPort() }
+            forwards[guestPort] = hostPort
+        }
         let accelerator = await Accelerator.choose(log: log)
         if spec.kernel == nil {
             try NoCloudSeed.write(to: Self.seedPath(spec), buildID: spec.buildID, publicKey: publicKey)
             log.emit(
-                "kiln", "the disk boots through its own boot loader: the build key goes in a NoCloud seed (cidata) and a systemd credential"
+                "kiln",
+                spec.isTestBoot
+                    ? "test boot: firmware, the image's boot loader and its first boot; kiln's key goes in a NoCloud seed (cidata) and a systemd credential, as a cloud gives an instance its key"
+                    : "the disk boots through its own boot loader: the build key goes in a NoCloud seed (cidata) and a systemd credential"
             )
         }
+        for (guestPort, hostPort) in forwards.sorted(by: { $0.key < $1.key }) {
+            log.emit("kiln", "guest port \(guestPort) is forwarded from 127.0.0.1:\(hostPort)")
+        }
 
-        let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey)
+        let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey, forwards: forwards)
         log.emit(
-            "kiln", "booting VM (\(accelerator.name), \(spec.qemu.cpus) CPUs, \(spec.qemu.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
+            "kiln",
+            "booting \(spec.isTestBoot ? "test VM" : "VM") (\(accelerator.name), \(spec.qemu.cpus) CPUs, \(spec.qemu.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
         )
         let qemu = Task {
             try await ProcessRunner.run("qemu-system-x86_64", arguments) { line in
                 log.emit(line.stream == .stdout ? "console" : "qemu", line.text)
             }
         }
+        // A test boot's guest has what its own first boot gave it, a resolver included.
         let ssh = SSHCommunicator(
-            client: SSHClient(keyPath: key, port: port), scratchDirectory: spec.scratchDirectory, prelude: Self.prepareResolver)
-        let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec)
+            client: SSHClient(keyPath: key, port: port), scratchDirectory: spec.scratchDirectory,
+            prelude: spec.isTestBoot ? nil : Self.prepareResolver)
+        let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, ports: forwards)
         let started = ContinuousClock.now
         // Boot and login apart: a slow boot and a slow first login have different causes.
         let banner = Locked<Duration?>(nil)
@@ -125,7 +149,12 @@ public struct QemuProvider: Provider {
         return machine
     }
 
-    static func arguments(_ spec: MachineSpec, accelerator: Accelerator, port: Int, publicKey: String) -> [String] {
+    static func arguments(
+        _ spec: MachineSpec, accelerator: Accelerator, port: Int, publicKey: String, forwards: [Int: Int] = [:]
+    ) -> [String] {
+        let network =
+            (["user,id=net0,hostfwd=tcp:127.0.0.1:\(port)-:22"]
+            + forwards.sorted(by: { $0.key < $1.key }).map { "hostfwd=tcp:127.0.0.1:\($0.value)-:\($0.key)" }).joined(separator: ",")
         let disk = spec.diskDirectory + "/" + ImageFiles.disk
         var arguments = [
             "-name", "kiln-\(spec.buildID)",
@@ -135,7 +164,7 @@ public struct QemuProvider: Provider {
             "-serial", "stdio",
             // cache=unsafe: a throw-away build disk; kiln syncs the guest and fsyncs the file itself.
             "-drive", "file=\(disk),if=virtio,format=qcow2,cache=unsafe,discard=unmap",
-            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(port)-:22",
+            "-netdev", network,
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
             "-pidfile", spec.scratchDirectory + "/qemu.pid",
@@ -192,12 +221,14 @@ final class QemuMachine: Machine {
     let qemu: Task<ProcessResult, any Error>
     let ssh: SSHCommunicator
     let spec: MachineSpec
+    let ports: [Int: Int]
     private let exited = Locked(false)
 
-    init(qemu: Task<ProcessResult, any Error>, ssh: SSHCommunicator, spec: MachineSpec) {
+    init(qemu: Task<ProcessResult, any Error>, ssh: SSHCommunicator, spec: MachineSpec, ports: [Int: Int] = [:]) {
         self.qemu = qemu
         self.ssh = ssh
         self.spec = spec
+        self.ports = ports
         Task { [exited] in
             _ = await qemu.result
             exited.set(true)
@@ -236,6 +267,8 @@ final class QemuMachine: Machine {
     }
 
     func sshAccess() async throws -> SSHAccess? { try await ssh.access() }
+
+    func forwardedPorts() -> [Int: Int] { ports }
 
     /// The guest forgets the build's credentials, syncs and remounts its filesystems read-only
     /// (SysRq `u`: a clean filesystem without systemd's slow shutdown under TCG); then kiln stops
