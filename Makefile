@@ -9,8 +9,9 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # What kiln needs on the host: QEMU, the base-image tools (mmdebstrap, and sfdisk and mkfs.ext4
 # that lay out the bootable disk; docs/images.md), the SSH client, libraries it links
 # (libcurl and libxml2 too: with the Swift runtime linked in, Foundation's networking and XML
-# parts link them), gpgv and Debian's keyring for kiln refresh's signature checks.
-DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-client \
+# parts link them), gpgv and Debian's keyring for kiln refresh's signature checks, and curl,
+# which examples/debian's tests fetch the site with from the host (docs/testing.md).
+DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-client curl \
                libarchive-dev libnbd-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
                zstd ca-certificates uidmap gpgv debian-archive-keyring
 
@@ -38,8 +39,9 @@ deps:
 # tests check artifacts with (skopeo, umoci, docker-registry, sfdisk from fdisk; OVMF, the UEFI
 # firmware exported images boot under, cloud-localds for a cloud's NoCloud seed, curl). From PyPI
 # (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs,
-# moto_server stands in for EC2 in the aws provider's client tests.
-PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server]
+# moto_server stands in for EC2 in the aws provider's client tests, junitparser reads
+# kiln build --junit's reports as CI systems do.
+PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server] junitparser:junitparser
 test-deps: deps
 	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl)
 	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would

@@ -75,6 +75,12 @@ struct Build: AsyncParsableCommand {
     @Flag(help: "Print the build as JSON events, one per line, on standard output (docs/json.md).")
     var json = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Write the build's stages and test steps as JUnit XML to this file, whether the build passes or fails (GitLab's artifacts:reports:junit).",
+            valueName: "file"))
+    var junit: String?
+
     @Flag(
         help: ArgumentHelp(
             "Pause before every step with the VM up, print how to log into it, and wait for Enter (needs a terminal)."))
@@ -126,10 +132,21 @@ struct Build: AsyncParsableCommand {
         options.debug = debug
         options.prompt = interactive ? TerminalPrompt() : nil
         options.signingKey = try store.defaultSigningKeyPath().map(SigningKey.load)
-        let reporter: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
+        let live: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
+        let report = junit.map { _ in JUnitReport(forwardingTo: live) }
+        let reporter: any BuildReporter = report ?? live
         let builder = Builder(store: store, options: options, reporter: reporter)
-        let results = try await builder.build(
-            graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
+        let results: [BuildResult]
+        do {
+            results = try await builder.build(graph, secrets: set.sensitiveValues, force: force, selected: selected, jobs: parallel)
+            if let junit, let report { try report.write(to: junit) }
+        } catch {
+            // Written for a failed build too: that is when CI shows it.
+            if let junit, let report {
+                do { try report.write(to: junit) } catch { printError("kiln: warning: \(error)") }
+            }
+            throw error
+        }
         // The cache stays bounded without anyone remembering to prune it. The images are built
         // by now: a failed prune is reported, not turned into a failed build.
         do {
@@ -155,6 +172,7 @@ struct Build: AsyncParsableCommand {
             switch result {
             case .built: print("built \(image.name)\(on)")
             case .upToDate: print("up to date: \(image.name)\(on)")
+            case .tested: print("tested \(image.name)\(on): its tests passed, no rebuild")
             }
         }
     }

@@ -61,6 +61,10 @@ struct Export: AsyncParsableCommand {
         let reference = try push.map { try RegistryReference(parsing: $0, insecure: insecure) }
         let store = try store.openRecovered()
         let image = try store.catalog.resolve(name)
+        // An export is a deployment's copy: an image whose tests have not passed is not handed out.
+        if image.state == .testing || image.state == .failed {
+            throw KilnError(.invalidInput, try untestedMessage(image, catalog: store.catalog))
+        }
         let key = try store.defaultSigningKeyPath().map(SigningKey.load)
         // A push without --output keeps no layout: it is written to scratch space and removed.
         let keepLayout = push == nil || output != nil

@@ -5,7 +5,10 @@ import KilnStore
 struct Images: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the images in the store.",
-        discussion: "Columns: NAME FAMILY VERSION STATE PARENT SIZE CREATED. SIZE is what the image's own disk layer occupies.")
+        discussion: """
+            Columns: NAME FAMILY VERSION STATE PARENT SIZE CREATED TESTS. SIZE is what the image's own \
+            disk layer occupies; TESTS is its newest test run (passed, failed, or - when it has none).
+            """)
 
     @OptionGroup var store: StoreOptions
 
@@ -18,17 +21,22 @@ struct Images: AsyncParsableCommand {
     func run() async throws {
         let store = try store.open()
         let images = try store.catalog.images().filter { family == nil || $0.family == family }
+        let tests = try store.catalog.latestTestStatuses()
         if json {
-            try printJSON(images.map { ImageView($0, store: store) })
+            let runs = try Dictionary(
+                uniqueKeysWithValues: images.filter { tests[$0.name] != nil }.compactMap { image in
+                    try store.catalog.latestTestRun(of: image.name).map { (image.name, $0) }
+                })
+            try printJSON(images.map { ImageView($0, store: store, testRun: runs[$0.name]) })
             return
         }
         printTable(
-            ["NAME", "FAMILY", "VERSION", "STATE", "PARENT", "SIZE", "CREATED"],
+            ["NAME", "FAMILY", "VERSION", "STATE", "PARENT", "SIZE", "CREATED", "TESTS"],
             images.map {
                 [
                     $0.name, $0.family, $0.version, $0.state.rawValue + ($0.purged ? " (purged)" : ""), $0.parent ?? "-",
                     humanSize($0.size),
-                    $0.created.formatted(.iso8601),
+                    $0.created.formatted(.iso8601), tests[$0.name]?.rawValue ?? "-",
                 ]
             })
     }

@@ -56,7 +56,7 @@ struct Inspect: AsyncParsableCommand {
             }
             return
         }
-        let view = ImageView(image, store: store)
+        let view = ImageView(image, store: store, testRun: try store.catalog.latestTestRun(of: image.name))
         if json {
             try printJSON(view)
             return
@@ -71,6 +71,7 @@ struct Inspect: AsyncParsableCommand {
             ("description", view.description), ("template", "sha256:" + view.templateHash),
             ("build", view.buildID), ("origin", view.origin?.summary), ("job url", view.origin?.jobURL), ("log", view.log),
             ("build key", view.buildKey.map { "sha256:" + $0 } ?? "-"),
+            ("tests", view.tests.map { "\($0.summary) (kiln logs \(view.name) --tests)" }),
             ("packages", try store.catalog.packages(of: image.name).map { "\($0.packages.count) (kiln inspect --packages)" }),
             ("labels", view.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
         ]

@@ -145,6 +145,8 @@ struct Resolve: AsyncParsableCommand {
         case .obsolete, .deleted:
             throw KilnError(
                 .invalidInput, "\(image.name) is \(image.state.rawValue)" + (image.replacement.map { "; use \($0)" } ?? ""))
+        case .testing, .failed:
+            throw KilnError(.invalidInput, try untestedMessage(image, catalog: store.catalog))
         }
         if json { try printJSON(ImageView(image, store: store)) } else { print(image.name) }
     }

@@ -18,6 +18,9 @@ struct Logs: AsyncParsableCommand {
     @Flag(help: "List failed and cancelled builds, newest last.")
     var failed = false
 
+    @Flag(help: "Print the log of the image's newest test run (its test boot and test steps) instead of its build log.")
+    var tests = false
+
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
@@ -32,6 +35,17 @@ struct Logs: AsyncParsableCommand {
             return
         }
         guard let name else { throw KilnError(.invalidInput, "give an image name or build id, or --failed") }
+        if tests {
+            let image = try store.catalog.resolve(name)
+            guard let run = try store.catalog.latestTestRun(of: image.name) else {
+                throw KilnError(.notFound, "\(image.name) has no test runs (its template has no test: section, or it was built before one)")
+            }
+            guard let log = run.log, let data = try LogArchive.read(store.absolute(log), entry: "tests.log") else {
+                throw KilnError(.notFound, "test run \(run.id) of \(image.name) has no archived log (status \(run.status.rawValue))")
+            }
+            FileHandle.standardOutput.write(data)
+            return
+        }
         let archive: String
         if let build = try store.catalog.build(id: name) {
             guard let log = build.log else {
@@ -41,7 +55,11 @@ struct Logs: AsyncParsableCommand {
         } else {
             archive = try store.catalog.resolve(name).log
         }
-        guard let data = try LogArchive.read(store.absolute(archive), entry: "build.log") else {
+        // A run of tests on their own has only its tests' log.
+        guard
+            let data = try LogArchive.read(store.absolute(archive), entry: "build.log")
+                ?? LogArchive.read(store.absolute(archive), entry: "tests.log")
+        else {
             throw KilnError(.storeInconsistent, "\(store.absolute(archive)) has no build.log")
         }
         FileHandle.standardOutput.write(data)

@@ -34,6 +34,8 @@ struct ImageView: Codable {
     var purged: Bool
     /// The commit and CI job the image was built from; absent for images made before kiln recorded it.
     var origin: BuildOrigin?
+    /// The image's newest test run (docs/testing.md); absent when its tests never ran.
+    var tests: TestsView?
 
     enum CodingKeys: String, CodingKey {
         case name, family, version, state, parent, size, created, digest, disk, provider, artifact, labels, description
@@ -46,7 +48,7 @@ struct ImageView: Codable {
         case obsoleteOn = "obsolete_on"
         case deleteOn = "delete_on"
         case purgeOn = "purge_on"
-        case purged, origin
+        case purged, origin, tests
     }
 
     init(_ image: ImageRecord, store: Store) {
@@ -78,6 +80,80 @@ struct ImageView: Codable {
         purged = image.purged
         origin = image.buildOrigin
     }
+
+    init(_ image: ImageRecord, store: Store, testRun: TestRunRecord?) {
+        self.init(image, store: store)
+        tests = testRun.map { TestsView($0, store: store) }
+    }
+}
+
+/// A test run as `inspect --json` and `images --json` show it (docs/json.md).
+struct TestsView: Codable {
+    struct StepView: Codable {
+        var title: String
+        /// passed, failed, or skipped.
+        var status: String
+        var seconds: Double?
+        var reason: String?
+    }
+
+    var run: String
+    var status: String
+    var started: String
+    var finished: String?
+    var failedStep: String?
+    var message: String?
+    var log: String?
+    var testsHash: String
+    var passed, failed, skipped: Int
+    var steps: [StepView]
+
+    enum CodingKeys: String, CodingKey {
+        case run, status, started, finished
+        case failedStep = "failed_step"
+        case message, log
+        case testsHash = "tests_hash"
+        case passed, failed, skipped, steps
+    }
+
+    init(_ run: TestRunRecord, store: Store) {
+        self.run = run.id
+        status = run.status.rawValue
+        started = run.started.formatted(.iso8601)
+        finished = run.finished?.formatted(.iso8601)
+        failedStep = run.failedStep
+        message = run.message
+        log = run.log.map(store.absolute)
+        testsHash = run.testsHash
+        steps = run.steps.map { step in
+            StepView(
+                title: step.title, status: step.ok.map { $0 ? "passed" : "failed" } ?? "skipped", seconds: step.seconds,
+                reason: step.ok == false ? step.message : step.skipped)
+        }
+        passed = steps.filter { $0.status == "passed" }.count
+        failed = steps.filter { $0.status == "failed" }.count
+        skipped = steps.filter { $0.status == "skipped" }.count
+    }
+
+    /// `passed (3 steps)`, `failed at test[1] …`: one line for tables.
+    var summary: String {
+        switch status {
+        case "passed": return "passed (\(passed) step\(passed == 1 ? "" : "s"))"
+        case "failed": return "failed at \(failedStep ?? "?")"
+        default: return status
+        }
+    }
+}
+
+/// Why an image that is TESTING or FAILED is not handed out (resolve, export): what its tests did.
+func untestedMessage(_ image: ImageRecord, catalog: Catalog) throws -> String {
+    let run = try catalog.latestTestRun(of: image.name)
+    let what =
+        image.state == .failed
+        ? "its tests failed" + (run?.failedStep.map { " at \($0)" } ?? "")
+        : "its tests have not passed yet" + (run.map { " (last run: \($0.status.rawValue))" } ?? "")
+    return
+        "\(image.name) is \(image.state.rawValue): \(what); it is not deployed, promoted or built on (kiln logs \(image.name) --tests; kiln test \(image.name) runs them again)"
 }
 
 func printJSON(_ value: some Encodable) throws {
@@ -123,7 +199,8 @@ final class ConsoleReporter: BuildReporter {
         case .promoted:
             line(family: event.family, source: "kiln", text: "promoted \(event.image ?? "?") to \(event.family)@\(event.channel ?? "?")")
         // The log's own lines tell these, and the error report the failure.
-        case .buildStarted, .stepStarted, .stepFinished, .imageReady, .failed: break
+        case .buildStarted, .stepStarted, .stepFinished, .imageReady, .failed, .testsStarted, .testsFailed: break
+        case .testsPassed: line(family: event.family, source: "kiln", text: "tests passed: \(event.image ?? "?")")
         }
     }
 

@@ -25,6 +25,8 @@ struct Plan: AsyncParsableCommand {
         var from: String
         var parent: String?
         var steps: [String]
+        /// The `test:` steps (docs/testing.md).
+        var tests: [String]
         var action: String
         /// The READY image built from the same inputs, when up to date.
         var image: String?
@@ -60,6 +62,10 @@ struct Plan: AsyncParsableCommand {
                     // Said here so a template made for several providers reads right in the plan.
                     let skipped = template.skipReason(of: step, provider: planner.provider ?? template.provider.name)
                     return set.redact(step.title + (skipped.map { " (skipped: \($0))" } ?? ""))
+                },
+                tests: template.tests.steps.map { step in
+                    let skipped = template.skipReason(of: step, provider: planner.provider ?? template.provider.name)
+                    return set.redact(step.title + (skipped.map { " (skipped: \($0))" } ?? ""))
                 }, action: decision.action.rawValue,
                 image: decision.image?.name, reasons: decision.reasons, key: decision.key)
         }
@@ -68,13 +74,19 @@ struct Plan: AsyncParsableCommand {
             return
         }
         let toBuild = entries.filter { $0.action == "build" }.count
-        print("build order (\(entries.count) image\(entries.count == 1 ? "" : "s"), \(toBuild) to build):")
+        let toTest = entries.filter { $0.action == "test" }.count
+        let testing = toTest == 0 ? "" : ", \(toTest) to test without a rebuild (one test boot each, no build VM)"
+        print("build order (\(entries.count) image\(entries.count == 1 ? "" : "s"), \(toBuild) to build\(testing)):")
         for (index, entry) in entries.enumerated() {
             print("  \(index + 1). \(entry.family): \(entry.action)\(entry.image.map { " (\($0))" } ?? "")")
             print("     from   \(entry.from)")
             for reason in entry.reasons { print("     why    \(reason)") }
             print("     steps  \(entry.steps.count)")
             for step in entry.steps { print("            \(step)") }
+            if !entry.tests.isEmpty {
+                print("     tests  \(entry.tests.count) (on a test boot of the sealed image)")
+                for step in entry.tests { print("            \(step)") }
+            }
         }
     }
 }

@@ -17,8 +17,10 @@ struct Refresh: AsyncParsableCommand {
 
             When an image has updates, its debootstrap base is rebuilt from the repositories' \
             current state, then every image built on it; then kiln rotate runs on their families. \
-            Old images stay READY until their replacements are: a refresh that fails half way \
-            leaves every family resolving to a working image.
+            Images with tests (docs/testing.md) are tested as they are built, and stay TESTING \
+            until every image the refresh rebuilt has passed: then all become READY at once, \
+            and only then does anything rotate. Old images stay READY until their replacements \
+            are: a refresh that fails half way leaves every family resolving to a working image.
 
             With --check nothing is built: exit status 0 when every image is current, 10 when \
             some have updates (or are not built yet). Run it from cron, a systemd timer or a \
@@ -69,9 +71,28 @@ struct Refresh: AsyncParsableCommand {
         options.bootTimeout = .seconds(bootTimeout)
         options.freshSources = outdated
         options.origin = OriginSource(templates: templates.path)
-        let builder = Builder(store: store, options: options, reporter: ConsoleReporter())
+        // No family moves until every rebuilt image has passed its tests.
+        options.holdReady = true
+        let passed = PassedTests(ConsoleReporter())
+        let builder = Builder(store: store, options: options, reporter: passed)
         let parallel = jobs ?? Builder.defaultJobs(for: graph.order)
-        let results = try await builder.build(graph, secrets: set.sensitiveValues, selected: Set(rebuilt), jobs: parallel)
+        let results: [BuildResult]
+        do {
+            results = try await builder.build(graph, secrets: set.sensitiveValues, selected: Set(rebuilt), jobs: parallel)
+        } catch {
+            let held = passed.images.value
+            if !held.isEmpty {
+                printError(
+                    "kiln: refresh: held back \(held.joined(separator: ", ")): they passed their tests but stay TESTING, because the refresh failed; no family moved and nothing rotated"
+                )
+            }
+            throw error
+        }
+        let ready = passed.images.value
+        if !ready.isEmpty {
+            try store.catalog.markReady(ready, reason: "refresh: every image it rebuilt passed its tests")
+            print("READY: \(ready.joined(separator: ", ")) (every rebuilt image passed its tests)")
+        }
         var moved: [String] = []
         for result in results {
             switch result {
@@ -80,6 +101,9 @@ struct Refresh: AsyncParsableCommand {
                 moved.append(image.family)
             case .upToDate(let image):
                 print("up to date: \(image.name) (its repositories' Release files have not changed since it was built)")
+            case .tested(let image):
+                print("tested \(image.name): its tests passed, no rebuild")
+                moved.append(image.family)
             }
         }
         // Only once every rebuild is READY: a failure above leaves the old images as they were.
@@ -110,5 +134,18 @@ struct Refresh: AsyncParsableCommand {
             if let onBase { return "\(name): not checked (\(reason)), rebuilt because its base \(onBase) is" }
             return "\(name): not checked: \(reason)"
         }
+    }
+}
+
+/// Which images passed their tests during a refresh (held TESTING until all have).
+final class PassedTests: BuildReporter {
+    let next: any BuildReporter
+    let images = Locked<[String]>([])
+
+    init(_ next: any BuildReporter) { self.next = next }
+
+    func report(_ event: BuildEvent) {
+        next.report(event)
+        if event.event == .testsPassed, let image = event.image { images.withLock { $0.append(image) } }
     }
 }

@@ -29,6 +29,9 @@ public struct GitLabPipeline: Sendable {
 
     public static func jobName(_ family: String) -> String { "build:\(family)" }
 
+    /// Where each job's `kiln build --junit` writes its report, which GitLab shows in merge requests.
+    public static let junitFile = "kiln-junit.xml"
+
     /// The pipeline's YAML, jobs in build order.
     public static func yaml(for graph: ImageGraph, options: Options) throws -> String {
         var root: [(Node, Node)] = [
@@ -37,7 +40,8 @@ public struct GitLabPipeline: Sendable {
             ("variables", Node(mapping: [(Node("GIT_DEPTH"), Node("1"))])),
         ]
         for template in graph.order {
-            var command = [options.kiln, "build", options.directory, "--only", template.family] + options.buildArguments
+            var command =
+                [options.kiln, "build", options.directory, "--only", template.family, "--junit", junitFile] + options.buildArguments
             if let channel = options.promote { command += ["--promote", channel] }
             var job: [(Node, Node)] = [("stage", Node(options.stage))]
             if let image = options.image { job.append(("image", Node(image))) }
@@ -46,6 +50,14 @@ public struct GitLabPipeline: Sendable {
             let needs = template.parentFamily.flatMap { graph.template($0) == nil ? nil : jobName($0) }
             job.append(("needs", Node(sequence: needs.map { [Node($0)] } ?? [])))
             job.append(("script", Node(sequence: [Node(command.map(ShellQuote.word).joined(separator: " "))])))
+            // The build's stages and the image's tests, shown in the merge request, failed or not.
+            job.append(
+                (
+                    "artifacts",
+                    Node(mapping: [
+                        ("when", Node("always")), ("reports", Node(mapping: [("junit", Node(junitFile))])),
+                    ])
+                ))
             // kiln tears the VM down on SIGTERM: a newer pipeline may cancel this one safely.
             job.append(("interruptible", Node("true", Tag(.bool))))
             root.append((Node(jobName(template.family)), Node(mapping: job)))

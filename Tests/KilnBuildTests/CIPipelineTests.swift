@@ -41,13 +41,21 @@ struct CIPipelineTests {
         #expect(needs("build:debian-12-nginx") == ["build:debian-12-base"])
         #expect(needs("build:shop-web") == ["build:debian-12-nginx"])
         let script = (jobs["build:shop-web"] as? [String: Any])?["script"] as? [String]
-        #expect(script == ["kiln build \(CLI.root)/examples/debian --only shop-web --var release=2.0 --promote dev"])
+        #expect(script == ["kiln build \(CLI.root)/examples/debian --only shop-web --junit kiln-junit.xml --var release=2.0 --promote dev"])
+        // GitLab shows each job's build stages and image tests in the merge request, failed or not.
+        let artifacts = (jobs["build:shop-web"] as? [String: Any])?["artifacts"] as? [String: Any]
+        #expect(artifacts?["when"] as? String == "always")
+        #expect((artifacts?["reports"] as? [String: Any])?["junit"] as? String == "kiln-junit.xml")
         #expect((jobs["build:shop-web"] as? [String: Any])?["tags"] as? [String] == ["kvm"])
 
         // The checker does catch a broken pipeline: the test above could fail.
         try result.stdout.replacingOccurrences(of: "needs:", with: "needz:").write(
             toFile: dir + "/broken.yml", atomically: true, encoding: .utf8)
         #expect(try await Self.validate(dir + "/broken.yml").status != 0)
+        // And a report GitLab does not know.
+        try result.stdout.replacingOccurrences(of: "junit:", with: "junitt:").write(
+            toFile: dir + "/broken-report.yml", atomically: true, encoding: .utf8)
+        #expect(try await Self.validate(dir + "/broken-report.yml").status != 0)
     }
 
     @Test("examples/ci/gitlab-ci.yml is a valid GitLab pipeline that generates, triggers and promotes")

@@ -32,7 +32,7 @@ final class CLITests {
             #expect(lines.contains("\(dir)/app.yaml:4:12: error: undefined variable 'x'"), "\(command): \(result.stderr)")
             #expect(
                 lines.contains(
-                    "\(dir)/base.yaml:3:1: error: unknown key 'lables' in a template: expected image, description, from, provider, vars, provision, labels, lifecycle, allow_secrets"
+                    "\(dir)/base.yaml:3:1: error: unknown key 'lables' in a template: expected image, description, from, provider, vars, provision, test, labels, lifecycle, allow_secrets"
                 ))
             #expect(lines.last == "kiln: 2 errors; nothing was built")
             #expect(!FileManager.default.fileExists(atPath: home), "\(command) wrote to the store")

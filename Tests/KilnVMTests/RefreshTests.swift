@@ -179,6 +179,30 @@ extension VMBuildTests {
         let after = try await store.kiln(["refresh", dir, "--check"] + repo)
         #expect(after.status == 0, "\(after.stdout)\(after.stderr)")
 
+        // The base gets a test that the next version fails: the refresh rebuilds the base, its
+        // test boot fails, and no family moves and nothing rotates (docs/testing.md).
+        try await repository.publish(helloVersion: "1.2")
+        let baseTemplate = try String(contentsOfFile: dir + "/base.yaml", encoding: .utf8)
+        try
+            (baseTemplate + """
+
+                test:
+                  steps:
+                    - name: the vetted version
+                      shell: test "$(cat /usr/share/kiln-hello/version)" != 1.2
+                """).write(toFile: dir + "/base.yaml", atomically: true, encoding: .utf8)
+        let failing = try await store.kiln(["refresh", dir] + repo)
+        #expect(failing.status == 1, "\(failing.stdout)\(failing.stderr.suffix(3000))")
+        #expect(failing.stderr.contains("failed at test[0] the vetted version"), "\(failing.stderr.suffix(3000))")
+        #expect(!failing.stdout.contains("rotated "), "\(failing.stdout)")
+        #expect(try await store.image("rf-base")["name"] as? String == base["name"] as? String)
+        #expect(try await store.image("rf-app")["name"] as? String == app["name"] as? String)
+        let listing = try await store.kiln(["images", "--family", "rf-base", "--json"])
+        let bases = try #require(try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [[String: Any]])
+        #expect(bases.last?["state"] as? String == "FAILED")
+        #expect(bases.filter { $0["state"] as? String == "READY" }.map { $0["name"] as? String } == [base["name"] as? String])
+        try baseTemplate.write(toFile: dir + "/base.yaml", atomically: true, encoding: .utf8)
+
         // An unreachable repository: a clear error, nothing built or rotated.
         repository.stop()
         let images = try await store.kiln(["images", "--json"]).stdout
