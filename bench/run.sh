@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kiln beside Packer, on the same work, in one run on one machine (issue 11).
 #
-#   bench/run.sh [--runs N]     all of B1-B10 and the boot levers (~30 min under TCG);
+#   bench/run.sh [--runs N]     all of B1-B10, B12 and the boot levers (~30 min under TCG);
 #                               writes bench/results/latest.md and a dated copy
 #   bench/run.sh --quick        B4, B8, B9 and B10 only, no VM booted once the graph is built
 #                               (what CI runs); writes bench/results/quick.md (not kept in git)
@@ -122,6 +122,7 @@ quick_report() {
   echo "| B4 | $graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | | < 2 s: $(verdict "$b4_median" 2) |"
   echo "| B8 | validate 1,000 templates, 5 levels (5 runs) | $b8_validate s | | |"
   echo "| B8 | plan 1,000 templates, 5 levels (5 runs) | $b8_plan s | | |"
+  echo "| B12 | the product's test phase: a test boot of the sealed image (SeaBIOS, its GRUB, its first boot) and 3 test steps | $(printf '%s\n' "${b12[@]}" | stats) s | | | test boot to SSH $(printf '%s\n' "${b12_boot[@]}" | median) s (median) | ≤ B1 + 2 s ($b12_goal s): $(verdict "$b12_median" "$b12_goal") |"
   echo "| B8 | validate + plan | $b8_both s | | < 1 s: $(verdict "$b8_median" 1) |"
   "$bench" catalog | sed 's/^| /| B9 | /; s/ | \([^|]*\) |$/ | | \1 |/'
   b10_rows
@@ -281,6 +282,22 @@ b5_median=$(printf '%s\n' "${b5[@]}" | median)
 b5_ratio=$(ratio "$b5_median" "$packer_chain")
 b5_vs_one=$(ratio "$b5_median" "$(printf '%s\n' "${b1_kiln[@]}" | median)")
 
+# --- B12: the product's test phase ---------------------------------------------------------
+# kiln test on the product B5 left: tests_started to tests_passed in its --json events (the
+# lines of the log that are JSON; kiln's own messages go to standard error, into the same log)
+# test boot through firmware and GRUB, then the steps); goal: at most one VM cycle, B1 + 2 s.
+echo "B12: the product's tests, $runs runs" >&2
+b12=(); b12_boot=()
+seconds_of() { jq -rR 'fromjson? | select(.event == "'"$1"'") | .time | capture("T(?<h>[0-9]+):(?<m>[0-9]+):(?<s>[0-9.]+)Z") | (.h | tonumber) * 3600 + (.m | tonumber) * 60 + (.s | tonumber)' "$2" | tail -1; }
+for i in $(seq "$runs"); do
+  timed kiln "$work/kiln-test.json" "$kiln" test bench-product bench/templates/tests --home "$home" --json >/dev/null
+  b12+=("$(awk -v a="$(seconds_of tests_started "$work/kiln-test.json")" -v b="$(seconds_of tests_passed "$work/kiln-test.json")" 'BEGIN { printf "%.2f", b - a }')")
+  b12_boot+=("$(jq -rR 'fromjson? | select(.event == "step_finished" and .step == "test boot") | .seconds' "$work/kiln-test.json" | awk '{ printf "%.2f", $1 }')")
+  echo "  run $i: ${b12[-1]} s (test boot to SSH ${b12_boot[-1]} s)" >&2
+done
+b12_median=$(printf '%s\n' "${b12[@]}" | median)
+b12_goal=$(awk -v b="$(printf '%s\n' "${b1_kiln[@]}" | median)" 'BEGIN { printf "%.2f", b + 2 }')
+
 # --- B7: snapshot time against the parent's size -----------------------------------------
 echo "B7: snapshot of a 10 MiB change on 2 and 8 GiB parents" >&2
 b7_rows=$("$bench" snapshot "$work")
@@ -312,6 +329,7 @@ list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
   echo "| B4 | the graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | $packer_chain s (rebuilds all: B3) | $b4_ratio | < 2 s: $(verdict "$b4_median" 2) |"
   echo "| B5 | after a product-only change (VMs booted per run: $(list "${b5_vms[@]}")) | $(printf '%s\n' "${b5[@]}" | stats) s | $packer_chain s (full chain: B3) | $b5_ratio; kiln B5 / kiln B1: $b5_vs_one | ≈ one VM cycle |"
   echo "| B6 | disk bytes of the three images (kiln: three overlays, $(mib "$kiln_bytes"); the median column adds the source disk they stand on) | | $(mib "$kiln_bytes_with_source") | | $(mib "$packer_bytes") (three full disks) | $b6_ratio | ≤ 0.4: $(verdict "$b6_ratio" 0.4) |"
+  echo "| B12 | the product's test phase: a test boot of the sealed image (SeaBIOS, its GRUB, its first boot) and 3 test steps | $(printf '%s\n' "${b12[@]}" | stats) s | | | test boot to SSH $(printf '%s\n' "${b12_boot[@]}" | median) s (median) | ≤ B1 + 2 s ($b12_goal s): $(verdict "$b12_median" "$b12_goal") |"
   echo "| B8 | validate + plan, 1,000 templates, 5 levels (5 runs; min / median / max of validate: $(echo "$b8_validate" | sed 's/ | / \/ /g') s, of plan: $(echo "$b8_plan" | sed 's/ | / \/ /g') s) | $b8_both s | | | < 1 s: $(verdict "$b8_median" 1) |"
   echo
   echo "Packer's three chained builds, medians: base $(printf '%s\n' "${p_base[@]}" | median) s, app $(printf '%s\n' "${p_app[@]}" | median) s, product $(printf '%s\n' "${p_product[@]}" | median) s."

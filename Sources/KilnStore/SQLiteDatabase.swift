@@ -52,6 +52,17 @@ final class SQLiteDatabase: SQLDatabase {
         return try await FileLock.acquire(directory + "/\(name).lock", waiting: waiting)
     }
 
+    /// How an attempt went, the same in a build and a test run: status, when, where it
+    /// failed and why, its log archive.
+    private static func outcomeColumns(_ t: TableDefinition) {
+        t.column("status", .text).notNull()
+        t.column("started", .datetime).notNull()
+        t.column("finished", .datetime)
+        t.column("failedStep", .text)
+        t.column("message", .text)
+        t.column("log", .text)
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -76,12 +87,7 @@ final class SQLiteDatabase: SQLDatabase {
                 t.primaryKey("id", .text)
                 t.column("family", .text).notNull()
                 t.column("image", .text)
-                t.column("status", .text).notNull()
-                t.column("started", .datetime).notNull()
-                t.column("finished", .datetime)
-                t.column("failedStep", .text)
-                t.column("message", .text)
-                t.column("log", .text)
+                outcomeColumns(t)
                 t.column("pid", .integer).notNull()
             }
         }
@@ -185,12 +191,7 @@ final class SQLiteDatabase: SQLDatabase {
                 t.primaryKey("id", .text)
                 t.column("image", .text).notNull().indexed()
                 t.column("build", .text)
-                t.column("status", .text).notNull()
-                t.column("started", .datetime).notNull()
-                t.column("finished", .datetime)
-                t.column("failedStep", .text)
-                t.column("message", .text)
-                t.column("log", .text)
+                outcomeColumns(t)
                 t.column("testsHash", .text).notNull()
                 t.column("steps", .text).notNull()
             }

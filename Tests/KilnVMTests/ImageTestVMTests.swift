@@ -16,9 +16,10 @@ extension VMBuildTests {
         #expect(steps.map { $0["title"] as? String ?? "" }.contains("test[1] the site is served from the host"))
         // The bases have no tests: no run recorded.
         #expect(try await SharedStore.shared.image("debian-12-base")["tests"] == nil)
-        // The test boot ran on a throw-away overlay: the sealed disk still has its digest.
-        let disk = try #require(product["disk"] as? String)
-        #expect(try Hashing.sha256Hex(fileAt: disk) == product["digest"] as? String)
+        // The test boot ran on a throw-away overlay: the sealed blob still has its digest.
+        let name = try #require(product["name"] as? String)
+        let verify = try await SharedStore.shared.kiln(["verify", name])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
         let log = try await SharedStore.shared.kiln(["logs", "shop-web", "--tests"])
         #expect(log.status == 0, "\(log.stderr)")
         // Booted by the image's own GRUB (its root=UUID= line), not by kiln's kernel boot (root=LABEL=root).
@@ -36,12 +37,15 @@ extension VMBuildTests {
         let dir = try await exampleAndScratchDirectory("tests")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // The build steps pass: nothing reloads nginx in the build VM. Only a boot starts it with
-        // the broken configuration.
+        // the broken configuration (and a site it would serve if it started).
         let layer = """
             image: broken-web
             from: {image: debian-12-nginx}
             provision:
-              - shell: printf 'server { listen 8080; bogus_directive on; }\\n' > /etc/nginx/conf.d/broken.conf
+              - shell: |
+                  echo ok > /var/www/html/index.html
+                  sed -i 's/worker_connections 256;/worker_connections 256; bogus_directive on;/' /etc/nginx/nginx.conf
+                  grep -q bogus_directive /etc/nginx/nginx.conf
             test:
               ports: [80]
               steps:
@@ -80,11 +84,12 @@ extension VMBuildTests {
         let log = try await store.kiln(["logs", name, "--tests"])
         #expect(log.status == 0 && log.stdout.contains("[test[0] the site answers]"), "\(log.stdout.suffix(2000))")
         #expect(log.stdout.contains("nginx"))
-        #expect(try Hashing.sha256Hex(fileAt: try #require(image["disk"] as? String)) == digest)
+        #expect(try await store.kiln(["verify", name]).status == 0)
         let report = try String(contentsOfFile: junit, encoding: .utf8)
         #expect(report.contains("<failure message=") && report.contains("test[0] the site answers"), "\(report)")
 
-        // Only the test changes: it now checks what the broken configuration does at boot.
+        // Only the test changes: it now checks what the broken configuration does at boot (and so
+        // that it was the configuration, not the site, that failed the first run).
         try layer.replacingOccurrences(
             of: "shell-local: curl -fsS --retry 5 --retry-delay 1 --retry-connrefused \"http://$KILN_TEST_HOST:$KILN_PORT_80/\" >/dev/null",
             with: "shell: \"! systemctl is-active nginx\""
@@ -100,6 +105,6 @@ extension VMBuildTests {
         let after = try await store.image(name)
         #expect(after["name"] as? String == name && after["digest"] as? String == digest)
         #expect(after["state"] as? String == "READY")
-        #expect(try Hashing.sha256Hex(fileAt: try #require(after["disk"] as? String)) == digest)
+        #expect(try await store.kiln(["verify", name]).status == 0)
     }
 }
