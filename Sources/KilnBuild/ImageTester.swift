@@ -72,7 +72,10 @@ struct ImageTester: Sendable {
                     log: log, onEnter: { steps.enter($0) })
                 runner.localEnvironment = Self.environment(ports: machine.forwardedPorts())
                 try await runner.runAll(template.tests.steps, on: machine) { _, title, outcome in
-                    results.withLock { $0.append(Self.result(title, outcome)) }
+                    var result = Self.result(title, outcome)
+                    result.message = result.message.map(log.redact)
+                    result.skipped = result.skipped.map(log.redact)
+                    results.withLock { $0.append(result) }
                 }
                 steps.close(ok: true)
             }

@@ -57,6 +57,8 @@ final class FakeMachine: Machine {
     func run(script: String, environment: [EnvVar], title: String, log: BuildLog, timeout: Duration?) async throws -> Int32 {
         provider.events.withLock { $0.append("run \(script) env=\(environment.map { "\($0.name)=\($0.value)" })") }
         log.emit(title, "ran: \(script)")
+        // A guest that prints its environment, as a careless step would.
+        if script.contains("KILN_VAR_") { log.emit(title, "env: " + environment.map { "\($0.name)=\($0.value)" }.joined(separator: " ")) }
         if script.contains("SLOW") {
             // Long enough for a second build to start beside this one, on a loaded machine
             // too: it waits (a second at most) for another machine, then 300 ms. A builder

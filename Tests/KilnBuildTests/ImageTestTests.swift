@@ -255,3 +255,39 @@ struct JUnitReportTests {
         #expect(xml.components(separatedBy: "<skipped ").count == 3)
     }
 }
+
+@Suite("Image tests keep secrets (fake provider)")
+struct ImageTestSecretTests {
+    @Test("a sensitive variable in a test step reaches no test record, test log, event or JUnit report")
+    func sensitiveValueInTests() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        // The workspace's app has `token` (sensitive, hunter2); the step's name holds it, and its
+        // script reaches it through the environment (and the fake guest prints that).
+        let file = workspace.dir + "/t/app.yaml"
+        try
+            (try String(contentsOfFile: file, encoding: .utf8) + "\n" + """
+                test:
+                  steps:
+                    - name: "token ${var.token}"
+                      shell: echo "$KILN_VAR_token" FAIL-HERE
+
+                """).write(toFile: file, atomically: true, encoding: .utf8)
+        let collected = CollectingReporter()
+        let report = JUnitReport(forwardingTo: collected)
+        let (set, graph) = try workspace.graph()
+        let builder = Builder(store: workspace.store, provider: FakeProvider(), options: BuildOptions(), reporter: report)
+        await #expect(throws: KilnError.self) { _ = try await builder.build(graph, secrets: set.sensitiveValues) }
+        let app = try #require(try workspace.store.catalog.images().first { $0.family == "app" })
+        let run = try #require(try workspace.store.catalog.latestTestRun(of: app.name))
+        #expect(run.failedStep?.contains("<sensitive>") == true, "\(run.failedStep ?? "")")
+        let record = String(decoding: try JSONEncoder().encode(run), as: UTF8.self)
+        let archive = workspace.store.absolute(try #require(run.log))
+        let log = String(decoding: try #require(try LogArchive.read(archive, entry: "tests.log")), as: UTF8.self)
+        let events = collected.events.value.map { $0.jsonLine() }.joined(separator: "\n")
+        for (what, text) in [("test run", record), ("tests.log", log), ("events", events), ("JUnit", report.xml())] {
+            #expect(!text.contains("hunter2"), "\(what) holds the sensitive value")
+        }
+        #expect(log.contains("<sensitive>"))
+    }
+}
