@@ -82,12 +82,9 @@ enum BootableDisk {
         auto lo
         iface lo inet loopback
 
-        # The first Ethernet interface gets DHCP. It is eth0 (net.ifnames=0 on the kernel command
-        # line, as in Debian's cloud images), brought up when udev reports it (allow-hotplug):
-        # the boot waits neither for udev to settle nor, for sshd, for the lease;
-        # network-online.target still waits for it.
-        allow-hotplug eth0
-        iface eth0 inet dhcp
+        # The first Ethernet interface whatever its name (eth0, ens3, enp0s3...) gets DHCP.
+        auto /e*/1=eth
+        iface eth inet dhcp
         EOF
         cat > "$root/etc/fstab" <<EOF
         UUID=$root_uuid / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1
@@ -107,7 +104,7 @@ enum BootableDisk {
         set timeout=0
         search --no-floppy --fs-uuid --set=root $root_uuid
         menuentry 'Debian GNU/Linux' {
-          linux /vmlinuz root=UUID=$root_uuid ro console=tty0 console=ttyS0,115200 net.ifnames=0
+          linux /vmlinuz root=UUID=$root_uuid ro console=tty0 console=ttyS0,115200
           initrd /initrd.img
         }
         EOF
@@ -133,7 +130,7 @@ enum BootableDisk {
         GRUB_TIMEOUT_STYLE=hidden
         GRUB_DISTRIBUTOR=Debian
         GRUB_CMDLINE_LINUX_DEFAULT=""
-        GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 net.ifnames=0"
+        GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"
         GRUB_TERMINAL="console serial"
         GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
         GRUB_DISABLE_OS_PROBER=true

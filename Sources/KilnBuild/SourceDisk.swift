@@ -22,7 +22,7 @@ struct SourceDisk {
     let store: Store
 
     /// Bumped whenever the recipe below changes what a source disk contains.
-    static let recipeVersion = "6"
+    static let recipeVersion = "5"
 
     /// Packages every bootstrapped base needs to boot (kiln's direct kernel boot, and its own
     /// boot loaders under any firmware) and answer SSH.

@@ -40,8 +40,7 @@ public struct QemuProvider: Provider {
         ] + maskedUnits.map { "systemd.mask=" + $0 }).joined(separator: " ")
 
     static let maskedUnits = [
-        // ifup@eth0 is the image's own DHCP (allow-hotplug): the build boot's address is static.
-        "ifupdown-pre.service", "networking.service", "ifup@eth0.service", "e2scrub_reap.service",
+        "ifupdown-pre.service", "networking.service", "e2scrub_reap.service",
         "getty-static.service", "getty@tty1.service", "serial-getty@ttyS0.service",
         "modprobe@loop.service", "modprobe@fuse.service", "modprobe@dm_mod.service", "modprobe@efi_pstore.service",
         "modprobe@configfs.service", "dev-hugepages.mount", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
