@@ -15,7 +15,9 @@ final class Listener: @unchecked Sendable {
     let fd: Int32
     let port: Int
 
-    init(greeting: String?) throws {
+    /// - Parameter delay: how long each connection waits before the greeting (a guest whose
+    ///   address comes up while the connection is held by QEMU's forwarder).
+    init(greeting: String?, delay: TimeInterval = 0) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -33,6 +35,7 @@ final class Listener: @unchecked Sendable {
             while true {
                 let client = accept(fd, nil, nil)
                 guard client >= 0 else { return }
+                if delay > 0 { Thread.sleep(forTimeInterval: delay) }
                 if let greeting { _ = greeting.withCString { send(client, $0, strlen($0), 0) } }
                 Thread.sleep(forTimeInterval: 0.5)
                 close(client)
@@ -58,6 +61,20 @@ struct SSHProbeTests {
         #expect(!SSHClient.bannerAnswers(port: listener.port))
         // A read without the timeout would hang; the margin is for CI, where the fast tests run
         // in parallel beside QEMU on two cores.
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test("the readiness probe holds one connection while it waits: a banner that comes late on it counts; a stop ends the wait")
+    func heldConnection() throws {
+        // The boot's probe waits long enough; the default 300 ms does not (a new connection
+        // every probe is what queued dozens of SYNs for a guest still without an address).
+        let late = try Listener(greeting: "SSH-2.0-OpenSSH_9.2p1 Debian\r\n", delay: 1.5)
+        #expect(SSHClient.bannerAnswers(port: late.port, wait: SSHClient.probeWait))
+        #expect(!SSHClient.bannerAnswers(port: late.port))
+        // Holds each connection 10 s before closing it: only the stop can end the wait sooner.
+        let silent = try Listener(greeting: nil, delay: 10)
+        let started = ContinuousClock.now
+        #expect(!SSHClient.bannerAnswers(port: silent.port, wait: 60_000, stop: { ContinuousClock.now - started > .milliseconds(500) }))
         #expect(ContinuousClock.now - started < .seconds(5))
     }
 

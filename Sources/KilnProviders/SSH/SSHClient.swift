@@ -76,10 +76,17 @@ struct SSHClient: Sendable {
     /// Waits until the guest's sshd answers, then logs in once and keeps that connection as
     /// the master until `deadline`'s owner cancels the returned task (or the guest goes away).
     ///
-    /// The banner is probed in-process every 100 ms: cheaper than starting `ssh` (QEMU's
-    /// forwarder accepts at once, so a client would sit out its whole ConnectTimeout while the
-    /// guest has no address yet). A login can still fail right after the banner (the key is
-    /// provisioned by systemd a moment later): it is retried until the deadline.
+    /// The banner is probed in-process: cheaper than starting `ssh` (QEMU's forwarder accepts
+    /// at once, so a client would sit out its whole ConnectTimeout while the guest has no
+    /// address yet). Each probe holds its connection for up to ``probeWait``: while the guest
+    /// has no address, QEMU keeps the connection's SYN queued until the guest answers ARP, then
+    /// delivers every queued one at once. Short probes queued one SYN every 400 ms, and a
+    /// guest that took its address from DHCP (a test boot, a disk booted by its own boot
+    /// loader) then had sshd fork a child for each of dozens of dead connections: its banner
+    /// came 11 s after sshd started. A guest that refuses (sshd not up yet) resets the
+    /// connection at once, and the next probe follows 100 ms later. A login can still fail
+    /// right after the banner (the key is provisioned by systemd a moment later): it is
+    /// retried until the deadline.
     func connectMaster(
         deadline: ContinuousClock.Instant, isAlive: @Sendable () async -> Bool,
         onBanner: @Sendable () -> Void = {}
@@ -89,7 +96,7 @@ struct SSHClient: Sendable {
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
             guard await isAlive() else { throw KilnError(.providerFailed, "the VM exited before SSH came up") }
-            guard await Self.probeBanner(host: host, port: port) else {
+            guard await Self.probeBanner(host: host, port: port, wait: Self.probeWait) else {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
@@ -138,13 +145,25 @@ struct SSHClient: Sendable {
 
     /// ``bannerAnswers(host:port:)`` on a thread of its own: the probe blocks in connect and
     /// poll for up to a second, which must not hold one of the few threads async code runs on.
-    static func probeBanner(host: String, port: Int) async -> Bool {
-        (try? await blocking { bannerAnswers(host: host, port: port) }) ?? false
+    static func probeBanner(host: String, port: Int, wait milliseconds: Int32 = 300) async -> Bool {
+        // A cancelled build (Ctrl-C during boot) ends the wait within one slice, not after it.
+        let stop = Locked(false)
+        return await withTaskCancellationHandler {
+            (try? await blocking { bannerAnswers(host: host, port: port, wait: milliseconds, stop: { stop.value }) }) ?? false
+        } onCancel: {
+            stop.set(true)
+        }
     }
 
-    /// True when something on `host`:`port` (IPv4) sends an SSH identification string within 300 ms.
-    /// Blocking: async code calls ``probeBanner(host:port:)``.
-    static func bannerAnswers(host: String = "127.0.0.1", port: Int) -> Bool {
+    /// How long one readiness probe waits for the banner on its connection (see ``connectMaster(deadline:isAlive:onBanner:)``).
+    static let probeWait: Int32 = 5000
+
+    /// True when something on `host`:`port` (IPv4) sends an SSH identification string within
+    /// `wait` milliseconds on one connection; false at once when the connection is closed.
+    /// Blocking: async code calls ``probeBanner(host:port:wait:)``.
+    static func bannerAnswers(
+        host: String = "127.0.0.1", port: Int, wait milliseconds: Int32 = 300, stop: () -> Bool = { false }
+    ) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -162,7 +181,15 @@ struct SSHClient: Sendable {
         }
         guard connected else { return false }
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&poller, 1, 300) == 1 else { return false }
+        // In slices, so that `stop` is heard.
+        var waited: Int32 = 0
+        var ready = false
+        while waited < milliseconds && !ready && !stop() {
+            let slice = min(250, milliseconds - waited)
+            ready = poll(&poller, 1, slice) == 1
+            waited += slice
+        }
+        guard ready else { return false }
         var buffer = [UInt8](repeating: 0, count: 4)
         return recv(fd, &buffer, 4, 0) == 4 && buffer == Array("SSH-".utf8)
     }
