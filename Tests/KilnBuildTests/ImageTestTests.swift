@@ -165,6 +165,10 @@ struct ImageTestTests {
         _ = try? await Self.build(workspace, provider)
         #expect(try workspace.store.catalog.image(named: failed.name)?.state == .failed)
         #expect(try workspace.store.catalog.head(of: "app") == nil)
+        // It was READY (it may be deployed): gc leaves it and its disk to kiln delete.
+        let report = try await GarbageCollector.run(workspace.store, now: Date(), dryRun: false, cacheLimit: 1 << 40)
+        #expect(report.failed.isEmpty && report.purged.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: workspace.store.diskPath(of: failed)))
     }
 
     @Test("a refresh's hold keeps passing images TESTING until markReady makes them READY together")
