@@ -122,7 +122,6 @@ quick_report() {
   echo "| B4 | $graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | | < 2 s: $(verdict "$b4_median" 2) |"
   echo "| B8 | validate 1,000 templates, 5 levels (5 runs) | $b8_validate s | | |"
   echo "| B8 | plan 1,000 templates, 5 levels (5 runs) | $b8_plan s | | |"
-  echo "| B12 | the product's test phase: a test boot of the sealed image (SeaBIOS, its GRUB, its first boot) and 3 test steps | $(printf '%s\n' "${b12[@]}" | stats) s | | | test boot to SSH $(printf '%s\n' "${b12_boot[@]}" | median) s (median) | ≤ B1 + 2 s ($b12_goal s): $(verdict "$b12_median" "$b12_goal") |"
   echo "| B8 | validate + plan | $b8_both s | | < 1 s: $(verdict "$b8_median" 1) |"
   "$bench" catalog | sed 's/^| /| B9 | /; s/ | \([^|]*\) |$/ | | \1 |/'
   b10_rows
