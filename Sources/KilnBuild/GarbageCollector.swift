@@ -24,12 +24,8 @@ public enum GarbageCollector {
         // image stands on, a channel points at or that is pinned stays (the guards say why),
         // and so does one that was READY before changed tests failed it: it may be deployed,
         // and a test boot that failed for the host's reasons must not cost it its disk.
-        let onceReady = Set(
-            try store.catalog.images().filter { $0.state == .failed }.map(\.family).flatMap { family in
-                try store.catalog.history(family: family).filter { $0.toState == .ready }.map(\.image)
-            })
         for image in try store.catalog.images() where image.state == .failed {
-            if onceReady.contains(image.name) {
+            if try store.catalog.wasReady(image.name) {
                 warn("\(image.name) is FAILED but was READY before: it stays until kiln delete \(image.name)")
                 continue
             }

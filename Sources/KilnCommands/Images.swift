@@ -21,12 +21,8 @@ struct Images: AsyncParsableCommand {
     func run() async throws {
         let store = try store.open()
         let images = try store.catalog.images().filter { family == nil || $0.family == family }
-        let tests = try store.catalog.latestTestStatuses()
+        let runs = try store.catalog.latestTestRuns()
         if json {
-            let runs = try Dictionary(
-                uniqueKeysWithValues: images.filter { tests[$0.name] != nil }.compactMap { image in
-                    try store.catalog.latestTestRun(of: image.name).map { (image.name, $0) }
-                })
             try printJSON(images.map { ImageView($0, store: store, testRun: runs[$0.name]) })
             return
         }
@@ -36,7 +32,7 @@ struct Images: AsyncParsableCommand {
                 [
                     $0.name, $0.family, $0.version, $0.state.rawValue + ($0.purged ? " (purged)" : ""), $0.parent ?? "-",
                     humanSize($0.size),
-                    $0.created.formatted(.iso8601), tests[$0.name]?.rawValue ?? "-",
+                    $0.created.formatted(.iso8601), runs[$0.name]?.status.rawValue ?? "-",
                 ]
             })
     }

@@ -195,7 +195,9 @@ final class ConsoleReporter: BuildReporter {
         switch event.event {
         case .output: line(family: event.family, source: event.source ?? "kiln", text: event.text ?? "")
         case .waiting: line(family: event.family, source: "kiln", text: event.text ?? "waiting")
-        case .upToDate: line(family: event.family, source: "kiln", text: "up to date: \(event.image ?? "?")")
+        // With a text, the image is built but its tests run again (the text says why).
+        case .upToDate:
+            line(family: event.family, source: "kiln", text: event.text.map { "\($0)" } ?? "up to date: \(event.image ?? "?")")
         case .promoted:
             line(family: event.family, source: "kiln", text: "promoted \(event.image ?? "?") to \(event.family)@\(event.channel ?? "?")")
         // The log's own lines tell these, and the error report the failure.

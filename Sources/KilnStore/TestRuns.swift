@@ -79,6 +79,16 @@ extension Catalog {
             ])
     }
 
+    /// Whether the image was ever READY: committed READY (a template without tests then), or
+    /// made READY since. Either way some state change starts or ends at READY.
+    public func wasReady(_ name: String) throws -> Bool {
+        try db.read { db in
+            try db.count(
+                "SELECT count(*) AS n FROM event WHERE image = ? AND (fromState = ? OR toState = ?)",
+                [.text(name), .text(ImageState.ready.rawValue), .text(ImageState.ready.rawValue)]) > 0
+        }
+    }
+
     /// The image's newest test run; nil when its tests never ran.
     public func latestTestRun(of image: String) throws -> TestRunRecord? {
         try db.read { db in try Self.latestTestRun(of: image, db) }
@@ -93,17 +103,13 @@ extension Catalog {
         try db.read { db in try db.row(TestRunRecord.select + " WHERE id = ?", [.text(id)]).map(TestRunRecord.init(row:)) }
     }
 
-    /// Every image's newest test run's status, by image name (`kiln images`).
-    public func latestTestStatuses() throws -> [String: TestStatus] {
+    /// Every image's newest test run, by image name (`kiln images`): one query for the listing.
+    public func latestTestRuns() throws -> [String: TestRunRecord] {
         try db.read { db in
-            var statuses: [String: TestStatus] = [:]
             // Oldest first: each image's newest run is the last one written into the dictionary.
-            for row in try db.rows("SELECT image, status FROM test_run ORDER BY started, id") {
-                if let image = try row.string("image"), let status = try row.string("status").flatMap(TestStatus.init(rawValue:)) {
-                    statuses[image] = status
-                }
+            try db.rows(TestRunRecord.select + " ORDER BY started, id").map(TestRunRecord.init(row:)).reduce(into: [:]) {
+                $0[$1.image] = $1
             }
-            return statuses
         }
     }
 

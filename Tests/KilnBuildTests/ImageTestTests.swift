@@ -171,6 +171,22 @@ struct ImageTestTests {
         #expect(FileManager.default.fileExists(atPath: workspace.store.diskPath(of: failed)))
     }
 
+    @Test("a READY image built before its template had tests, failing the tests added since, is FAILED but gc keeps its disk")
+    func committedReadyThenFailed() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let provider = FakeProvider()
+        let (first, _) = try await Self.build(workspace, provider)
+        let app = first[1].image
+        #expect(app.state == .ready)
+        try Self.withTests(workspace, step: "FAIL-HERE")
+        _ = try? await Self.build(workspace, provider)
+        #expect(try workspace.store.catalog.image(named: app.name)?.state == .failed)
+        let report = try await GarbageCollector.run(workspace.store, now: Date(), dryRun: false, cacheLimit: 1 << 40)
+        #expect(report.failed.isEmpty && report.purged.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: workspace.store.diskPath(of: app)))
+    }
+
     @Test("a refresh's hold keeps passing images TESTING until markReady makes them READY together")
     func holdReady() async throws {
         let workspace = try Workspace()
