@@ -5,7 +5,7 @@ import Testing
 
 extension VMBuildTests {
     /// The product's exports, as a hypervisor or a cloud would start them (docs/images.md):
-    /// the qcow2 on an 8 GiB disk under SeaBIOS and under OVMF, and the GCE archive's disk.
+    /// the qcow2 on an 8 GiB disk under SeaBIOS (booted twice), the GCE archive's disk under OVMF.
     @Test(
         "examples/debian's product boots on its own under SeaBIOS and OVMF: nginx serves the site, the root grew, each boot has its own machine-id and host key"
     )
@@ -20,11 +20,27 @@ extension VMBuildTests {
         let exported = try await store.kiln(["export", product, "--format", "qcow2", "--output", qcow2])
         try #require(exported.status == 0, "\(exported.stderr)")
 
+        // GCE: disk.raw alone in a gzip-compressed tar, a whole number of GiB; it is the disk the
+        // OVMF boot starts from (GCE boots UEFI), the qcow2 the SeaBIOS one.
+        let gce = dir + "/web.tar.gz"
+        let gceExport = try await store.kiln(["export", product, "--format", "gce", "--output", gce])
+        try #require(gceExport.status == 0, "\(gceExport.stderr)")
+        let listing = try await ProcessRunner.check("tar", ["-tzvf", gce]).stdout
+        let names = listing.split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) }
+        #expect(names == ["disk.raw"], "\(listing)")
+        let extracted = dir + "/gce"
+        try FileManager.default.createDirectory(atPath: extracted, withIntermediateDirectories: true)
+        try await ProcessRunner.check("tar", ["-xzf", gce, "-C", extracted])
+        try FileManager.default.removeItem(atPath: gce)
+        let raw = extracted + "/disk.raw"
+        let rawSize = try #require(try FileManager.default.attributesOfItem(atPath: raw)[.size] as? Int)
+        #expect(rawSize % (1 << 30) == 0, "GCE wants whole GiB: \(rawSize)")
+
         var boots: [FirmwareVM.Facts] = []
-        for firmware in [FirmwareVM.Firmware.seabios, .ovmf] {
+        for (firmware, image, format) in [(FirmwareVM.Firmware.seabios, qcow2, "qcow2"), (.ovmf, raw, "raw")] {
             // An 8 GiB disk holding the exported image, as a cloud gives an instance.
             let disk = dir + "/\(firmware.rawValue).qcow2"
-            try await ProcessRunner.check("qemu-img", ["create", "-q", "-f", "qcow2", "-b", qcow2, "-F", "qcow2", disk, "8G"])
+            try await ProcessRunner.check("qemu-img", ["create", "-q", "-f", "qcow2", "-b", image, "-F", format, disk, "8G"])
             let vm = try await FirmwareVM(disk: disk, firmware: firmware, key: key)
             do {
                 try await vm.waitForSSH()
@@ -60,32 +76,6 @@ extension VMBuildTests {
         try #require(boots.count == 2)
         #expect(boots[0].machineID.count == 32 && boots[0].machineID != boots[1].machineID, "each instance has its own machine-id")
         #expect(!boots[0].hostKey.isEmpty && boots[0].hostKey != boots[1].hostKey, "each instance makes its own host key")
-
-        // GCE: disk.raw alone in a gzip-compressed tar, a whole number of GiB, and it boots.
-        let gce = dir + "/web.tar.gz"
-        let gceExport = try await store.kiln(["export", product, "--format", "gce", "--output", gce])
-        try #require(gceExport.status == 0, "\(gceExport.stderr)")
-        let listing = try await ProcessRunner.check("tar", ["-tzvf", gce]).stdout
-        let names = listing.split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) }
-        #expect(names == ["disk.raw"], "\(listing)")
-        try FileManager.default.removeItem(atPath: qcow2)
-        let extracted = dir + "/gce"
-        try FileManager.default.createDirectory(atPath: extracted, withIntermediateDirectories: true)
-        try await ProcessRunner.check("tar", ["-xzf", gce, "-C", extracted])
-        try FileManager.default.removeItem(atPath: gce)
-        let raw = extracted + "/disk.raw"
-        let rawSize = try #require(try FileManager.default.attributesOfItem(atPath: raw)[.size] as? Int)
-        #expect(rawSize % (1 << 30) == 0, "GCE wants whole GiB: \(rawSize)")
-        let vm = try await FirmwareVM(disk: raw, format: "raw", firmware: .seabios, key: key)
-        do {
-            try await vm.waitForSSH()
-            let facts = try await vm.facts()
-            #expect(facts.nginx == "active" && facts.site == index)
-        } catch {
-            await vm.stop()
-            throw error
-        }
-        await vm.stop()
     }
 
     @Test("the vhd export is a fixed VHD of a whole number of MiB, as Azure imports it")

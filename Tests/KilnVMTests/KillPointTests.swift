@@ -14,12 +14,12 @@ extension VMBuildTests {
     ]
 
     @Test(
-        "kill -9 at 24 seeded points of a build: nothing READY is lost or damaged, no qemu or ssh survives the next kiln, a rerun builds",
+        "kill -9 at 12 seeded points of a build: nothing READY is lost or damaged, no qemu or ssh survives the next kiln, a rerun builds",
         .tags(.long))
     func killPoints() async throws {
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["KILN_KILL_SEED"].flatMap { UInt64($0) } ?? 20_261_123
-        let count = environment["KILN_KILL_POINTS"].flatMap { Int($0) } ?? 24
+        let count = environment["KILN_KILL_POINTS"].flatMap { Int($0) } ?? 12
         let dir = try await exampleAndScratchDirectory("kill")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "payload\n".write(toFile: dir + "/payload.txt", atomically: true, encoding: .utf8)
