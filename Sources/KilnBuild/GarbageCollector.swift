@@ -7,7 +7,8 @@ import KilnStore
 /// running, and bounds the source cache.
 public enum GarbageCollector {
     public struct Report: Sendable {
-        /// FAILED images (docs/testing.md) deleted, their disks then purged with the rest.
+        /// FAILED images (docs/testing.md), and TESTING ones a newer image replaced before their
+        /// tests finished, deleted; their disks then purged with the rest.
         public var failed: [String] = []
         public var purged: [String] = []
         public var staleDirectories: [String] = []
@@ -24,18 +25,28 @@ public enum GarbageCollector {
         // image stands on, a channel points at or that is pinned stays (the guards say why),
         // and so does one that was READY before changed tests failed it: it may be deployed,
         // and a test boot that failed for the host's reasons must not cost it its disk.
-        for image in try store.catalog.images() where image.state == .failed {
+        // A TESTING image whose tests never finished (its kiln died during them) is the same
+        // garbage once a newer image of its family exists and no kiln is working on the family:
+        // nothing builds on it, and nothing will test it again.
+        let images = try store.catalog.images()
+        let busyFamilies = Set(try store.catalog.builds(status: .running).filter(store.mayBeRunning).map(\.family))
+        let superseded = { (image: ImageRecord) in
+            !busyFamilies.contains(image.family)
+                && images.contains { $0.family == image.family && ($0.created, $0.version) > (image.created, image.version) }
+        }
+        for image in images where image.state == .failed || (image.state == .testing && superseded(image)) {
             if try store.catalog.wasReady(image.name) {
                 warn("\(image.name) is FAILED but was READY before: it stays until kiln delete \(image.name)")
                 continue
             }
-            var change = Transition(to: .deleted, reason: "kiln gc: its tests failed", now: now)
+            let reason = image.state == .failed ? "its tests failed" : "its tests never finished and a newer image replaced it"
+            var change = Transition(to: .deleted, reason: "kiln gc: \(reason)", now: now)
             change.purgeOn = now
             do {
                 try store.catalog.transition(image.name, change, dryRun: dryRun)
                 report.failed.append(image.name)
             } catch let error as KilnError {
-                warn("\(image.name) is FAILED but stays: \(error.message)")
+                warn("\(image.name) is \(image.state.rawValue) but stays: \(error.message)")
             }
         }
         // Purged images' blobs: under the blob lock, leaving what a running build leased.

@@ -62,6 +62,7 @@ struct ImageTester: Sendable {
         log.emit("kiln", "testing \(image.name): \(selected.count) test step\(selected.count == 1 ? "" : "s") on a test boot")
         let results = Locked<[TestStepResult]>([])
         let machineBox = Locked<(any Machine)?>(nil)
+        var hostError: (any Error)?
         do {
             if !selected.isEmpty {
                 steps.enter("test boot")
@@ -88,13 +89,15 @@ struct ImageTester: Sendable {
             let cancelled = Task.isCancelled || (error as? KilnError)?.code == .cancelled || error is CancellationError
             let failedStep = steps.current
             let message = log.redact(cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)")
-            log.emit("kiln", "tests \(cancelled ? "cancelled" : "failed") at \(failedStep): \(message)")
-            run.status = cancelled ? .cancelled : .failed
+            run.status = TestStatus.after(error, cancelled: cancelled)
+            let ended = [TestStatus.cancelled: "cancelled", .error: "could not run (a host error, not the image's)"][run.status]
+            log.emit("kiln", "tests \(ended ?? "failed") at \(failedStep): \(message)")
+            hostError = error
             run.failedStep = failedStep
             run.message = message
             run.steps = results.value + Self.notRun(after: results.value.count, of: template.tests.steps, stoppedAt: failedStep, log: log)
         }
-        let lastLines = log.lastLines(8).filter { !$0.hasPrefix("tests failed at") }
+        let lastLines = log.lastLines(8).filter { !$0.hasPrefix("tests ") }
         log.close()
         run.finished = Date()
         // The archive of a run inside a build is the build's, written again when the build ends.
@@ -112,10 +115,19 @@ struct ImageTester: Sendable {
             return after
         case .cancelled:
             throw KilnError(.cancelled, "the tests of \(image.name) were cancelled during \(run.failedStep ?? "?")")
+        case .error:
+            // The host's error, as it was: its code (and exit status) is not a test failure's.
+            let message =
+                "the tests of \(image.name) could not run (at \(run.failedStep ?? "?")); \(image.name) stays \(after.state.rawValue)"
+            throw KilnError((hostError as? KilnError)?.code ?? .io, message, cause: hostError)
         case .failed:
             var text = "the tests of \(image.name) failed at \(run.failedStep ?? "?"): \(run.message ?? "")"
             if !lastLines.isEmpty { text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n") }
             text += "\n\(image.name) is \(after.state.rawValue): not resolvable, not promotable, not a parent"
+            let standing = ((try? store.catalog.children(of: image.name)) ?? []).filter { $0.state == .ready }.map(\.name)
+            if !standing.isEmpty {
+                text += "\nimages built on it stay READY: \(standing.joined(separator: ", ")) (kiln test or kiln deprecate them)"
+            }
             text += "\ntest log: kiln logs \(image.name) --tests"
             throw KilnError(.buildFailed, text)
         }

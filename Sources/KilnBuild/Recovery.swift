@@ -40,12 +40,15 @@ public enum Recovery {
                 let archive = store.logArchivePath(buildID: build.id)
                 if (try? LogArchive.write(Builder.logFiles(in: scratch), to: archive.absolute)) != nil { record.log = archive.relative }
             }
+            var testsInterrupted = false
             if var run = try store.catalog.testRun(id: build.id), run.status == .running {
                 // The image stays as it was (TESTING stays TESTING): its next build tests it again.
                 run.status = .cancelled
                 run.finished = Date()
                 run.message = message
+                run.failedStep = record.failedStep
                 try store.catalog.finish(run)
+                testsInterrupted = true
             }
             let named = try store.catalog.images().first(where: { $0.buildID == build.id })
             // Sealed but never named (the image's disk, or the source disk it was made from):
@@ -56,7 +59,12 @@ public enum Recovery {
                 else { continue }
                 try? Store.removeTree(store.blobDirectory(digest: digest))
             }
-            if let image = named {
+            if let image = named, testsInterrupted {
+                // Named, but its tests never finished: the build did not do what it was asked.
+                record.status = .failed
+                record.image = image.name
+                record.message = "\(message): \(image.name) was named, but its tests were interrupted (it stays \(image.state.rawValue))"
+            } else if let image = named {
                 // Killed after the catalog named the image: the image is whole; only the record lagged.
                 record.status = .succeeded
                 record.image = image.name
@@ -92,6 +100,8 @@ public enum Recovery {
                 step = "shutdown"
             } else if event.hasPrefix("VM stopped") {
                 step = "snapshot"
+            } else if event.hasPrefix("testing ") {
+                step = "test boot"
             }
         }
         return step

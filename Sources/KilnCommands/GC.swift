@@ -11,7 +11,8 @@ struct GC: AsyncParsableCommand {
             A DELETED image's disk is removed once its purge date has passed and no image that is \
             not purged is built on it; its catalog row stays for the family's history. An image \
             whose tests failed (FAILED, docs/testing.md) is kept for inspection until gc, which \
-            deletes and purges it.
+            deletes and purges it, unless it was READY before; so is a TESTING image whose tests \
+            never finished once a newer image of its family exists.
             """)
 
     @Flag(name: .customLong("dry-run"), help: "Print what would be removed, remove nothing.") var dryRun = false
@@ -24,7 +25,7 @@ struct GC: AsyncParsableCommand {
             try (dryRun ? store.open() : store.openRecovered()), now: date, dryRun: dryRun, cacheLimit: SourceCache.defaultLimit(),
             warn: warnOnStderr)
         let verb = dryRun ? "would remove" : "removed"
-        for name in report.failed { print("\(dryRun ? "would delete" : "deleted") \(name), which failed its tests") }
+        for name in report.failed { print("\(dryRun ? "would delete" : "deleted") \(name), which did not pass its tests") }
         for name in report.purged { print("\(verb) the disk of \(name)") }
         for path in report.staleDirectories { print("\(verb) \(path)") }
         for entry in report.cache { print("\(verb) \(entry.kind.rawValue) \(entry.description)") }

@@ -47,6 +47,13 @@ struct Test: AsyncParsableCommand {
         let templates = try TemplateOptions.parse([path] + variables.flatMap { ["--var", $0] })
         let (set, graph) = try templates.load(store: try store.openIfPresent())
         let store = try store.openRecovered()
+        let chosen = try Self.image(named: name, in: store.catalog)
+        // A build of the family waits for this run, and this run for a build; the image is read
+        // again under the lock (a build may have made a newer one, or moved this one).
+        let lock = try await store.lockFamily(chosen.family) {
+            printError("kiln: waiting for another kiln process that is building \(chosen.family)")
+        }
+        defer { withExtendedLifetime(lock) {} }
         let image = try Self.image(named: name, in: store.catalog)
         guard let template = graph.template(image.family) else {
             throw KilnError(
@@ -61,7 +68,11 @@ struct Test: AsyncParsableCommand {
             throw KilnError(.invalidInput, "the \(provider.name) provider cannot boot an image for tests (qemu can; docs/testing.md)")
         }
         if template.testSteps(for: provider.name).isEmpty {
-            printError("kiln: \(template.family)'s template has no test steps for \(provider.name): the run passes with nothing to run")
+            // A run with nothing in it would pass, and make a FAILED image READY: a template in
+            // the wrong directory must not do that.
+            throw KilnError(
+                .invalidInput,
+                "\(template.family)'s template in \(path) has no test steps for \(provider.name): nothing to run (docs/testing.md)")
         }
         var options = BuildOptions()
         options.bootTimeout = .seconds(bootTimeout)
@@ -71,11 +82,6 @@ struct Test: AsyncParsableCommand {
         let builder = Builder(store: store, options: options, reporter: reporter)
         let testsHash = try BuildKeys.testsHash(
             for: template, secrets: set.sensitiveValues, provider: provider.name, conceal: try store.catalog.concealer())
-        // A build of the family waits for this run, and this run for a build.
-        let lock = try await store.lockFamily(image.family) {
-            printError("kiln: waiting for another kiln process that is building \(image.family)")
-        }
-        defer { withExtendedLifetime(lock) {} }
         let tested = try await builder.test(
             image, template: template, provider: provider, testsHash: testsHash, secrets: set.sensitiveValues)
         if !json { print("tests passed: \(tested.name) is \(tested.state.rawValue)") }

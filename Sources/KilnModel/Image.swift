@@ -182,8 +182,23 @@ public struct ImageDraft: Sendable {
     }
 }
 
+/// How a test run ended. `failed` is the image's fault (a step failed or timed out, or the
+/// image did not boot to SSH) and moves it to FAILED; `error` is the host's (a file, the store,
+/// the catalog, a tool kiln runs), `cancelled` an interruption: neither says anything about
+/// the image, so neither moves it, and its next build tests it again.
 public enum TestStatus: String, Codable, Sendable {
-    case running, passed, failed, cancelled
+    case running, passed, failed, error, cancelled
+
+    /// What a run that stopped with `error` says about the image: failures kiln's steps and
+    /// the machine report (a step's exit, a timeout, the VM stopping or never answering) are
+    /// the image's; everything else (i/o, the store, kiln itself) is the host's.
+    public static func after(_ error: any Error, cancelled: Bool) -> TestStatus {
+        if cancelled { return .cancelled }
+        switch (error as? KilnError)?.code {
+        case .buildFailed, .timeout, .providerFailed: return .failed
+        default: return .error
+        }
+    }
 }
 
 /// How one test step went.

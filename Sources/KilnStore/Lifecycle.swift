@@ -143,7 +143,11 @@ extension Catalog {
         case .ready where from == .testing || from == .failed:
             throw KilnError(
                 .invalidInput, "\(image.name) is \(from.rawValue): it becomes READY by passing its tests (kiln test \(image.name))")
-        case .ready: allowed = from == .deprecated || from == .obsolete
+        case .ready:
+            allowed = from == .deprecated || from == .obsolete
+            if allowed, let refusal = try Self.mayReturnToReady(image.name, db) {
+                throw KilnError(.invalidInput, "\(image.name) cannot be READY again: \(refusal)")
+            }
         case .deprecated: allowed = from == .ready
         case .obsolete: allowed = from == .ready || from == .deprecated
         case .deleted: allowed = from != .deleted

@@ -39,13 +39,14 @@ extension Catalog {
     }
 
     /// The state a test result moves an image to; nil: it stays as it is. Passing makes a
-    /// TESTING or FAILED image READY; failing makes a TESTING or READY one FAILED (a READY
+    /// TESTING or FAILED image READY (TESTING when held); failing makes a TESTING or READY one FAILED (a READY
     /// image that fails changed tests is no longer what its family resolves to). An image on
     /// its way out (DEPRECATED, OBSOLETE, DELETED) keeps its state: the run is only recorded.
     public static func stateAfter(_ status: TestStatus, from state: ImageState, hold: Bool = false) -> ImageState? {
         switch (status, state) {
         case (.passed, .testing): return hold ? nil : .ready
-        case (.passed, .failed): return .ready
+        // Held too: a refresh makes what it rebuilt READY together, or nothing.
+        case (.passed, .failed): return hold ? .testing : .ready
         case (.failed, .testing), (.failed, .ready): return .failed
         default: return nil
         }
@@ -82,11 +83,29 @@ extension Catalog {
     /// Whether the image was ever READY: committed READY (a template without tests then), or
     /// made READY since. Either way some state change starts or ends at READY.
     public func wasReady(_ name: String) throws -> Bool {
-        try db.read { db in
-            try db.count(
-                "SELECT count(*) AS n FROM event WHERE image = ? AND (fromState = ? OR toState = ?)",
-                [.text(name), .text(ImageState.ready.rawValue), .text(ImageState.ready.rawValue)]) > 0
+        try db.read { db in try Self.wasReady(name, db) }
+    }
+
+    static func wasReady(_ name: String, _ db: any SQLConnection) throws -> Bool {
+        try db.count(
+            "SELECT count(*) AS n FROM event WHERE image = ? AND (fromState = ? OR toState = ?)",
+            [.text(name), .text(ImageState.ready.rawValue), .text(ImageState.ready.rawValue)]) > 0
+    }
+
+    /// Whether an image on its way out (DEPRECATED, OBSOLETE) may be READY again: it was READY
+    /// once, and its newest run that decided anything passed. A TESTING or FAILED image an
+    /// obsolete cascade carried along never was; a DEPRECATED image whose changed tests failed
+    /// (it keeps its state: see ``stateAfter(_:from:hold:)``) must pass them first.
+    static func mayReturnToReady(_ name: String, _ db: any SQLConnection) throws -> String? {
+        guard try wasReady(name, db) else { return "it never passed its tests (it was never READY)" }
+        let decided = try db.row(
+            TestRunRecord.select + " WHERE image = ? AND status IN (?, ?) ORDER BY started DESC, id DESC LIMIT 1",
+            [.text(name), .text(TestStatus.passed.rawValue), .text(TestStatus.failed.rawValue)]
+        ).map(TestRunRecord.init(row:))
+        if let decided, decided.status == .failed {
+            return "its newest tests failed at \(decided.failedStep ?? "?") (test run \(decided.id)); kiln test \(name) first"
         }
+        return nil
     }
 
     /// The image's newest test run; nil when its tests never ran.

@@ -66,6 +66,8 @@ final class FakeMachine: Machine {
             for _ in 0..<20 where provider.running.value < 2 { try await Task.sleep(for: .milliseconds(50)) }
             try await Task.sleep(for: .milliseconds(300))
         }
+        // The host fails the step (a full disk, say): not the guest's doing.
+        if script.contains("HOST-ERROR") { throw KilnError(.io, "no space left on the host's device") }
         // Hangs until the step's timeout (or a cancelled build) stops it.
         if script.contains("HANG") { try await Task.sleep(for: .seconds(3600)) }
         // `FLAKY-N` fails until its Nth run.

@@ -30,14 +30,14 @@ struct ImageTestTests {
                 """).write(toFile: file, atomically: true, encoding: .utf8)
     }
 
-    static func build(_ workspace: Workspace, _ provider: FakeProvider, options: BuildOptions = BuildOptions()) async throws -> (
-        [BuildResult], [BuildEvent]
-    ) {
+    static func build(
+        _ workspace: Workspace, _ provider: FakeProvider, options: BuildOptions = BuildOptions(), force: Bool = false
+    ) async throws -> ([BuildResult], [BuildEvent]) {
         let (set, graph) = try workspace.graph()
         let reporter = CollectingReporter()
         let builder = Builder(store: workspace.store, provider: provider, options: options, reporter: reporter)
         do {
-            return (try await builder.build(graph, secrets: set.sensitiveValues), reporter.events.value)
+            return (try await builder.build(graph, secrets: set.sensitiveValues, force: force), reporter.events.value)
         } catch {
             throw Failure(error: error, events: reporter.events.value)
         }
@@ -206,6 +206,136 @@ struct ImageTestTests {
         try workspace.store.catalog.markReady(images.map(\.name), reason: "refresh: every rebuilt image passed its tests")
         #expect(try workspace.store.catalog.head(of: "app")?.name == images[1].name)
         #expect(try workspace.store.catalog.head(of: "base")?.name == images[0].name)
+    }
+}
+
+/// The review's cases: results that must not move an image, and ways back to READY that
+/// must not skip the tests.
+@Suite("Image test states hold against every way around them (fake provider)")
+struct ImageTestStateTests {
+    static func rewrite(_ workspace: Workspace, _ from: String, _ to: String) throws {
+        let file = workspace.dir + "/t/app.yaml"
+        try (try String(contentsOfFile: file, encoding: .utf8)).replacingOccurrences(of: from, with: to)
+            .write(toFile: file, atomically: true, encoding: .utf8)
+    }
+
+    static func failingBuild(_ workspace: Workspace, _ provider: FakeProvider, force: Bool = false) async throws
+        -> ImageTestTests.Failure
+    {
+        do { _ = try await ImageTestTests.build(workspace, provider, force: force) } catch let failure as ImageTestTests.Failure {
+            return failure
+        }
+        throw KilnError(.internalError, "the build passed")
+    }
+
+    @Test("a host error during the tests moves nothing: the run is `error`, the image stays TESTING, the next build tests it again")
+    func hostErrorMovesNothing() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        try ImageTestTests.withTests(workspace, step: "HOST-ERROR")
+        let provider = FakeProvider()
+        let failure = try await Self.failingBuild(workspace, provider)
+        #expect("\(failure.error)".contains("could not run (at test[2] shell HOST-ERROR)"), "\(failure.error)")
+        let catalog = workspace.store.catalog
+        let app = try #require(try catalog.images().first { $0.family == "app" })
+        #expect(app.state == .testing)
+        let run = try #require(try catalog.latestTestRun(of: app.name))
+        #expect(run.status == .error && run.failedStep == "test[2] shell HOST-ERROR")
+        #expect(try catalog.history(family: "app").isEmpty, "no state change")
+        try Self.rewrite(workspace, "HOST-ERROR", "echo fine")
+        let (results, _) = try await ImageTestTests.build(workspace, provider)
+        #expect(results[1].image.name == app.name && results[1].image.state == .ready)
+        #expect(TestStatus.after(KilnError(.timeout, "t"), cancelled: false) == .failed)
+        #expect(TestStatus.after(KilnError(.providerFailed, "VM stopped"), cancelled: false) == .failed)
+        #expect(TestStatus.after(KilnError(.storeInconsistent, "s"), cancelled: false) == .error)
+        #expect(TestStatus.after(CancellationError(), cancelled: true) == .cancelled)
+    }
+
+    @Test("undeprecate returns to READY only an image that was READY and whose newest decided run passed")
+    func returnToReadyNeedsPassedTests() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        try ImageTestTests.withTests(workspace, step: "FAIL-HERE")
+        let provider = FakeProvider()
+        _ = try await Self.failingBuild(workspace, provider)
+        _ = try await Self.failingBuild(workspace, provider, force: true)
+        let catalog = workspace.store.catalog
+        let bases = try catalog.images().filter { $0.family == "base" }.sorted { $0.version < $1.version }
+        let apps = try catalog.images().filter { $0.family == "app" }.sorted { $0.version < $1.version }
+        try #require(bases.count == 2 && apps.count == 2 && apps.allSatisfy { $0.state == .failed })
+        // An obsolete cascade carries the FAILED child along; it never passed, so it stays out.
+        var obsolete = Transition(to: .obsolete, reason: "old base")
+        obsolete.cascade = true
+        try catalog.transition(bases[0].name, obsolete)
+        #expect(try catalog.image(named: apps[0].name)?.state == .obsolete)
+        let never = #expect(throws: KilnError.self) { try catalog.transition(apps[0].name, Transition(to: .ready, reason: "back")) }
+        #expect(never?.message.contains("never passed its tests") == true, "\(String(describing: never))")
+        #expect(try catalog.transition(bases[0].name, Transition(to: .ready, reason: "back")).count == 1)
+
+        // A READY image deprecated, whose changed tests then fail: it stays DEPRECATED, and
+        // comes back only after they pass.
+        try Self.rewrite(workspace, "FAIL-HERE", "echo fine")
+        let passed = try #require(try await ImageTestTests.build(workspace, provider).0.last?.image)
+        #expect(passed.state == .ready)
+        try catalog.transition(passed.name, Transition(to: .deprecated, reason: "replaced"))
+        var run = TestRunRecord(id: "run-failed", image: passed.name, build: nil, status: .running, started: Date(), testsHash: "x")
+        try catalog.insert(run)
+        run.status = .failed
+        run.failedStep = "test[0] shell systemctl is-active nginx"
+        #expect(try catalog.finish(run).state == .deprecated)
+        let failed = #expect(throws: KilnError.self) { try catalog.transition(passed.name, Transition(to: .ready, reason: "back")) }
+        #expect(failed?.message.contains("newest tests failed at test[0]") == true, "\(String(describing: failed))")
+        var again = TestRunRecord(id: "run-passed", image: passed.name, build: nil, status: .running, started: Date(), testsHash: "x")
+        try catalog.insert(again)
+        again.status = .passed
+        try catalog.finish(again)
+        try catalog.transition(passed.name, Transition(to: .ready, reason: "back"))
+        #expect(try catalog.image(named: passed.name)?.state == .ready)
+    }
+
+    @Test("a refresh's hold keeps a FAILED image that passes TESTING, like the rest it holds")
+    func holdCoversFailed() {
+        #expect(Catalog.stateAfter(.passed, from: .failed, hold: true) == .testing)
+        #expect(Catalog.stateAfter(.passed, from: .failed) == .ready)
+        #expect(Catalog.stateAfter(.error, from: .testing) == nil && Catalog.stateAfter(.error, from: .ready) == nil)
+    }
+
+    @Test(
+        "a kiln that dies during a build's tests: the next one records the build failed and the run cancelled; gc removes the TESTING image once replaced"
+    )
+    func interruptedTests() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        try ImageTestTests.withTests(workspace)
+        let provider = FakeProvider()
+        var hold = BuildOptions()
+        hold.holdReady = true
+        let (held, _) = try await ImageTestTests.build(workspace, provider, options: hold)
+        let app = held[1].image
+        let catalog = workspace.store.catalog
+        // As a kill -9 during the test phase leaves it: the build running under a dead pid, its run too.
+        var build = try #require(try catalog.build(id: app.buildID))
+        build.status = .running
+        build.finished = nil
+        build.pid = Int32.max
+        try catalog.update(build)
+        var run = try #require(try catalog.latestTestRun(of: app.name))
+        run.status = .running
+        try catalog.finish(run, hold: true)
+        _ = try Recovery.run(workspace.store)
+        let recovered = try #require(try catalog.build(id: app.buildID))
+        #expect(recovered.status == .failed, "\(recovered)")
+        #expect(recovered.message?.contains("its tests were interrupted") == true)
+        #expect(try catalog.latestTestRun(of: app.name)?.status == .cancelled)
+        #expect(try catalog.image(named: app.name)?.state == .testing)
+
+        // Still the newest: gc keeps it (its next build tests it). Replaced: gc collects it.
+        var report = try await GarbageCollector.run(workspace.store, now: Date(), dryRun: true, cacheLimit: 1 << 40)
+        #expect(!report.failed.contains(app.name))
+        _ = try await ImageTestTests.build(workspace, provider, force: true)
+        report = try await GarbageCollector.run(workspace.store, now: Date(), dryRun: false, cacheLimit: 1 << 40)
+        #expect(report.failed.contains(app.name), "\(report.failed)")
+        #expect(try catalog.image(named: app.name)?.state == .deleted)
     }
 }
 

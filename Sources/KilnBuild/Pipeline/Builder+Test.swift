@@ -33,7 +33,14 @@ extension Builder {
                     runID: runID, build: nil, scratch: scratch, steps: steps, archive: store.logArchivePath(buildID: runID)))
             steps.close(ok: true)
             record.status = .succeeded
-            try finishTestRun(&record, scratch: scratch)
+            // The run is recorded and the image moved: a log archive that cannot be written is a
+            // warning here, not a failed run.
+            do { try finishTestRun(&record, scratch: scratch) } catch {
+                var warning = steps.event(.output)
+                warning.source = "kiln"
+                warning.text = "warning: the log of test run \(runID) could not be archived: \(error)"
+                reporter?.report(warning)
+            }
             return tested
         } catch {
             let cancelled = Task.isCancelled || (error as? KilnError)?.code == .cancelled || error is CancellationError
@@ -46,7 +53,7 @@ extension Builder {
             failed.text = record.message
             failed.cancelled = cancelled
             reporter?.report(failed)
-            if let error = error as? KilnError, error.code == .buildFailed || error.code == .cancelled { throw error }
+            if let error = error as? KilnError, [.buildFailed, .cancelled, .io, .storeInconsistent].contains(error.code) { throw error }
             throw KilnError(.buildFailed, "the tests of \(image.name) could not run (at \(record.failedStep ?? "?"))", cause: error)
         }
     }

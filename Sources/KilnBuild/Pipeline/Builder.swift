@@ -358,7 +358,10 @@ public struct Builder: Sendable {
             reporter?.report(failed)
             if cancelled { throw KilnError(.cancelled, "build of \(family) cancelled during \(currentStep)") }
             var text = "build of \(family) failed at \(currentStep): \(message)"
-            if !lastLines.isEmpty { text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n") }
+            // A failed test run's message carries its own (the test log's) last output.
+            if !lastLines.isEmpty && !message.contains("\nlast output:\n") {
+                text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n")
+            }
             text += "\nfull log: kiln logs \(buildID)"
             if keptDisk, let spec = build.current.spec {
                 text += "\nVM disk kept at \(staging)/\(Store.diskName); " + provider.debugInstructions(spec)
