@@ -91,6 +91,8 @@ struct Refresh: AsyncParsableCommand {
         let ready = passed.images.value
         if !ready.isEmpty {
             try store.catalog.markReady(ready, reason: "refresh: every image it rebuilt passed its tests")
+            // A provider's copy was tagged TESTING when its image was committed (an AMI's tags).
+            await ProviderSync.changed(ready, in: store, warn: warnOnStderr)
             print("READY: \(ready.joined(separator: ", ")) (every rebuilt image passed its tests)")
         }
         var moved: [String] = []
