@@ -62,7 +62,7 @@ struct CIGitLab: AsyncParsableCommand {
         options.image = image
         options.stage = stage
         options.promote = promote
-        options.buildArguments = overrides.keys.sorted().flatMap { ["--var", "\($0)=\(overrides[$0]!)"] }
+        options.buildArguments = overrides.keys.sorted().flatMap { ["--var", "\($0)=\(overrides[$0]!.value)"] }
         print(try GitLabPipeline.yaml(for: graph, options: options), terminator: "")
     }
 }

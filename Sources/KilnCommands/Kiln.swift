@@ -48,6 +48,10 @@ public struct Kiln: AsyncParsableCommand {
         pthread_sigmask(SIG_SETMASK, &none, nil)
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
+        if let problem = SingleDashWords.problem(in: Array(CommandLine.arguments.dropFirst())) {
+            printError("kiln: error: \(problem)")
+            Foundation.exit(2)
+        }
         let task = Task { () -> Int32 in
             do {
                 var command = try parseAsRoot()
@@ -159,19 +163,40 @@ struct TemplateOptions: ParsableArguments {
         help: ArgumentHelp("Set a template variable (repeatable; wins over KILN_VAR_NAME and defaults).", valueName: "name=value"))
     var variables: [String] = []
 
-    func overrides() throws -> [String: String] {
-        var result: [String: String] = [:]
+    @Option(
+        name: .customLong("var-file"),
+        help: ArgumentHelp(
+            "Set template variables from a YAML or JSON file of name: value (repeatable; later files win, --var wins over them).",
+            valueName: "file"))
+    var variableFiles: [String] = []
+
+    /// Each variable given on the command line, with where it came from (for the error when no
+    /// template declares it).
+    func overrides() throws -> [String: (value: String, origin: String)] {
+        var result: [String: (value: String, origin: String)] = [:]
+        for file in variableFiles {
+            for (name, value) in try VariableFile.read(file) { result[name] = (value, "--var-file \(file)") }
+        }
         for item in variables {
             guard let equals = item.firstIndex(of: "="), equals != item.startIndex else {
                 throw KilnError(.invalidInput, "--var \(item): expected NAME=VALUE")
             }
-            result[String(item[..<equals])] = String(item[item.index(after: equals)...])
+            let name = String(item[..<equals])
+            result[name] = (String(item[item.index(after: equals)...]), "--var \(name)")
         }
         return result
     }
 
     func load(store: Store? = nil) throws -> (TemplateSet, ImageGraph) {
-        let set = try TemplateLoader(overrides: try overrides()).load(path: path)
+        let given = try overrides()
+        let set = try TemplateLoader(overrides: given.mapValues(\.value)).load(path: path)
+        // A misspelt name would otherwise be ignored and the default used, silently (Packer
+        // refuses it too).
+        let declared = Set(set.templates.flatMap { $0.variables.map(\.name) })
+        for (name, given) in given.sorted(by: { $0.key < $1.key }) where !declared.contains(name) {
+            let hint = Suggestion.closest(to: name, in: declared.sorted()).map { " (did you mean '\($0)'?)" } ?? ""
+            throw KilnError(.invalidInput, "\(given.origin): no template in \(path) declares a variable '\(name)'\(hint)")
+        }
         let known = try store?.catalog.families() ?? []
         return (set, try ImageGraph(set, knownFamilies: known))
     }

@@ -51,6 +51,15 @@ func parseDate(_ text: String, flag: String) throws -> Date {
     throw KilnError(.invalidInput, "\(flag) \(text): expected a date like 2026-12-01 or 2026-12-01T12:00:00Z")
 }
 
+/// `30d`, `12h`, `2w`: a time from now (`--obsolete-in`, `--delete-in`).
+func parseRelative(_ text: String, flag: String, from now: Date) throws -> Date {
+    let units: [Character: Double] = ["h": 3600, "d": 86400, "w": 7 * 86400]
+    guard let unit = text.last.flatMap({ units[$0] }), let count = Int(text.dropLast()), count > 0 else {
+        throw KilnError(.invalidInput, "\(flag) \(text): expected a count and a unit, like 12h, 30d or 2w")
+    }
+    return now.addingTimeInterval(Double(count) * unit)
+}
+
 struct Deprecate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mark an image DEPRECATED: still usable, but resolving or building on it warns.")
@@ -61,15 +70,39 @@ struct Deprecate: AsyncParsableCommand {
     var obsoleteOn: String?
     @Option(name: .customLong("delete-on"), help: ArgumentHelp("When rotation makes it DELETED.", valueName: "date"))
     var deleteOn: String?
+    @Option(name: .customLong("obsolete-in"), help: ArgumentHelp("As --obsolete-on, from now: 12h, 30d, 2w.", valueName: "time"))
+    var obsoleteIn: String?
+    @Option(name: .customLong("delete-in"), help: ArgumentHelp("As --delete-on, from now: 12h, 30d, 2w.", valueName: "time"))
+    var deleteIn: String?
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        var transition = Transition(to: .deprecated, reason: change.reason ?? "deprecated")
+        let now = Date()
+        var transition = Transition(to: .deprecated, reason: change.reason ?? "deprecated", now: now)
         transition.replacement = replacement
-        transition.obsoleteOn = try obsoleteOn.map { try parseDate($0, flag: "--obsolete-on") }
-        transition.deleteOn = try deleteOn.map { try parseDate($0, flag: "--delete-on") }
+        transition.obsoleteOn = try Self.date(on: obsoleteOn, in: obsoleteIn, flag: "obsolete", now: now)
+        transition.deleteOn = try Self.date(on: deleteOn, in: deleteIn, flag: "delete", now: now)
+        // Rotation would act on a past date at once, and an image cannot be DELETED before it
+        // is OBSOLETE: both are mistakes to say now, not surprises later.
+        for (flag, date) in [("obsolete", transition.obsoleteOn), ("delete", transition.deleteOn)] {
+            if let date, date <= now {
+                throw KilnError(.invalidInput, "the \(flag) date \(date.formatted(.iso8601)) is not in the future")
+            }
+        }
+        if let obsolete = transition.obsoleteOn, let delete = transition.deleteOn, delete < obsolete {
+            throw KilnError(
+                .invalidInput,
+                "the delete date \(delete.formatted(.iso8601)) comes before the obsolete date \(obsolete.formatted(.iso8601))")
+        }
         try await change.apply(name, transition, in: try store.open())
+    }
+
+    /// `--X-on DATE` or `--X-in TIME`, not both.
+    static func date(on: String?, in relative: String?, flag: String, now: Date) throws -> Date? {
+        if on != nil && relative != nil { throw KilnError(.invalidInput, "give --\(flag)-on or --\(flag)-in, not both") }
+        if let on { return try parseDate(on, flag: "--\(flag)-on") }
+        return try relative.map { try parseRelative($0, flag: "--\(flag)-in", from: now) }
     }
 }
 
@@ -113,11 +146,18 @@ struct Rollback: AsyncParsableCommand {
         abstract: "Deprecate a family's head: the family resolves to its previous READY image.")
 
     @Argument(help: ArgumentHelp("A family.", valueName: "family")) var family: String
+    @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        let (from, to) = try store.open().catalog.rollback(family: family)
-        print("\(family): \(from.name) is DEPRECATED; the family resolves to \(to.name)")
+        let store = try store.open()
+        let (from, to) = try store.catalog.rollback(family: family, reason: change.reason, dryRun: change.dryRun)
+        if change.dryRun {
+            print("would deprecate \(from.name); the family would resolve to \(to.name)")
+        } else {
+            print("\(family): \(from.name) is DEPRECATED; the family resolves to \(to.name)")
+            await ProviderSync.changed([from.name], in: store, warn: warnOnStderr)
+        }
     }
 }
 

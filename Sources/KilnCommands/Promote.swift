@@ -17,11 +17,12 @@ struct Promote: AsyncParsableCommand {
 
     @Argument(help: ArgumentHelp("An image name, FAMILY@CHANNEL or a family.", valueName: "name")) var name: String
     @Option(help: ArgumentHelp("The channel.", valueName: "channel")) var channel: String
+    @Flag(name: .customLong("dry-run"), help: "Check the move and print it; move nothing.") var dryRun = false
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
         let catalog = try store.open().catalog
-        let assignment = try catalog.promote(try catalog.resolve(name).name, channel: channel)
-        print("\(assignment.family)@\(assignment.name) -> \(assignment.image)")
+        let assignment = try catalog.promote(try catalog.resolve(name).name, channel: channel, dryRun: dryRun)
+        print("\(dryRun ? "would move " : "")\(assignment.family)@\(assignment.name) -> \(assignment.image)")
     }
 }

@@ -16,9 +16,10 @@ public struct ChannelAssignment: Codable, Sendable, Equatable {
 extension Catalog {
     /// Points `channel` of the image's family at `image`.
     @discardableResult
-    public func promote(_ image: String, channel: String, actor: String = Transition.defaultActor(), now: Date = Date()) throws
-        -> ChannelAssignment
-    {
+    /// - Parameter dryRun: check everything, write nothing.
+    public func promote(
+        _ image: String, channel: String, dryRun: Bool = false, actor: String = Transition.defaultActor(), now: Date = Date()
+    ) throws -> ChannelAssignment {
         try Self.checkChannelName(channel)
         return try db.write { db in
             guard let record = try Catalog.image(named: image, db) else {
@@ -28,6 +29,7 @@ extension Catalog {
                 throw KilnError(.invalidInput, "\(image) is \(record.state.rawValue): only a READY image can be promoted")
             }
             let assignment = ChannelAssignment(id: nil, family: record.family, name: channel, image: image, at: now, actor: actor)
+            if dryRun { return assignment }
             try db.execute(
                 "INSERT INTO channel (family, name, image, at, actor) VALUES (?, ?, ?, ?, ?)",
                 [.text(assignment.family), .text(channel), .text(image), .date(now), .text(actor)])

@@ -198,17 +198,18 @@ extension Catalog {
 
     /// Deprecates the family's head so the family resolves to its previous READY image.
     @discardableResult
-    public func rollback(family: String, actor: String = Transition.defaultActor(), now: Date = Date()) throws -> (
-        from: ImageRecord, to: ImageRecord
-    ) {
+    public func rollback(
+        family: String, reason: String? = nil, dryRun: Bool = false, actor: String = Transition.defaultActor(), now: Date = Date()
+    ) throws -> (from: ImageRecord, to: ImageRecord) {
         let ready = try db.read { db in try Self.newest(family, .ready, limit: 2, db) }
         guard let head = ready.first else { throw KilnError(.notFound, "family '\(family)' has no READY image") }
         guard ready.count == 2 else {
             throw KilnError(.invalidInput, "\(head.name) is the only READY image of \(family): nothing to roll back to")
         }
-        var change = Transition(to: .deprecated, reason: "rollback to \(ready[1].name)", actor: actor, now: now)
+        let why = "rollback to \(ready[1].name)" + (reason.map { ": \($0)" } ?? "")
+        var change = Transition(to: .deprecated, reason: why, actor: actor, now: now)
         change.replacement = ready[1].name
-        try transition(head.name, change)
+        try transition(head.name, change, dryRun: dryRun)
         return (head, ready[1])
     }
 }

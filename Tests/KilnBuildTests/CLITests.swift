@@ -92,6 +92,63 @@ final class CLITests {
         #expect(!FileManager.default.fileExists(atPath: home), "a rejected build wrote to the store")
     }
 
+    @Test("Packer's single-dash words are errors naming kiln's option: -machine-readable no longer prints the help and exits 0")
+    func singleDashWords() async throws {
+        let example = CLI.root + "/examples/debian"
+        let machine = try await CLI.kiln(["build", example, "-machine-readable", "--home", home])
+        #expect(machine.status == 2)
+        #expect(machine.stderr.contains("-machine-readable: kiln's long options take two dashes (--json)"), "\(machine.stderr)")
+        #expect(!machine.stdout.contains("USAGE"), "\(machine.stdout)")
+        let only = try await CLI.kiln(["build", example, "-only=shop-web", "--home", home])
+        #expect(only.status == 2 && only.stderr.contains("-only=shop-web: kiln's long options take two dashes (--only)"))
+        let other = try await CLI.kiln(["plan", example, "-home", home])
+        #expect(other.status == 2 && other.stderr.contains("(--home)"), "\(other.stderr)")
+        // kiln's own short options still work; after --, a word is an operand.
+        let help = try await CLI.kiln(["plan", "-h"])
+        #expect(help.status == 0 && help.stdout.contains("USAGE"))
+        let jobs = try await CLI.kiln(["build", example, "-j", "0", "--home", home])
+        #expect(jobs.status == 2 && jobs.stderr.contains("-j must be at least 1"), "\(jobs.stderr)")
+        let attached = try await CLI.kiln(["build", example, "-j0", "--home", home])
+        #expect(attached.status == 2 && !attached.stderr.contains("two dashes"), "the parser's own word on -j0: \(attached.stderr)")
+        let operand = try await CLI.kiln(["validate", "--", "-missing-dir"])
+        #expect(operand.status == 2 && operand.stderr.contains("-missing-dir: no such file or directory"), "\(operand.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: home), "a rejected command wrote to the store")
+    }
+
+    @Test("--var for a name no template declares is an error with a suggestion; --var-file reads YAML and JSON, --var wins over it")
+    func variableOptions() async throws {
+        let example = CLI.root + "/examples/debian"
+        let typo = try await CLI.kiln(["plan", example, "--var", "greting=hi", "--home", home])
+        #expect(typo.status == 2)
+        #expect(
+            typo.stderr.contains("--var greting: no template in \(example) declares a variable 'greting' (did you mean 'greeting'?)"),
+            "\(typo.stderr)")
+        let dir = NSTemporaryDirectory() + "kiln-varfile-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "release: 2.0\ngreeting: hi\n".write(toFile: dir + "/vars.yaml", atomically: true, encoding: .utf8)
+        try #"{"release": "3.0"}"#.write(toFile: dir + "/vars.json", atomically: true, encoding: .utf8)
+        let files = try await CLI.kiln([
+            "ci", "gitlab", example, "--var-file", dir + "/vars.yaml", "--var-file", dir + "/vars.json", "--home", home,
+        ])
+        #expect(files.status == 0, "\(files.stderr)")
+        #expect(files.stdout.contains("greeting=hi") && files.stdout.contains("release=3.0"), "\(files.stdout)")
+        let wins = try await CLI.kiln(["ci", "gitlab", example, "--var-file", dir + "/vars.yaml", "--var", "release=4.0", "--home", home])
+        #expect(wins.stdout.contains("release=4.0") && !wins.stdout.contains("release=2.0"), "\(wins.stdout)")
+        try "release: [1, 2]\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try await CLI.kiln(["plan", example, "--var-file", dir + "/bad.yaml", "--home", home])
+        #expect(bad.status == 2)
+        #expect(
+            bad.stderr.contains("\(dir)/bad.yaml:1:10: error: variable 'release': its value must be a string, number or boolean"),
+            "\(bad.stderr)")
+        try "greting: hi\n".write(toFile: dir + "/typo.yaml", atomically: true, encoding: .utf8)
+        let fileTypo = try await CLI.kiln(["plan", example, "--var-file", dir + "/typo.yaml", "--home", home])
+        #expect(fileTypo.status == 2 && fileTypo.stderr.contains("--var-file \(dir)/typo.yaml: no template in"), "\(fileTypo.stderr)")
+        let missing = try await CLI.kiln(["plan", example, "--var-file", dir + "/none.yaml", "--home", home])
+        #expect(missing.status == 2 && missing.stderr.contains("--var-file \(dir)/none.yaml: no such file"))
+        #expect(!FileManager.default.fileExists(atPath: home), "a rejected command wrote to the store")
+    }
+
     @Test("--debug without a terminal and an unknown --on-breakpoint are invalid input; nothing is written")
     func debugNeedsATerminal() async throws {
         let example = CLI.root + "/examples/debian"

@@ -35,12 +35,17 @@ struct LifecycleCLITests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])
         #expect(json["state"] as? String == "DEPRECATED" && json["replacement"] as? String == new && json["purged"] as? Bool == false)
         #expect(try await kiln("undeprecate", old).status == 0)
-        let rollback = try await kiln("rollback", "web")
+        let dryRollback = try await kiln("rollback", "web", "--dry-run")
+        #expect(dryRollback.stdout == "would deprecate \(new); the family would resolve to \(old)\n", "\(dryRollback.stderr)")
+        #expect(try await kiln("resolve", "web").stdout == "\(new)\n")
+        let rollback = try await kiln("rollback", "web", "--reason", "bad kernel")
         #expect(rollback.stdout == "web: \(new) is DEPRECATED; the family resolves to \(old)\n")
         #expect(try await kiln("resolve", "web").stdout == "\(old)\n")
         #expect(try await kiln("delete", new).status == 0)
         let gone = try await kiln("resolve", new)
         #expect(gone.status == 2 && gone.stderr.contains("\(new) is DELETED"))
+        #expect(try await kiln("promote", old, "--channel", "prod", "--dry-run").stdout == "would move web@prod -> \(old)\n")
+        #expect(try await kiln("resolve", "web@prod").status == 2)
         #expect(try await kiln("promote", old, "--channel", "prod").stdout == "web@prod -> \(old)\n")
         #expect(try await kiln("resolve", "web@prod").stdout == "\(old)\n")
         #expect(try await kiln("resolve", "web@staging").status == 2)
@@ -53,8 +58,37 @@ struct LifecycleCLITests {
         let events = try store.catalog.history(family: "web").map { "\($0.fromState.rawValue)->\($0.toState.rawValue) \($0.reason)" }
         #expect(
             events == [
-                "READY->DEPRECATED superseded", "DEPRECATED->READY undeprecated", "READY->DEPRECATED rollback to \(old)",
+                "READY->DEPRECATED superseded", "DEPRECATED->READY undeprecated", "READY->DEPRECATED rollback to \(old): bad kernel",
                 "DEPRECATED->DELETED deleted",
             ])
+    }
+
+    @Test("deprecate takes dates relative to now (--obsolete-in 30d) and refuses past dates and a delete date before the obsolete one")
+    func deprecateDates() async throws {
+        let home = NSTemporaryDirectory() + "kiln-lifecycle-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let store = try Store(root: home)
+        _ = try store.catalog.commit(
+            ImageDraft(
+                family: "web", digest: "d1", parent: nil, labels: [:], description: nil, templateHash: "t", size: 1,
+                log: "logs/x.tar.zst", buildID: "b1", sourceKind: "file"))
+        let name = try #require(try store.catalog.images().first?.name)
+        func kiln(_ arguments: String...) async throws -> ProcessResult { try await CLI.kiln(arguments + ["--home", home]) }
+        let past = try await kiln("deprecate", name, "--obsolete-on", "2020-01-01")
+        #expect(past.status == 2 && past.stderr.contains("the obsolete date 2020-01-01T00:00:00Z is not in the future"), "\(past.stderr)")
+        let order = try await kiln("deprecate", name, "--obsolete-in", "30d", "--delete-in", "2w")
+        #expect(order.status == 2 && order.stderr.contains("comes before the obsolete date"), "\(order.stderr)")
+        let both = try await kiln("deprecate", name, "--obsolete-in", "30d", "--obsolete-on", "2099-01-01")
+        #expect(both.status == 2 && both.stderr.contains("give --obsolete-on or --obsolete-in, not both"))
+        let unit = try await kiln("deprecate", name, "--obsolete-in", "30")
+        #expect(unit.status == 2 && unit.stderr.contains("expected a count and a unit, like 12h, 30d or 2w"))
+        #expect(try store.catalog.image(named: name)?.state == .ready, "a refused deprecate changed nothing")
+        let before = Date()
+        #expect(try await kiln("deprecate", name, "--obsolete-in", "30d", "--delete-in", "60d").status == 0)
+        let image = try #require(try store.catalog.image(named: name))
+        let obsolete = try #require(image.obsoleteOn)
+        let delete = try #require(image.deleteOn)
+        #expect(abs(obsolete.timeIntervalSince(before) - 30 * 86400) < 60)
+        #expect(abs(delete.timeIntervalSince(before) - 60 * 86400) < 60)
     }
 }
