@@ -78,25 +78,14 @@ enum BootableDisk {
         root_uuid=$(cat /proc/sys/kernel/random/uuid)
         esp_id=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)
         esp_uuid="$(echo "$esp_id" | cut -c1-4)-$(echo "$esp_id" | cut -c5-8)"
-        # Every Ethernet interface, whatever its name (eth0, ens3, enp0s3...), gets DHCP from
-        # systemd-networkd, and the name servers it learns go to systemd-resolved. (ifupdown's
-        # networking.service waited for udev to settle before its DHCP client started: seconds
-        # on the path to sshd at every boot.) The build boot's static configuration from `ip=`
-        # sorts before this file and wins there.
-        mkdir -p "$root/etc/systemd/network"
-        cat > "$root/etc/systemd/network/90-kiln-dhcp.network" <<'EOF'
-        [Match]
-        Type=ether
-        Name=en* eth*
+        cat > "$root/etc/network/interfaces" <<'EOF'
+        auto lo
+        iface lo inet loopback
 
-        [Network]
-        DHCP=yes
+        # The first Ethernet interface whatever its name (eth0, ens3, enp0s3...) gets DHCP.
+        auto /e*/1=eth
+        iface eth inet dhcp
         EOF
-        # Enabled by the tree's own systemctl (offline in a chroot: it only writes the links);
-        # the layout test's stand-in tree has none.
-        if [ -x "$root/usr/bin/systemctl" ] || [ -x "$root/bin/systemctl" ]; then
-          chroot "$root" systemctl enable --quiet systemd-networkd.service systemd-resolved.service
-        fi
         cat > "$root/etc/fstab" <<EOF
         UUID=$root_uuid / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1
         UUID=$esp_uuid /boot/efi vfat umask=0077,noauto,nofail,x-systemd.automount 0 2

@@ -22,13 +22,13 @@ struct SourceDisk {
     let store: Store
 
     /// Bumped whenever the recipe below changes what a source disk contains.
-    static let recipeVersion = "6"
+    static let recipeVersion = "5"
 
     /// Packages every bootstrapped base needs to boot (kiln's direct kernel boot, and its own
     /// boot loaders under any firmware) and answer SSH.
     static let bootPackages =
         [
-            "linux-image-cloud-amd64", "systemd-sysv", "udev", "openssh-server", "systemd-resolved",
+            "linux-image-cloud-amd64", "systemd-sysv", "udev", "openssh-server", "ifupdown", "isc-dhcp-client",
         ] + BootableDisk.packages
 
     /// What a debootstrap base installs: kiln's boot packages, cloud-init if asked for, the template's.
@@ -291,13 +291,8 @@ struct SourceDisk {
         rm -rf "$tree"/var/lib/apt/lists/* "$tree"/var/cache/apt/*.bin "$tree"/var/cache/apt/archives/*.deb
         mkdir -p "$tree/var/lib/apt/lists/partial"
         # The host's resolver configuration and the bootstrap's own logs are not the image's.
-        # The image's resolver is systemd-resolved's stub when the base has it (kiln's own
-        # packages include it; a template may add a resolver of its own instead).
         rm -f "$tree/etc/resolv.conf" "$tree/var/log/dpkg.log" "$tree/var/log/alternatives.log" \
           "$tree"/var/log/apt/*.log "$tree"/var/log/apt/eipp.log.xz "$tree/var/cache/ldconfig/aux-cache"
-        if [ -e "$tree/usr/lib/systemd/systemd-resolved" ] || [ -e "$tree/lib/systemd/systemd-resolved" ]; then
-          ln -s ../run/systemd/resolve/stub-resolv.conf "$tree/etc/resolv.conf"
-        fi
         find "$tree/tmp" -mindepth 1 -delete
         \#(BootableDisk.writeDisk)
         rm -rf "$tree"

@@ -23,8 +23,7 @@ public struct QemuProvider: Provider {
     /// gettys cost CPU under TCG); no speculative-execution mitigations, whose page-table
     /// switches are expensive to emulate (the build VM runs only the template's own code);
     /// QEMU's fixed user-mode network configured statically by systemd-networkd from `ip=`
-    /// and `nameserver=` (systemd-resolved's upstream, where the image has it) instead of a
-    /// DHCP client on sshd's critical path; module loaders and
+    /// instead of ifupdown's DHCP client, which sat on sshd's critical path; module loaders and
     /// mounts that would share the two emulated CPUs with that path; and drivers for hardware a
     /// build never uses (the PC machine's empty IDE controller; KVM, which TCG's CPU advertises).
     /// The masked timers are a correctness matter too: apt-daily must not take the dpkg lock
@@ -36,7 +35,7 @@ public struct QemuProvider: Provider {
             "root=LABEL=root", "rw", "console=ttyS0", "net.ifnames=0", "quiet", "loglevel=0", "systemd.show_status=0",
             "mitigations=off", "cloud-init=disabled",
             "systemd.wants=systemd-network-generator.service", "systemd.wants=systemd-networkd.service",
-            "ip=\(guestAddress)::\(gatewayAddress):255.255.255.0::eth0:off", "nameserver=\(dnsAddress)",
+            "ip=\(guestAddress)::\(gatewayAddress):255.255.255.0::eth0:off",
             "modprobe.blacklist=ata_piix,ata_generic,pata_acpi,kvm,kvm_amd,kvm_intel",
         ] + maskedUnits.map { "systemd.mask=" + $0 }).joined(separator: " ")
 
