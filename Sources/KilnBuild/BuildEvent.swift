@@ -101,13 +101,20 @@ final class StepTracker: Sendable {
     private let state = Mutex(State())
     private let template: BuildEvent
     let reporter: (any BuildReporter)?
+    /// Where the stage entered last is written (`phase` in the build's scratch directory): a
+    /// kiln that dies leaves it for the next one's recovery, which records the build as
+    /// interrupted there (a reporter's output may be gone with its reader: `| head`).
+    private let phaseFile: String?
 
-    init(family: String, build: String, reporter: (any BuildReporter)?) {
+    init(family: String, build: String, reporter: (any BuildReporter)?, phaseFile: String? = nil) {
         var template = BuildEvent(.stepStarted, family: family)
         template.build = build
         self.template = template
         self.reporter = reporter
+        self.phaseFile = phaseFile
     }
+
+    static let phaseFileName = "phase"
 
     var current: String { state.withLock { $0.current } }
 
@@ -117,6 +124,7 @@ final class StepTracker: Sendable {
             $0.current = step
             $0.started = .now
         }
+        if let phaseFile { try? Data(step.utf8).write(to: URL(fileURLWithPath: phaseFile), options: .atomic) }
         reporter?.report(event(.stepStarted))
     }
 

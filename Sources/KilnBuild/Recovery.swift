@@ -29,8 +29,12 @@ public enum Recovery {
             // A run of tests on their own writes tests.log only.
             let logPath = scratch + (fm.fileExists(atPath: scratch + "/build.log") ? "/build.log" : "/tests.log")
             let message = "interrupted: the kiln process (pid \(build.pid)) stopped before the build finished"
+            // The stage the build entered last, as it wrote it; else as its log tells.
+            let phase = (try? String(contentsOfFile: scratch + "/" + StepTracker.phaseFileName, encoding: .utf8))
+                .flatMap { $0.isEmpty ? nil : $0 }
+            record.failedStep = phase
             if fm.fileExists(atPath: logPath) {
-                record.failedStep = lastStep(inLog: logPath)
+                record.failedStep = phase ?? lastStep(inLog: logPath)
                 if let handle = FileHandle(forWritingAtPath: logPath) {
                     handle.seekToEndOfFile()
                     handle.write(

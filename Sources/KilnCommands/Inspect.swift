@@ -40,7 +40,7 @@ struct Inspect: AsyncParsableCommand {
             // An image built before kiln kept provenance gets its record now, from the catalog.
             let data = try store.recordProvenance(of: image, provider: nil)
             let output = provenance ? data : try SPDX.document(try Provenance.decode(data, path: store.provenancePath(of: image.name)))
-            FileHandle.standardOutput.write(output)
+            try? FileHandle.standardOutput.write(contentsOf: output)
             if spdx { print() }
             return
         }

@@ -48,6 +48,9 @@ public struct Kiln: AsyncParsableCommand {
         pthread_sigmask(SIG_SETMASK, &none, nil)
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
+        // A closed standard output (`kiln build --json | head -5`) must not kill a build mid-way
+        // through SIGPIPE: writes fail with EPIPE instead, and output is dropped.
+        signal(SIGPIPE, SIG_IGN)
         if let problem = SingleDashWords.problem(in: Array(CommandLine.arguments.dropFirst())) {
             printError("kiln: error: \(problem)")
             Foundation.exit(2)
@@ -68,7 +71,7 @@ public struct Kiln: AsyncParsableCommand {
         let sources = [SIGINT, SIGTERM].map { signalNumber in
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler {
-                FileHandle.standardError.write(Data("\nkiln: interrupted, cleaning up...\n".utf8))
+                try? FileHandle.standardError.write(contentsOf: Data("\nkiln: interrupted, cleaning up...\n".utf8))
                 task.cancel()
             }
             source.resume()
@@ -110,7 +113,7 @@ func printError(_ text: String) {
         isatty(STDERR_FILENO) == 1
         ? text.split(separator: "\n", omittingEmptySubsequences: false).map { TerminalText.sanitize(String($0)) }.joined(separator: "\n")
         : text
-    FileHandle.standardError.write(Data((shown + "\n").utf8))
+    try? FileHandle.standardError.write(contentsOf: Data((shown + "\n").utf8))
 }
 
 /// Options every command shares.

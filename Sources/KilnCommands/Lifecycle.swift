@@ -41,7 +41,7 @@ struct RevokeArguments: ParsableArguments {
 
 /// A provider's note about its copy of an image (an endpoint without deprecation, say).
 @Sendable func warnOnStderr(_ text: String) {
-    FileHandle.standardError.write(Data("kiln: warning: \(text)\n".utf8))
+    try? FileHandle.standardError.write(contentsOf: Data("kiln: warning: \(text)\n".utf8))
 }
 
 /// `2026-12-01` or a full ISO 8601 time.

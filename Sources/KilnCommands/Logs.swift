@@ -43,7 +43,7 @@ struct Logs: AsyncParsableCommand {
             guard let log = run.log, let data = try LogArchive.read(store.absolute(log), entry: "tests.log") else {
                 throw KilnError(.notFound, "test run \(run.id) of \(image.name) has no archived log (status \(run.status.rawValue))")
             }
-            FileHandle.standardOutput.write(data)
+            try? FileHandle.standardOutput.write(contentsOf: data)
             return
         }
         let archive: String
@@ -62,6 +62,6 @@ struct Logs: AsyncParsableCommand {
         else {
             throw KilnError(.storeInconsistent, "\(store.absolute(archive)) has no build.log")
         }
-        FileHandle.standardOutput.write(data)
+        try? FileHandle.standardOutput.write(contentsOf: data)
     }
 }

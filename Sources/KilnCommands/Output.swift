@@ -214,7 +214,7 @@ final class ConsoleReporter: BuildReporter {
             if source == "console" {
                 let width = 100
                 let status = "\(time) \(family) | booting: \(text.prefix(width))"
-                FileHandle.standardError.write(Data("\r\u{1B}[2K\u{1B}[2m\(status)\u{1B}[0m".utf8))
+                try? FileHandle.standardError.write(contentsOf: Data("\r\u{1B}[2K\u{1B}[2m\(status)\u{1B}[0m".utf8))
                 statusShown.set(true)
                 return
             }
@@ -225,9 +225,9 @@ final class ConsoleReporter: BuildReporter {
             }
             let dim = source != "kiln"
             out += "\(time) \(family) | " + (dim ? "\u{1B}[2m\(source): \(text)\u{1B}[0m" : text) + "\n"
-            FileHandle.standardError.write(Data(out.utf8))
+            try? FileHandle.standardError.write(contentsOf: Data(out.utf8))
         } else {
-            FileHandle.standardError.write(Data("\(time) \(family) | \(source): \(text)\n".utf8))
+            try? FileHandle.standardError.write(contentsOf: Data("\(time) \(family) | \(source): \(text)\n".utf8))
         }
     }
 }
@@ -239,6 +239,8 @@ final class JSONLinesReporter: BuildReporter {
     private let encoder = Mutex(BuildEvent.makeEncoder())
 
     func report(_ event: BuildEvent) {
-        encoder.withLock { encoder in FileHandle.standardOutput.write(Data((event.jsonLine(encoder) + "\n").utf8)) }
+        // A reader that went away (`kiln build --json | head`) must not stop the build: the
+        // write fails with EPIPE (SIGPIPE is ignored) and the line is dropped.
+        encoder.withLock { encoder in try? FileHandle.standardOutput.write(contentsOf: Data((event.jsonLine(encoder) + "\n").utf8)) }
     }
 }

@@ -20,7 +20,7 @@ actor TerminalPrompt: BreakpointPrompt {
         defer { busy = false }
         // Keys pressed while the build ran must not answer a prompt they never saw.
         tcflush(STDIN_FILENO, TCIFLUSH)
-        FileHandle.standardError.write(Data("\n\(message)\n".utf8))
+        try? FileHandle.standardError.write(contentsOf: Data("\n\(message)\n".utf8))
         try await Self.waitForLine()
     }
 

@@ -115,6 +115,14 @@ final class CLITests {
         #expect(!FileManager.default.fileExists(atPath: home), "a rejected command wrote to the store")
     }
 
+    @Test("a reader that went away (| head) does not kill kiln through SIGPIPE: it finishes and exits as it would")
+    func closedStandardOutput() async throws {
+        // `true` has exited before kiln starts writing: every write meets a pipe with no reader.
+        let script = #"{ sleep 0.3; "$0" validate "$1"; echo "kiln exited $?" >&2; } | true"#
+        let result = try await ProcessRunner.run("bash", ["-c", script, KilnBinary.path, CLI.root + "/examples/debian"])
+        #expect(result.stderr.contains("kiln exited 0"), "\(result.stderr)")
+    }
+
     @Test("--var for a name no template declares is an error with a suggestion; --var-file reads YAML and JSON, --var wins over it")
     func variableOptions() async throws {
         let example = CLI.root + "/examples/debian"

@@ -113,6 +113,36 @@ struct ReliabilityTests {
     }
 
     @Test(
+        "a build killed after its output's reader went away is recorded at the stage it reached, as its phase file says, not where its log stops"
+    )
+    func recoveryReadsThePhase() async throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let store = workspace.store
+        let dead = try await ProcessRunner.run("sh", ["-c", "echo $$"])
+        let deadPID = try #require(Int32(dead.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let id = "20261204T000000-app-piped"
+        try store.catalog.insert(BuildRecord(id: id, family: "app", status: .running, started: Date(), pid: deadPID))
+        let scratch = store.scratchDirectory(buildID: id)
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        try "2026-12-04T00:00:00.000 [app] [kiln] building app\n".write(toFile: scratch + "/build.log", atomically: true, encoding: .utf8)
+        try "verify".write(toFile: scratch + "/" + StepTracker.phaseFileName, atomically: true, encoding: .utf8)
+        _ = try Recovery.run(store)
+        #expect(try store.catalog.build(id: id)?.failedStep == "verify")
+    }
+
+    @Test("the stage tracker writes the stage it enters where recovery reads it")
+    func trackerWritesThePhase() throws {
+        let dir = NSTemporaryDirectory() + "kiln-phase-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let steps = StepTracker(family: "app", build: "b", reporter: nil, phaseFile: dir + "/" + StepTracker.phaseFileName)
+        steps.enter("verify")
+        steps.enter("provision[0] shell echo hi")
+        #expect(try String(contentsOfFile: dir + "/phase", encoding: .utf8) == "provision[0] shell echo hi")
+    }
+
+    @Test(
         "a host disk that fills up during the snapshot fails the build cleanly: no image, no blob, no staging; the next build succeeds",
         .enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
     func hostDiskFullDuringSnapshot() async throws {

@@ -16,7 +16,8 @@ extension Builder {
         let scratch = store.scratchDirectory(buildID: runID)
         try FileManager.default.createDirectory(
             atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let steps = StepTracker(family: template.family, build: runID, reporter: reporter)
+        let steps = StepTracker(
+            family: template.family, build: runID, reporter: reporter, phaseFile: scratch + "/" + StepTracker.phaseFileName)
         var record = BuildRecord(id: runID, family: template.family, image: image.name, status: .running, started: Date(), pid: getpid())
         try store.catalog.insert(record)
         do {

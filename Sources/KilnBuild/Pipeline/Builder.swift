@@ -285,7 +285,8 @@ public struct Builder: Sendable {
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let reporter = self.reporter
         let family = template.family
-        let steps = StepTracker(family: family, build: buildID, reporter: reporter)
+        let steps = StepTracker(
+            family: family, build: buildID, reporter: reporter, phaseFile: scratch + "/" + StepTracker.phaseFileName)
         let log = try BuildLog(
             path: scratch + "/build.log", family: family, secrets: secrets,
             sink: { source, line in
