@@ -69,7 +69,7 @@ struct SSHProbeTests {
         // The boot's probe waits long enough; the default 300 ms does not (a new connection
         // every probe is what queued dozens of SYNs for a guest still without an address).
         let late = try Listener(greeting: "SSH-2.0-OpenSSH_9.2p1 Debian\r\n", delay: 1.5)
-        #expect(SSHClient.bannerAnswers(port: late.port, wait: SSHClient.probeWait))
+        #expect(SSHClient.bannerAnswers(port: late.port, wait: SSHClient.heldProbeWait))
         // The short probe against a banner 8 s late: a stall of the test's thread between
         // connect and poll (CI runs QEMU beside it on two cores) once let a 1.5 s banner arrive
         // before the 300 ms poll began, so the margin is wide.

@@ -123,7 +123,9 @@ public struct QemuProvider: Provider {
         }
         // A test boot's guest has what its own first boot gave it, a resolver included.
         let ssh = SSHCommunicator(
-            client: SSHClient(keyPath: key, port: port), scratchDirectory: spec.scratchDirectory,
+            client: SSHClient(
+                keyPath: key, port: port, probeWait: spec.isTestBoot ? SSHClient.heldProbeWait : SSHClient.shortProbeWait),
+            scratchDirectory: spec.scratchDirectory,
             prelude: spec.isTestBoot ? nil : Self.prepareResolver)
         let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, ports: forwards)
         let started = ContinuousClock.now

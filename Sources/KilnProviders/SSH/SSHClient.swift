@@ -25,8 +25,15 @@ struct SSHClient: Sendable {
     /// first login and required from then on.
     let knownHosts: String
 
-    init(keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root", program: String = "ssh") {
+    /// How long one readiness probe holds its connection (see ``connectMaster(deadline:isAlive:onBanner:)``).
+    let probeWait: Int32
+
+    init(
+        keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root", program: String = "ssh",
+        probeWait: Int32 = SSHClient.shortProbeWait
+    ) {
         (self.keyPath, self.port, self.host, self.user, self.program) = (keyPath, port, host, user, program)
+        self.probeWait = probeWait
         knownHosts = (keyPath as NSString).deletingLastPathComponent + "/known_hosts"
         let tag = UUID().uuidString.prefix(12).lowercased()
         controlPath = NSTemporaryDirectory() + "kiln-ssh-\(tag).sock"
@@ -78,12 +85,15 @@ struct SSHClient: Sendable {
     ///
     /// The banner is probed in-process: cheaper than starting `ssh` (QEMU's forwarder accepts
     /// at once, so a client would sit out its whole ConnectTimeout while the guest has no
-    /// address yet). Each probe holds its connection for up to ``probeWait``: while the guest
-    /// has no address, QEMU keeps the connection's SYN queued until the guest answers ARP, then
-    /// delivers every queued one at once. Short probes queued one SYN every 400 ms, and a
-    /// guest that took its address from DHCP (a test boot, a disk booted by its own boot
-    /// loader) then had sshd fork a child for each of dozens of dead connections: its banner
-    /// came 11 s after sshd started. A guest that refuses (sshd not up yet) resets the
+    /// address yet). Each probe holds its connection for up to ``probeWait``. A guest that takes
+    /// its address from DHCP (a test boot: the image's own network) has none for most of its
+    /// boot, and QEMU keeps each connection's SYN queued until the guest answers ARP, then
+    /// delivers every queued one at once: short probes queued one SYN every 400 ms, sshd then
+    /// forked a child for each of dozens of dead connections, and its banner came 11 s after
+    /// it started. There a probe holds its connection (``heldProbeWait``). A build boot's
+    /// address is static and early, so the held connection buys nothing there, and six build
+    /// boots each way, alternated, saw sshd's banner later with it (median 16.8 s against
+    /// 15.3 s): a build boot probes short (``shortProbeWait``). A guest that refuses (sshd not up yet) resets the
     /// connection at once, and the next probe follows 100 ms later. A login can still fail
     /// right after the banner (the key is provisioned by systemd a moment later): it is
     /// retried until the deadline.
@@ -96,7 +106,7 @@ struct SSHClient: Sendable {
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
             guard await isAlive() else { throw KilnError(.providerFailed, "the VM exited before SSH came up") }
-            guard await Self.probeBanner(host: host, port: port, wait: Self.probeWait) else {
+            guard await Self.probeBanner(host: host, port: port, wait: probeWait) else {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
@@ -155,8 +165,10 @@ struct SSHClient: Sendable {
         }
     }
 
-    /// How long one readiness probe waits for the banner on its connection (see ``connectMaster(deadline:isAlive:onBanner:)``).
-    static let probeWait: Int32 = 5000
+    /// How long one readiness probe waits for the banner on its connection, for a guest with a
+    /// static address and for one on DHCP (see ``connectMaster(deadline:isAlive:onBanner:)``).
+    static let shortProbeWait: Int32 = 300
+    static let heldProbeWait: Int32 = 5000
 
     /// True when something on `host`:`port` (IPv4) sends an SSH identification string within
     /// `wait` milliseconds on one connection; false at once when the connection is closed.
