@@ -62,7 +62,8 @@ struct ImageTester: Sendable {
         log.emit("kiln", "testing \(image.name): \(selected.count) test step\(selected.count == 1 ? "" : "s") on a test boot")
         let results = Locked<[TestStepResult]>([])
         let machineBox = Locked<(any Machine)?>(nil)
-        var hostError: (any Error)?
+        /// What stopped a run that did not pass: a host error is thrown again with its own code.
+        var stopError: (any Error)?
         do {
             if !selected.isEmpty {
                 steps.enter("test boot")
@@ -90,9 +91,14 @@ struct ImageTester: Sendable {
             let failedStep = steps.current
             let message = log.redact(cancelled ? "interrupted" : (error as? KilnError)?.description ?? "\(error)")
             run.status = TestStatus.after(error, cancelled: cancelled)
-            let ended = [TestStatus.cancelled: "cancelled", .error: "could not run (a host error, not the image's)"][run.status]
-            log.emit("kiln", "tests \(ended ?? "failed") at \(failedStep): \(message)")
-            hostError = error
+            let ended =
+                switch run.status {
+                case .cancelled: "cancelled"
+                case .error: "could not run (a host error, not the image's)"
+                default: "failed"
+                }
+            log.emit("kiln", "tests \(ended) at \(failedStep): \(message)")
+            stopError = error
             run.failedStep = failedStep
             run.message = message
             run.steps = results.value + Self.notRun(after: results.value.count, of: template.tests.steps, stoppedAt: failedStep, log: log)
@@ -119,7 +125,7 @@ struct ImageTester: Sendable {
             // The host's error, as it was: its code (and exit status) is not a test failure's.
             let message =
                 "the tests of \(image.name) could not run (at \(run.failedStep ?? "?")); \(image.name) stays \(after.state.rawValue)"
-            throw KilnError((hostError as? KilnError)?.code ?? .io, message, cause: hostError)
+            throw KilnError((stopError as? KilnError)?.code ?? .io, message, cause: stopError)
         case .failed:
             var text = "the tests of \(image.name) failed at \(run.failedStep ?? "?"): \(run.message ?? "")"
             if !lastLines.isEmpty { text += "\nlast output:\n" + lastLines.map { "  " + $0 }.joined(separator: "\n") }

@@ -51,13 +51,13 @@ func parseDate(_ text: String, flag: String) throws -> Date {
     throw KilnError(.invalidInput, "\(flag) \(text): expected a date like 2026-12-01 or 2026-12-01T12:00:00Z")
 }
 
-/// `30d`, `12h`, `2w`: a time from now (`--obsolete-in`, `--delete-in`).
+/// `30d`, `12h`, `2w`: a time from now (`--obsolete-in`, `--delete-in`), in the lifecycle
+/// block's grammar (``LifecyclePolicy/seconds(of:)``).
 func parseRelative(_ text: String, flag: String, from now: Date) throws -> Date {
-    let units: [Character: Double] = ["h": 3600, "d": 86400, "w": 7 * 86400]
-    guard let unit = text.last.flatMap({ units[$0] }), let count = Int(text.dropLast()), count > 0 else {
+    guard let seconds = LifecyclePolicy.seconds(of: text) else {
         throw KilnError(.invalidInput, "\(flag) \(text): expected a count and a unit, like 12h, 30d or 2w")
     }
-    return now.addingTimeInterval(Double(count) * unit)
+    return now.addingTimeInterval(TimeInterval(seconds))
 }
 
 struct Deprecate: AsyncParsableCommand {
@@ -70,7 +70,9 @@ struct Deprecate: AsyncParsableCommand {
     var obsoleteOn: String?
     @Option(name: .customLong("delete-on"), help: ArgumentHelp("When rotation makes it DELETED.", valueName: "date"))
     var deleteOn: String?
-    @Option(name: .customLong("obsolete-in"), help: ArgumentHelp("As --obsolete-on, from now: 12h, 30d, 2w.", valueName: "time"))
+    @Option(
+        name: .customLong("obsolete-in"),
+        help: ArgumentHelp("As --obsolete-on, from now: 12h, 30d, 2w (a lifecycle: duration).", valueName: "time"))
     var obsoleteIn: String?
     @Option(name: .customLong("delete-in"), help: ArgumentHelp("As --delete-on, from now: 12h, 30d, 2w.", valueName: "time"))
     var deleteIn: String?

@@ -16,6 +16,15 @@ public struct LifecyclePolicy: Sendable, Equatable, Codable {
 
     public init() {}
 
+    /// A lifecycle duration as templates and the command line write it: a count and a unit
+    /// (`30s`, `15m`, `12h`, `7d`, `2w`), in seconds; nil for anything else. One grammar for
+    /// `lifecycle:` keys and `kiln deprecate --obsolete-in`.
+    public static func seconds(of text: String) -> Int? {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400]
+        guard let unit = text.last.flatMap({ units[$0] }), let count = Int(text.dropLast()), count >= 0 else { return nil }
+        return count * unit
+    }
+
     /// A key the record lacks (a policy stored by an older kiln, before that key existed) takes
     /// its default; the synthesized decoder would fail the whole policy instead.
     public init(from decoder: any Decoder) throws {

@@ -54,12 +54,11 @@ extension TemplateParser {
         }
         func duration(_ key: LifecycleKey) -> Int? {
             guard let value = f[key], let text = string(value, key.rawValue) else { return nil }
-            let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400]
-            guard let unit = text.last.flatMap({ units[$0] }), let n = Int(text.dropLast()), n >= 0 else {
+            guard let seconds = LifecyclePolicy.seconds(of: text) else {
                 error(at: value, "\(key.rawValue) must be a duration like 12h, 7d or 2w, got '\(text)'")
                 return nil
             }
-            return n * unit
+            return seconds
         }
         if let d = duration(.deprecateAfter) { policy.deprecateAfter = d }
         if let d = duration(.obsoleteAfter) { policy.obsoleteAfter = d }
