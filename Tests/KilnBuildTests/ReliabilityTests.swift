@@ -58,14 +58,19 @@ struct ReliabilityTests {
         #expect(provider.events.value.filter { $0.hasPrefix("start") }.count == starts)
     }
 
+    /// The pid of a process that has exited: a kiln that died, as recovery finds it.
+    static func deadPID() async throws -> Int32 {
+        let dead = try await ProcessRunner.run("sh", ["-c", "echo $$"])
+        return try #require(Int32(dead.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+
     @Test("the next kiln kills what a dead kiln left running, records its build as failed with its log, and clears its directories")
     func recoveryAfterADeadKiln() async throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
         let store = workspace.store
         // A kiln process that has exited, and a child it left behind (a real process).
-        let dead = try await ProcessRunner.run("sh", ["-c", "echo $$"])
-        let deadPID = try #require(Int32(dead.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let deadPID = try await Self.deadPID()
         let orphan = try await ProcessRunner.run("sh", ["-c", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo $!"])
         let orphanPID = try #require(Int32(orphan.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
         defer { kill(orphanPID, SIGKILL) }
@@ -119,8 +124,7 @@ struct ReliabilityTests {
         let workspace = try Workspace()
         defer { workspace.remove() }
         let store = workspace.store
-        let dead = try await ProcessRunner.run("sh", ["-c", "echo $$"])
-        let deadPID = try #require(Int32(dead.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let deadPID = try await Self.deadPID()
         let id = "20261204T000000-app-piped"
         try store.catalog.insert(BuildRecord(id: id, family: "app", status: .running, started: Date(), pid: deadPID))
         let scratch = store.scratchDirectory(buildID: id)
