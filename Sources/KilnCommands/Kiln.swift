@@ -192,7 +192,16 @@ struct TemplateOptions: ParsableArguments {
 
     func load(store: Store? = nil) throws -> (TemplateSet, ImageGraph) {
         let given = try overrides()
-        let set = try TemplateLoader(overrides: given.mapValues(\.value)).load(path: path)
+        let reading = try TemplateLoader(overrides: given.mapValues(\.value)).read(path: path)
+        let known = try store?.catalog.families() ?? []
+        if !reading.diagnostics.isEmpty {
+            // Every problem in one run: the graph's too, among the templates that could be named.
+            let graphProblems = ImageGraph.problems(
+                of: reading.set.templates, knownFamilies: known, reportUnknownParents: reading.unnamedFiles.isEmpty)
+            throw ValidationFailure(
+                (reading.diagnostics + graphProblems).sorted { ($0.file, $0.line, $0.column) < ($1.file, $1.line, $1.column) })
+        }
+        let set = reading.set
         // A misspelt name would otherwise be ignored and the default used, silently (Packer
         // refuses it too).
         let declared = Set(set.templates.flatMap { $0.variables.map(\.name) })
@@ -200,7 +209,6 @@ struct TemplateOptions: ParsableArguments {
             let hint = Suggestion.closest(to: name, in: declared.sorted()).map { " (did you mean '\($0)'?)" } ?? ""
             throw KilnError(.invalidInput, "\(given.origin): no template in \(path) declares a variable '\(name)'\(hint)")
         }
-        let known = try store?.catalog.families() ?? []
         return (set, try ImageGraph(set, knownFamilies: known))
     }
 }

@@ -175,7 +175,16 @@ struct Resolve: AsyncParsableCommand {
 
     @Argument(help: ArgumentHelp("A family, FAMILY@CHANNEL or an exact image name.", valueName: "family")) var name: String
     @Flag(help: "Print JSON (the same object as inspect --json).") var json = false
+    @Flag(
+        help: ArgumentHelp(
+            "Print one flat JSON object of strings (name, family, version, state, digest, provider, and disk or artifact_id): what Terraform's external data source reads (docs/lifecycle.md)."
+        ))
+    var flat = false
     @OptionGroup var store: StoreOptions
+
+    func validate() throws {
+        if json && flat { throw ValidationError("--json and --flat are two forms of one answer: give one") }
+    }
 
     func run() async throws {
         let store = try store.open()
@@ -190,6 +199,26 @@ struct Resolve: AsyncParsableCommand {
         case .testing, .failed:
             throw KilnError(.invalidInput, try untestedMessage(image, catalog: store.catalog))
         }
-        if json { try printJSON(ImageView(image, store: store)) } else { print(image.name) }
+        if json {
+            try printJSON(ImageView(image, store: store))
+        } else if flat {
+            try printJSON(Self.flatView(ImageView(image, store: store)))
+        } else {
+            print(image.name)
+        }
+    }
+
+    /// Terraform's `external` data source takes an object whose values are all strings, so
+    /// nothing nested and no nulls: absent fields are left out.
+    static func flatView(_ view: ImageView) -> [String: String] {
+        var flat = [
+            "name": view.name, "family": view.family, "version": view.version, "state": view.state, "digest": view.digest,
+            "provider": view.provider, "created": view.created,
+        ]
+        flat["parent"] = view.parent
+        flat["disk"] = view.disk
+        flat["artifact_id"] = view.artifact?.id
+        flat["region"] = view.artifact?.details["region"]
+        return flat
     }
 }

@@ -13,14 +13,33 @@ public struct ImageGraph: Sendable {
     ///   build on them without their template being in the set.
     /// - Throws: ``ValidationFailure`` naming unknown parents and printing each cycle.
     public init(_ set: TemplateSet, knownFamilies: Set<String> = []) throws {
-        let byFamily = Dictionary(set.templates.map { ($0.family, $0) }, uniquingKeysWith: { first, _ in first })
+        let analysis = Self.analyse(set.templates, knownFamilies: knownFamilies, reportUnknownParents: true)
+        if !analysis.diagnostics.isEmpty { throw ValidationFailure(analysis.diagnostics) }
+        self.order = analysis.order
+        self.externalParents = analysis.external
+    }
+
+    /// The graph's own problems (unknown parents, cycles) of templates that may have other
+    /// errors, so that `kiln validate` reports them in the same run as those.
+    /// - Parameter reportUnknownParents: false when some file's family could not be read: the
+    ///   parent may be that file's.
+    public static func problems(
+        of templates: [Template], knownFamilies: Set<String>, reportUnknownParents: Bool
+    ) -> [Diagnostic] {
+        analyse(templates, knownFamilies: knownFamilies, reportUnknownParents: reportUnknownParents).diagnostics
+    }
+
+    private static func analyse(
+        _ templates: [Template], knownFamilies: Set<String>, reportUnknownParents: Bool
+    ) -> (order: [Template], external: Set<String>, diagnostics: [Diagnostic]) {
+        let byFamily = Dictionary(templates.map { ($0.family, $0) }, uniquingKeysWith: { first, _ in first })
         var diagnostics: [Diagnostic] = []
         var external: Set<String> = []
-        for template in set.templates {
+        for template in templates {
             guard let parent = template.parentFamily, byFamily[parent] == nil else { continue }
             if knownFamilies.contains(parent) {
                 external.insert(parent)
-            } else {
+            } else if reportUnknownParents {
                 let defined = byFamily.keys.sorted().joined(separator: ", ")
                 diagnostics.append(
                     template.sourceLocation.diagnostic(
@@ -53,10 +72,8 @@ public struct ImageGraph: Sendable {
                 order.append(template)
             }
         }
-        for template in set.templates { visit(template, path: []) }
-        if !diagnostics.isEmpty { throw ValidationFailure(diagnostics) }
-        self.order = order
-        self.externalParents = external
+        for template in templates { visit(template, path: []) }
+        return (order, external, diagnostics)
     }
 
     public func template(_ family: String) -> Template? {

@@ -17,6 +17,15 @@ public struct TemplateSet: Sendable {
     public func redact(_ text: String) -> String { Redactor(sensitiveValues)(text) }
 }
 
+/// What ``TemplateLoader/read(path:)`` found: the templates it could name, and every problem.
+public struct TemplateReading: Sendable {
+    public let set: TemplateSet
+    public let diagnostics: [Diagnostic]
+    /// Files whose family or source could not be read: a parent they define is unknown to the
+    /// graph check, so "unknown parent" is not reported while there are any.
+    public let unnamedFiles: [String]
+}
+
 /// Reads templates from disk and reports every problem it finds, each with its position.
 ///
 /// It walks Yams `Node`s rather than decoding into `Codable` types, because decoding errors
@@ -32,16 +41,29 @@ public struct TemplateLoader: Sendable {
     }
 
     /// Loads `path`: a directory (every `*.yaml`/`*.yml` in it, one graph) or a single file.
+    /// - Throws: ``ValidationFailure`` with every problem of every file.
     public func load(path: String) throws -> TemplateSet {
+        let reading = try read(path: path)
+        if !reading.diagnostics.isEmpty { throw ValidationFailure(reading.diagnostics) }
+        return reading.set
+    }
+
+    /// Reads every file of `path` and keeps going past problems, so that one run reports all of
+    /// them: a template with errors is still in `set` when its family and source could be read
+    /// (checks of the whole graph need its name and parent), and must not be built.
+    public func read(path: String) throws -> TemplateReading {
         let files = try templateFiles(at: path)
         var diagnostics: [Diagnostic] = []
         var templates: [Template] = []
         var sensitive: [String] = []
+        var unnamed: [String] = []
         for file in files {
             let parser = TemplateParser(file: file, loader: self)
             if let template = parser.parse() {
                 templates.append(template)
                 sensitive += template.variables.filter(\.sensitive).map(\.value)
+            } else {
+                unnamed.append(file)
             }
             // Reading order, whatever order the checks ran in.
             diagnostics += parser.diagnostics.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
@@ -56,8 +78,10 @@ public struct TemplateLoader: Sendable {
                 seen[template.family] = template
             }
         }
-        if !diagnostics.isEmpty { throw ValidationFailure(diagnostics) }
-        return TemplateSet(templates: templates, sensitiveValues: sensitive.filter { !$0.isEmpty })
+        return TemplateReading(
+            set: TemplateSet(templates: templates, sensitiveValues: sensitive.filter { !$0.isEmpty }),
+            diagnostics: diagnostics,
+            unnamedFiles: unnamed)
     }
 
     private func templateFiles(at path: String) throws -> [String] {
@@ -162,7 +186,9 @@ final class TemplateParser {
         let labels = top[.labels].map { stringMap($0, "labels", keyCheck: labelKeyCheck) } ?? [:]
         let lifecycle = top[.lifecycle].map(parseLifecycle) ?? LifecyclePolicy()
         let allowedSecrets = top[.allowSecrets].map(parseAllowedSecrets) ?? []
-        guard let family, let source, diagnostics.isEmpty else { return nil }
+        // Returned even with errors (the loader refuses the set): the graph check needs the
+        // family and its parent to report cycles and unknown parents in the same run.
+        guard let family, let source else { return nil }
         var template = Template(
             family: family,
             description: description,

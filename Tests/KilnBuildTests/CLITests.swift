@@ -34,9 +34,47 @@ final class CLITests {
                 lines.contains(
                     "\(dir)/base.yaml:3:1: error: unknown key 'lables' in a template: expected image, description, from, provider, vars, provision, test, labels, lifecycle, allow_secrets"
                 ))
-            #expect(lines.last == "kiln: 2 errors; nothing was built")
+            // The two files name each other: the cycle is reported in the same run.
+            #expect(
+                lines.contains("\(dir)/app.yaml:2:7: error: cycle in the image graph: app -> base -> app"), "\(command): \(result.stderr)")
+            #expect(lines.last == "kiln: 3 errors; nothing was built")
             #expect(!FileManager.default.fileExists(atPath: home), "\(command) wrote to the store")
         }
+    }
+
+    @Test("validate reports a schema error, a missing src file, an unknown parent and a cycle in one run, in file order")
+    func validateReportsEverything() async throws {
+        let dir = NSTemporaryDirectory() + "kiln-cli-all-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let files = [
+            "a.yaml": "image: a\nfrom: {debootstrap: {suite: bookworm}}\nprovision:\n  - bogus: 1\n",
+            "b.yaml": "image: b\nfrom: {image: a}\nprovision:\n  - file: {src: nothere.txt, dest: /x}\n",
+            "c.yaml": "image: c\nfrom: {image: nosuch}\n",
+            "d.yaml": "image: d\nfrom: {image: e}\n",
+            "e.yaml": "image: e\nfrom: {image: d}\n",
+        ]
+        for (name, text) in files { try text.write(toFile: "\(dir)/\(name)", atomically: true, encoding: .utf8) }
+        let result = try await CLI.kiln(["validate", dir, "--home", home])
+        #expect(result.status == 2)
+        let lines = result.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.count == 5, "\(result.stderr)")
+        let prefixes = [
+            "a.yaml:4:5: error: unknown key 'bogus'", "b.yaml:4:17: error: file src nothere.txt does not exist",
+            "c.yaml:2:7: error: unknown parent family 'nosuch'", "d.yaml:2:7: error: cycle in the image graph: d -> e -> d",
+        ]
+        for (line, prefix) in zip(lines, prefixes) { #expect(line.hasPrefix("\(dir)/\(prefix)"), "\(line)") }
+        #expect(lines.last == "kiln: 4 errors; nothing was built")
+
+        // A file whose family cannot be read may define the parent another file names: no
+        // "unknown parent" guess then, only the file's own error.
+        try "image: [broken\n".write(toFile: "\(dir)/a.yaml", atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: "\(dir)/b.yaml")
+        let partial = try await CLI.kiln(["validate", dir, "--home", home])
+        #expect(partial.status == 2)
+        #expect(partial.stderr.contains("\(dir)/a.yaml:"), "\(partial.stderr)")
+        #expect(!partial.stderr.contains("unknown parent"), "\(partial.stderr)")
+        #expect(partial.stderr.contains("cycle in the image graph: d -> e -> d"), "\(partial.stderr)")
     }
 
     @Test("a cycle is reported with its path")

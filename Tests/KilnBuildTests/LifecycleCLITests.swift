@@ -91,4 +91,66 @@ struct LifecycleCLITests {
         #expect(abs(obsolete.timeIntervalSince(before) - 30 * 86400) < 60)
         #expect(abs(delete.timeIntervalSince(before) - 60 * 86400) < 60)
     }
+
+    @Test(
+        "images hides DELETED unless --show-deleted or --all; --filter, --sort-by and --limit as gcloud has them; resolve --flat is an object of strings"
+    )
+    func imageListing() async throws {
+        let home = NSTemporaryDirectory() + "kiln-listing-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let store = try Store(root: home)
+        let drafts: [(String, [String: String], Int64)] = [
+            ("web", ["team": "web"], 30), ("web", ["team": "web"], 10), ("web", [:], 20), ("db", ["team": "data"], 40),
+        ]
+        for (index, (family, labels, size)) in drafts.enumerated() {
+            _ = try store.catalog.commit(
+                ImageDraft(
+                    family: family, digest: "d\(index)", parent: nil, labels: labels, description: nil, templateHash: "t", size: size,
+                    log: "logs/x.tar.zst", buildID: "b\(index)", sourceKind: "file"),
+                at: Date(timeIntervalSinceNow: Double(index)))
+        }
+        let web = try store.catalog.images().filter { $0.family == "web" }.map(\.name)
+        func kiln(_ arguments: String...) async throws -> ProcessResult { try await CLI.kiln(arguments + ["--home", home]) }
+        func names(_ arguments: String...) async throws -> [String] {
+            let result = try await CLI.kiln(["images", "--json", "--home", home] + arguments)
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+            let list = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+            return list.compactMap { $0["name"] as? String }
+        }
+        #expect(try await kiln("deprecate", web[0]).status == 0)
+        #expect(try await kiln("delete", web[0]).status == 0)
+        #expect(try await names().count == 3)
+        #expect(!(try await kiln("images").stdout.contains(web[0])))
+        #expect(try await names("--show-deleted").contains(web[0]))
+        #expect(try await names("--all").count == 4)
+        #expect(try await names("--filter", "labels.team=web", "--all") == [web[0], web[1]])
+        #expect(try await names("--filter", "state=ready family=web") == [web[1], web[2]])
+        #expect(try await names("--filter", "family=web AND labels.team!=web") == [web[2]])
+        #expect(try await names("--filter", "name~^db-", "--filter", "state=READY").count == 1)
+        #expect(
+            try await names("--sort-by", "~size", "--all") == [
+                try #require(store.catalog.images().first { $0.family == "db" }?.name), web[0], web[2], web[1],
+            ])
+        #expect(
+            try await names("--sort-by", "~created", "--limit", "2") == [
+                try #require(store.catalog.images().first { $0.family == "db" }?.name), web[2],
+            ])
+        #expect(try await names("--family", "web", "--sort-by", "size") == [web[1], web[2]])
+
+        let unknown = try await kiln("images", "--filter", "famly=web")
+        #expect(unknown.status == 2 && unknown.stderr.contains("unknown field 'famly' (did you mean 'family'?)"), "\(unknown.stderr)")
+        let shape = try await kiln("images", "--filter", "web")
+        #expect(shape.status == 2 && shape.stderr.contains("'web' is not FIELD=VALUE"), "\(shape.stderr)")
+        let regex = try await kiln("images", "--filter", "name~(")
+        #expect(regex.status == 2 && regex.stderr.contains("is not a regular expression"), "\(regex.stderr)")
+        #expect(try await kiln("images", "--sort-by", "age").status == 2)
+        #expect(try await kiln("images", "--limit", "0").status == 2)
+
+        let flat = try await kiln("resolve", "web", "--flat")
+        #expect(flat.status == 0, "\(flat.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(flat.stdout.utf8)) as? [String: Any])
+        #expect(object["name"] as? String == web[2] && object["digest"] as? String == "d2" && object["family"] as? String == "web")
+        #expect(object.values.allSatisfy { $0 is String }, "Terraform's external data source takes strings only: \(object)")
+        #expect(try await kiln("resolve", "web", "--flat", "--json").status == 2)
+    }
 }
