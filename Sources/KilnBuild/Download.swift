@@ -18,17 +18,20 @@ public final class Download: NSObject, URLSessionDataDelegate, @unchecked Sendab
     private var failure: (any Error)?
     private var continuation: CheckedContinuation<Void, any Error>?
     private(set) var resumedFrom: UInt64 = 0
+    private let progress: ProgressMeter
 
-    private init(destination: String) {
+    private init(destination: String, label: String) {
         self.destination = destination
         self.part = destination + ".part"
+        self.progress = ProgressMeter("download \(label)", total: nil)
     }
 
     /// Fetches `url` to `destination` (atomically renamed into place when complete).
     /// - Returns: the number of bytes that were already on disk from an earlier attempt.
     @discardableResult
     public static func fetch(_ url: URL, to destination: String) async throws -> UInt64 {
-        let download = Download(destination: destination)
+        let download = Download(destination: destination, label: url.lastPathComponent)
+        defer { download.progress.finish() }
         try await download.run(url)
         return download.resumedFrom
     }
@@ -79,6 +82,9 @@ public final class Download: NSObject, URLSessionDataDelegate, @unchecked Sendab
                 throw KilnError(.buildFailed, "\(response.url?.absoluteString ?? "download"): HTTP \(status)")
             }
             self.handle = handle
+            let length = response.expectedContentLength
+            progress.setTotal(length >= 0 ? length + Int64(resumedFrom) : nil)
+            progress.set(done: Int64(resumedFrom))
             completionHandler(.allow)
         } catch {
             failure = error
@@ -89,6 +95,7 @@ public final class Download: NSObject, URLSessionDataDelegate, @unchecked Sendab
     public func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
         do {
             try handle?.write(contentsOf: data)
+            progress.advance(by: Int64(data.count))
         } catch {
             failure = error
             dataTask.cancel()

@@ -186,6 +186,12 @@ struct SourceDisk {
         return Hashing.sha256Hex(zip(sources, hashes).map { "\($0.suite) \($1)\n" }.joined())
     }
 
+    /// The stages mmdebstrap announces, in order (its `I:` lines).
+    static let mmdebstrapStages = [
+        "running apt-get update", "downloading packages", "extracting archives", "installing essential packages",
+        "installing remaining packages", "running --customize-hook", "cleaning package lists",
+    ]
+
     /// mmdebstrap builds the tree; its customize hook makes the guest bootable and writes the
     /// ext4 disk from the tree with `mkfs.ext4 -d`: no VM, no mount, no loop device.
     private func bootstrap(_ spec: Debootstrap, sources: [AptSource], diskSize: UInt64, into staging: String, log: BuildLog) async throws {
@@ -203,7 +209,16 @@ struct SourceDisk {
             "KILN_DISK_SIZE": String(diskSize), "TMPDIR": staging,
         ]
         let started = ContinuousClock.now
-        let onLine: @Sendable (ProcessOutputLine) -> Void = { line in log.emit("debootstrap", line.text) }
+        let meter = ProgressMeter("bootstrap \(spec.suite)", total: Int64(Self.mmdebstrapStages.count), unit: .stages)
+        defer { meter.finish() }
+        let onLine: @Sendable (ProcessOutputLine) -> Void = { line in
+            log.emit("debootstrap", line.text)
+            // mmdebstrap names each stage as it enters it: the meter counts them (no byte counts
+            // come out of it).
+            if let index = Self.mmdebstrapStages.firstIndex(where: { line.text.hasPrefix("I: " + $0) }) {
+                meter.set(done: Int64(index + 1), stage: Self.mmdebstrapStages[index])
+            }
+        }
         if ProcessRunner.find("mmdebstrap") != nil {
             let mode = getuid() == 0 ? "root" : "unshare"
             log.emit("kiln", "bootstrapping Debian \(spec.suite) (\(spec.variant), mmdebstrap --mode=\(mode))")

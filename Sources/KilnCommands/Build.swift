@@ -151,7 +151,7 @@ struct Build: AsyncParsableCommand {
         // by now: a failed prune is reported, not turned into a failed build.
         do {
             for entry in try await SourceCache.prune(store, limit: SourceCache.defaultLimit()) {
-                printError("kiln: cache: removed \(entry.kind.rawValue) \(entry.description) (\(humanSize(Int64(entry.bytes))))")
+                printError("kiln: cache: removed \(entry.kind.rawValue) \(entry.description) (\(ByteCount.human(Int64(entry.bytes))))")
             }
         } catch {
             printError("kiln: warning: could not prune the source cache: \(error)")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KilnBuild
+import KilnCore
 import KilnModel
 
 struct CacheList: AsyncParsableCommand {
@@ -19,9 +20,12 @@ struct CacheList: AsyncParsableCommand {
         printTable(
             ["KIND", "SIZE", "LAST USED", "IN USE", "WHAT"],
             entries.map {
-                [$0.kind.rawValue, humanSize(Int64($0.bytes)), $0.lastUsed.formatted(.iso8601), $0.inUse ? "yes" : "no", $0.description]
+                [
+                    $0.kind.rawValue, ByteCount.human(Int64($0.bytes)), $0.lastUsed.formatted(.iso8601), $0.inUse ? "yes" : "no",
+                    $0.description,
+                ]
             })
         let total = entries.reduce(0) { $0 + $1.bytes }
-        print("total \(humanSize(Int64(total))) (limit \(humanSize(Int64(SourceCache.defaultLimit()))))")
+        print("total \(ByteCount.human(Int64(total))) (limit \(ByteCount.human(Int64(SourceCache.defaultLimit()))))")
     }
 }

@@ -30,7 +30,9 @@ struct CachePrune: AsyncParsableCommand {
         }
         let removed = try await SourceCache.prune(try store.open(), limit: limit, dryRun: dryRun)
         for entry in removed {
-            print("\(dryRun ? "would remove" : "removed") \(entry.kind.rawValue) \(entry.description) (\(humanSize(Int64(entry.bytes))))")
+            print(
+                "\(dryRun ? "would remove" : "removed") \(entry.kind.rawValue) \(entry.description) (\(ByteCount.human(Int64(entry.bytes))))"
+            )
         }
         if removed.isEmpty { print("nothing to remove") }
     }

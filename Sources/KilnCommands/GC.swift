@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnBuild
+import KilnCore
 import KilnModel
 
 struct GC: AsyncParsableCommand {
@@ -29,6 +30,6 @@ struct GC: AsyncParsableCommand {
         for name in report.purged { print("\(verb) the disk of \(name)") }
         for path in report.staleDirectories { print("\(verb) \(path)") }
         for entry in report.cache { print("\(verb) \(entry.kind.rawValue) \(entry.description)") }
-        print("\(dryRun ? "would free" : "freed") \(humanSize(Int64(report.bytes)))")
+        print("\(dryRun ? "would free" : "freed") \(ByteCount.human(Int64(report.bytes)))")
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KilnCore
 import KilnModel
 import KilnStore
 
@@ -66,7 +67,7 @@ struct Images: AsyncParsableCommand {
             images.map {
                 [
                     $0.name, $0.family, $0.version, $0.state.rawValue + ($0.purged ? " (purged)" : ""), $0.parent ?? "-",
-                    humanSize($0.size),
+                    ByteCount.human($0.size),
                     $0.created.formatted(.iso8601), runs[$0.name]?.status.rawValue ?? "-",
                 ]
             })

@@ -67,7 +67,7 @@ struct Inspect: AsyncParsableCommand {
             ("delete on", view.deleteOn), ("purge on", view.purgeOn), ("purged", view.purged ? "yes" : nil),
             ("digest", "sha256:" + view.digest), ("disk", view.disk), ("provider", view.provider),
             ("artifact", view.artifact?.summary),
-            ("size", humanSize(view.size)), ("created", view.created), ("source", view.source),
+            ("size", ByteCount.human(view.size)), ("created", view.created), ("source", view.source),
             ("description", view.description), ("template", "sha256:" + view.templateHash),
             ("build", view.buildID), ("origin", view.origin?.summary), ("job url", view.origin?.jobURL), ("log", view.log),
             ("build key", view.buildKey.map { "sha256:" + $0 } ?? "-"),

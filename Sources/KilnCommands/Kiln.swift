@@ -51,6 +51,9 @@ public struct Kiln: AsyncParsableCommand {
         // A closed standard output (`kiln build --json | head -5`) must not kill a build mid-way
         // through SIGPIPE: writes fail with EPIPE instead, and output is dropped.
         signal(SIGPIPE, SIG_IGN)
+        // Long work (bootstrap, downloads, exports, pushes) shows a bar on a terminal and a line
+        // every 10 s in CI logs (docs/cli.md).
+        ProgressMeter.style.withLock { $0 = .forStandardError() }
         if let problem = SingleDashWords.problem(in: Array(CommandLine.arguments.dropFirst())) {
             printError("kiln: error: \(problem)")
             Foundation.exit(2)

@@ -174,22 +174,14 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     }
 }
 
-func humanSize(_ bytes: Int64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
-}
-
 /// The live view of a build: every line on a plain stream; on a terminal, the serial console
 /// collapses into one status line that the next real line replaces.
 final class ConsoleReporter: BuildReporter {
     private let isTerminal = isatty(STDERR_FILENO) == 1
     private let statusShown = Locked(false)
+    /// https://no-color.org: a NO_COLOR that is set and not empty turns off the dim text
+    /// (the status line's carriage returns stay: they are not colour).
+    private let (dimOn, dimOff) = (ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty ? ("\u{1B}[2m", "\u{1B}[0m") : ("", "")
 
     func report(_ event: BuildEvent) {
         switch event.event {
@@ -214,7 +206,7 @@ final class ConsoleReporter: BuildReporter {
             if source == "console" {
                 let width = 100
                 let status = "\(time) \(family) | booting: \(text.prefix(width))"
-                try? FileHandle.standardError.write(contentsOf: Data("\r\u{1B}[2K\u{1B}[2m\(status)\u{1B}[0m".utf8))
+                try? FileHandle.standardError.write(contentsOf: Data("\r\u{1B}[2K\(dimOn)\(status)\(dimOff)".utf8))
                 statusShown.set(true)
                 return
             }
@@ -224,7 +216,7 @@ final class ConsoleReporter: BuildReporter {
                 statusShown.set(false)
             }
             let dim = source != "kiln"
-            out += "\(time) \(family) | " + (dim ? "\u{1B}[2m\(source): \(text)\u{1B}[0m" : text) + "\n"
+            out += "\(time) \(family) | " + (dim ? "\(dimOn)\(source): \(text)\(dimOff)" : text) + "\n"
             try? FileHandle.standardError.write(contentsOf: Data(out.utf8))
         } else {
             try? FileHandle.standardError.write(contentsOf: Data("\(time) \(family) | \(source): \(text)\n".utf8))

@@ -121,15 +121,38 @@ public enum DiskImage {
     /// `qemu-img convert` with both formats given. `options`: `-o` of the output format.
     public static func convert(
         _ source: String, format: String, to destination: String, outputFormat: String, options: String? = nil,
-        onLine: (@Sendable (ProcessOutputLine) -> Void)? = nil
+        onLine: (@Sendable (ProcessOutputLine) -> Void)? = nil, progress label: String? = nil
     ) async throws {
         var arguments = ["convert", "-f", format, "-O", outputFormat]
         if let options { arguments += ["-o", options] }
+        // `-p` prints "(12.50/100%)" lines (ended by a carriage return, which the line reader
+        // splits on); the meter turns them into bytes of the virtual disk.
+        let meter: ProgressMeter? =
+            if let label, ProgressMeter.style.withLock({ $0 }) != .none {
+                ProgressMeter(label, total: Int64(try await info(source, format: format, shared: true).virtualSize))
+            } else {
+                nil
+            }
+        if meter != nil { arguments.append("-p") }
+        defer { meter?.finish() }
         arguments += [plainPath(source), plainPath(destination)]
-        let result = try await ProcessRunner.run("qemu-img", arguments, onLine: onLine)
+        let result = try await ProcessRunner.run("qemu-img", arguments) { line in
+            if let meter, let percent = Self.progressPercent(line.text) {
+                meter.set(done: Int64(percent / 100 * Double(meter.total ?? 0)))
+            } else {
+                onLine?(line)
+            }
+        }
         guard result.succeeded else {
             throw KilnError(
                 .io, "qemu-img convert failed (\(result.status)): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
+    }
+
+    /// 12.5 from qemu-img's "    (12.50/100%)".
+    static func progressPercent(_ line: String) -> Double? {
+        let text = line.trimmingCharacters(in: .whitespaces)
+        guard text.hasPrefix("("), text.hasSuffix("/100%)") else { return nil }
+        return Double(text.dropFirst().dropLast("/100%)".count))
     }
 }

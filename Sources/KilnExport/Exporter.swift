@@ -209,7 +209,8 @@ public struct Exporter: Sendable {
     private func convert(_ disk: String, format: ExportFormat, to path: String) async throws {
         let options = format == .vmdk ? "subformat=streamOptimized" : nil
         log("qemu-img convert -f qcow2 -O \(format.rawValue)" + (options.map { " -o " + $0 } ?? "") + " \(disk) \(path)")
-        try await DiskImage.convert(disk, format: "qcow2", to: path, outputFormat: format.rawValue, options: options)
+        try await DiskImage.convert(
+            disk, format: "qcow2", to: path, outputFormat: format.rawValue, options: options, progress: "export \(format.rawValue)")
     }
 
     /// What Azure and GCE import. Both want the disk's size rounded: Azure a fixed VHD of whole
@@ -230,7 +231,8 @@ public struct Exporter: Sendable {
         }
         if format == .vhd {
             log("qemu-img convert -f raw -O vpc -o subformat=fixed,force_size=on \(raw) \(path)")
-            try await DiskImage.convert(raw, format: "raw", to: path, outputFormat: "vpc", options: "subformat=fixed,force_size=on")
+            try await DiskImage.convert(
+                raw, format: "raw", to: path, outputFormat: "vpc", options: "subformat=fixed,force_size=on", progress: "export vhd")
         } else {
             log("tar --format=oldgnu -Sczf \(path) disk.raw")
             try await ProcessRunner.check("tar", ["--format=oldgnu", "-Sczf", path, "-C", scratch, "disk.raw"])

@@ -113,6 +113,9 @@ public final class RegistryClient: Sendable {
         let opened = try await send("POST", start, body: Data(), scope: pushScope, idempotent: false)
         guard opened.status == 202 else { throw failure("POST", start, opened) }
         var location = try nextLocation(opened, after: "POST", start)
+        // "push sha256:0123456789ab": the digest names the layer the way registries list it.
+        let progress = ProgressMeter("push \(descriptor.digest.prefix(19))", total: descriptor.size)
+        defer { progress.finish() }
         do {
             var offset: Int64 = 0
             while true {
@@ -129,6 +132,7 @@ public final class RegistryClient: Sendable {
                     "PATCH", location, headers: headers, body: chunk, scope: pushScope, idempotent: false)
                 guard patched.status == 202 else { throw failure("PATCH", location, patched) }
                 offset += Int64(chunk.count)
+                progress.set(done: offset)
                 // Each PATCH may move the upload (a new `_state`, another node): go where it says.
                 location = try nextLocation(patched, after: "PATCH", location)
             }

@@ -64,6 +64,34 @@ final class PluginStore {
 
 @Suite("Provider plugins: the chroot example and misbehaving plugins (no VM)")
 struct PluginProviderTests {
+    @Test("on a terminal a build's step lines are dim; NO_COLOR (set, not empty) turns that off and nothing else")
+    func noColor() async throws {
+        let store = try PluginStore()
+        try store.install(PluginStore.chroot + "/kiln-provider-chroot", as: "chroot")
+        let dir = try store.template(provider: "chroot", steps: "  - shell: echo said-by-the-step")
+        // `script` gives kiln a pseudo-terminal, as a developer's shell would.
+        func build(_ environment: [String: String]) async throws -> String {
+            // The test runner's own NO_COLOR (if any) is dropped: each case sets its own.
+            let given = environment["NO_COLOR"].map { "NO_COLOR='\($0)' " } ?? ""
+            let command = "env -u NO_COLOR \(given)\(KilnBinary.path) build \(dir) --home \(store.home) --force"
+            let run = try await ProcessRunner.run(
+                "script", ["-qefc", command, "/dev/null"],
+                environment: ["TERM": "xterm", "FAULTY_PLUGIN_PIDS": store.pids])
+            try #require(run.status == 0, "\(run.stdout)\(run.stderr)")
+            return run.stdout
+        }
+        let coloured = try await build([:])
+        #expect(
+            coloured.contains("\u{1B}[2mprovision[0] shell echo said-by-the-step: said-by-the-step\u{1B}[0m"),
+            "\(coloured.debugDescription)")
+        let plain = try await build(["NO_COLOR": "1"])
+        #expect(!plain.contains("\u{1B}[2m") && !plain.contains("\u{1B}[0m"), "\(plain.debugDescription)")
+        #expect(
+            plain.contains("provision[0] shell echo said-by-the-step: said-by-the-step") && plain.contains("built chroot-base-v"),
+            "\(plain)")
+        #expect(try await build(["NO_COLOR": ""]).contains("\u{1B}[2m"), "an empty NO_COLOR is not set")
+    }
+
     @Test(
         "examples/plugins/chroot builds through the plugin in $KILN_HOME/plugins: the steps' files are in the image, verify re-hashes the tree, a rebuild is up to date"
     )

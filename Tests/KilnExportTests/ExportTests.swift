@@ -127,6 +127,43 @@ final class ExportTests {
         #expect(builds.allSatisfy { $0["image"] as? String == child.name && ($0["files"] as? [[String: Any]])?.count == 3 })
     }
 
+    @Test(
+        "long work shows its progress: periodic plain lines in CI (a last 'done' line), a bar redrawn in place on a terminal, nothing with KILN_PROGRESS=none"
+    )
+    func progress() async throws {
+        let (_, base, child) = try await graph()
+        let lines = try await ExportFixture.kiln(
+            ["export", child.name, "--format", "raw", "--output", work + "/lines.raw", "--home", home],
+            environment: ["KILN_PROGRESS": "lines", "KILN_PROGRESS_EVERY": "0"])
+        #expect(lines.status == 0, "\(lines.stderr)")
+        let shown = lines.stderr.split(separator: "\n").filter { $0.hasPrefix("export raw: ") }
+        #expect(shown.contains { $0.contains(" of 64.0 MiB (") && $0.contains("/s") }, "\(lines.stderr)")
+        #expect(shown.last?.hasPrefix("export raw: done, 64.0 MiB of 64.0 MiB (100%)") == true, "\(lines.stderr)")
+        #expect(!lines.stderr.contains("\u{1B}"), "no escape sequences in CI logs")
+
+        let bar = try await ExportFixture.kiln(
+            ["export", child.name, "--format", "qcow2", "--output", work + "/bar.qcow2", "--home", home],
+            environment: ["KILN_PROGRESS": "bar"])
+        #expect(bar.status == 0, "\(bar.stderr)")
+        // (The test's reader splits lines at carriage returns too: each redraw is a line here.)
+        #expect(bar.stderr.contains("\n\u{1B}[2Kexport qcow2 [") && bar.stderr.contains(" of 64.0 MiB ("), "\(bar.stderr.debugDescription)")
+        #expect(bar.stderr.hasSuffix("\n\u{1B}[2K\n"), "the bar's line is cleared at the end: \(bar.stderr.debugDescription)")
+
+        let quiet = try await ExportFixture.kiln(
+            ["export", base.name, "--format", "raw", "--output", work + "/quiet.raw", "--home", home],
+            environment: ["KILN_PROGRESS": "none"])
+        #expect(quiet.status == 0 && !quiet.stderr.contains("export raw"), "\(quiet.stderr)")
+
+        // The registry push meters its upload too.
+        let registry = try await LocalRegistry.start()
+        defer { registry.remove() }
+        let push = try await ExportFixture.kiln(
+            ["export", base.name, "--format", "oci", "--push", "\(registry.host)/app:progress", "--home", home],
+            environment: ["KILN_PROGRESS": "lines", "KILN_PROGRESS_EVERY": "0"])
+        #expect(push.status == 0, "\(push.stderr)")
+        #expect(push.stderr.contains("push sha256:") && push.stderr.contains(": done, "), "\(push.stderr)")
+    }
+
     @Test("vhd is a fixed VHD of whole MiB and gce a tar.gz of disk.raw alone, of whole GiB; both hold the child's files")
     func cloudDiskFormats() async throws {
         let (_, _, child) = try await graph()
