@@ -15,7 +15,7 @@ DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-cli
                libarchive-dev libnbd-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
                zstd ca-certificates uidmap gpgv debian-archive-keyring
 
-.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export
+.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export man install
 
 all: build
 
@@ -43,7 +43,7 @@ deps:
 # kiln build --junit's reports as CI systems do.
 PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server] junitparser:junitparser
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl man-db)
 	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would
 	@# match a file named, say, motos in the current directory.
 	@set -f; for tool in $(PYPI_TOOLS); do \
@@ -63,6 +63,27 @@ build-release:
 	$(SWIFT) build -c release --static-swift-stdlib
 
 release: deps build-release
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: kiln on PATH, its man page (kiln(1), generated
+# from the command-line parser by swift-argument-parser's generate-manual plugin) and its
+# completions for bash, zsh and fish. The plugin reads the help of a debug build: its release
+# build would use other flags than build-release and overwrite the static binary.
+PREFIX  ?= /usr/local
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+SHAREDIR := $(DESTDIR)$(PREFIX)/share
+
+man:
+	mkdir -p .build/man
+	$(SWIFT) package --allow-writing-to-directory .build/man generate-manual --configuration debug --output-directory .build/man
+
+install: deps build-release man
+	install -D -m 755 .build/release/kiln "$(BINDIR)/kiln"
+	install -D -m 644 .build/man/kiln.1 "$(SHAREDIR)/man/man1/kiln.1"
+	install -d "$(SHAREDIR)/bash-completion/completions" "$(SHAREDIR)/zsh/site-functions" "$(SHAREDIR)/fish/vendor_completions.d"
+	.build/release/kiln --generate-completion-script bash > "$(SHAREDIR)/bash-completion/completions/kiln"
+	.build/release/kiln --generate-completion-script zsh > "$(SHAREDIR)/zsh/site-functions/_kiln"
+	.build/release/kiln --generate-completion-script fish > "$(SHAREDIR)/fish/vendor_completions.d/kiln.fish"
+	@echo "installed kiln in $(BINDIR) (man kiln; completions for bash, zsh and fish)"
 
 demo: release
 	.build/release/kiln validate examples/debian

@@ -32,7 +32,8 @@ struct Build: AsyncParsableCommand {
 
     @Option(
         name: .customLong("on-error"),
-        help: ArgumentHelp("cleanup: remove the failed VM's disk; keep: leave it to boot and inspect.", valueName: "cleanup|keep"))
+        help: ArgumentHelp("cleanup: remove the failed VM's disk; keep: leave it to boot and inspect.", valueName: "cleanup|keep"),
+        completion: .list(["cleanup", "keep"]))
     var onError: String = "cleanup"
 
     @Option(help: ArgumentHelp("Seconds to wait for the guest's SSH.", valueName: "seconds"))
@@ -58,12 +59,14 @@ struct Build: AsyncParsableCommand {
 
     @Option(
         parsing: .upToNextOption,
-        help: ArgumentHelp("Build only these families; the others (their ancestors) are taken from the catalog.", valueName: "family"))
+        help: ArgumentHelp("Build only these families; the others (their ancestors) are taken from the catalog.", valueName: "family"),
+        completion: Completions.families)
     var only: [String] = []
 
     @Option(
         parsing: .upToNextOption,
-        help: ArgumentHelp("Build every family but these; they are taken from the catalog.", valueName: "family"))
+        help: ArgumentHelp("Build every family but these; they are taken from the catalog.", valueName: "family"),
+        completion: Completions.families)
     var except: [String] = []
 
     @Option(

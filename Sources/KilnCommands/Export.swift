@@ -28,14 +28,19 @@ struct Export: AsyncParsableCommand {
               kiln export shop-web --format oci --push localhost:5000/shop/web:1.0
             """)
 
-    @Argument(help: ArgumentHelp("An image name, FAMILY@CHANNEL, or a family (its newest READY image).", valueName: "name"))
+    @Argument(
+        help: ArgumentHelp("An image name, FAMILY@CHANNEL, or a family (its newest READY image).", valueName: "name"),
+        completion: Completions.imageNames)
     var name: String
 
-    @Option(help: ArgumentHelp("qcow2, raw, vmdk, vhd, gce, tar.zst or oci.", valueName: "format"))
+    @Option(
+        help: ArgumentHelp("qcow2, raw, vmdk, vhd, gce, tar.zst or oci.", valueName: "format"),
+        completion: .list(ExportFormat.allCases.map(\.rawValue)))
     var format: String
 
     @Option(
-        help: ArgumentHelp("Where to write the artifact (default: ./IMAGE-NAME.FORMAT; an OCI layout is a directory).", valueName: "path"))
+        help: ArgumentHelp("Where to write the artifact (default: ./IMAGE-NAME.FORMAT; an OCI layout is a directory).", valueName: "path"),
+        completion: .file())
     var output: String?
 
     @Option(help: ArgumentHelp("Push the OCI image to HOST[:PORT]/REPOSITORY:TAG (with --format oci).", valueName: "reference"))

@@ -36,7 +36,7 @@ struct FamilyList: AsyncParsableCommand {
 struct FamilyShow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one family.")
 
-    @Argument(help: ArgumentHelp("A family.", valueName: "family")) var family: String
+    @Argument(help: ArgumentHelp("A family.", valueName: "family"), completion: Completions.families) var family: String
     @OptionGroup var store: StoreOptions
 
     func run() async throws {

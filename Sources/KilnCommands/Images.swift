@@ -23,7 +23,9 @@ struct Images: AsyncParsableCommand {
     @Flag(help: "Print a JSON list of objects (the same fields as inspect --json).")
     var json = false
 
-    @Option(help: ArgumentHelp("Only images of this family (the same as --filter family=FAMILY).", valueName: "family"))
+    @Option(
+        help: ArgumentHelp("Only images of this family (the same as --filter family=FAMILY).", valueName: "family"),
+        completion: Completions.families)
     var family: String?
 
     @Flag(help: "Also list DELETED images.")

@@ -10,7 +10,7 @@ struct Inspect: AsyncParsableCommand {
         abstract: "Show everything the catalog knows about one image.",
         discussion: "NAME is an exact image name (family-vYYYYMMDD-N), FAMILY@CHANNEL, or a family (its newest READY image).")
 
-    @Argument(help: ArgumentHelp("An image name or a family.", valueName: "name"))
+    @Argument(help: ArgumentHelp("An image name or a family.", valueName: "name"), completion: Completions.imageNames)
     var name: String
 
     @OptionGroup var store: StoreOptions

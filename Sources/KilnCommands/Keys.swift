@@ -67,7 +67,7 @@ struct Sign: AsyncParsableCommand {
               kiln sign shop-web-v20261123-1
             """)
 
-    @Argument(help: ArgumentHelp("Image names or families.", valueName: "name"))
+    @Argument(help: ArgumentHelp("Image names or families.", valueName: "name"), completion: Completions.imageNames)
     var names: [String]
 
     @Option(help: ArgumentHelp("The private key (default: $KILN_SIGNING_KEY, else $KILN_HOME/keys/kiln.key).", valueName: "path"))

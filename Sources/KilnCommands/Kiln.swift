@@ -121,7 +121,7 @@ func printError(_ text: String) {
 
 /// Options every command shares.
 struct StoreOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The store directory.", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp("The store directory.", valueName: "dir"), completion: .directory)
     var home: String?
 
     @Option(
@@ -161,7 +161,9 @@ struct StoreOptions: ParsableArguments {
 
 /// Template directory and variable values, for commands that read templates.
 struct TemplateOptions: ParsableArguments {
-    @Argument(help: ArgumentHelp("A directory of templates (one graph) or one template file.", valueName: "dir"))
+    @Argument(
+        help: ArgumentHelp("A directory of templates (one graph) or one template file.", valueName: "dir"),
+        completion: Completions.templates)
     var path: String
 
     @Option(
@@ -173,7 +175,7 @@ struct TemplateOptions: ParsableArguments {
         name: .customLong("var-file"),
         help: ArgumentHelp(
             "Set template variables from a YAML or JSON file of name: value (repeatable; later files win, --var wins over them).",
-            valueName: "file"))
+            valueName: "file"), completion: .file(extensions: ["yaml", "yml", "json"]))
     var variableFiles: [String] = []
 
     /// Each variable given on the command line, with where it came from (for the error when no

@@ -26,7 +26,7 @@ struct ChangeOptions: ParsableArguments {
 
 /// What `obsolete` and `delete` take: they differ only in the state they set.
 struct RevokeArguments: ParsableArguments {
-    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name"), completion: Completions.imageNames) var name: String
     @Flag(help: "Mark every image built on it too.") var cascade = false
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
@@ -64,8 +64,8 @@ struct Deprecate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mark an image DEPRECATED: still usable, but resolving or building on it warns.")
 
-    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
-    @Option(help: ArgumentHelp("The image to use instead.", valueName: "name")) var replacement: String?
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name"), completion: Completions.imageNames) var name: String
+    @Option(help: ArgumentHelp("The image to use instead.", valueName: "name"), completion: Completions.imageNames) var replacement: String?
     @Option(name: .customLong("obsolete-on"), help: ArgumentHelp("When rotation makes it OBSOLETE.", valueName: "date"))
     var obsoleteOn: String?
     @Option(name: .customLong("delete-on"), help: ArgumentHelp("When rotation makes it DELETED.", valueName: "date"))
@@ -111,7 +111,7 @@ struct Deprecate: AsyncParsableCommand {
 struct Undeprecate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make a DEPRECATED or OBSOLETE image READY again.")
 
-    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name")) var name: String
+    @Argument(help: ArgumentHelp("An exact image name.", valueName: "name"), completion: Completions.imageNames) var name: String
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
@@ -147,7 +147,7 @@ struct Rollback: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Deprecate a family's head: the family resolves to its previous READY image.")
 
-    @Argument(help: ArgumentHelp("A family.", valueName: "family")) var family: String
+    @Argument(help: ArgumentHelp("A family.", valueName: "family"), completion: Completions.families) var family: String
     @OptionGroup var change: ChangeOptions
     @OptionGroup var store: StoreOptions
 
@@ -173,7 +173,9 @@ struct Resolve: AsyncParsableCommand {
             OBSOLETE or DELETED.
             """)
 
-    @Argument(help: ArgumentHelp("A family, FAMILY@CHANNEL or an exact image name.", valueName: "family")) var name: String
+    @Argument(
+        help: ArgumentHelp("A family, FAMILY@CHANNEL or an exact image name.", valueName: "family"), completion: Completions.imageNames)
+    var name: String
     @Flag(help: "Print JSON (the same object as inspect --json).") var json = false
     @Flag(
         help: ArgumentHelp(

@@ -12,7 +12,7 @@ struct Logs: AsyncParsableCommand {
             have no image: find their ids with --failed). The serial console is part of the log.
             """)
 
-    @Argument(help: ArgumentHelp("An image name, family or build id.", valueName: "name"))
+    @Argument(help: ArgumentHelp("An image name, family or build id.", valueName: "name"), completion: Completions.imageNames)
     var name: String?
 
     @Flag(help: "List failed and cancelled builds, newest last.")

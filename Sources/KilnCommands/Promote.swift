@@ -15,7 +15,8 @@ struct Promote: AsyncParsableCommand {
             or a family (its newest READY image).
             """)
 
-    @Argument(help: ArgumentHelp("An image name, FAMILY@CHANNEL or a family.", valueName: "name")) var name: String
+    @Argument(help: ArgumentHelp("An image name, FAMILY@CHANNEL or a family.", valueName: "name"), completion: Completions.imageNames)
+    var name: String
     @Option(help: ArgumentHelp("The channel.", valueName: "channel")) var channel: String
     @Flag(name: .customLong("dry-run"), help: "Check the move and print it; move nothing.") var dryRun = false
     @OptionGroup var store: StoreOptions

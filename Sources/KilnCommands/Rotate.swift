@@ -15,7 +15,7 @@ struct Rotate: AsyncParsableCommand {
             usable images are built on waits. See docs/lifecycle.md.
             """)
 
-    @Option(help: ArgumentHelp("Only this family.", valueName: "family")) var family: String?
+    @Option(help: ArgumentHelp("Only this family.", valueName: "family"), completion: Completions.families) var family: String?
     @Flag(name: .customLong("dry-run"), help: "Print what would change, change nothing.") var dryRun = false
     @Option(help: ArgumentHelp("Rotate as if it were this date (testing, catching up).", valueName: "date")) var now: String?
     @OptionGroup var store: StoreOptions

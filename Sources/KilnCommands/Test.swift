@@ -20,7 +20,7 @@ struct Test: AsyncParsableCommand {
             test fails. See docs/testing.md.
             """)
 
-    @Argument(help: ArgumentHelp("An image name or a family.", valueName: "name"))
+    @Argument(help: ArgumentHelp("An image name or a family.", valueName: "name"), completion: Completions.imageNames)
     var name: String
 
     @Argument(help: ArgumentHelp("The directory of templates (or one template file) that has the family's tests.", valueName: "dir"))

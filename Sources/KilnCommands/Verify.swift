@@ -19,7 +19,7 @@ struct Verify: AsyncParsableCommand {
               kiln verify web-v20261123-2       one image and what it stands on
             """)
 
-    @Argument(help: ArgumentHelp("An exact image name; default: the whole store.", valueName: "name"))
+    @Argument(help: ArgumentHelp("An exact image name; default: the whole store.", valueName: "name"), completion: Completions.imageNames)
     var name: String?
 
     @OptionGroup var store: StoreOptions
