@@ -40,8 +40,10 @@ deps:
 # firmware exported images boot under, cloud-localds for a cloud's NoCloud seed, curl). From PyPI
 # (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs,
 # moto_server stands in for EC2 in the aws provider's client tests, junitparser reads
-# kiln build --junit's reports as CI systems do.
+# kiln build --junit's reports as CI systems do. Python modules (MODULE:PACKAGE): securesystemslib
+# verifies kiln's DSSE-signed SLSA provenance as an outside verifier.
 PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server] junitparser:junitparser
+PYPI_MODULES = securesystemslib:securesystemslib[crypto]
 test-deps: deps
 	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl man-db)
 	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would
@@ -50,6 +52,11 @@ test-deps: deps
 	  "$${tool%%:*}" --help >/dev/null 2>&1 && continue; \
 	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
 	  python3 -m pip install -q "$${tool#*:}" 2>/dev/null || python3 -m pip install -q --break-system-packages "$${tool#*:}"; \
+	done
+	@set -f; for module in $(PYPI_MODULES); do \
+	  python3 -c "import $${module%%:*}, cryptography" 2>/dev/null && continue; \
+	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }; \
+	  python3 -m pip install -q "$${module#*:}" 2>/dev/null || python3 -m pip install -q --break-system-packages "$${module#*:}"; \
 	done
 
 build: deps

@@ -78,6 +78,8 @@ public enum ExportSidecars {
     public static func provenancePath(_ artifact: String) -> String { artifact + ".provenance.json" }
     public static func sbomPath(_ artifact: String) -> String { artifact + ".spdx.json" }
     public static func signaturePath(_ artifact: String) -> String { artifact + ".sig" }
+    /// SLSA provenance in a DSSE envelope, named as SLSA's verifiers look for it.
+    public static func attestationPath(_ artifact: String) -> String { artifact + ".intoto.jsonl" }
 
     /// Writes the files beside `result.path`; returns their paths.
     public static func write(_ result: ExportResult, image: ImageRecord, store: Store, key: SigningKey?) throws -> [String] {
@@ -92,6 +94,8 @@ public enum ExportSidecars {
             let statement = Statement(
                 artifact: name, digest: result.digest, provenanceDigest: "sha256:" + Hashing.sha256Hex(provenanceData))
             let envelope = try key.sign(try statement.encoded(), subject: name)
+            let attestation = InTotoStatement.make(subject: name, sha256: result.digest, record: provenanceData, provenance: provenance)
+            sidecars.append((path: attestationPath(result.path), data: try DSSEEnvelope.sign(attestation, with: key).line()))
             sidecars.append((path: signaturePath(result.path), data: try envelope.encoded()))
         }
         for sidecar in sidecars { try sidecar.data.write(to: URL(fileURLWithPath: sidecar.path), options: .atomic) }
@@ -142,6 +146,11 @@ public enum ExportSidecars {
         let envelope = try SignatureEnvelope.load(signaturePath(artifact))
         if let problem = envelope.problem(payload: try statement.encoded(), subject: name, trusted: trusted) {
             return (problems + ["signature: " + problem], nil)
+        }
+        if FileManager.default.fileExists(atPath: attestationPath(artifact)),
+            let problem = try DSSEEnvelope.load(attestationPath(artifact)).check(subject: name, sha256: digest, trusted: trusted).problem
+        {
+            problems.append("attestation: " + problem)
         }
         return (problems, envelope.keyID)
     }

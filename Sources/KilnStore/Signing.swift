@@ -151,6 +151,8 @@ extension Store {
     public func sign(_ image: ImageRecord, with key: SigningKey, provider: String?) throws -> SignatureEnvelope {
         let payload = try recordProvenance(of: image, provider: provider)
         let envelope = try key.sign(payload, subject: image.name)
+        // The standard form first: a signature file always has its attestation beside it.
+        try attest(image, record: payload, with: key)
         try envelope.encoded().write(to: URL(fileURLWithPath: signaturePath(of: image.name)), options: .atomic)
         try catalog.markSigned(image.name, keyID: envelope.keyID)
         return envelope

@@ -198,6 +198,13 @@ public enum Verifier {
                 problems.append("signature: " + problem)
                 return (problems, nil)
             }
+            // Images signed before kiln wrote attestations have none; one that exists must hold.
+            let attestation = store.attestationPath(of: image.name)
+            if FileManager.default.fileExists(atPath: attestation),
+                let problem = try DSSEEnvelope.load(attestation).check(subject: image.name, sha256: image.digest, trusted: trusted).problem
+            {
+                problems.append("attestation: " + problem)
+            }
             return (problems, envelope.keyID)
         } catch {
             problems.append("signature: \(error)")

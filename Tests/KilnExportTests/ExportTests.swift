@@ -270,6 +270,53 @@ final class ExportTests {
         #expect(both.status == 2)
     }
 
+    @Test(
+        "SLSA v1 provenance in a DSSE envelope: securesystemslib verifies the store's and an export's with kiln's key; kiln verify refuses a changed envelope"
+    )
+    func standardAttestations() async throws {
+        let (_, _, child) = try await graph()
+        func kiln(_ arguments: [String]) async throws -> ProcessResult { try await ExportFixture.kiln(arguments + ["--home", home]) }
+        #expect(try await kiln(["keys", "generate"]).status == 0)
+        #expect(try await kiln(["sign", child.name]).status == 0)
+        let verifier = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures/verify_dsse.py"
+        func outside(_ envelope: String) async throws -> ProcessResult {
+            try await ProcessRunner.run("python3", [verifier, envelope, home + "/keys/kiln.pub"])
+        }
+        let stored = try await outside(home + "/provenance/\(child.name).intoto.jsonl")
+        #expect(stored.status == 0, "\(stored.stdout)\(stored.stderr)")
+        #expect(stored.stdout == "https://slsa.dev/provenance/v1\n\(child.name) \(child.digest)\n", "\(stored.stdout)")
+
+        let artifact = work + "/app.qcow2"
+        #expect(try await kiln(["export", child.name, "--format", "qcow2", "--output", artifact]).status == 0)
+        let exported = try await outside(artifact + ".intoto.jsonl")
+        #expect(exported.status == 0, "\(exported.stdout)\(exported.stderr)")
+        #expect(exported.stdout == "https://slsa.dev/provenance/v1\napp.qcow2 \(try Hashing.sha256Hex(fileAt: artifact))\n")
+        let line = try #require(FileManager.default.contents(atPath: artifact + ".intoto.jsonl"))
+        let envelope = try JSONDecoder().decode(DSSEEnvelope.self, from: line)
+        let body = try #require(Data(base64Encoded: envelope.payload))
+        let statement = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
+        #expect(statement["_type"] as? String == "https://in-toto.io/Statement/v1")
+        let predicate = try #require(statement["predicate"] as? [String: Any])
+        let definition = try #require(predicate["buildDefinition"] as? [String: Any])
+        let dependencies = try #require(definition["resolvedDependencies"] as? [[String: Any]])
+        #expect(dependencies.first?["name"] as? String == child.parent, "the parent image is a resolved dependency")
+
+        // A statement changed under its signature: the outside verifier and kiln both refuse it.
+        var forged = try InTotoStatement.decode(body)
+        forged.subject[0].digest = ["sha256": String(repeating: "0", count: 64)]
+        var changed = envelope
+        changed.payload = try forged.encoded().base64EncodedString()
+        try changed.line().write(to: URL(fileURLWithPath: artifact + ".intoto.jsonl"))
+        #expect(try await outside(artifact + ".intoto.jsonl").status == 1)
+        let refused = try await kiln(["verify", "--artifact", artifact])
+        #expect(
+            refused.status == 1 && refused.stdout.contains("attestation: the attestation is not signed by a trusted key"),
+            "\(refused.stdout)")
+        try changed.line().write(to: URL(fileURLWithPath: home + "/provenance/\(child.name).intoto.jsonl"))
+        let store = try await kiln(["verify", child.name])
+        #expect(store.status == 1 && store.stdout.contains("attestation:"), "\(store.stdout)")
+    }
+
     @Test("signatures: kiln verify accepts a signed image and export, and fails a changed blob, catalog row, record or key")
     func signing() async throws {
         let (store, base, child) = try await graph()
