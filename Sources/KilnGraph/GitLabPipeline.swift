@@ -44,7 +44,16 @@ public struct GitLabPipeline: Sendable {
                 [options.kiln, "build", options.directory, "--only", template.family, "--junit", junitFile] + options.buildArguments
             if let channel = options.promote { command += ["--promote", channel] }
             var job: [(Node, Node)] = [("stage", Node(options.stage))]
-            if let image = options.image { job.append(("image", Node(image))) }
+            // `entrypoint: [""]`: GitLab's docker executor starts the job's shell in the image,
+            // and an image whose entrypoint is a program (kiln's own images had `kiln`) would get
+            // that shell as its arguments instead; the empty entrypoint works with any image.
+            if let image = options.image {
+                job.append(
+                    (
+                        "image",
+                        Node(mapping: [("name", Node(image)), ("entrypoint", Node(sequence: [Node("", Tag(.str), .doubleQuoted)]))])
+                    ))
+            }
             if !options.tags.isEmpty { job.append(("tags", Node(sequence: options.tags.map { Node($0) }))) }
             // A parent from the catalog (outside this graph) has no job: nothing to wait for.
             let needs = template.parentFamily.flatMap { graph.template($0) == nil ? nil : jobName($0) }

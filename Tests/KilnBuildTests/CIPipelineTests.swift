@@ -27,7 +27,10 @@ struct CIPipelineTests {
         let dir = try Self.scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let result = try await CLI.kiln(
-            ["ci", "gitlab", CLI.root + "/examples/debian", "--tag", "kvm", "--promote", "dev", "--var", "release=2.0"])
+            [
+                "ci", "gitlab", CLI.root + "/examples/debian", "--tag", "kvm", "--promote", "dev", "--var", "release=2.0", "--image",
+                "registry.example/kiln:1",
+            ])
         #expect(result.status == 0, "\(result.stderr)")
         try result.stdout.write(toFile: dir + "/child.yml", atomically: true, encoding: .utf8)
         let check = try await Self.validate(dir + "/child.yml")
@@ -47,6 +50,9 @@ struct CIPipelineTests {
         #expect(artifacts?["when"] as? String == "always")
         #expect((artifacts?["reports"] as? [String: Any])?["junit"] as? String == "kiln-junit.xml")
         #expect((jobs["build:shop-web"] as? [String: Any])?["tags"] as? [String] == ["kvm"])
+        // GitLab's docker executor would hand the job's shell to an image's entrypoint: none is used.
+        let image = (jobs["build:shop-web"] as? [String: Any])?["image"] as? [String: Any]
+        #expect(image?["name"] as? String == "registry.example/kiln:1" && image?["entrypoint"] as? [String] == [""], "\(result.stdout)")
 
         // The checker does catch a broken pipeline: the test above could fail.
         try result.stdout.replacingOccurrences(of: "needs:", with: "needz:").write(
