@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(
             name: "KilnProvidersTests", dependencies: ["KilnProviders", "KilnModel", "KilnCore", "KilnTestSupport"],
             // Run from its source path by EC2ClientTests (a throttling front for moto_server), not bundled.
-            exclude: ["Fixtures/ec2_throttle_proxy.py"]),
+            exclude: ["Fixtures/ec2_throttle_proxy.py", "Fixtures/imds_server.py"]),
         .testTarget(
             name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnExport", "KilnModel", "KilnTestSupport", "Yams"],
             // Run from their source paths by DownloadTests (a loopback HTTP server) and

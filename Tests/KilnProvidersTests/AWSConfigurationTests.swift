@@ -64,7 +64,7 @@ struct AWSConfigurationTests {
         var configuration = try AWSConfiguration.resolve(region: "ap-south-1", environment: environment)
         #expect(configuration.region == "ap-south-1")
         #expect(configuration.endpoint.absoluteString == "http://127.0.0.1:4566")
-        #expect(configuration.credentials.sessionToken == nil)
+        #expect(configuration.credentials?.sessionToken == nil)
         environment["AWS_ENDPOINT_URL_EC2"] = "http://127.0.0.1:5000"
         configuration = try AWSConfiguration.resolve(region: nil, environment: environment)
         #expect(configuration.region == "eu-central-1")
@@ -151,12 +151,13 @@ struct AWSConfigurationTests {
     func nothingFound() throws {
         let home = try AWSHome()
         defer { home.remove() }
-        let message = resolutionError(home.environment())
+        let message = resolutionError(home.environment(["AWS_EC2_METADATA_DISABLED": "true"]))
         #expect(
             message
                 == "no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set, and for profile \"default\" "
                 + "(AWS_PROFILE is not set) \(home.path)/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE is not set) does not exist, "
-                + "and \(home.path)/.aws/config (AWS_CONFIG_FILE is not set) does not exist; "
+                + "and \(home.path)/.aws/config (AWS_CONFIG_FILE is not set) does not exist, no container credentials endpoint is set, "
+                + "and AWS_EC2_METADATA_DISABLED keeps kiln from asking the instance; "
                 + "no AWS region: the template sets none, AWS_REGION and AWS_DEFAULT_REGION are not set, and for profile "
                 + "\"default\" (AWS_PROFILE is not set) \(home.path)/.aws/config (AWS_CONFIG_FILE is not set) does not exist")
     }
@@ -166,7 +167,7 @@ struct AWSConfigurationTests {
         let home = try AWSHome(
             credentials: "[default]\naws_access_key_id = A\naws_secret_access_key = B\n", config: "[default]\nregion = us-east-1\n")
         defer { home.remove() }
-        let message = resolutionError(home.environment(["AWS_PROFILE": "prod"]))
+        let message = resolutionError(home.environment(["AWS_PROFILE": "prod", "AWS_EC2_METADATA_DISABLED": "true"]))
         #expect(message.contains("for profile \"prod\" (AWS_PROFILE)"))
         #expect(message.contains("\(home.path)/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE is not set) has no [prod] section"))
         #expect(message.contains("\(home.path)/.aws/config (AWS_CONFIG_FILE is not set) has no [profile prod] section"))

@@ -18,10 +18,28 @@ public struct AWSCredentials: Sendable, Equatable {
 public struct AWSConfiguration: Sendable {
     public var region: String
     public var endpoint: URL
-    public var credentials: AWSCredentials
+    public var credentialSource: AWSCredentialSource
+    /// Where STS is asked for temporary credentials (web identity, assumed roles).
+    public var stsEndpoint: URL
+
+    public init(region: String, endpoint: URL, credentialSource: AWSCredentialSource, stsEndpoint: URL? = nil) {
+        (self.region, self.endpoint, self.credentialSource) = (region, endpoint, credentialSource)
+        self.stsEndpoint = stsEndpoint ?? Self.serviceEndpoint("sts", region: region)
+    }
 
     public init(region: String, endpoint: URL, credentials: AWSCredentials) {
-        (self.region, self.endpoint, self.credentials) = (region, endpoint, credentials)
+        self.init(region: region, endpoint: endpoint, credentialSource: .keys(credentials))
+    }
+
+    /// The keys, when they were given outright (not fetched when a request needs them).
+    public var credentials: AWSCredentials? {
+        if case .keys(let keys) = credentialSource { keys } else { nil }
+    }
+
+    /// `https://SERVICE.REGION.amazonaws.com`, or `.amazonaws.com.cn` in the China partition.
+    public static func serviceEndpoint(_ service: String, region: String) -> URL {
+        let suffix = region.hasPrefix("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
+        return URL(string: "https://\(service).\(region).\(suffix)")!
     }
 
     /// Resolves region, endpoint and credentials.
@@ -54,30 +72,56 @@ public struct AWSConfiguration: Sendable {
             environment: environment)
         var problems: [String] = []
 
-        var credentials: AWSCredentials?
+        var source: AWSCredentialSource?
+        var notes: [String] = []
+        let session = variable("AWS_ROLE_SESSION_NAME") ?? "kiln-\(getpid())"
         switch (variable("AWS_ACCESS_KEY_ID"), variable("AWS_SECRET_ACCESS_KEY")) {
         case (let id?, let secret?):
-            credentials = AWSCredentials(accessKeyID: id, secretAccessKey: secret, sessionToken: variable("AWS_SESSION_TOKEN"))
+            source = .keys(AWSCredentials(accessKeyID: id, secretAccessKey: secret, sessionToken: variable("AWS_SESSION_TOKEN")))
         case (_?, nil): problems.append("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not")
         case (nil, _?): problems.append("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not")
         case (nil, nil):
-            var notes: [String] = []
-            files: for file in [credentialsFile, configFile] {
-                switch file.credentials(profile: profile) {
-                case .found(let found):
-                    credentials = found
-                    break files
-                case .missing(let why):
-                    notes.append("\(file.described) \(why)")
-                case .broken(let why):
-                    problems.append("\(file.described): \(why)")
-                    break files
+            // The AWS CLI's order after the environment: a profile's role, web identity, the
+            // profile's keys or credential_process, the container endpoint, the instance's role.
+            let settings = configFile.settings(profile: profile)
+            if let role = settings?["role_arn"] {
+                do {
+                    source = try roleSource(
+                        role, settings: settings ?? [:], profile: profile, session: session, files: [credentialsFile, configFile],
+                        environment: variable)
+                } catch let error as KilnError {
+                    problems.append(error.message)
                 }
+            } else if let tokenFile = variable("AWS_WEB_IDENTITY_TOKEN_FILE") {
+                if let role = variable("AWS_ROLE_ARN") {
+                    source = .webIdentity(roleARN: role, tokenFile: tokenFile, sessionName: session)
+                } else {
+                    problems.append("AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not")
+                }
+            } else {
+                files: for file in [credentialsFile, configFile] {
+                    switch file.credentials(profile: profile) {
+                    case .found(let found):
+                        source = .keys(found)
+                        break files
+                    case .missing(let why):
+                        if let command = file.settings(profile: profile)?["credential_process"], !command.isEmpty {
+                            source = .process(command: command)
+                            break files
+                        }
+                        notes.append("\(file.described) \(why)")
+                    case .broken(let why):
+                        problems.append("\(file.described): \(why)")
+                        break files
+                    }
+                }
+                if source == nil && problems.isEmpty { source = containerOrInstance(variable) }
             }
-            if credentials == nil && problems.isEmpty {
+            if source == nil && problems.isEmpty {
                 problems.append(
                     "no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set, and for \(profileNote) "
-                        + notes.joined(separator: ", and "))
+                        + notes.joined(separator: ", and ")
+                        + ", no container credentials endpoint is set, and AWS_EC2_METADATA_DISABLED keeps kiln from asking the instance")
             }
         }
 
@@ -112,13 +156,104 @@ public struct AWSConfiguration: Sendable {
                 problems.append("\(name) \"\(text)\" is not an http:// or https:// URL")
             }
         } else if let name = resolvedRegion {
-            endpoint = URL(string: "https://ec2.\(name).amazonaws.com")
+            endpoint = serviceEndpoint("ec2", region: name)
+        }
+        var sts: URL?
+        if let text = variable("AWS_ENDPOINT_URL_STS") ?? variable("AWS_ENDPOINT_URL") {
+            sts = URL(string: text)
         }
 
-        guard problems.isEmpty, let credentials, let resolvedRegion, let endpoint else {
+        guard problems.isEmpty, let source, let resolvedRegion, let endpoint else {
             throw KilnError(.invalidInput, problems.joined(separator: "; "))
         }
-        return AWSConfiguration(region: resolvedRegion, endpoint: endpoint, credentials: credentials)
+        var configuration = AWSConfiguration(region: resolvedRegion, endpoint: endpoint, credentialSource: source, stsEndpoint: sts)
+        // Said when the last resort (the instance's metadata service) fails too.
+        configuration.lookedAt = notes.isEmpty ? nil : "for \(profileNote) " + notes.joined(separator: ", and ")
+        return configuration
+    }
+
+    /// What was looked at before the instance metadata service, for the error when it fails too.
+    public var lookedAt: String?
+
+    /// A profile with `role_arn`: its `web_identity_token_file`, else AssumeRole with the keys of
+    /// its `source_profile` (which may itself assume a role) or its `credential_source`.
+    private static func roleSource(
+        _ role: String, settings: [String: String], profile: String, session: String, files: [SharedFile], depth: Int = 0,
+        environment variable: (String) -> String?
+    ) throws -> AWSCredentialSource {
+        let sessionName = settings["role_session_name"] ?? session
+        if let tokenFile = settings["web_identity_token_file"] {
+            return .webIdentity(roleARN: role, tokenFile: tokenFile, sessionName: sessionName)
+        }
+        let inner: AWSCredentialSource
+        if let sourceProfile = settings["source_profile"] {
+            guard depth < 8 else {
+                throw KilnError(.invalidInput, "profile \(profile): source_profile chains more than 8 roles deep (a loop?)")
+            }
+            let sourceSettings = files[1].settings(profile: sourceProfile) ?? [:]
+            if sourceProfile != profile, let next = sourceSettings["role_arn"] {
+                inner = try roleSource(
+                    next, settings: sourceSettings, profile: sourceProfile, session: session, files: files, depth: depth + 1,
+                    environment: variable)
+            } else if let keys = files.lazy.compactMap({ file -> AWSCredentials? in
+                if case .found(let keys) = file.credentials(profile: sourceProfile) { return keys } else { return nil }
+            }).first {
+                inner = .keys(keys)
+            } else if let command = sourceSettings["credential_process"] {
+                inner = .process(command: command)
+            } else {
+                throw KilnError(.invalidInput, "profile \(profile): its source_profile \(sourceProfile) has no keys in either file")
+            }
+        } else if let named = settings["credential_source"] {
+            switch named {
+            case "Environment":
+                guard let id = variable("AWS_ACCESS_KEY_ID"), let secret = variable("AWS_SECRET_ACCESS_KEY") else {
+                    throw KilnError(
+                        .invalidInput,
+                        "profile \(profile): credential_source Environment, but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
+                }
+                inner = .keys(AWSCredentials(accessKeyID: id, secretAccessKey: secret, sessionToken: variable("AWS_SESSION_TOKEN")))
+            case "Ec2InstanceMetadata": inner = .instanceMetadata(metadataEndpoint(variable))
+            case "EcsContainer":
+                guard let container = containerSource(variable) else {
+                    throw KilnError(
+                        .invalidInput, "profile \(profile): credential_source EcsContainer, but no container credentials endpoint is set")
+                }
+                inner = container
+            default:
+                throw KilnError(
+                    .invalidInput, "profile \(profile): credential_source \(named) is not Environment, Ec2InstanceMetadata or EcsContainer")
+            }
+        } else {
+            throw KilnError(
+                .invalidInput, "profile \(profile) has role_arn but no source_profile, credential_source or web_identity_token_file")
+        }
+        return .assumeRole(roleARN: role, sessionName: sessionName, externalID: settings["external_id"], source: inner)
+    }
+
+    /// ECS and EKS Pod Identity set one of two variables; the relative one is on ECS's link-local host.
+    private static func containerSource(_ variable: (String) -> String?) -> AWSCredentialSource? {
+        let token =
+            variable("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? variable("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+        if let relative = variable("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"), let url = URL(string: "http://169.254.170.2" + relative) {
+            return .container(url, authorization: token)
+        }
+        if let full = variable("AWS_CONTAINER_CREDENTIALS_FULL_URI"), let url = URL(string: full) {
+            return .container(url, authorization: token)
+        }
+        return nil
+    }
+
+    private static func metadataEndpoint(_ variable: (String) -> String?) -> URL {
+        variable("AWS_EC2_METADATA_SERVICE_ENDPOINT").flatMap(URL.init(string:)) ?? URL(string: "http://169.254.169.254")!
+    }
+
+    /// The chain's last two links; nil when the metadata service is turned off.
+    private static func containerOrInstance(_ variable: (String) -> String?) -> AWSCredentialSource? {
+        if let container = containerSource(variable) { return container }
+        guard variable("AWS_EC2_METADATA_DISABLED")?.lowercased() != "true" else { return nil }
+        return .instanceMetadata(metadataEndpoint(variable))
     }
 
     private static func isRegionByte(_ byte: UInt8) -> Bool {
@@ -176,6 +311,11 @@ private struct SharedFile {
         case (_?, nil): return .broken("\(header(profile)) has aws_access_key_id but no aws_secret_access_key")
         case (nil, _?): return .broken("\(header(profile)) has aws_secret_access_key but no aws_access_key_id")
         }
+    }
+
+    /// Every key of the profile's section; nil when the file or section is missing or unreadable.
+    func settings(profile: String) -> [String: String]? {
+        if case .found(let keys) = section(profile) { keys } else { nil }
     }
 
     func region(profile: String) -> Lookup<String> {

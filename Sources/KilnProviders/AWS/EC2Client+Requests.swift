@@ -33,9 +33,10 @@ extension EC2Client {
             Self.formEncode([("Action", action), ("Version", Self.apiVersion)] + parameters).utf8)
         var attempt = 1
         while true {
+            let signer = SigV4Signer(credentials: try await currentCredentials(), region: configuration.region, service: "ec2")
             let answer: (Data, HTTPURLResponse)
             do {
-                answer = try await exchange(body)
+                answer = try await exchange(body, signer: signer)
             } catch {
                 if Task.isCancelled { throw KilnError(.cancelled, "EC2 \(action) was cancelled") }
                 let origin = "EC2 \(action) at \(configuration.endpoint.absoluteString)"
@@ -63,7 +64,22 @@ extension EC2Client {
         }
     }
 
-    private func exchange(_ body: Data) async throws -> (Data, HTTPURLResponse) {
+    /// The keys to sign with; when the last link of the chain (the instance's metadata service)
+    /// fails, the error also says what was looked at before it.
+    private func currentCredentials() async throws -> AWSCredentials {
+        do {
+            return try await credentials.current()
+        } catch let error as KilnError {
+            guard case .instanceMetadata = configuration.credentialSource else { throw error }
+            let before = configuration.lookedAt.map { " (\($0))" } ?? ""
+            throw KilnError(
+                error.code == .cancelled ? .cancelled : .invalidInput,
+                "no AWS credentials: none in the environment or the shared files\(before), and "
+                    + error.message + " (set AWS_EC2_METADATA_DISABLED=true off EC2)")
+        }
+    }
+
+    private func exchange(_ body: Data, signer: SigV4Signer) async throws -> (Data, HTTPURLResponse) {
         let signed = signer.sign(
             SignableRequest(
                 method: "POST", url: configuration.endpoint,

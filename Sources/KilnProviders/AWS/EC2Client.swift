@@ -16,7 +16,8 @@ public struct EC2Client: Sendable {
     public let configuration: AWSConfiguration
     public let retry: RetryPolicy
     let onRetry: (@Sendable (String) -> Void)?
-    let signer: SigV4Signer
+    /// Keys given outright, or fetched (and refreshed) when a request needs them.
+    let credentials: AWSCredentialProvider
 
     static let apiVersion = "2016-11-15"
 
@@ -37,7 +38,8 @@ public struct EC2Client: Sendable {
         self.configuration = configuration
         self.retry = retry
         self.onRetry = onRetry
-        signer = SigV4Signer(credentials: configuration.credentials, region: configuration.region, service: "ec2")
+        credentials = AWSCredentialProvider(
+            source: configuration.credentialSource, region: configuration.region, stsEndpoint: configuration.stsEndpoint)
     }
 
     // MARK: Instances
