@@ -79,8 +79,3 @@ public struct GitLabPipeline: Sendable {
             """ + body
     }
 }
-
-extension Node {
-    init(mapping pairs: [(Node, Node)]) { self = .mapping(Node.Mapping(pairs)) }
-    init(sequence items: [Node]) { self = .sequence(Node.Sequence(items)) }
-}
