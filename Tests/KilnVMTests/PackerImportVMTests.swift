@@ -38,7 +38,7 @@ extension VMBuildTests {
         let tree = dir + "/image.tar.zst"
         #expect(try await store.kiln(["export", name, "--format", "tar.zst", "--output", tree]).status == 0)
         func file(_ path: String) async throws -> String {
-            try await ProcessRunner.check("tar", ["--zstd", "-xOf", tree, "./" + path]).stdout
+            try await ProcessRunner.check("tar", ["--zstd", "-xOf", tree, path]).stdout
         }
         #expect(try await file("etc/motd") == "Built from a Packer template\n", "the first inline step, its local substituted")
         #expect(try await file("etc/shop/release") == "release 2.5\n", "the script step with environment_vars from --var")
