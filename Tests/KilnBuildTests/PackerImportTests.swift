@@ -134,6 +134,8 @@ final class PackerImportTests {
             ("/* never closed\nsource \"qemu\" \"x\" {}\n", "1:1: error: a /* comment is not closed"),
             ("locals {\n  a = [1, 2\n  b = 3\n}\n", "3:3: error: expected ',' or ']' in a list"),
             ("source \"amazon-ebs\" \"x\" {\n}\n", "no qemu builder or source to import (found: amazon-ebs)"),
+            // Hostile nesting fails with an error, never a crash.
+            ("locals {\n  a = " + String(repeating: "[", count: 100_000) + "\n}\n", "2:71: error: nested more than 64 levels deep"),
         ]
         for (index, (text, expected)) in cases.enumerated() {
             let file = work + "/bad\(index).pkr.hcl"

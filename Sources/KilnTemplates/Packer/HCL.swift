@@ -75,6 +75,9 @@ public struct HCLParser {
     var index = 0
     var line = 1
     var column = 1
+    /// Blocks, lists and objects open around the reader: bounded as a template's YAML is, so a
+    /// hostile file fails with an error instead of exhausting the stack.
+    var depth = 0
 
     public static func parse(_ text: String, file: String) throws -> HCLBody {
         var parser = HCLParser(file: file, bytes: Array(text.utf8))
@@ -144,6 +147,11 @@ public struct HCLParser {
         return String(decoding: bytes[start..<index], as: UTF8.self)
     }
 
+    mutating func enter() throws {
+        depth += 1
+        if depth > YAMLLimits.maxDepth { throw error("nested more than \(YAMLLimits.maxDepth) levels deep") }
+    }
+
     mutating func expect(_ byte: UInt8, _ what: String) throws {
         try skip(newlines: false)
         guard peek == byte else { throw error("expected \(what)") }
@@ -189,7 +197,9 @@ public struct HCLParser {
                 }
             }
             try expect(UInt8(ascii: "{"), "'=' or '{' after '\(name)'")
+            try enter()
             body.blocks.append(.init(type: name, labels: labels, body: try self.body(until: UInt8(ascii: "}")), location: start))
+            depth -= 1
         }
     }
 
@@ -225,11 +235,13 @@ public struct HCLParser {
         case UInt8(ascii: "<") where next(1) == UInt8(ascii: "<"): return try heredoc()
         case UInt8(ascii: "["):
             advance()
+            try enter()
             var items: [PackerValue] = []
             while true {
                 try skip(newlines: true)
                 if peek == UInt8(ascii: "]") {
                     advance()
+                    depth -= 1
                     return .list(items)
                 }
                 items.append(try expression())
@@ -242,11 +254,13 @@ public struct HCLParser {
             }
         case UInt8(ascii: "{"):
             advance()
+            try enter()
             var fields: [(key: String, value: PackerValue)] = []
             while true {
                 try skip(newlines: true)
                 if peek == UInt8(ascii: "}") {
                     advance()
+                    depth -= 1
                     return .object(fields)
                 }
                 let key: String

@@ -43,6 +43,10 @@ public struct PackerTemplate: Sendable {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw KilnError(.notFound, "\(path): no such file, or not UTF-8 text")
         }
+        // The limits kiln's own templates have: a template is text a person wrote.
+        guard data.count <= YAMLLimits.maxBytes else {
+            throw KilnError(.invalidInput, "\(path): \(data.count) bytes; templates are limited to \(YAMLLimits.maxBytes) bytes")
+        }
         let trimmed = text.drop { $0.isWhitespace }
         return trimmed.hasPrefix("{") && !path.hasSuffix(".hcl") ? try fromJSON(text, file: path) : try fromHCL(text, file: path)
     }
@@ -107,6 +111,10 @@ public struct PackerTemplate: Sendable {
     /// JSON through Yams (JSON is YAML's flow form), so every value keeps its line and column.
     static func fromJSON(_ text: String, file: String) throws -> PackerTemplate {
         let root: Node
+        if let violation = YAMLLimits.check(Array(text.utf8)) {
+            throw KilnError(
+                .invalidInput, violation.message, at: SourceLocation(file: file, line: violation.line, column: violation.column))
+        }
         do {
             guard let node = try Yams.compose(yaml: text) else { throw KilnError(.invalidInput, "\(file): an empty template") }
             root = node
