@@ -152,6 +152,14 @@ public struct HCLParser {
         if depth > YAMLLimits.maxDepth { throw error("nested more than \(YAMLLimits.maxDepth) levels deep") }
     }
 
+    /// At `close`: consumes it and leaves one level of nesting.
+    mutating func leave(at close: UInt8) -> Bool {
+        guard peek == close else { return false }
+        advance()
+        depth -= 1
+        return true
+    }
+
     mutating func expect(_ byte: UInt8, _ what: String) throws {
         try skip(newlines: false)
         guard peek == byte else { throw error("expected \(what)") }
@@ -239,11 +247,7 @@ public struct HCLParser {
             var items: [PackerValue] = []
             while true {
                 try skip(newlines: true)
-                if peek == UInt8(ascii: "]") {
-                    advance()
-                    depth -= 1
-                    return .list(items)
-                }
+                if leave(at: UInt8(ascii: "]")) { return .list(items) }
                 items.append(try expression())
                 try skip(newlines: true)
                 if peek == UInt8(ascii: ",") {
@@ -258,11 +262,7 @@ public struct HCLParser {
             var fields: [(key: String, value: PackerValue)] = []
             while true {
                 try skip(newlines: true)
-                if peek == UInt8(ascii: "}") {
-                    advance()
-                    depth -= 1
-                    return .object(fields)
-                }
+                if leave(at: UInt8(ascii: "}")) { return .object(fields) }
                 let key: String
                 if peek == UInt8(ascii: "\"") {
                     guard case .string(let text) = try quoted() else { throw error("an object key must be plain text") }
