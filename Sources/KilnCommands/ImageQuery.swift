@@ -88,15 +88,19 @@ struct ImageQuery {
     }
 
     func matches(_ image: ImageRecord, testStatus: String?) -> Bool {
-        terms.allSatisfy { term in
+        // Labels are JSON in the catalog: decoded once per image, and only when a term needs them.
+        var labels: [String: String]?
+        return terms.allSatisfy { term in
             switch term.field {
-            case "name": term.holds(image.name)
-            case "family": term.holds(image.family)
-            case "version": term.holds(image.version)
-            case "state": term.holds(image.state.rawValue)
-            case "parent": term.holds(image.parent)
-            case "tests": term.holds(testStatus)
-            default: term.holds(image.labelDictionary[String(term.field.dropFirst("labels.".count))])
+            case "name": return term.holds(image.name)
+            case "family": return term.holds(image.family)
+            case "version": return term.holds(image.version)
+            case "state": return term.holds(image.state.rawValue)
+            case "parent": return term.holds(image.parent)
+            case "tests": return term.holds(testStatus)
+            default:
+                if labels == nil { labels = image.labelDictionary }
+                return term.holds(labels?[String(term.field.dropFirst("labels.".count))])
             }
         }
     }

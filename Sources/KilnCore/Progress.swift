@@ -106,19 +106,19 @@ public final class ProgressMeter: Sendable {
             guard now - since >= interval else { return nil }
             state.lastDrawn = now
             if case .lines = style { state.linesPrinted += 1 }
-            return describe(state)
+            return style == .bar ? Self.bar(state, describe(state)) : describe(state)
         }
         guard let text else { return }
         if style == .bar {
-            Self.write("\r\u{1B}[2K\(label) \(bar(text))")
+            Self.write("\r\u{1B}[2K\(label) \(text)")
         } else {
             Self.write("\(label): \(text)\n")
         }
     }
 
-    private func bar(_ text: String) -> String {
-        let fraction = state.withLock { state in state.total.map { $0 > 0 ? min(1, Double(state.done) / Double($0)) : 0 } }
-        guard let fraction else { return text }
+    private static func bar(_ state: State, _ text: String) -> String {
+        guard let total = state.total else { return text }
+        let fraction = total > 0 ? min(1, Double(state.done) / Double(total)) : 0
         let width = 24
         let filled = Int(fraction * Double(width))
         return "[" + String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled) + "] " + text

@@ -7,6 +7,16 @@ import Testing
 
 @Suite("Lifecycle commands (no VM)")
 struct LifecycleCLITests {
+    /// A store at `home` whose catalog holds one READY image of family `web`.
+    static func storeWithOneImage(_ home: String) throws -> (Store, String) {
+        let store = try Store(root: home)
+        _ = try store.catalog.commit(
+            ImageDraft(
+                family: "web", digest: "d1", parent: nil, labels: [:], description: nil, templateHash: "t", size: 1,
+                log: "logs/x.tar.zst", buildID: "b1", sourceKind: "file"))
+        return (store, try #require(try store.catalog.images().first?.name))
+    }
+
     @Test("resolve, deprecate, rollback, undeprecate and delete through the kiln binary")
     func commands() async throws {
         let home = NSTemporaryDirectory() + "kiln-lifecycle-" + UUID().uuidString
@@ -68,12 +78,7 @@ struct LifecycleCLITests {
     func deprecateDates() async throws {
         let home = NSTemporaryDirectory() + "kiln-lifecycle-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: home) }
-        let store = try Store(root: home)
-        _ = try store.catalog.commit(
-            ImageDraft(
-                family: "web", digest: "d1", parent: nil, labels: [:], description: nil, templateHash: "t", size: 1,
-                log: "logs/x.tar.zst", buildID: "b1", sourceKind: "file"))
-        let name = try #require(try store.catalog.images().first?.name)
+        let (store, name) = try Self.storeWithOneImage(home)
         func kiln(_ arguments: String...) async throws -> ProcessResult { try await CLI.kiln(arguments + ["--home", home]) }
         let past = try await kiln("deprecate", name, "--obsolete-on", "2020-01-01")
         #expect(past.status == 2 && past.stderr.contains("the obsolete date 2020-01-01T00:00:00Z is not in the future"), "\(past.stderr)")
@@ -161,12 +166,7 @@ struct LifecycleCLITests {
     func completions() async throws {
         let home = NSTemporaryDirectory() + "kiln-completion-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: home) }
-        let store = try Store(root: home)
-        _ = try store.catalog.commit(
-            ImageDraft(
-                family: "web", digest: "d1", parent: nil, labels: [:], description: nil, templateHash: "t", size: 1,
-                log: "logs/x.tar.zst", buildID: "b1", sourceKind: "file"))
-        let name = try #require(try store.catalog.images().first?.name)
+        let (store, name) = try Self.storeWithOneImage(home)
         let script = try await CLI.kiln(["--generate-completion-script", "bash"])
         #expect(script.status == 0)
         let file = home + "/kiln.bash"
