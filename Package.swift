@@ -8,9 +8,11 @@ import PackageDescription
 //   KilnGraph      -> Templates  the image graph, GitLab pipelines
 //   KilnDisk       -> Core       reading disks kiln does not mount: qcow2 chains (libnbd), ext4
 //   KilnStore      -> Model      blobs, the catalog (SQLite, PostgreSQL), lifecycle, signing
+//   KilnRegistry   -> Core       the OCI distribution API: one HTTP client (auth, retries, ranges)
+//   KilnRemote     -> Store, Registry   the store's blobs in an OCI registry; the local store as its cache
 //   KilnProviders  -> Model      qemu, aws and plugins, the SSH communicator; no catalog, no database
-//   KilnBuild      -> Graph, Store, Providers, Disk    the build pipeline
-//   KilnExport     -> Store, Disk   export formats and registries
+//   KilnBuild      -> Graph, Remote, Providers, Disk    the build pipeline
+//   KilnExport     -> Store, Registry, Disk   export formats and registries
 //   KilnCommands   -> Build, Export              the CLI; `kiln` is a thin main over it
 // kiln builds and runs on Linux only: it uses Glibc directly, Linux user namespaces
 // (mmdebstrap), /proc and QEMU's Linux host features. No `platforms:` line claims otherwise.
@@ -29,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // TLS to a PostgreSQL catalog (postgres-nio speaks it through NIOSSL).
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         .systemLibrary(
@@ -59,20 +63,23 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        .target(name: "KilnRegistry", dependencies: ["KilnCore", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "KilnRemote", dependencies: ["KilnStore", "KilnRegistry", "KilnModel", "KilnCore"]),
         .target(
             name: "KilnProviders",
             dependencies: ["KilnCore", "KilnModel", "CArchive", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "KilnBuild",
             dependencies: [
-                "KilnGraph", "KilnModel", "KilnStore", "KilnProviders", "KilnDisk", .product(name: "Yams", package: "Yams"),
+                "KilnGraph", "KilnModel", "KilnStore", "KilnRemote", "KilnProviders", "KilnDisk", .product(name: "Yams", package: "Yams"),
             ]),
         .target(
             name: "KilnExport",
             dependencies: [
-                "KilnStore", "KilnModel", "KilnCore", "KilnDisk", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
+                "KilnStore", "KilnRegistry", "KilnModel", "KilnCore", "KilnDisk", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .target(
             name: "KilnCommands",
@@ -103,7 +110,7 @@ let package = Package(
             // PluginProviderTests (misbehaving plugins), not bundled.
             exclude: ["Fixtures/range_server.py", "Fixtures/faulty_plugin.py"]),
         .testTarget(
-            name: "KilnExportTests", dependencies: ["KilnExport", "KilnDisk", "KilnModel", "KilnTestSupport"],
+            name: "KilnExportTests", dependencies: ["KilnExport", "KilnRegistry", "KilnDisk", "KilnModel", "KilnTestSupport"],
             // Run from its source path by RegistryTests (an auth front for a loopback registry), not bundled.
             exclude: ["Fixtures/token_proxy.py", "Fixtures/redirect_server.py", "Fixtures/verify_dsse.py"]),
         .testTarget(name: "KilnVMTests", dependencies: ["KilnBuild", "KilnExport", "KilnModel", "KilnTestSupport", "Yams"]),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnCore
+import KilnRegistry
 import KilnExport
 import KilnModel
 import KilnStore

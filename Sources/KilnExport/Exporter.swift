@@ -3,6 +3,7 @@ import Foundation
 import KilnCore
 import KilnDisk
 import KilnModel
+import KilnRegistry
 import KilnStore
 
 #if canImport(Glibc)

@@ -1,54 +1,6 @@
 import Foundation
 import KilnCore
-
-/// Media types of the OCI image spec (v1.1) that kiln writes.
-public enum OCIMediaType {
-    public static let manifest = "application/vnd.oci.image.manifest.v1+json"
-    public static let index = "application/vnd.oci.image.index.v1+json"
-    public static let config = "application/vnd.oci.image.config.v1+json"
-    public static let layerGzip = "application/vnd.oci.image.layer.v1.tar+gzip"
-}
-
-/// A content descriptor: what a manifest or index says about one blob.
-public struct OCIDescriptor: Codable, Sendable, Equatable {
-    public var mediaType: String
-    /// `sha256:<hex>`.
-    public var digest: String
-    public var size: Int64
-    public var annotations: [String: String]?
-
-    public init(mediaType: String, digest: String, size: Int64, annotations: [String: String]? = nil) {
-        self.mediaType = mediaType
-        self.digest = digest
-        self.size = size
-        self.annotations = annotations
-    }
-
-    /// The hex part of `digest`, which names the blob under `blobs/sha256/`.
-    public var hex: String { String(digest.drop(while: { $0 != ":" }).dropFirst()) }
-}
-
-public struct OCIManifest: Codable, Sendable, Equatable {
-    public var schemaVersion = 2
-    public var mediaType = OCIMediaType.manifest
-    public var config: OCIDescriptor
-    public var layers: [OCIDescriptor]
-    public var annotations: [String: String]?
-
-    public init(config: OCIDescriptor, layers: [OCIDescriptor], annotations: [String: String]? = nil) {
-        self.config = config
-        self.layers = layers
-        self.annotations = annotations
-    }
-}
-
-public struct OCIIndex: Codable, Sendable, Equatable {
-    public var schemaVersion = 2
-    public var mediaType = OCIMediaType.index
-    public var manifests: [OCIDescriptor]
-
-    public init(manifests: [OCIDescriptor]) { self.manifests = manifests }
-}
+import KilnRegistry
 
 /// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/<hex>`), the form
 /// `kiln export --format oci` writes and `--push` reads.
@@ -83,27 +35,5 @@ public struct OCILayout: Sendable {
         do { return (descriptor, try JSONDecoder().decode(OCIManifest.self, from: data), data) } catch {
             throw KilnError(.invalidInput, "\(path): manifest \(descriptor.digest) is not an OCI image manifest", cause: error)
         }
-    }
-}
-
-// `mediaType` is optional in manifests and indexes before image-spec 1.1, and umoci and
-// others leave it out: decode it as the type it must be.
-extension OCIManifest {
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        schemaVersion = try container.decode(Int.self, forKey: .schemaVersion)
-        mediaType = try container.decodeIfPresent(String.self, forKey: .mediaType) ?? OCIMediaType.manifest
-        config = try container.decode(OCIDescriptor.self, forKey: .config)
-        layers = try container.decode([OCIDescriptor].self, forKey: .layers)
-        annotations = try container.decodeIfPresent([String: String].self, forKey: .annotations)
-    }
-}
-
-extension OCIIndex {
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        schemaVersion = try container.decode(Int.self, forKey: .schemaVersion)
-        mediaType = try container.decodeIfPresent(String.self, forKey: .mediaType) ?? OCIMediaType.index
-        manifests = try container.decode([OCIDescriptor].self, forKey: .manifests)
     }
 }

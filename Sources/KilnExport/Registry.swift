@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+import KilnRegistry
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking

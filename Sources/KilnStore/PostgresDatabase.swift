@@ -5,6 +5,7 @@ import KilnModel
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import PostgresNIO
 import Synchronization
 
@@ -52,7 +53,65 @@ final class PostgresDatabase: SQLDatabase {
         if let socket = parts.queryItems?.first(where: { $0.name == "host" })?.value, socket.hasPrefix("/") {
             return .init(unixSocketPath: "\(socket)/.s.PGSQL.\(port)", username: user, password: password, database: database)
         }
-        return .init(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+        let query = Dictionary((parts.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { _, last in last })
+        return .init(
+            host: host, port: port, username: user, password: password, database: database, tls: try tls(query, host: host))
+    }
+
+    /// TLS as libpq's `sslmode` spells it (default `prefer`, as libpq's): `disable`; `allow` and
+    /// `prefer` (TLS when the server offers it, unverified); `require` (TLS or no connection,
+    /// unverified); `verify-ca` (the server's certificate must chain to `sslrootcert`);
+    /// `verify-full` (and name the host). `sslrootcert` is a PEM file, or `system` for the
+    /// host's trust store; unset, libpq's `~/.postgresql/root.crt`. `sslcert` and `sslkey` give
+    /// a client certificate.
+    static func tls(_ query: [String: String], host: String) throws -> PostgresConnection.Configuration.TLS {
+        let mode = query["sslmode"] ?? "prefer"
+        let modes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+        guard modes.contains(mode) else {
+            throw KilnError(
+                .invalidInput, "catalog URL: sslmode=\(mode) is not one of \(modes.joined(separator: ", ")) (libpq's names)")
+        }
+        if mode == "disable" { return .disable }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        switch mode {
+        case "verify-ca", "verify-full":
+            configuration.certificateVerification = mode == "verify-ca" ? .noHostnameVerification : .fullVerification
+            configuration.trustRoots = try trustRoots(query["sslrootcert"], mode: mode)
+        default:
+            // libpq's require (and prefer) encrypt without checking whom they talk to.
+            configuration.certificateVerification = .none
+        }
+        if let certificate = query["sslcert"] {
+            guard let key = query["sslkey"] else { throw KilnError(.invalidInput, "catalog URL: sslcert is given without sslkey") }
+            do {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            } catch {
+                throw KilnError(.invalidInput, "catalog URL: cannot read the client certificate \(certificate) or key \(key)", cause: error)
+            }
+        }
+        let context: NIOSSLContext
+        do { context = try NIOSSLContext(configuration: configuration) } catch {
+            throw KilnError(.invalidInput, "catalog URL: cannot set up TLS (sslmode=\(mode))", cause: error)
+        }
+        return mode == "allow" || mode == "prefer" ? .prefer(context) : .require(context)
+    }
+
+    private static func trustRoots(_ rootCert: String?, mode: String) throws -> NIOSSLTrustRoots {
+        if rootCert == "system" { return .default }
+        let path =
+            rootCert
+            ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.postgresql/root.crt"
+        guard FileManager.default.isReadableFile(atPath: path) else {
+            throw KilnError(
+                .invalidInput,
+                rootCert == nil
+                    ? "catalog URL: sslmode=\(mode) needs the CA that signed the server's certificate: add sslrootcert=FILE (or sslrootcert=system); \(path) does not exist"
+                    : "catalog URL: sslrootcert \(path) cannot be read")
+        }
+        do { return .certificates(try NIOSSLCertificate.fromPEMFile(path)) } catch {
+            throw KilnError(.invalidInput, "catalog URL: sslrootcert \(path) holds no PEM certificate", cause: error)
+        }
     }
 
     /// Creates an empty database on the server of `url` and returns the URL that names it:

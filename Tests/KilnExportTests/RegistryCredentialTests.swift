@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+@testable import KilnRegistry
 import KilnTestSupport
 import Testing
 

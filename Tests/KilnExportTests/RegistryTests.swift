@@ -1,5 +1,6 @@
 import Foundation
 import KilnCore
+@testable import KilnRegistry
 import KilnModel
 import KilnTestSupport
 import Testing

@@ -84,8 +84,8 @@ public final class RegistryClient: Sendable {
         return RegistryClient(reference: reference, username: credentials?.username, password: credentials?.password)
     }
 
-    private var pullScope: String { "repository:\(repository):pull" }
-    private var pushScope: String { "repository:\(repository):pull,push" }
+    var pullScope: String { "repository:\(repository):pull" }
+    var pushScope: String { "repository:\(repository):pull,push" }
 
     // MARK: API
 
