@@ -105,7 +105,8 @@ let package = Package(
             // Run from its source path by EC2ClientTests (a throttling front for moto_server), not bundled.
             exclude: ["Fixtures/ec2_throttle_proxy.py", "Fixtures/imds_server.py"]),
         .testTarget(
-            name: "KilnBuildTests", dependencies: ["KilnBuild", "KilnExport", "KilnModel", "KilnTestSupport", "Yams"],
+            name: "KilnBuildTests",
+            dependencies: ["KilnBuild", "KilnExport", "KilnRemote", "KilnRegistry", "KilnModel", "KilnTestSupport", "Yams"],
             // Run from their source paths by DownloadTests (a loopback HTTP server) and
             // PluginProviderTests (misbehaving plugins), not bundled.
             exclude: ["Fixtures/range_server.py", "Fixtures/faulty_plugin.py"]),

@@ -135,6 +135,7 @@ struct Build: AsyncParsableCommand {
         options.debug = debug
         options.prompt = interactive ? TerminalPrompt() : nil
         options.signingKey = try store.defaultSigningKeyPath().map(SigningKey.load)
+        options.remote = try self.store.remote(for: store)
         let live: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
         let report = junit.map { _ in JUnitReport(forwardingTo: live) }
         let reporter: any BuildReporter = report ?? live

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import KilnCore
-import KilnRegistry
 import KilnExport
 import KilnModel
+import KilnRegistry
 import KilnStore
 
 struct Export: AsyncParsableCommand {

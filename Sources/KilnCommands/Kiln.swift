@@ -4,6 +4,7 @@ import KilnBuild
 import KilnCore
 import KilnGraph
 import KilnModel
+import KilnRemote
 import KilnStore
 import KilnTemplates
 
@@ -32,7 +33,7 @@ public struct Kiln: AsyncParsableCommand {
         subcommands: [
             Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self, Resolve.self, Deprecate.self,
             Undeprecate.self, Obsolete.self, Delete.self, Rollback.self, Promote.self, Family.self, Rotate.self, GC.self, Cache.self,
-            Verify.self, CI.self, Refresh.self, Export.self, Keys.self, Sign.self, Test.self, Import.self,
+            Verify.self, CI.self, Refresh.self, Export.self, Keys.self, Sign.self, Test.self, Import.self, Push.self, Pull.self,
         ]
     )
 
@@ -131,7 +132,19 @@ struct StoreOptions: ParsableArguments {
             valueName: "url"))
     var catalog: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Where blobs are shared between machines: oci://HOST[:PORT]/REPOSITORY, or none (default $KILN_REMOTE; in a GitLab job, $CI_REGISTRY_IMAGE/kiln).",
+            valueName: "url"))
+    var remote: String?
+
     var root: String { home ?? Store.defaultRoot() }
+
+    /// The remote of ``RemoteLocation/resolve(flag:environment:)`` on `store`; nil when none is set.
+    func remote(for store: Store) throws -> Remote? {
+        try RemoteLocation.resolve(flag: remote).map { Remote(location: $0, store: store) }
+    }
 
     var catalogLocator: String? { catalog ?? ProcessInfo.processInfo.environment["KILN_CATALOG"] }
 

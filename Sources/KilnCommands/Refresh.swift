@@ -73,6 +73,7 @@ struct Refresh: AsyncParsableCommand {
         options.origin = OriginSource(templates: templates.path)
         // No family moves until every rebuilt image has passed its tests.
         options.holdReady = true
+        options.remote = try self.store.remote(for: store)
         let passed = PassedTests(ConsoleReporter())
         let builder = Builder(store: store, options: options, reporter: passed)
         let parallel = jobs ?? Builder.defaultJobs(for: graph.order)

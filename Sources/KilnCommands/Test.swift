@@ -78,6 +78,7 @@ struct Test: AsyncParsableCommand {
         options.bootTimeout = .seconds(bootTimeout)
         options.stepTimeout = .seconds(stepTimeout)
         options.signingKey = try store.defaultSigningKeyPath().map(SigningKey.load)
+        options.remote = try self.store.remote(for: store)
         let reporter: any BuildReporter = json ? JSONLinesReporter() : ConsoleReporter()
         let builder = Builder(store: store, options: options, reporter: reporter)
         let testsHash = try BuildKeys.testsHash(

@@ -3,6 +3,7 @@ import KilnBuild
 import KilnCore
 import KilnExport
 import KilnModel
+import KilnRemote
 import KilnStore
 
 struct Verify: AsyncParsableCommand {
@@ -43,7 +44,13 @@ struct Verify: AsyncParsableCommand {
             try await verifyArtifact(artifact, trusted: trusted)
             return
         }
-        let report = try await Verifier.run(store, name: name, trusted: trusted, requireSignature: requireSignature)
+        // With a remote, this store is a cache: a blob it does not hold is checked there.
+        var remoteCheck: (@Sendable (ImageRecord?, String) async -> [String])?
+        if let remote = try self.store.remote(for: store) {
+            remoteCheck = { image, digest in await remote.problems(of: image, digest: digest) }
+        }
+        let report = try await Verifier.run(
+            store, name: name, trusted: trusted, requireSignature: requireSignature, remote: remoteCheck)
         if json {
             try printJSON(report)
         } else {

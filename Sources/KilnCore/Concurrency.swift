@@ -167,3 +167,23 @@ public final class Locked<Value: Sendable>: Sendable {
         try mutex.withLock { (value: inout Value) throws(E) -> R in try body(&value) }
     }
 }
+
+/// `transform` over `items`, at most `limit` at once, results in the items' order. The first
+/// error cancels the rest and is rethrown.
+public func concurrentMap<Item: Sendable, Result: Sendable>(
+    _ items: [Item], limit: Int, _ transform: @escaping @Sendable (Item) async throws -> Result
+) async throws -> [Result] {
+    try await withThrowingTaskGroup(of: (Int, Result).self) { group in
+        var results: [Int: Result] = [:]
+        var next = 0
+        while next < items.count || !group.isEmpty {
+            while next < items.count && next - results.count < max(limit, 1) {
+                let (index, item) = (next, items[next])
+                group.addTask { (index, try await transform(item)) }
+                next += 1
+            }
+            if let (index, result) = try await group.next() { results[index] = result }
+        }
+        return (0..<items.count).map { results[$0]! }
+    }
+}

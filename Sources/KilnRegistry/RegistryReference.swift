@@ -89,13 +89,13 @@ public struct RegistryReference: Sendable, Equatable, CustomStringConvertible {
 
     // The grammar is the distribution spec's (and its reference package's).
 
-    static func isDigest(_ text: String) -> Bool {
+    public static func isDigest(_ text: String) -> Bool {
         guard text.hasPrefix("sha256:") else { return false }
         let hex = text.utf8.dropFirst(7)
         return hex.count == 64 && hex.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
-    static func isTag(_ text: String) -> Bool {
+    public static func isTag(_ text: String) -> Bool {
         let bytes = Array(text.utf8)
         guard let first = bytes.first, bytes.count <= 128, isAlnum(first) || first == UInt8(ascii: "_") else {
             return false

@@ -12,6 +12,25 @@ extension Store {
         return directory + "/" + diskName
     }
 
+    /// The file a blob's digest hashes (its name) and the files that file lists, with their SHA-256.
+    public static func blobFiles(in directory: String) throws -> (primary: String, listed: [String: String]) {
+        if let artifact = try ProviderArtifact.read(from: directory) { return (ProviderArtifact.fileName, artifact.files) }
+        if let manifest = try BlobManifest.read(from: directory) { return (ImageFiles.manifest, manifest.files) }
+        return (diskName, [:])
+    }
+
+    /// The blob `digest` and each blob it is an overlay on, down to its source disk, as the
+    /// catalog records them.
+    public func blobChain(from digest: String) throws -> [String] {
+        var chain: [String] = []
+        var next: String? = digest
+        while let digest = next, !chain.contains(digest) {
+            chain.append(digest)
+            next = try catalog.image(digest: digest)?.backingDigest
+        }
+        return chain
+    }
+
     /// The provider artifact of `image`; nil for a disk image (qemu's).
     public func artifact(of image: ImageRecord) throws -> ProviderArtifact? {
         try ProviderArtifact.read(from: blobDirectory(digest: image.digest))
@@ -20,15 +39,7 @@ extension Store {
     /// The files an artifact or a blob manifest lists: present and hashing to what it says;
     /// and no file in the blob that its primary file does not cover.
     public static func checkArtifactFiles(in directory: String) throws {
-        let listed: [String: String]
-        let primary: String
-        if let artifact = try ProviderArtifact.read(from: directory) {
-            (listed, primary) = (artifact.files, ProviderArtifact.fileName)
-        } else if let manifest = try BlobManifest.read(from: directory) {
-            (listed, primary) = (manifest.files, ImageFiles.manifest)
-        } else {
-            (listed, primary) = ([:], diskName)
-        }
+        let (primary, listed) = try blobFiles(in: directory)
         let present = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in present.sorted() where name != primary && listed[name] == nil {
             throw KilnError(

@@ -53,8 +53,12 @@ public enum Verifier {
     /// signature by one of `trusted` over that record (which names the disk's digest): a blob,
     /// a catalog row or a record changed after signing each fail. `requireSignature` makes an
     /// unsigned image a problem too.
+    /// - Parameter remote: with a remote, a blob this store does not hold is checked there
+    ///   instead (the local store is then a cache): given the image (nil for a source disk) and
+    ///   the digest, it returns the problems it found.
     public static func run(
-        _ store: Store, name: String?, trusted: [PublicSigningKey] = [], requireSignature: Bool = false
+        _ store: Store, name: String?, trusted: [PublicSigningKey] = [], requireSignature: Bool = false,
+        remote: (@Sendable (ImageRecord?, String) async -> [String])? = nil
     ) async throws -> Report {
         var report = Report()
         var subjects: [(String, String, ImageRecord?)] = []
@@ -98,6 +102,11 @@ public enum Verifier {
         // Each blob is hashed once, however many images name it.
         var hashed: [String: [String]] = [:]
         for (subject, digest, record) in subjects {
+            if let remote, !FileManager.default.fileExists(atPath: Store.primaryFile(in: store.blobDirectory(digest: digest))) {
+                let problems = await remote(record, digest) + (record.map { checkRow($0, byName: byName) } ?? [])
+                report.results.append(Result(subject: subject + " (remote)", digest: digest, problems: problems, signedBy: nil))
+                continue
+            }
             let blobProblems: [String]
             if let known = hashed[digest] {
                 blobProblems = known
@@ -235,6 +244,10 @@ public enum Verifier {
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []).sorted() {
             if name.hasPrefix(".tmp-") {
                 notes.append("staging directory of an unfinished build: images/\(name) (kiln gc removes it)")
+            } else if name.hasPrefix(".pull-") {
+                if !name.hasSuffix(".lock") {
+                    notes.append("an interrupted pull: images/\(name) (the next pull resumes it; kiln gc removes it)")
+                }
             } else if !known.contains(name) {
                 notes.append("blob no image or source names: images/\(name)")
             }

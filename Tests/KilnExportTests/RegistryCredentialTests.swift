@@ -1,10 +1,10 @@
 import Foundation
 import KilnCore
-@testable import KilnRegistry
 import KilnTestSupport
 import Testing
 
 @testable import KilnExport
+@testable import KilnRegistry
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking

@@ -1,11 +1,11 @@
 import Foundation
 import KilnCore
-@testable import KilnRegistry
 import KilnModel
 import KilnTestSupport
 import Testing
 
 @testable import KilnExport
+@testable import KilnRegistry
 
 /// An OCI layout made by umoci, so layers are real tar+gzip blobs: `base` has one layer (a
 /// greeting and 300 KiB of noise that gzip cannot shrink, several 64 KiB chunks), `extended`
@@ -37,24 +37,6 @@ struct TestLayout {
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
-}
-
-/// Tests/KilnExportTests/Fixtures/token_proxy.py in front of a registry: Bearer or Basic auth.
-final class AuthProxy {
-    let fixture: FixtureScript
-
-    init(upstream: LocalRegistry, user: String, password: String, mode: String) throws {
-        fixture = try FixtureScript(
-            URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures/token_proxy.py",
-            arguments: [String(upstream.port), upstream.directory + "/proxy-\(mode).port", user, password, mode],
-            portFile: upstream.directory + "/proxy-\(mode).port", logPath: upstream.directory + "/proxy-\(mode).log")
-    }
-
-    var port: Int { fixture.port }
-    var host: String { "127.0.0.1:\(port)" }
-    var log: String { fixture.log }
-
-    func stop() { fixture.stop() }
 }
 
 private func ref(_ text: String) throws -> RegistryReference { try RegistryReference(parsing: text) }

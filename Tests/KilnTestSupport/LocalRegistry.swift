@@ -136,6 +136,37 @@ public final class LocalRegistry {
     }
 }
 
+/// Tests/KilnExportTests/Fixtures/token_proxy.py in front of a registry: Bearer or Basic auth,
+/// and faults on demand (``setFaults(_:)``).
+public final class AuthProxy: @unchecked Sendable {
+    let fixture: FixtureScript
+    /// The file the proxy reads its faults from, on every request.
+    public let faultsPath: String
+
+    public init(upstream: LocalRegistry, user: String, password: String, mode: String) throws {
+        faultsPath = upstream.directory + "/proxy-\(mode).faults"
+        FileManager.default.createFile(atPath: faultsPath, contents: nil)
+        fixture = try FixtureScript(
+            KilnBinary.repositoryRoot + "/Tests/KilnExportTests/Fixtures/token_proxy.py",
+            arguments: [String(upstream.port), upstream.directory + "/proxy-\(mode).port", user, password, mode, faultsPath],
+            portFile: upstream.directory + "/proxy-\(mode).port", logPath: upstream.directory + "/proxy-\(mode).log")
+    }
+
+    public var port: Int { fixture.port }
+    public var host: String { "127.0.0.1:\(port)" }
+    public var log: String { fixture.log }
+
+    /// Faults for the requests from now on, one word each: `corrupt-blobs` (a blob's bytes
+    /// changed, its length kept), `cut-blobs-once` (the first answer to each blob GET stops
+    /// half-way and the connection closes), `fail-ranges-from=N` (a blob GET for a range that
+    /// starts at or after byte N gets HTTP 500).
+    public func setFaults(_ faults: [String]) throws {
+        try faults.joined(separator: "\n").write(toFile: faultsPath, atomically: true, encoding: .utf8)
+    }
+
+    public func stop() { fixture.stop() }
+}
+
 /// Ends a child of the test process if the test process dies first (a crash, a kill, a timeout),
 /// so servers started for a test never outlive it: a shell waits on a pipe whose write end only
 /// this process holds, and end-of-file means this process is gone.

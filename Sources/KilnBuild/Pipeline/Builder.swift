@@ -3,6 +3,7 @@ import KilnCore
 import KilnGraph
 import KilnModel
 import KilnProviders
+import KilnRemote
 import KilnStore
 import KilnTemplates
 
@@ -44,6 +45,9 @@ public struct BuildOptions: Sendable {
     /// Images whose tests pass stay TESTING (`kiln refresh` makes them READY together, once
     /// every image it rebuilt has passed).
     public var holdReady = false
+    /// Where blobs are shared between machines (docs/remote.md): a build pulls its parent's
+    /// chain from it and pushes its own blob there before the catalog names the image.
+    public var remote: Remote?
 
     public init() {}
 }
@@ -375,12 +379,15 @@ public struct Builder: Sendable {
     /// take it back if a later one fails.
     var phases: [any BuildPhase] {
         [
-            SourcePhase(store: store, signingKey: options.signingKey), BootPhase(store: store, options: options),
+            SourcePhase(store: store, signingKey: options.signingKey, remote: options.remote),
+            BootPhase(store: store, options: options),
             ProvisionPhase(options: options),
             InspectPhase(store: store), StopPhase(), DiskInspectPhase(store: store), SnapshotPhase(), SealPhase(store: store),
+            UploadPhase(store: store, remote: options.remote),
             CommitPhase(store: store, holdReady: options.holdReady),
             PublishPhase(store: store, signingKey: options.signingKey),
             TestPhase(store: store, options: options),
+            RemotePublishPhase(store: store, remote: options.remote),
         ]
     }
 

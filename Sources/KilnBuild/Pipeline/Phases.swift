@@ -2,6 +2,7 @@ import Foundation
 import KilnCore
 import KilnModel
 import KilnProviders
+import KilnRemote
 import KilnStore
 
 #if canImport(Glibc)
@@ -15,13 +16,18 @@ struct SourcePhase: BuildPhase {
     let store: Store
     /// The key this build signs with: a parent it signed is trusted like the store's keys.
     let signingKey: SigningKey?
+    let remote: Remote?
 
     func run(_ build: BuildContext) async throws {
         if let parent = build.parent {
-            build.steps.enter("verify")
-            // Leased before it is checked: gc and the cache prune leave a leased chain alone.
+            // Leased before it is fetched or checked: gc and the cache prune leave a leased chain alone.
             let chain = try Self.chain(of: store, from: parent.digest)
             try await store.withBlobLock { try store.lease(chain.map(Store.blobResource), buildID: build.buildID) }
+            if let remote {
+                build.steps.enter("pull")
+                try await UploadPhase.pull(parent, from: remote, log: build.log)
+            }
+            build.steps.enter("verify")
             try await Verifier.trust(store, parent, also: signingKey.map { [$0.publicKey] } ?? [])
             if build.provider.buildsFromDisks, try store.catalog.standsOnBareFilesystem(parent) {
                 build.log.emit("kiln", "notice: " + Catalog.bareFilesystemNotice(parent))
@@ -37,15 +43,7 @@ struct SourcePhase: BuildPhase {
     }
 
     /// The blob `digest` and each blob it is an overlay on, down to its source disk.
-    static func chain(of store: Store, from digest: String) throws -> [String] {
-        var chain: [String] = []
-        var next: String? = digest
-        while let digest = next, !chain.contains(digest) {
-            chain.append(digest)
-            next = try store.catalog.image(digest: digest)?.backingDigest
-        }
-        return chain
-    }
+    static func chain(of store: Store, from digest: String) throws -> [String] { try store.blobChain(from: digest) }
 }
 
 /// Starts the provider's machine on the base; undone by destroying it.
@@ -173,6 +171,65 @@ struct SealPhase: BuildPhase {
 
     private func linkOrCopy(_ from: String, _ to: String) throws {
         if link(from, to) != 0 { try FileManager.default.copyItem(atPath: from, toPath: to) }
+    }
+}
+
+/// With a remote, the sealed blob (and a new base's source disk) goes there before the catalog
+/// names the image: a catalog row never points at a blob other machines cannot fetch.
+struct UploadPhase: BuildPhase {
+    let store: Store
+    let remote: Remote?
+
+    func run(_ build: BuildContext) async throws {
+        guard let remote, let sealed = build.current.sealed else { return }
+        build.steps.enter("push")
+        let started = ContinuousClock.now
+        try await Builder.testDelay("KILN_TEST_DELAY_PUSH_MS")
+        let chain = [sealed.digest] + (try build.current.base.map { try store.blobChain(from: $0) } ?? [])
+        let report = try await remote.pushBlobs(chain) { digest in
+            var notes = [RemoteArtifact.familyAnnotation: build.family]
+            if digest == sealed.digest {
+                notes[RemoteArtifact.buildKeyAnnotation] = build.decision.key
+                notes[RemoteArtifact.parentDigestAnnotation] = build.current.base
+            }
+            return notes
+        }
+        build.log.emit(
+            "kiln",
+            "pushed \(report.uploaded.count) blob(s) to \(remote.location)\(report.present.isEmpty ? "" : " (\(report.present.count) there already)") in \((ContinuousClock.now - started).kilnDescription)"
+        )
+    }
+
+    /// The parent's chain, fetched into the local store where it lacks it.
+    static func pull(_ parent: ImageRecord, from remote: Remote, log: BuildLog) async throws {
+        let started = ContinuousClock.now
+        let report = try await remote.pull(chainOf: parent)
+        if !report.pulled.isEmpty || !report.records.isEmpty {
+            log.emit(
+                "kiln",
+                "pulled \(report.pulled.count) blob(s) of \(parent.name)'s chain from \(remote.location) in \((ContinuousClock.now - started).kilnDescription)"
+            )
+        }
+    }
+}
+
+/// With a remote: the image's name as a tag, and its build record (provenance, signature,
+/// log) as a referrer. A failure is a warning: the blob is there already, and `kiln push NAME`
+/// finishes the job.
+struct RemotePublishPhase: BuildPhase {
+    let store: Store
+    let remote: Remote?
+
+    func run(_ build: BuildContext) async throws {
+        guard let remote, let image = build.current.image else { return }
+        do {
+            // The record carries the log as it is now; the archive is written again at the end.
+            try LogArchive.write(Builder.logFiles(in: build.scratch), to: store.logArchivePath(buildID: build.buildID).absolute)
+            let report = try await remote.publish(image)
+            build.log.emit("kiln", "tagged \(image.name) in \(remote.location)\(report.record ? " with its build record" : "")")
+        } catch {
+            build.log.emit("kiln", "warning: could not tag \(image.name) in \(remote.location): \(error) (kiln push \(image.name))")
+        }
     }
 }
 

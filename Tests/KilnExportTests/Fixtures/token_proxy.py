@@ -2,13 +2,17 @@
 (docker-registry) needs a signing certificate for token auth and bcrypt for htpasswd, so this
 plays the part a real registry's auth server plays.
 
-usage: token_proxy.py UPSTREAM_PORT PORTFILE USER PASSWORD MODE
+usage: token_proxy.py UPSTREAM_PORT PORTFILE USER PASSWORD MODE [FAULTS]
 MODE bearer: /v2/ requests without a valid token get 401 and a
   `WWW-Authenticate: Bearer realm=".../token",service=...,scope=...` challenge; /token issues a
   token for the scope asked, to the right Basic credentials only.
 MODE basic: /v2/ requests without the right Basic credentials get 401 and `Basic realm=...`.
 Authorised requests are forwarded to the registry; Location headers are made relative, as some
-registries send them. Writes its port to PORTFILE; logs one line per request to stdout.
+registries send them. Writes its port to PORTFILE; logs one line per request to stdout (with
+the Range asked for, if any).
+FAULTS names a file read on every request, one fault per line: corrupt-blobs (blob bytes
+changed, length kept), cut-blobs-once (the first answer to each blob GET stops half-way and the
+connection closes), fail-ranges-from=N (blob GETs for ranges starting at or after N get 500).
 """
 import base64
 import http.client
@@ -21,8 +25,17 @@ import urllib.parse
 
 upstream_port, port_file, user, password, mode = (
     int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+faults_file = sys.argv[6] if len(sys.argv) > 6 else None
 SERVICE = "kiln-test-registry"
 tokens = {}  # token -> scope it was issued for
+cut_already = set()  # blob paths whose first answer was cut
+
+
+def faults():
+    if not faults_file or not os.path.exists(faults_file):
+        return set()
+    with open(faults_file) as f:
+        return {line.strip() for line in f if line.strip()}
 
 
 def log(line):
@@ -114,12 +127,45 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(401, json.dumps(error).encode(),
                        [("WWW-Authenticate", challenge), ("Content-Type", "application/json")])
             return
+        active = faults()
+        is_blob_get = self.command == "GET" and "/blobs/sha256:" in path
+        asked = self.headers.get("Range", "")
+        if is_blob_get:
+            start = int(asked[6:].split("-")[0]) if asked.startswith("bytes=") else 0
+            for fault in active:
+                if fault.startswith("fail-ranges-from=") and start >= int(fault.split("=")[1]):
+                    log(f"FAULT 500 {path} {asked}")
+                    self.reply(500, b'{"errors":[{"code":"UNKNOWN","message":"injected"}]}')
+                    return
         connection = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "expect")}
+        headers = {}
+        for name, value in self.headers.items():
+            if name.lower() in ("authorization", "expect"):
+                continue
+            # Clients send Accept once per media type (skopeo does): all of them go on.
+            headers[name] = headers[name] + ", " + value if name in headers else value
         connection.request(self.command, self.path, body=body, headers=headers)
         response = connection.getresponse()
         data = response.read()
-        log(f"FORWARDED {self.command} {path} {response.status}")
+        log(f"FORWARDED {self.command} {path} {response.status}" + (f" {asked}" if asked else ""))
+        if is_blob_get and response.status in (200, 206) and data:
+            if "corrupt-blobs" in active:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+                log(f"FAULT corrupted {path}")
+            if "cut-blobs-once" in active and path not in cut_already and len(data) > 1:
+                cut_already.add(path)
+                log(f"FAULT cut {path} after {len(data) // 2} of {len(data)} bytes")
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                connection.close()
+                return
         out = []
         for name, value in response.getheaders():
             if name.lower() in ("content-length", "connection", "transfer-encoding"):

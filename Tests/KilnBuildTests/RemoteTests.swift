@@ -1,0 +1,300 @@
+import Foundation
+import KilnCore
+import KilnModel
+import KilnRegistry
+import KilnStore
+import KilnTestSupport
+import Testing
+
+@testable import KilnBuild
+@testable import KilnRemote
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A loopback docker-registry behind token auth (the test proxy), a remote on it, and a way to
+/// read what the registry was asked.
+final class RemoteFixture {
+    let registry: LocalRegistry
+    let proxy: AuthProxy
+    let location: RemoteLocation
+
+    init() async throws {
+        registry = try await LocalRegistry.start()
+        proxy = try AuthProxy(upstream: registry, user: "ci", password: "s3cret", mode: "bearer")
+        location = try RemoteLocation(
+            parsing: "oci://\(proxy.host)/team/kiln", credentials: RegistryCredentials(username: "ci", password: "s3cret"),
+            origin: "test")
+    }
+
+    /// A remote on `store` that retries quickly and fetches `chunk` bytes per request.
+    func remote(_ store: Store, chunk: Int = 16 << 20) -> Remote {
+        Remote(location: location, store: store, client: location.client(chunkSize: chunk, retryDelays: [.milliseconds(20)]))
+    }
+
+    /// The proxy's log lines from `mark` (a count of lines read before) on.
+    func proxyLines(after mark: Int = 0) -> [Substring] { Array(proxy.log.split(separator: "\n").dropFirst(mark)) }
+    var proxyMark: Int { proxy.log.split(separator: "\n").count }
+
+    func tags() async throws -> [String] {
+        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://\(registry.host)/v2/team/kiln/tags/list")!)
+        return (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["tags"] as? [String] ?? []
+    }
+
+    func remove() {
+        proxy.stop()
+        registry.remove()
+    }
+}
+
+/// Blob directories a store holds (finished ones; not `.pull-` or `.tmp-`).
+private func blobs(in store: Store) -> Set<String> {
+    Set(((try? FileManager.default.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []).filter { !$0.hasPrefix(".") })
+}
+
+@Suite("Blobs in an OCI registry, the local store as their cache (fake provider, docker-registry behind token auth)")
+struct RemoteTests {
+    @Test(
+        "a build pushes its blobs before the catalog names the image; an empty store pulls only its parent's chain; nothing changed means nothing pulled or pushed"
+    )
+    func pushPullRoundTrip() async throws {
+        let fixture = try await RemoteFixture()
+        defer { fixture.remove() }
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        options.remote = fixture.remote(workspace.store)
+        let first = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+            .build(graph, secrets: set.sensitiveValues)
+        let (base, app) = (first[0].image, first[1].image)
+        let source = try #require(base.backingDigest)
+        // Every sealed blob has its manifest; every image its name; the source disk went up with the base.
+        let tags = Set(try await fixture.tags())
+        for digest in [source, base.digest, app.digest] { #expect(tags.contains(RemoteArtifact.blobTag(digest)), "\(tags)") }
+        #expect(tags.isSuperset(of: [base.name, app.name]))
+        // Pushed before the commit: the blob's manifest PUT comes before anything names the image.
+        let log = fixture.proxyLines()
+        let pushed = try #require(log.firstIndex { $0.contains("PUT /v2/team/kiln/manifests/\(RemoteArtifact.blobTag(app.digest))") })
+        let named = try #require(log.firstIndex { $0.contains("PUT /v2/team/kiln/manifests/\(app.name) ") })
+        #expect(pushed < named)
+
+        // A second runner: the same catalog, an empty store. The app changes; the base does not.
+        let catalog = "sqlite:" + workspace.store.root + "/catalog.sqlite"
+        let runner = try Store(root: workspace.dir + "/runner", catalog: catalog)
+        try "image: app\nfrom: {image: base}\nprovision:\n  - shell: echo changed\n".write(
+            toFile: workspace.dir + "/t/app.yaml", atomically: true, encoding: .utf8)
+        let (changedSet, changedGraph) = try workspace.graph()
+        var runnerOptions = BuildOptions()
+        runnerOptions.remote = fixture.remote(runner)
+        let mark = fixture.proxyMark
+        let second = try await Builder(store: runner, provider: FakeProvider(), options: runnerOptions, reporter: nil)
+            .build(changedGraph, secrets: changedSet.sensitiveValues)
+        #expect(second.map(\.image.family) == ["base", "app"])
+        let rebuilt = second[1].image
+        #expect(rebuilt.digest != app.digest)
+        // Its parent's chain and its own blob, nothing else (the old app never came).
+        #expect(blobs(in: runner) == [source, base.digest, rebuilt.digest])
+        let fetched = fixture.proxyLines(after: mark).filter { $0.contains("GET /v2/team/kiln/blobs/sha256:") }
+        #expect(!fetched.isEmpty)
+        #expect(try await fixture.tags().contains(RemoteArtifact.blobTag(rebuilt.digest)))
+
+        // Nothing changed: a third store builds nothing, pulls nothing, pushes nothing.
+        let idle = try Store(root: workspace.dir + "/idle", catalog: catalog)
+        var idleOptions = BuildOptions()
+        idleOptions.remote = fixture.remote(idle)
+        let idleMark = fixture.proxyMark
+        let third = try await Builder(store: idle, provider: FakeProvider(), options: idleOptions, reporter: nil)
+            .build(changedGraph, secrets: changedSet.sensitiveValues)
+        #expect(third.allSatisfy { if case .upToDate = $0 { true } else { false } })
+        #expect(blobs(in: idle).isEmpty)
+        #expect(fixture.proxyLines(after: idleMark).isEmpty, "\(fixture.proxyLines(after: idleMark))")
+
+        // kiln verify on the empty store checks the remote instead; the runner's blobs locally.
+        let idleRemote = try #require(idleOptions.remote)
+        let report = try await Verifier.run(idle, name: nil) { image, digest in
+            await idleRemote.problems(of: image, digest: digest)
+        }
+        #expect(report.problemCount == 0, "\(report.results.filter { !$0.problems.isEmpty })")
+        #expect(report.results.allSatisfy { $0.subject.hasSuffix("(remote)") })
+    }
+
+    @Test("an outside client (skopeo) pulls what kiln pushed, and the disk layer is the store's blob byte for byte")
+    func skopeoReadsIt() async throws {
+        let fixture = try await RemoteFixture()
+        defer { fixture.remove() }
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        options.remote = fixture.remote(workspace.store)
+        let app = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+            .build(graph, secrets: set.sensitiveValues)[1].image
+        let out = workspace.dir + "/skopeo"
+        let copied = try await ProcessRunner.run(
+            try requiredTool("skopeo"),
+            [
+                "copy", "--src-tls-verify=false", "--src-creds", "ci:s3cret", "docker://\(fixture.proxy.host)/team/kiln:\(app.name)",
+                "dir:" + out,
+            ],
+            timeout: .seconds(120))
+        try #require(copied.status == 0, "\(copied.stdout)\(copied.stderr)")
+        let manifest = try JSONDecoder().decode(OCIManifest.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/manifest.json")))
+        #expect(manifest.artifactType == RemoteArtifact.imageType)
+        #expect(manifest.annotations?[RemoteArtifact.imageAnnotation] == app.name)
+        #expect(manifest.annotations?[RemoteArtifact.familyAnnotation] == "app")
+        #expect(manifest.annotations?[RemoteArtifact.versionAnnotation] == app.version)
+        #expect(manifest.annotations?[RemoteArtifact.parentDigestAnnotation] == app.backingDigest)
+        let disk = try #require(manifest.layers.first { $0.annotations?[RemoteArtifact.title] == ImageFiles.disk })
+        #expect(disk.mediaType == "application/vnd.kiln.disk.qcow2")
+        let pulled = try Data(contentsOf: URL(fileURLWithPath: out + "/" + disk.hex))
+        let stored = try Data(contentsOf: URL(fileURLWithPath: workspace.store.diskPath(of: app)))
+        #expect(pulled == stored)
+        // The build record hangs off the image (the registry has no referrers API: the fallback tag).
+        let subject = "sha256:" + Hashing.sha256Hex(try Data(contentsOf: URL(fileURLWithPath: out + "/manifest.json")))
+        #expect(try await fixture.tags().contains(RegistryClient.referrersTag(subject)))
+    }
+
+    @Test("wrong bytes are refused with nothing installed; a pull cut off resumes from its partial file; a registry that is down is named")
+    func faults() async throws {
+        let fixture = try await RemoteFixture()
+        defer { fixture.remove() }
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        options.remote = fixture.remote(workspace.store)
+        let base = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+            .build(graph, secrets: set.sensitiveValues)[0].image
+        let source = try #require(base.backingDigest)
+        let catalog = "sqlite:" + workspace.store.root + "/catalog.sqlite"
+
+        // A registry that serves changed bytes: refused by digest, nothing kept.
+        let victim = try Store(root: workspace.dir + "/victim", catalog: catalog)
+        try fixture.proxy.setFaults(["corrupt-blobs"])
+        let wrong = await #expect(throws: KilnError.self) { try await fixture.remote(victim).pull(chainOf: base) }
+        #expect(wrong?.message.contains("refused") == true, "\(String(describing: wrong))")
+        #expect(blobs(in: victim).isEmpty)
+
+        // Cut off half-way (every range from 128 KiB on fails): the pull fails, its partial file stays.
+        let resumer = try Store(root: workspace.dir + "/resumer", catalog: catalog)
+        try fixture.proxy.setFaults(["fail-ranges-from=131072"])
+        // The source disk alone: a pull of the chain would cancel its other downloads at the first failure.
+        let interrupted = await #expect(throws: KilnError.self) {
+            try await fixture.remote(resumer, chunk: 65536).pullBlob(source)
+        }
+        #expect(interrupted?.message.contains("HTTP 500") == true, "\(String(describing: interrupted))")
+        let partial = resumer.imagesDirectory + "/.pull-\(source)/\(ImageFiles.disk).partial"
+        let kept = try #require(try FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int)
+        #expect(kept == 131072)
+        // The next pull asks only for the rest, and the blob it installs is the one the catalog names.
+        try fixture.proxy.setFaults([])
+        let mark = fixture.proxyMark
+        let report = try await fixture.remote(resumer, chunk: 65536).pull(chainOf: base)
+        #expect(Set(report.pulled) == [source, base.digest])
+        #expect(report.cached.isEmpty)
+        let diskLayer = try RemoteArtifact.layers(of: source, in: workspace.store).map(\.descriptor).first {
+            $0.annotations?[RemoteArtifact.title] == ImageFiles.disk
+        }
+        let asked = fixture.proxyLines(after: mark).filter { $0.contains("GET /v2/team/kiln/blobs/\(diskLayer?.digest ?? "?")") }
+        #expect(asked.first?.hasSuffix("bytes=131072-196607") == true, "\(asked)")
+        #expect(!asked.contains { $0.hasSuffix("bytes=0-65535") })
+        try resumer.verifyBlob(source)
+        try resumer.verifyBlob(base.digest)
+        #expect(!FileManager.default.fileExists(atPath: resumer.imagesDirectory + "/.pull-\(source)"))
+
+        // A connection that drops half-way through an answer is retried from that chunk.
+        let cut = try Store(root: workspace.dir + "/cut", catalog: catalog)
+        try fixture.proxy.setFaults(["cut-blobs-once"])
+        try await fixture.remote(cut).pull(chainOf: base)
+        #expect(fixture.proxy.log.contains("FAULT cut"))
+        try cut.verifyBlob(base.digest)
+
+        // Down: the error names the registry; the command exits non-zero and the catalog is as it was.
+        try fixture.proxy.setFaults([])
+        fixture.proxy.stop()
+        let down = try Store(root: workspace.dir + "/down", catalog: catalog)
+        let gone = await #expect(throws: KilnError.self) { try await fixture.remote(down).pull(chainOf: base) }
+        #expect(gone?.message.contains(fixture.proxy.host) == true, "\(String(describing: gone))")
+        let cli = try await KilnBinary.run(
+            [
+                "pull", base.name, "--home", workspace.dir + "/down", "--catalog", catalog, "--remote",
+                "oci://\(fixture.proxy.host)/team/kiln",
+            ],
+            timeout: .seconds(120))
+        #expect(cli.status != 0)
+        #expect(cli.stderr.contains("registry \(fixture.proxy.host)"), "\(cli.stderr)")
+        #expect(try workspace.store.catalog.images().count == 2)
+    }
+
+    @Test(
+        "a hostile registry's manifest (a path for a file name, a layer the blob does not list, another digest) is refused before anything is written"
+    )
+    func hostileManifests() async throws {
+        let fixture = try await RemoteFixture()
+        defer { fixture.remove() }
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        options.remote = fixture.remote(workspace.store)
+        let base = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+            .build(graph, secrets: set.sensitiveValues)[0].image
+        let source = try #require(base.backingDigest)
+        let client = fixture.location.client()
+        let honest = try #require(try await client.fetchManifest(RemoteArtifact.blobTag(source))).decode()
+        let catalog = "sqlite:" + workspace.store.root + "/catalog.sqlite"
+        var variants: [(String, OCIManifest)] = []
+        var escape = honest
+        escape.layers[0].annotations = [RemoteArtifact.title: "../../escape"]
+        variants.append(("not a file name", escape))
+        var extra = honest
+        extra.layers.append(honest.layers[0])
+        extra.layers[1].annotations = [RemoteArtifact.title: "planted"]
+        variants.append(("are not those", extra))
+        var other = honest
+        // A blob the registry has (it checks that much), but not this one.
+        other.layers[0].digest = OCIDescriptor.emptyConfig.digest
+        variants.append(("no file of it has the digest", other))
+        var untyped = honest
+        untyped.artifactType = nil
+        variants.append(("artifactType", untyped))
+        for (why, manifest) in variants {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try await client.putManifest(
+                data: try encoder.encode(manifest), mediaType: OCIMediaType.manifest, reference: RemoteArtifact.blobTag(source))
+            let victim = try Store(root: workspace.dir + "/victim-" + UUID().uuidString, catalog: catalog)
+            let error = await #expect(throws: KilnError.self) { try await fixture.remote(victim).pull(chainOf: base) }
+            #expect(error?.message.contains(why) == true, "\(why): \(String(describing: error))")
+            #expect(blobs(in: victim).subtracting([base.digest]).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: workspace.dir + "/escape"))
+        }
+    }
+
+    @Test("the remote comes from --remote, KILN_REMOTE or a GitLab job's registry; none turns it off; a bad one says how to write it")
+    func resolution() throws {
+        let flag = try #require(try RemoteLocation.resolve(flag: "oci://registry.example:5000/team/kiln", environment: [:]))
+        #expect(flag.reference.host == "registry.example:5000")
+        #expect(flag.reference.repository == "team/kiln")
+        #expect(flag.reference.scheme == "https")
+        #expect(try RemoteLocation.resolve(flag: "oci+http://10.0.0.5/k", environment: [:])?.reference.scheme == "http")
+        #expect(try RemoteLocation.resolve(flag: "none", environment: ["KILN_REMOTE": "oci://a.example/b"]) == nil)
+        #expect(try RemoteLocation.resolve(flag: nil, environment: ["KILN_REMOTE": "oci://a.example/b"])?.origin == "KILN_REMOTE")
+        let gitlab = [
+            "GITLAB_CI": "true", "CI_REGISTRY_IMAGE": "registry.example/group/project", "CI_REGISTRY_USER": "gitlab-ci-token",
+            "CI_REGISTRY_PASSWORD": "job-token",
+        ]
+        let ci = try #require(try RemoteLocation.resolve(flag: nil, environment: gitlab))
+        #expect(ci.description == "oci://registry.example/group/project/kiln")
+        #expect(ci.credentials == RegistryCredentials(username: "gitlab-ci-token", password: "job-token"))
+        #expect(try RemoteLocation.resolve(flag: nil, environment: gitlab.merging(["KILN_REMOTE": "none"]) { $1 }) == nil)
+        #expect(try RemoteLocation.resolve(flag: nil, environment: ["CI_REGISTRY_IMAGE": "registry.example/x"]) == nil)
+        for bad in ["registry.example/team", "https://registry.example/team", "oci://registry.example/team:v1", "oci://Registry/x"] {
+            let error = #expect(throws: KilnError.self) { try RemoteLocation.resolve(flag: bad, environment: [:]) }
+            #expect(error?.code == .invalidInput)
+            #expect(error?.message.hasPrefix("--remote") == true, "\(String(describing: error))")
+        }
+    }
+}
