@@ -79,7 +79,8 @@ let package = Package(
         .target(
             name: "KilnExport",
             dependencies: [
-                "KilnStore", "KilnRegistry", "KilnModel", "KilnCore", "KilnDisk", "CArchive", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
+                "KilnStore", "KilnRegistry", "KilnModel", "KilnCore", "KilnDisk", "CArchive", "CZlib",
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .target(
             name: "KilnCommands",
