@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnModel
+import KilnRemote
 import KilnStore
 
 /// `kiln gc`: removes the disks of purged images, the leftovers of builds that are no longer
@@ -16,8 +17,10 @@ public enum GarbageCollector {
         public var bytes: UInt64 = 0
     }
 
+    /// - Parameter remote: where purged images' manifests are deleted too (docs/remote.md).
     public static func run(
-        _ store: Store, now: Date, dryRun: Bool, cacheLimit: UInt64, warn: @escaping @Sendable (String) -> Void = { _ in }
+        _ store: Store, now: Date, dryRun: Bool, cacheLimit: UInt64, remote: Remote? = nil,
+        warn: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> Report {
         var report = Report()
         let fm = FileManager.default
@@ -51,7 +54,7 @@ public enum GarbageCollector {
         }
         // Purged images' blobs: under the blob lock, leaving what a running build leased.
         (report.purged, report.bytes) = try await store.withBlobLock {
-            try await purge(store, now: now, dryRun: dryRun, warn: warn)
+            try await purge(store, now: now, dryRun: dryRun, remote: remote, warn: warn)
         }
         // Staging and scratch directories of builds that are not running any more.
         let running = Set(try store.catalog.builds(status: .running).filter(store.mayBeRunning).map(\.id))
@@ -60,6 +63,15 @@ public enum GarbageCollector {
         for name in staging where name.hasPrefix(".tmp-") {
             let id = String(name.dropFirst(5)).replacingOccurrences(of: "-source", with: "")
             if !running.contains(id) { report.staleDirectories.append(store.imagesDirectory + "/" + name) }
+        }
+        // A pull that was interrupted; one under way holds its lock (and is left alone).
+        for name in staging where name.hasPrefix(".pull-") && !name.hasSuffix(".lock") {
+            let path = store.imagesDirectory + "/" + name
+            if let lock = FileLock.tryAcquire(path + ".lock") {
+                report.staleDirectories.append(path)
+                if !dryRun { try? fm.removeItem(atPath: path + ".lock") }
+                withExtendedLifetime(lock) {}
+            }
         }
         for id in (try? fm.contentsOfDirectory(atPath: store.root + "/builds")) ?? []
         where !running.contains(id) && !Store.isLiveExportScratch(id) {
@@ -77,7 +89,7 @@ public enum GarbageCollector {
     /// Removes the blobs of images past their purge date (unless another image or a running
     /// build still needs them) and marks them purged. Under the store's blob lock.
     private static func purge(
-        _ store: Store, now: Date, dryRun: Bool, warn: @escaping @Sendable (String) -> Void
+        _ store: Store, now: Date, dryRun: Bool, remote: Remote?, warn: @escaping @Sendable (String) -> Void
     ) async throws -> ([String], UInt64) {
         let fm = FileManager.default
         let leased = try store.leasedResources()
@@ -96,6 +108,18 @@ public enum GarbageCollector {
                     try await ProviderSync.delete(image, in: store, warn: warn)
                 } catch {
                     warn("\(image.name) stays until its provider's copy can be deleted: \(error)")
+                    continue
+                }
+            }
+            if !dryRun, let remote {
+                // The remote's copy goes first too: once purged, nothing would find it again.
+                do {
+                    let deletion = try await remote.delete(image, keepBlob: shared)
+                    for refusal in deletion.refused {
+                        warn("\(remote.location) refused to delete \(refusal); delete it there by hand or enable deletes")
+                    }
+                } catch {
+                    warn("\(image.name) stays until its manifests in \(remote.location) can be deleted: \(error)")
                     continue
                 }
             }

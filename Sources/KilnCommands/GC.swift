@@ -13,7 +13,9 @@ struct GC: AsyncParsableCommand {
             not purged is built on it; its catalog row stays for the family's history. An image \
             whose tests failed (FAILED, docs/testing.md) is kept for inspection until gc, which \
             deletes and purges it, unless it was READY before; so is a TESTING image whose tests \
-            never finished once a newer image of its family exists.
+            never finished once a newer image of its family exists. With a remote (docs/remote.md), \
+            a purged image's manifests there are deleted too (its name, build record and, unless \
+            another image needs it, its blob's manifest); a registry that refuses deletes is named.
             """)
 
     @Flag(name: .customLong("dry-run"), help: "Print what would be removed, remove nothing.") var dryRun = false
@@ -22,8 +24,9 @@ struct GC: AsyncParsableCommand {
 
     func run() async throws {
         let date = try now.map { try parseDate($0, flag: "--now") } ?? Date()
+        let opened = try dryRun ? store.open() : store.openRecovered()
         let report = try await GarbageCollector.run(
-            try (dryRun ? store.open() : store.openRecovered()), now: date, dryRun: dryRun, cacheLimit: SourceCache.defaultLimit(),
+            opened, now: date, dryRun: dryRun, cacheLimit: SourceCache.defaultLimit(), remote: try store.remote(for: opened),
             warn: warnOnStderr)
         let verb = dryRun ? "would remove" : "removed"
         for name in report.failed { print("\(dryRun ? "would delete" : "deleted") \(name), which did not pass its tests") }

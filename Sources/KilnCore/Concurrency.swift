@@ -187,3 +187,10 @@ public func concurrentMap<Item: Sendable, Result: Sendable>(
         return (0..<items.count).map { results[$0]! }
     }
 }
+
+/// A pause the kill-point tests set (`KILN_TEST_DELAY_…_MS`) so that a kill lands between two
+/// writes that are otherwise milliseconds apart; nothing when the variable is unset.
+public func testDelay(_ variable: String) async throws {
+    guard let text = ProcessInfo.processInfo.environment[variable], let ms = Int(text), ms > 0 else { return }
+    try await Task.sleep(for: .milliseconds(ms))
+}

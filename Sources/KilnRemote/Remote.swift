@@ -55,6 +55,8 @@ public final class Remote: Sendable {
             }
             let layers = try RemoteArtifact.layers(of: digest, in: store)
             try await upload(layers)
+            // Between the layers and the manifest that names them: where a kill-point test kills.
+            try await testDelay("KILN_TEST_DELAY_PUSH_MS")
             var notes = annotations(digest)
             notes[RemoteArtifact.blobAnnotation] = digest
             let (_, data) = try RemoteArtifact.manifest(
@@ -345,5 +347,45 @@ extension Remote {
         return try fetched.decode().layers.contains {
             $0.annotations?[RemoteArtifact.title] == RemoteArtifact.RecordFile.signature.rawValue
         }
+    }
+}
+
+// MARK: Deleting
+
+extension Remote {
+    /// What deleting an image's manifests came to.
+    public struct Deletion: Sendable, Equatable {
+        /// Manifest digests the registry deleted.
+        public var deleted: [String] = []
+        /// The registry's refusals (deletes turned off): nothing more kiln can do.
+        public var refused: [String] = []
+    }
+
+    /// Deletes the manifests of a purged image: its name tag, its build records and their
+    /// fallback index, and its blob's `kiln-blob-` manifest unless another image still needs
+    /// that blob (`keepBlob`). Layers stay until the registry's own garbage collection, as
+    /// every registry does it.
+    public func delete(_ image: ImageRecord, keepBlob: Bool) async throws -> Deletion {
+        var result = Deletion()
+        func remove(_ digest: String, _ what: String) async throws {
+            switch try await client.deleteManifest(digest) {
+            case .deleted: result.deleted.append(digest)
+            case .absent: break
+            case .refused(let why): result.refused.append("\(what): \(why)")
+            }
+        }
+        if let tagged = try await client.fetchManifest(image.name) {
+            for record in try await client.referrers(of: tagged.digest) where record.artifactType == RemoteArtifact.recordType {
+                try await remove(record.digest, "the build record of \(image.name)")
+            }
+            if let index = try await client.fetchManifest(RegistryClient.referrersTag(tagged.digest)) {
+                try await remove(index.digest, "the referrers index of \(image.name)")
+            }
+            try await remove(tagged.digest, image.name)
+        }
+        if !keepBlob, let blob = try await client.fetchManifest(RemoteArtifact.blobTag(image.digest)) {
+            try await remove(blob.digest, RemoteArtifact.blobTag(image.digest))
+        }
+        return result
     }
 }

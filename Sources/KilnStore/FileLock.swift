@@ -31,6 +31,17 @@ public final class FileLock: Sendable {
         }
         return FileLock(fd: fd)
     }
+
+    /// The lock if nobody holds it now; nil when someone does (or the file cannot be opened).
+    public static func tryAcquire(_ path: String) -> FileLock? {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return nil }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return nil
+        }
+        return FileLock(fd: fd)
+    }
 }
 
 /// How kiln waits for a lock another process holds (a file lock, a PostgreSQL advisory lock).

@@ -20,8 +20,8 @@ final class RemoteFixture {
     let proxy: AuthProxy
     let location: RemoteLocation
 
-    init() async throws {
-        registry = try await LocalRegistry.start()
+    init(deletes: Bool = true) async throws {
+        registry = try await LocalRegistry.start(deletes: deletes)
         proxy = try AuthProxy(upstream: registry, user: "ci", password: "s3cret", mode: "bearer")
         location = try RemoteLocation(
             parsing: "oci://\(proxy.host)/team/kiln", credentials: RegistryCredentials(username: "ci", password: "s3cret"),
@@ -270,6 +270,45 @@ struct RemoteTests {
             #expect(error?.message.contains(why) == true, "\(why): \(String(describing: error))")
             #expect(blobs(in: victim).subtracting([base.digest]).isEmpty)
             #expect(!FileManager.default.fileExists(atPath: workspace.dir + "/escape"))
+        }
+    }
+
+    @Test("gc deletes a purged image's manifests in the remote (name, build record, blob); a registry that refuses deletes is named")
+    func gcDeletesRemoteManifests() async throws {
+        for deletes in [true, false] {
+            let fixture = try await RemoteFixture(deletes: deletes)
+            defer { fixture.remove() }
+            let workspace = try Workspace()
+            defer { workspace.remove() }
+            let (set, graph) = try workspace.graph()
+            var options = BuildOptions()
+            options.remote = fixture.remote(workspace.store)
+            let builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+            let app = try await builder.build(graph, secrets: set.sensitiveValues)[1].image
+            // A newer head, so the first may be deleted.
+            _ = try await builder.build(graph, secrets: set.sensitiveValues, force: true, selected: ["app"])
+            let client = fixture.location.client()
+            let named = try #require(try await client.fetchManifest(app.name))
+            #expect(try await !client.referrers(of: named.digest).isEmpty)
+            var change = Transition(to: .deleted, reason: "test", now: Date())
+            change.purgeOn = Date()
+            try workspace.store.catalog.transition(app.name, change, dryRun: false)
+            let warnings = Locked<[String]>([])
+            let report = try await GarbageCollector.run(
+                workspace.store, now: Date().addingTimeInterval(1), dryRun: false, cacheLimit: 1 << 40, remote: options.remote,
+                warn: { line in warnings.withLock { $0.append(line) } })
+            #expect(report.purged == [app.name])
+            if deletes {
+                #expect(try await client.fetchManifest(app.name) == nil)
+                #expect(try await client.fetchManifest(RemoteArtifact.blobTag(app.digest)) == nil)
+                #expect(try await client.fetchManifest(RegistryClient.referrersTag(named.digest)) == nil)
+                #expect(warnings.value.isEmpty, "\(warnings.value)")
+                // The base is untouched: it is not purged.
+                #expect(try await client.fetchManifest(RemoteArtifact.blobTag(app.backingDigest ?? "")) != nil)
+            } else {
+                #expect(try await client.fetchManifest(app.name) != nil)
+                #expect(warnings.value.contains { $0.contains("refused to delete") && $0.contains(fixture.location.description) })
+            }
         }
     }
 

@@ -21,7 +21,8 @@ public final class LocalRegistry {
     private let guardian: OrphanGuard
 
     /// Starts one and waits until `GET /v2/` answers. Fails (never skips) when the package is missing.
-    public static func start() async throws -> LocalRegistry {
+    /// - Parameter deletes: whether the registry allows deleting manifests (docker-registry's default is no).
+    public static func start(deletes: Bool = true) async throws -> LocalRegistry {
         let executable = "/usr/bin/docker-registry"
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw KilnError(
@@ -30,14 +31,14 @@ public final class LocalRegistry {
         var lastError: (any Error)?
         // A port found free can be taken before the registry binds it: try another.
         for _ in 0..<3 {
-            do { return try await LocalRegistry(executable: executable, port: try freePort()) } catch {
+            do { return try await LocalRegistry(executable: executable, port: try freePort(), deletes: deletes) } catch {
                 lastError = error
             }
         }
         throw lastError ?? KilnError(.io, "cannot start docker-registry")
     }
 
-    private init(executable: String, port: Int) async throws {
+    private init(executable: String, port: Int, deletes: Bool) async throws {
         self.port = port
         host = "127.0.0.1:\(port)"
         directory = NSTemporaryDirectory() + "kiln-registry-" + UUID().uuidString
@@ -52,7 +53,7 @@ public final class LocalRegistry {
               filesystem:
                 rootdirectory: \(directory)/storage
               delete:
-                enabled: true
+                enabled: \(deletes)
             http:
               addr: 127.0.0.1:\(port)
 

@@ -415,10 +415,7 @@ public struct Builder: Sendable {
 
     /// A fault-injection seam for the kill-point tests: widens the moment between the seal and
     /// the catalog write, which otherwise lasts a few milliseconds, so a kill can land in it.
-    static func testDelay(_ variable: String) async throws {
-        guard let text = ProcessInfo.processInfo.environment[variable], let ms = Int(text), ms > 0 else { return }
-        try await Task.sleep(for: .milliseconds(ms))
-    }
+    static func testDelay(_ variable: String) async throws { try await KilnCore.testDelay(variable) }
 
     /// `20261123T130102-debian-12-base-1a2b`: sortable, readable, unique enough across processes.
     static func newBuildID(family: String) -> String {

@@ -183,8 +183,8 @@ struct UploadPhase: BuildPhase {
     func run(_ build: BuildContext) async throws {
         guard let remote, let sealed = build.current.sealed else { return }
         build.steps.enter("push")
+        build.log.emit("kiln", "pushing to \(remote.location)")
         let started = ContinuousClock.now
-        try await Builder.testDelay("KILN_TEST_DELAY_PUSH_MS")
         let chain = [sealed.digest] + (try build.current.base.map { try store.blobChain(from: $0) } ?? [])
         let report = try await remote.pushBlobs(chain) { digest in
             var notes = [RemoteArtifact.familyAnnotation: build.family]
