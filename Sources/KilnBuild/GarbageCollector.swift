@@ -81,7 +81,7 @@ public enum GarbageCollector {
             report.bytes += (try? SourceCache.size(of: path)) ?? 0
             if !dryRun { try Store.removeTree(path) }
         }
-        report.cache = try await SourceCache.prune(store, limit: cacheLimit, dryRun: dryRun)
+        report.cache = try await SourceCache.prune(store, limit: cacheLimit, dryRun: dryRun, remote: remote)
         report.bytes += report.cache.reduce(0) { $0 + $1.bytes }
         return report
     }

@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnModel
+import KilnRemote
 import KilnStore
 
 /// One thing the cache holds: a source disk (debootstrap tree, file or URL made into a disk)
@@ -9,6 +10,8 @@ public struct CacheEntry: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable {
         case sourceDisk = "source disk"
         case download
+        /// With a remote (docs/remote.md): an image's blob, fetched again on demand.
+        case imageBlob = "image blob"
     }
 
     public var kind: Kind
@@ -20,6 +23,9 @@ public struct CacheEntry: Sendable, Codable, Equatable {
     /// removed while that lasts.
     public var inUse: Bool
     var sourceKey: String?
+    /// Of an image blob: its digest, and the blob its disk is an overlay on.
+    var digest: String?
+    var backing: String?
 }
 
 /// The source cache, bounded in size: `kiln cache`, `kiln cache prune`, and the prune that
@@ -39,7 +45,9 @@ public enum SourceCache {
         return UInt64(trimmed)
     }
 
-    public static func entries(in store: Store) throws -> [CacheEntry] {
+    /// - Parameter remote: with one, the store's image blobs are cache entries too (their
+    ///   last use is their directory's modification time, which a pull or a build touches).
+    public static func entries(in store: Store, remote: Bool = false) throws -> [CacheEntry] {
         let fm = FileManager.default
         let backing = try store.catalog.backingDigests()
         let leased = try store.leasedResources()
@@ -65,6 +73,20 @@ public enum SourceCache {
                     kind: .download, description: name, path: path, bytes: try size(of: path), lastUsed: modified,
                     inUse: leased.contains(Store.downloadResource(name))))
         }
+        if remote {
+            let sources = Set(try store.catalog.sources().map(\.digest))
+            for name in (try? fm.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []
+            where !name.hasPrefix(".") && !sources.contains(name) {
+                guard let image = try store.catalog.image(digest: name) else { continue }
+                let path = store.blobDirectory(digest: name)
+                let modified = (try? fm.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date.distantPast
+                var entry = CacheEntry(
+                    kind: .imageBlob, description: image.name, path: path, bytes: try size(of: path), lastUsed: modified,
+                    inUse: leased.contains(Store.blobResource(name)))
+                (entry.digest, entry.backing) = (name, image.backingDigest)
+                entries.append(entry)
+            }
+        }
         return entries.sorted { $0.lastUsed < $1.lastUsed }
     }
 
@@ -73,18 +95,36 @@ public enum SourceCache {
     /// Under the store's blob lock: what a build leases is either leased before this looks, or
     /// gone before that build checks it (and made again).
     @discardableResult
-    public static func prune(_ store: Store, limit: UInt64, dryRun: Bool = false) async throws -> [CacheEntry] {
+    ///
+    /// With a remote, image blobs are pruned too, but only one the remote holds (checked there:
+    /// an image built before the remote was set has no other copy), and only a blob no other
+    /// blob here stands on, so the store keeps whole chains.
+    public static func prune(_ store: Store, limit: UInt64, dryRun: Bool = false, remote: Remote? = nil) async throws
+        -> [CacheEntry]
+    {
         try await store.withBlobLock {
-            let all = try entries(in: store)
+            let all = try entries(in: store, remote: remote != nil)
             var total = all.reduce(0) { $0 + $1.bytes }
             var removed: [CacheEntry] = []
-            for entry in all where total > limit && !entry.inUse {
-                if !dryRun {
-                    if let key = entry.sourceKey { try store.catalog.forgetSource(key: key) }
-                    try FileManager.default.removeItem(atPath: entry.path)
+            var kept = Set(all.compactMap(\.digest))
+            var progress = true
+            while total > limit && progress {
+                progress = false
+                for entry in all where total > limit && !entry.inUse && !removed.contains(entry) {
+                    if let digest = entry.digest {
+                        // A leaf of what is left, and safe in the remote.
+                        let standsOnIt = all.contains { $0.backing == digest && kept.contains($0.digest ?? "") }
+                        guard !standsOnIt, let remote, try await remote.holds(digest) else { continue }
+                        kept.remove(digest)
+                    }
+                    if !dryRun {
+                        if let key = entry.sourceKey { try store.catalog.forgetSource(key: key) }
+                        try FileManager.default.removeItem(atPath: entry.path)
+                    }
+                    total -= entry.bytes
+                    removed.append(entry)
+                    progress = true
                 }
-                total -= entry.bytes
-                removed.append(entry)
             }
             return removed
         }

@@ -154,7 +154,7 @@ struct Build: AsyncParsableCommand {
         // The cache stays bounded without anyone remembering to prune it. The images are built
         // by now: a failed prune is reported, not turned into a failed build.
         do {
-            for entry in try await SourceCache.prune(store, limit: SourceCache.defaultLimit()) {
+            for entry in try await SourceCache.prune(store, limit: SourceCache.defaultLimit(), remote: options.remote) {
                 printError("kiln: cache: removed \(entry.kind.rawValue) \(entry.description) (\(ByteCount.human(Int64(entry.bytes))))")
             }
         } catch {

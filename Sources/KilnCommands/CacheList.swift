@@ -4,7 +4,7 @@ import KilnCore
 import KilnModel
 
 struct CacheList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List what the source cache holds.")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List what the cache holds (source disks, downloads; with a remote, image blobs).")
 
     @OptionGroup var store: StoreOptions
 
@@ -12,7 +12,9 @@ struct CacheList: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let entries = try SourceCache.entries(in: try store.open())
+        let opened = try store.open()
+        // With a remote, the image blobs are fetched again on demand: cache entries too.
+        let entries = try SourceCache.entries(in: opened, remote: try store.remote(for: opened) != nil)
         if json {
             try printJSON(entries)
             return

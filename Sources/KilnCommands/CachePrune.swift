@@ -28,7 +28,8 @@ struct CachePrune: AsyncParsableCommand {
         } else {
             limit = SourceCache.defaultLimit()
         }
-        let removed = try await SourceCache.prune(try store.open(), limit: limit, dryRun: dryRun)
+        let opened = try store.open()
+        let removed = try await SourceCache.prune(opened, limit: limit, dryRun: dryRun, remote: try store.remote(for: opened))
         for entry in removed {
             print(
                 "\(dryRun ? "would remove" : "removed") \(entry.kind.rawValue) \(entry.description) (\(ByteCount.human(Int64(entry.bytes))))"

@@ -122,6 +122,13 @@ public final class Remote: Sendable {
         }
     }
 
+    /// Whether the remote has the blob `digest` (its manifest and every layer it names).
+    public func holds(_ digest: String) async throws -> Bool {
+        guard let fetched = try await client.fetchManifest(RemoteArtifact.blobTag(digest)) else { return false }
+        for layer in try fetched.decode().layers where try await !client.blobExists(layer.digest) { return false }
+        return true
+    }
+
     // MARK: Pulling
 
     /// What a pull did.
@@ -147,6 +154,8 @@ public final class Remote: Sendable {
         for (digest, wasFetched) in zip(missing, fetched) {
             if wasFetched { report.pulled.append(digest) } else { report.cached.append(digest) }
         }
+        // Used now: the cache prunes least recently used blobs first (SourceCache).
+        for digest in chain { utimes(store.blobDirectory(digest: digest), nil) }
         // The records of the images on the chain that this store lacks.
         for digest in chain {
             guard let record = digest == image.digest ? image : try store.catalog.image(digest: digest) else { continue }

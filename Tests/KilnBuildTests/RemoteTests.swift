@@ -312,6 +312,46 @@ struct RemoteTests {
         }
     }
 
+    @Test("with a remote, image blobs are cache entries: pruned least recently used, leaves first, never one a running build stands on or one the remote lacks")
+    func cachePrune() async throws {
+        let fixture = try await RemoteFixture()
+        defer { fixture.remove() }
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        options.remote = fixture.remote(workspace.store)
+        let builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+        let built = try await builder.build(graph, secrets: set.sensitiveValues)
+        let (base, app) = (built[0].image, built[1].image)
+        let remote = try #require(options.remote)
+        // Nothing pruned beyond the limit, and nothing without a remote: there the store is the only copy.
+        #expect(try await SourceCache.prune(workspace.store, limit: 1 << 40, remote: remote).isEmpty)
+        #expect(try await SourceCache.prune(workspace.store, limit: 0).allSatisfy { $0.kind != .imageBlob })
+        // A running build stands on the base: the app goes (a leaf, in the remote), the base stays.
+        var running = BuildRecord(id: "holder", family: "other", status: .running, started: Date(), pid: getpid())
+        try workspace.store.catalog.insert(running)
+        try workspace.store.lease([Store.blobResource(base.digest)], buildID: running.id)
+        let first = try await SourceCache.prune(workspace.store, limit: 0, remote: remote)
+        #expect(first.filter { $0.kind == .imageBlob }.map(\.description) == [app.name])
+        #expect(blobs(in: workspace.store).contains(base.digest))
+        #expect(!blobs(in: workspace.store).contains(app.digest))
+        // Once that build ends, the base goes too; a pull brings both back, checked.
+        running.status = .succeeded
+        running.finished = Date()
+        try workspace.store.catalog.update(running)
+        let second = try await SourceCache.prune(workspace.store, limit: 0, remote: remote)
+        #expect(second.filter { $0.kind == .imageBlob }.map(\.description) == [base.name])
+        let back = try await remote.pull(chainOf: app)
+        #expect(Set(back.pulled) == [base.digest, app.digest])
+        // A blob the remote does not hold stays, however old.
+        _ = try await fixture.location.client().deleteManifest(
+            try #require(try await fixture.location.client().fetchManifest(RemoteArtifact.blobTag(app.digest))).digest)
+        _ = try await SourceCache.prune(workspace.store, limit: 0, remote: remote)
+        #expect(blobs(in: workspace.store).contains(app.digest))
+        #expect(blobs(in: workspace.store).contains(base.digest))
+    }
+
     @Test("the remote comes from --remote, KILN_REMOTE or a GitLab job's registry; none turns it off; a bad one says how to write it")
     func resolution() throws {
         let flag = try #require(try RemoteLocation.resolve(flag: "oci://registry.example:5000/team/kiln", environment: [:]))
