@@ -15,7 +15,7 @@ DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-cli
                libarchive-dev libnbd-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
                zstd ca-certificates uidmap gpgv debian-archive-keyring
 
-.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export man install
+.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export bench-remote man install
 
 all: build
 
@@ -130,6 +130,11 @@ bench: deps
 bench-export: deps
 	$(call install-missing,jq curl docker-registry)
 	bench/export.sh
+
+# B13: a fresh runner pulls the examples/debian chain from a loopback registry, beside skopeo.
+bench-remote: deps
+	$(call install-missing,jq curl docker-registry skopeo)
+	bench/remote.sh
 
 # B4, B8 and B9 only, in under a minute once kiln is built (CI runs it after the tests).
 bench-quick: deps

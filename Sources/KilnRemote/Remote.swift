@@ -234,6 +234,8 @@ public final class Remote: Sendable {
         }
         try Store.fsync(path: store.imagesDirectory)
         try? fm.removeItem(atPath: staging + ".lock")
+        // Every file was hashed as it arrived, against the digests the catalog's digest covers.
+        store.noteVerified(digest)
         return true
     }
 

@@ -195,6 +195,14 @@ public final class Store: Sendable {
         verified.withLock { $0[digest] = identity }
     }
 
+    /// Records that the blob `digest` was just checked byte for byte by someone else (a pull
+    /// hashes every layer as it arrives): ``verifyBlob(_:)`` then need not hash it again in
+    /// this process while its files stay as they are.
+    public func noteVerified(_ digest: String) {
+        guard let identity = FileIdentity(path: Self.primaryFile(in: blobDirectory(digest: digest))) else { return }
+        verified.withLock { $0[digest] = identity }
+    }
+
     /// Removes a directory of the store that a dead or failed build left. Anything mounted
     /// below it (a killed mmdebstrap's chroot binds /dev, /proc and /sys) is detached first:
     /// deleting through a bind mount of /dev would delete the host's device nodes.
