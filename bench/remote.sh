@@ -28,7 +28,7 @@ mkdir -p bench/results
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f | %.2f | %.2f", v[1], v[int(NR / 2) + 1], v[NR] }'; }
+stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f / %.2f / %.2f", v[1], v[int(NR / 2) + 1], v[NR] }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int(NR / 2) + 1] }'; }
 
 echo "building examples/debian into $home once (not timed)" >&2
@@ -65,6 +65,7 @@ for i in $(seq "$runs"); do
   "$kiln" pull "$image" --home "$work/runner" --catalog "$catalog" --remote "$remote" >/dev/null
   kiln_times+=("$(since "$start")")
   rm -rf "$work/skopeo"
+  mkdir -p "$work/skopeo"
   start=$(now)
   for digest in "${digests[@]}"; do
     skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$port/bench/kiln:kiln-blob-$digest" "dir:$work/skopeo/$digest"
@@ -95,9 +96,9 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD)"
   echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, kernel $(uname -r)"
   echo "- registry: docker-registry $(dpkg-query -W -f '${Version}' docker-registry 2>/dev/null || echo '?') on 127.0.0.1, plain HTTP, no auth; skopeo $(skopeo --version | awk '{ print $3 }')"
-  echo "- chain: $image and the ${#digests[@]} blobs under it and itself ($(awk -v b="$bytes" 'BEGIN { printf "%.0f MiB", b / 1048576 }')), $runs rounds, kiln and skopeo alternating"
+  echo "- chain: the ${#digests[@]} blobs of $image's chain, down to the source disk ($(awk -v b="$bytes" 'BEGIN { printf "%.0f MiB", b / 1048576 }')), $runs rounds, kiln and skopeo alternating"
   echo
-  echo "| case | min \\| median \\| max (s) | goal | result |"
+  echo "| case | min / median / max (s) | goal | result |"
   echo "|---|---|---|---|"
   echo "| kiln pull into an empty store (verified) | $(printf '%s\n' "${kiln_times[@]}" | stats) | | |"
   echo "| skopeo copy of the same ${#digests[@]} blobs (dir:) | $(printf '%s\n' "${skopeo_times[@]}" | stats) | | |"

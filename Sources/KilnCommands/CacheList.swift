@@ -4,7 +4,8 @@ import KilnCore
 import KilnModel
 
 struct CacheList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List what the cache holds (source disks, downloads; with a remote, image blobs).")
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List what the cache holds (source disks, downloads; with a remote, image blobs).")
 
     @OptionGroup var store: StoreOptions
 

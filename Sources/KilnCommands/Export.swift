@@ -4,6 +4,7 @@ import KilnCore
 import KilnExport
 import KilnModel
 import KilnRegistry
+import KilnRemote
 import KilnStore
 
 struct Export: AsyncParsableCommand {
@@ -70,6 +71,13 @@ struct Export: AsyncParsableCommand {
         // An export is a deployment's copy: an image whose tests have not passed is not handed out.
         if image.state == .testing || image.state == .failed {
             throw KilnError(.invalidInput, try untestedMessage(image, catalog: store.catalog))
+        }
+        // With a remote, this store may hold none of the image's chain yet: fetch what it lacks.
+        if let remote = try self.store.remote(for: store) {
+            let pulled = try await remote.pull(chainOf: image)
+            if !pulled.pulled.isEmpty && !json {
+                printError("kiln: export: pulled \(pulled.pulled.count) blob(s) of \(image.name)'s chain from \(remote.location)")
+            }
         }
         let key = try store.defaultSigningKeyPath().map(SigningKey.load)
         // A push without --output keeps no layout: it is written to scratch space and removed.

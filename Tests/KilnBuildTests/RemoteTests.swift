@@ -312,7 +312,9 @@ struct RemoteTests {
         }
     }
 
-    @Test("with a remote, image blobs are cache entries: pruned least recently used, leaves first, never one a running build stands on or one the remote lacks")
+    @Test(
+        "with a remote, image blobs are cache entries: pruned least recently used, leaves first, never one a running build stands on or one the remote lacks"
+    )
     func cachePrune() async throws {
         let fixture = try await RemoteFixture()
         defer { fixture.remove() }
