@@ -37,7 +37,8 @@ deps:
 # server: scripts/test-postgres), what the refresh tests make apt repositories with (gpg, xz,
 # dpkg-scanpackages), ansible-core for the ansible: step's tests, and the outside tools the export
 # tests check artifacts with (skopeo, umoci, docker-registry, sfdisk from fdisk; OVMF, the UEFI
-# firmware exported images boot under, cloud-localds for a cloud's NoCloud seed, curl). From PyPI
+# firmware exported images boot under, cloud-localds for a cloud's NoCloud seed, curl; openssl
+# makes the test PostgreSQL server's TLS certificates). From PyPI
 # (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs,
 # moto_server stands in for EC2 in the aws provider's client tests, junitparser reads
 # kiln build --junit's reports as CI systems do. Python modules (MODULE:PACKAGE): securesystemslib
@@ -45,7 +46,7 @@ deps:
 PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server] junitparser:junitparser
 PYPI_MODULES = securesystemslib:securesystemslib[crypto]
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl man-db)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl man-db openssl)
 	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would
 	@# match a file named, say, motos in the current directory.
 	@set -f; for tool in $(PYPI_TOOLS); do \
