@@ -1,16 +1,28 @@
 import ArgumentParser
 import Foundation
 import KilnCore
+import KilnModel
 import KilnRemote
 import KilnStore
 
-/// The remote a push or pull uses: one must be set.
-private func requiredRemote(_ options: StoreOptions, _ store: Store) throws -> Remote {
-    guard let remote = try options.remote(for: store) else {
-        throw KilnError(
-            .invalidInput, "no remote is set: give --remote oci://HOST[:PORT]/REPOSITORY or set KILN_REMOTE (docs/remote.md)")
+/// What `kiln push` and `kiln pull` take: an image, the store, and a remote that must be set.
+struct RemoteImageArguments: ParsableArguments {
+    @Argument(help: ArgumentHelp("An image name, family, or family@channel.", valueName: "name"), completion: Completions.imageNames)
+    var name: String
+
+    @OptionGroup var store: StoreOptions
+
+    @Flag(help: "Print what was moved as JSON (docs/json.md).")
+    var json = false
+
+    func open() throws -> (Store, Remote, ImageRecord) {
+        let opened = try store.openRecovered()
+        guard let remote = try store.remote(for: opened) else {
+            throw KilnError(
+                .invalidInput, "no remote is set: give --remote oci://HOST[:PORT]/REPOSITORY or set KILN_REMOTE (docs/remote.md)")
+        }
+        return (opened, remote, try opened.catalog.resolve(name))
     }
-    return remote
 }
 
 struct Push: AsyncParsableCommand {
@@ -27,21 +39,13 @@ struct Push: AsyncParsableCommand {
               kiln push web-v20261123-2 --remote oci://registry.example:5000/team/kiln
             """)
 
-    @Argument(help: ArgumentHelp("An image name, family, or family@channel.", valueName: "name"), completion: Completions.imageNames)
-    var name: String
-
-    @OptionGroup var store: StoreOptions
-
-    @Flag(help: "Print JSON: {image, remote, uploaded, present, manifest, record}.")
-    var json = false
+    @OptionGroup var arguments: RemoteImageArguments
 
     func run() async throws {
-        let store = try store.openRecovered()
-        let remote = try requiredRemote(self.store, store)
-        let image = try store.catalog.resolve(name)
+        let (store, remote, image) = try arguments.open()
         try await Verifier.trust(store, image)
         let report = try await remote.push(image)
-        if json {
+        if arguments.json {
             try printJSON(
                 RemoteReport(image: image.name, remote: remote.location.description, push: report, pull: nil))
         } else {
@@ -65,21 +69,13 @@ struct Pull: AsyncParsableCommand {
               kiln pull shop-web@prod
             """)
 
-    @Argument(help: ArgumentHelp("An image name, family, or family@channel.", valueName: "name"), completion: Completions.imageNames)
-    var name: String
-
-    @OptionGroup var store: StoreOptions
-
-    @Flag(help: "Print JSON: {image, remote, pulled, cached, records}.")
-    var json = false
+    @OptionGroup var arguments: RemoteImageArguments
 
     func run() async throws {
-        let store = try store.openRecovered()
-        let remote = try requiredRemote(self.store, store)
-        let image = try store.catalog.resolve(name)
+        let (store, remote, image) = try arguments.open()
         let report = try await remote.pull(chainOf: image, logs: true)
         try await Verifier.trust(store, image)
-        if json {
+        if arguments.json {
             try printJSON(RemoteReport(image: image.name, remote: remote.location.description, push: nil, pull: report))
         } else {
             print(
