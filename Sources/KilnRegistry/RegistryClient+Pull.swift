@@ -117,7 +117,12 @@ extension RegistryClient {
         let fm = FileManager.default
         var hasher = SHA256()
         var offset: Int64 = 0
-        if let size = (try? fm.attributesOfItem(atPath: partial))?[.size] as? Int64, size > 0, size <= descriptor.size {
+        // Only a regular file of ours is resumed: anything else under that name (a link, a
+        // directory) is removed, never followed.
+        var info = stat()
+        let regular = lstat(partial, &info) == 0 && info.st_mode & S_IFMT == S_IFREG
+        if !regular { try? fm.removeItem(atPath: partial) }
+        if regular, let size = (try? fm.attributesOfItem(atPath: partial))?[.size] as? Int64, size > 0, size <= descriptor.size {
             // What an earlier attempt wrote is hashed again, not trusted to be what it asked for:
             // the final digest covers it either way.
             offset = try Self.hash(partial, into: &hasher)
@@ -128,9 +133,10 @@ extension RegistryClient {
             }
         }
         let resumedFrom = offset
-        guard let handle = FileHandle(forWritingAtPath: partial) else { throw KilnError(.io, "cannot write \(partial)") }
+        let fd = open(partial, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw KilnError(.io, "cannot write \(partial): \(String(cString: strerror(errno)))") }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: false)
         defer { try? handle.close() }
-        _ = try? handle.seekToEnd()
         let url = try endpoint("/v2/\(repository)/blobs/\(descriptor.digest)")
         let progress = ProgressMeter("pull \(descriptor.digest.prefix(19))", total: descriptor.size)
         defer { progress.finish() }

@@ -204,6 +204,9 @@ public final class Remote: Sendable {
         let manifest = try fetched.decode()
         let layers = try await checkedLayers(manifest, digest: digest)
         let fm = FileManager.default
+        // A directory of ours, not whatever else might sit under the name.
+        var info = stat()
+        if lstat(staging, &info) == 0, info.st_mode & S_IFMT != S_IFDIR { try fm.removeItem(atPath: staging) }
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try Self.checkSpace(for: layers, at: staging, location: location)
         for layer in layers {
@@ -217,6 +220,11 @@ public final class Remote: Sendable {
             do { try await client.downloadBlob(layer, to: path) } catch let error as KilnError where error.message.contains("refused") {
                 throw KilnError(.io, "\(location): blob \(digest.prefix(12)), \(name): \(error.message)")
             }
+        }
+        // Exactly the layers go into the blob: nothing else an earlier attempt (or anyone) left.
+        let names = Set(layers.compactMap { $0.annotations?[RemoteArtifact.title] })
+        for name in try fm.contentsOfDirectory(atPath: staging) where !names.contains(name) {
+            try fm.removeItem(atPath: staging + "/" + name)
         }
         for name in try fm.contentsOfDirectory(atPath: staging) {
             let path = staging + "/" + name

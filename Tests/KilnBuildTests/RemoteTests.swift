@@ -273,6 +273,31 @@ struct RemoteTests {
         }
     }
 
+    @Test("what lies in a pull's staging directory is not trusted: a planted link is not followed, a planted kernel is not installed")
+    func plantedStaging() async throws {
+        let fixture = try await RemoteFixture()
+        defer { fixture.remove() }
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (set, graph) = try workspace.graph()
+        var options = BuildOptions()
+        options.remote = fixture.remote(workspace.store)
+        let base = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+            .build(graph, secrets: set.sensitiveValues)[0].image
+        let victim = try Store(root: workspace.dir + "/victim", catalog: "sqlite:" + workspace.store.root + "/catalog.sqlite")
+        let staging = victim.imagesDirectory + "/.pull-\(base.digest)"
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        let outside = workspace.dir + "/outside.txt"
+        try "keep me".write(toFile: outside, atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: staging + "/disk.qcow2.partial", withDestinationPath: outside)
+        try "a kernel nobody sealed".write(toFile: staging + "/vmlinuz", atomically: true, encoding: .utf8)
+        try await fixture.remote(victim).pull(chainOf: base)
+        #expect(try String(contentsOfFile: outside, encoding: .utf8) == "keep me")
+        let installed = try FileManager.default.contentsOfDirectory(atPath: victim.blobDirectory(digest: base.digest))
+        #expect(installed == [ImageFiles.disk], "\(installed)")
+        try victim.verifyBlob(base.digest)
+    }
+
     @Test("gc deletes a purged image's manifests in the remote (name, build record, blob); a registry that refuses deletes is named")
     func gcDeletesRemoteManifests() async throws {
         for deletes in [true, false] {
