@@ -120,7 +120,7 @@ struct RemoteTests {
         #expect(report.results.allSatisfy { $0.subject.hasSuffix("(remote)") })
     }
 
-    @Test("an outside client (skopeo) pulls what kiln pushed, and the disk layer is the store's blob byte for byte")
+    @Test("an outside client (skopeo) pulls what kiln pushed by its digest, and the disk layer is the store's blob byte for byte")
     func skopeoReadsIt() async throws {
         let fixture = try await RemoteFixture()
         defer { fixture.remove() }
@@ -132,10 +132,12 @@ struct RemoteTests {
         let app = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
             .build(graph, secrets: set.sensitiveValues)[1].image
         let out = workspace.dir + "/skopeo"
+        // By digest: the manifest kiln tagged with the image's name, as a deployment pins it.
+        let named = try #require(try await fixture.location.client().fetchManifest(app.name))
         let copied = try await ProcessRunner.run(
             try requiredTool("skopeo"),
             [
-                "copy", "--src-tls-verify=false", "--src-creds", "ci:s3cret", "docker://\(fixture.proxy.host)/team/kiln:\(app.name)",
+                "copy", "--src-tls-verify=false", "--src-creds", "ci:s3cret", "docker://\(fixture.proxy.host)/team/kiln@\(named.digest)",
                 "dir:" + out,
             ],
             timeout: .seconds(120))
@@ -153,6 +155,7 @@ struct RemoteTests {
         #expect(pulled == stored)
         // The build record hangs off the image (the registry has no referrers API: the fallback tag).
         let subject = "sha256:" + Hashing.sha256Hex(try Data(contentsOf: URL(fileURLWithPath: out + "/manifest.json")))
+        #expect(subject == named.digest)
         #expect(try await fixture.tags().contains(RegistryClient.referrersTag(subject)))
     }
 
