@@ -13,6 +13,8 @@ public enum GarbageCollector {
         public var failed: [String] = []
         public var purged: [String] = []
         public var staleDirectories: [String] = []
+        /// Interrupted pulls' staging directories (docs/remote.md).
+        public var pulls: [String] = []
         public var cache: [CacheEntry] = []
         public var bytes: UInt64 = 0
     }
@@ -67,9 +69,12 @@ public enum GarbageCollector {
         // A pull that was interrupted; one under way holds its lock (and is left alone).
         for name in staging where name.hasPrefix(".pull-") && !name.hasSuffix(".lock") {
             let path = store.imagesDirectory + "/" + name
+            // Removed while the lock is held, so no pull can start in it meanwhile; the lock
+            // file itself stays (deleting it would let two holders lock two different files).
             if let lock = FileLock.tryAcquire(path + ".lock") {
-                report.staleDirectories.append(path)
-                if !dryRun { try? fm.removeItem(atPath: path + ".lock") }
+                report.bytes += (try? SourceCache.size(of: path)) ?? 0
+                if !dryRun { try Store.removeTree(path) }
+                report.pulls.append(path)
                 withExtendedLifetime(lock) {}
             }
         }

@@ -102,7 +102,15 @@ public enum SourceCache {
     public static func prune(_ store: Store, limit: UInt64, dryRun: Bool = false, remote: Remote? = nil) async throws
         -> [CacheEntry]
     {
-        try await store.withBlobLock {
+        // What the remote holds is asked before the store's blob lock is taken: that lock is
+        // every machine's (PostgreSQL), and a slow registry must not hold up their builds.
+        var held: Set<String> = []
+        if let remote {
+            for entry in try entries(in: store, remote: true) where !entry.inUse {
+                if let digest = entry.digest, (try? await remote.holds(digest)) == true { held.insert(digest) }
+            }
+        }
+        return try await store.withBlobLock {
             let all = try entries(in: store, remote: remote != nil)
             var total = all.reduce(0) { $0 + $1.bytes }
             var removed: [CacheEntry] = []
@@ -114,7 +122,7 @@ public enum SourceCache {
                     if let digest = entry.digest {
                         // A leaf of what is left, and safe in the remote.
                         let standsOnIt = all.contains { $0.backing == digest && kept.contains($0.digest ?? "") }
-                        guard !standsOnIt, let remote, try await remote.holds(digest) else { continue }
+                        guard !standsOnIt, held.contains(digest) else { continue }
                         kept.remove(digest)
                     }
                     if !dryRun {

@@ -31,7 +31,7 @@ struct GC: AsyncParsableCommand {
         let verb = dryRun ? "would remove" : "removed"
         for name in report.failed { print("\(dryRun ? "would delete" : "deleted") \(name), which did not pass its tests") }
         for name in report.purged { print("\(verb) the disk of \(name)") }
-        for path in report.staleDirectories { print("\(verb) \(path)") }
+        for path in report.staleDirectories + report.pulls { print("\(verb) \(path)") }
         for entry in report.cache { print("\(verb) \(entry.kind.rawValue) \(entry.description)") }
         print("\(dryRun ? "would free" : "freed") \(ByteCount.human(Int64(report.bytes)))")
     }

@@ -143,8 +143,10 @@ extension RegistryClient {
         progress.set(done: offset)
         while offset < descriptor.size {
             let last = min(offset + Int64(chunkSize), descriptor.size) - 1
+            // identity: a compressed answer would be inflated in memory, beyond any bound.
             let response = try await send(
-                "GET", url, headers: ["Range": "bytes=\(offset)-\(last)"], scope: pullScope, idempotent: true)
+                "GET", url, headers: ["Range": "bytes=\(offset)-\(last)", "Accept-Encoding": "identity"], scope: pullScope,
+                idempotent: true)
             let chunk: Data
             switch response.status {
             case 206:
@@ -155,7 +157,13 @@ extension RegistryClient {
                 }
                 chunk = response.body
             case 200 where offset == 0:
-                // A registry that ignores ranges sends the whole blob at once.
+                // A registry that ignores ranges sends the whole blob at once: all of it, or an error
+                // (an empty or short answer would otherwise be asked for again and again).
+                guard Int64(response.body.count) == descriptor.size else {
+                    throw KilnError(
+                        .io,
+                        "registry \(host): GET \(url.path) ignored the range and sent \(response.body.count) of \(descriptor.size) bytes")
+                }
                 chunk = response.body
             case 200:
                 throw KilnError(

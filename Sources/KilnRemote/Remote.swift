@@ -104,8 +104,14 @@ public final class Remote: Sendable {
     /// `kiln push NAME`: the image's chain, its name and its record.
     public func push(_ image: ImageRecord) async throws -> PushReport {
         let chain = try store.blobChain(from: image.digest)
+        // The blob's manifest is not the name's: gc deletes the name's by digest, and the blob's
+        // may outlive it (another image on the same bytes).
         var report = try await pushBlobs(chain) { digest in
-            digest == image.digest ? RemoteArtifact.annotations(of: image) : [:]
+            digest == image.digest
+                ? [
+                    RemoteArtifact.familyAnnotation: image.family, RemoteArtifact.buildKeyAnnotation: image.buildKey ?? "",
+                    RemoteArtifact.parentDigestAnnotation: image.backingDigest ?? "",
+                ].filter { !$0.value.isEmpty } : [:]
         }
         let published = try await publish(image)
         report.manifest = published.manifest
@@ -125,7 +131,9 @@ public final class Remote: Sendable {
     /// Whether the remote has the blob `digest` (its manifest and every layer it names).
     public func holds(_ digest: String) async throws -> Bool {
         guard let fetched = try await client.fetchManifest(RemoteArtifact.blobTag(digest)) else { return false }
-        for layer in try fetched.decode().layers where try await !client.blobExists(layer.digest) { return false }
+        // The manifest must be this blob (as a pull checks it), not merely answer.
+        guard let layers = try? await checkedLayers(try fetched.decode(), digest: digest) else { return false }
+        for layer in layers where try await !client.blobExists(layer.digest) { return false }
         return true
     }
 
@@ -163,8 +171,8 @@ public final class Remote: Sendable {
                 (file != .log || (logs && record.name == image.name))
                     && !FileManager.default.fileExists(atPath: file.path(in: store, for: record))
             }
-            guard wanted.contains(.provenance) || wanted.contains(.log) else { continue }
-            if try await pullRecord(record, files: wanted) { report.records.append(record.name) }
+            guard !wanted.filter({ $0 != .statement }).isEmpty else { continue }
+            if try await pullRecordOnce(record, files: wanted) { report.records.append(record.name) }
         }
         return report
     }
@@ -235,13 +243,16 @@ public final class Remote: Sendable {
                 throw KilnError(.io, "cannot seal \(path): \(String(cString: strerror(errno)))")
             }
         }
-        chmod(staging, 0o755)
+        guard chmod(staging, 0o755) == 0 else {
+            throw KilnError(.io, "cannot seal \(staging): \(String(cString: strerror(errno)))")
+        }
+        // Its entries reach the disk before the name does: a blob is never present without its files.
+        try Store.fsync(path: staging)
         if fm.fileExists(atPath: final) { try Store.removeTree(final) }
         guard rename(staging, final) == 0 else {
             throw KilnError(.io, "cannot move \(staging) to \(final): \(String(cString: strerror(errno)))")
         }
         try Store.fsync(path: store.imagesDirectory)
-        try? fm.removeItem(atPath: staging + ".lock")
         // Every file was hashed as it arrived, against the digests the catalog's digest covers.
         store.noteVerified(digest)
         return true
@@ -308,6 +319,31 @@ public final class Remote: Sendable {
             throw KilnError(
                 .io,
                 "pulling from \(location) needs \(ByteCount.human(needed)) and \(directory) has \(ByteCount.human(available)) free")
+        }
+    }
+
+    /// One fetch of an image's record at a time, within this process (sibling builds on one
+    /// parent) and across processes on this store (a lock beside the records).
+    private func pullRecordOnce(_ image: ImageRecord, files: [RemoteArtifact.RecordFile]) async throws -> Bool {
+        let key = "record:" + image.name
+        let task = pulling.withLock { running -> Task<Bool, any Error> in
+            if let task = running[key] { return task }
+            let task = Task {
+                try FileManager.default.createDirectory(atPath: self.store.provenanceDirectory, withIntermediateDirectories: true)
+                let lock = try await FileLock.acquire(self.store.provenanceDirectory + "/.pull-" + image.name + ".lock")
+                defer { withExtendedLifetime(lock) {} }
+                // What another pull fetched meanwhile is not fetched again.
+                let still = files.filter { !FileManager.default.fileExists(atPath: $0.path(in: self.store, for: image)) }
+                return still.isEmpty ? false : try await self.pullRecord(image, files: still)
+            }
+            running[key] = task
+            return task
+        }
+        defer { _ = pulling.withLock { $0.removeValue(forKey: key) } }
+        return try await withTaskCancellationHandler {
+            try await task.value
+        } onCancel: {
+            task.cancel()
         }
     }
 
@@ -393,6 +429,7 @@ extension Remote {
             case .refused(let why): result.refused.append("\(what): \(why)")
             }
         }
+        let blob = try await client.fetchManifest(RemoteArtifact.blobTag(image.digest))
         if let tagged = try await client.fetchManifest(image.name) {
             for record in try await client.referrers(of: tagged.digest) where record.artifactType == RemoteArtifact.recordType {
                 try await remove(record.digest, "the build record of \(image.name)")
@@ -400,11 +437,11 @@ extension Remote {
             if let index = try await client.fetchManifest(RegistryClient.referrersTag(tagged.digest)) {
                 try await remove(index.digest, "the referrers index of \(image.name)")
             }
-            try await remove(tagged.digest, image.name)
+            // A registry deletes a manifest with every tag on it: one the blob's tag shares stays
+            // while the blob is needed (only the name's tag could go, and tags are not deleted alone).
+            if !keepBlob || tagged.digest != blob?.digest { try await remove(tagged.digest, image.name) }
         }
-        if !keepBlob, let blob = try await client.fetchManifest(RemoteArtifact.blobTag(image.digest)) {
-            try await remove(blob.digest, RemoteArtifact.blobTag(image.digest))
-        }
+        if !keepBlob, let blob { try await remove(blob.digest, RemoteArtifact.blobTag(image.digest)) }
         return result
     }
 }

@@ -31,6 +31,13 @@ public struct RemoteLocation: Sendable, Equatable, CustomStringConvertible {
                 .invalidInput,
                 "\(origin): '\(text)' is not a remote: write oci://HOST[:PORT]/REPOSITORY (oci+http:// for plain HTTP), or none")
         }
+        // Credentials never go in the URL (it is printed, logged and kept in shell history);
+        // the message does not repeat it.
+        if let at = rest.firstIndex(of: "@"), !rest[..<at].contains("/") {
+            throw KilnError(
+                .invalidInput,
+                "\(origin): the remote has a user name or password in it: give them in KILN_REGISTRY_USER and KILN_REGISTRY_PASSWORD")
+        }
         let trimmed = rest.hasSuffix("/") ? rest.dropLast() : rest
         var reference: RegistryReference
         do { reference = try RegistryReference(parsing: String(trimmed), insecure: insecure) } catch let error as KilnError {
@@ -48,8 +55,8 @@ public struct RemoteLocation: Sendable, Equatable, CustomStringConvertible {
 
     /// The remote a command uses: `--remote`, else `KILN_REMOTE`, else, inside a GitLab job,
     /// the project's registry (`$CI_REGISTRY_IMAGE/kiln`, with `$CI_REGISTRY_USER` and
-    /// `$CI_REGISTRY_PASSWORD`). `none` turns it off. Credentials are `KILN_REGISTRY_USER` and
-    /// `KILN_REGISTRY_PASSWORD` when set.
+    /// `$CI_REGISTRY_PASSWORD`, which win there). `none` turns it off. Credentials are
+    /// otherwise `KILN_REGISTRY_USER` and `KILN_REGISTRY_PASSWORD`.
     public static func resolve(flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws
         -> RemoteLocation?
     {
@@ -59,8 +66,10 @@ public struct RemoteLocation: Sendable, Equatable, CustomStringConvertible {
             return variable == "none" ? nil : try RemoteLocation(parsing: variable, credentials: credentials, origin: "KILN_REMOTE")
         }
         if environment["GITLAB_CI"] == "true", let image = environment["CI_REGISTRY_IMAGE"], !image.isEmpty {
+            // The job's own credentials for the project's registry: KILN_REGISTRY_* may be meant
+            // for another registry (an export's push) and must not go to this one.
             var ciCredentials = credentials
-            if ciCredentials == nil, let user = environment["CI_REGISTRY_USER"], let password = environment["CI_REGISTRY_PASSWORD"],
+            if let user = environment["CI_REGISTRY_USER"], let password = environment["CI_REGISTRY_PASSWORD"],
                 !user.isEmpty, !password.isEmpty
             {
                 ciCredentials = RegistryCredentials(username: user, password: password)

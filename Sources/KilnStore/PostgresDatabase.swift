@@ -59,30 +59,49 @@ final class PostgresDatabase: SQLDatabase {
     }
 
     /// TLS as libpq's `sslmode` spells it (default `prefer`, as libpq's): `disable`; `allow` and
-    /// `prefer` (TLS when the server offers it, unverified); `require` (TLS or no connection,
-    /// unverified); `verify-ca` (the server's certificate must chain to `sslrootcert`);
-    /// `verify-full` (and name the host). `sslrootcert` is a PEM file, or `system` for the
-    /// host's trust store; unset, libpq's `~/.postgresql/root.crt`. `sslcert` and `sslkey` give
-    /// a client certificate.
-    static func tls(_ query: [String: String], host: String) throws -> PostgresConnection.Configuration.TLS {
-        let mode = query["sslmode"] ?? "prefer"
+    /// `prefer` (TLS when the server offers it, unverified; postgres-nio tries TLS first, so
+    /// `allow` is `prefer` here); `require` (TLS or no connection, unverified, unless a root
+    /// certificate is given or at libpq's default place: then, as libpq, `verify-ca`); `verify-ca`
+    /// (the server's certificate must chain to `sslrootcert`); `verify-full` (and name the host).
+    /// `sslrootcert` is a PEM file, or `system` for the host's trust store, which makes
+    /// `verify-full` the default and anything weaker an error (libpq's rule: public roots vouch
+    /// for names, not for a CA). `sslcert` and `sslkey` give a client certificate. Each may also
+    /// come from libpq's variables (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`).
+    static func tls(
+        _ query: [String: String], host: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> PostgresConnection.Configuration.TLS {
+        func setting(_ name: String, _ variable: String) -> String? {
+            query[name] ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 }
+        }
+        let rootCert = setting("sslrootcert", "PGSSLROOTCERT")
+        let defaultRoot = (environment["HOME"] ?? NSHomeDirectory()) + "/.postgresql/root.crt"
+        var mode = setting("sslmode", "PGSSLMODE") ?? (rootCert == "system" ? "verify-full" : "prefer")
         let modes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
         guard modes.contains(mode) else {
             throw KilnError(
                 .invalidInput, "catalog URL: sslmode=\(mode) is not one of \(modes.joined(separator: ", ")) (libpq's names)")
         }
+        if rootCert == "system" && mode != "verify-full" {
+            throw KilnError(
+                .invalidInput,
+                "catalog URL: sslrootcert=system needs sslmode=verify-full (the host's public roots say whose name a certificate is, so only the name check makes them mean anything)"
+            )
+        }
         if mode == "disable" { return .disable }
+        if mode == "require" && (rootCert != nil || FileManager.default.fileExists(atPath: defaultRoot)) { mode = "verify-ca" }
         var configuration = TLSConfiguration.makeClientConfiguration()
         switch mode {
         case "verify-ca", "verify-full":
             configuration.certificateVerification = mode == "verify-ca" ? .noHostnameVerification : .fullVerification
-            configuration.trustRoots = try trustRoots(query["sslrootcert"], mode: mode)
+            configuration.trustRoots = try trustRoots(rootCert, defaultRoot: defaultRoot, mode: mode)
         default:
             // libpq's require (and prefer) encrypt without checking whom they talk to.
             configuration.certificateVerification = .none
         }
-        if let certificate = query["sslcert"] {
-            guard let key = query["sslkey"] else { throw KilnError(.invalidInput, "catalog URL: sslcert is given without sslkey") }
+        if let certificate = setting("sslcert", "PGSSLCERT") {
+            guard let key = setting("sslkey", "PGSSLKEY") else {
+                throw KilnError(.invalidInput, "catalog URL: sslcert is given without sslkey")
+            }
             do {
                 configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
                 configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
@@ -97,11 +116,9 @@ final class PostgresDatabase: SQLDatabase {
         return mode == "allow" || mode == "prefer" ? .prefer(context) : .require(context)
     }
 
-    private static func trustRoots(_ rootCert: String?, mode: String) throws -> NIOSSLTrustRoots {
+    private static func trustRoots(_ rootCert: String?, defaultRoot: String, mode: String) throws -> NIOSSLTrustRoots {
         if rootCert == "system" { return .default }
-        let path =
-            rootCert
-            ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.postgresql/root.crt"
+        let path = rootCert ?? defaultRoot
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw KilnError(
                 .invalidInput,

@@ -100,6 +100,14 @@ struct RemoteTests {
         #expect(!fetched.isEmpty)
         #expect(try await fixture.tags().contains(RemoteArtifact.blobTag(rebuilt.digest)))
 
+        // kiln push writes the name's manifest apart from the blob's: gc deletes the one by digest
+        // and must not take the other with it.
+        _ = try await fixture.remote(runner).push(rebuilt)
+        let client = fixture.location.client()
+        let byName = try #require(try await client.fetchManifest(rebuilt.name))
+        let byBlob = try #require(try await client.fetchManifest(RemoteArtifact.blobTag(rebuilt.digest)))
+        #expect(byName.digest != byBlob.digest)
+
         // Nothing changed: a third store builds nothing, pulls nothing, pushes nothing.
         let idle = try Store(root: workspace.dir + "/idle", catalog: catalog)
         var idleOptions = BuildOptions()
@@ -399,6 +407,15 @@ struct RemoteTests {
         #expect(ci.description == "oci://registry.example/group/project/kiln")
         #expect(ci.credentials == RegistryCredentials(username: "gitlab-ci-token", password: "job-token"))
         #expect(try RemoteLocation.resolve(flag: nil, environment: gitlab.merging(["KILN_REMOTE": "none"]) { $1 }) == nil)
+        // The job's own credentials go to the project's registry, not KILN_REGISTRY_* (meant for another).
+        let both = gitlab.merging(["KILN_REGISTRY_USER": "exporter", "KILN_REGISTRY_PASSWORD": "elsewhere"]) { $1 }
+        #expect(try RemoteLocation.resolve(flag: nil, environment: both)?.credentials?.username == "gitlab-ci-token")
+        // A password in the URL is refused without being repeated.
+        let userinfo = #expect(throws: KilnError.self) {
+            try RemoteLocation.resolve(flag: nil, environment: ["KILN_REMOTE": "oci://ci:hunter2@registry.example/team"])
+        }
+        #expect(userinfo?.message.contains("KILN_REGISTRY_PASSWORD") == true)
+        #expect(userinfo?.message.contains("hunter2") == false)
         #expect(try RemoteLocation.resolve(flag: nil, environment: ["CI_REGISTRY_IMAGE": "registry.example/x"]) == nil)
         for bad in ["registry.example/team", "https://registry.example/team", "oci://registry.example/team:v1", "oci://Registry/x"] {
             let error = #expect(throws: KilnError.self) { try RemoteLocation.resolve(flag: bad, environment: [:]) }

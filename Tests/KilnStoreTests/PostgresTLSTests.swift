@@ -59,12 +59,25 @@ struct PostgresTLSTests {
             try PostgresDatabase.tls(["sslmode": "verify-full", "sslrootcert": "/nonexistent/ca.crt"], host: "localhost")
         }
         #expect(noCA?.message.contains("/nonexistent/ca.crt") == true)
+        // libpq's rule: the public roots only with the name check.
+        let system = #expect(throws: KilnError.self) {
+            try PostgresDatabase.tls(["sslmode": "require", "sslrootcert": "system"], host: "localhost")
+        }
+        #expect(system?.message.contains("verify-full") == true)
+        // libpq's variables count too.
+        let fromEnvironment = #expect(throws: KilnError.self) {
+            try PostgresDatabase.tls(
+                [:], host: "localhost", environment: ["PGSSLMODE": "verify-full", "PGSSLROOTCERT": "/nonexistent/env.crt"])
+        }
+        #expect(fromEnvironment?.message.contains("/nonexistent/env.crt") == true)
         let badMode = #expect(throws: KilnError.self) { try PostgresDatabase.tls(["sslmode": "verify_full"], host: "localhost") }
         #expect(badMode?.message.contains("verify-full") == true)
         #expect(badMode?.code == .invalidInput)
     }
 
-    @Test("require and the default (prefer) encrypt without checking the certificate, as libpq's do")
+    @Test(
+        "require and the default (prefer) encrypt without checking the certificate, as libpq's do; require with a root certificate checks the chain"
+    )
     func requireAndPrefer() throws {
         for query in ["sslmode=require", "connect_timeout=10"] {
             let catalog = try database(query)
@@ -72,5 +85,8 @@ struct PostgresTLSTests {
             defer { try? FileManager.default.removeItem(atPath: store.root) }
             #expect(try store.catalog.images().isEmpty)
         }
+        // With a root certificate given, require checks the chain (libpq's verify-ca).
+        #expect(throws: KilnError.self) { try self.database("sslmode=require&sslrootcert=\(otherCA)") }
+        _ = try database("sslmode=require&sslrootcert=\(ca)")
     }
 }
