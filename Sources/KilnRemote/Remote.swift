@@ -171,7 +171,11 @@ public final class Remote: Sendable {
                 (file != .log || (logs && record.name == image.name))
                     && !FileManager.default.fileExists(atPath: file.path(in: store, for: record))
             }
-            guard !wanted.filter({ $0 != .statement }).isEmpty else { continue }
+            // Asked for when something a check needs is missing: the provenance, the log asked
+            // for, or the signature of an image the catalog says was signed (an unsigned image's
+            // absent signature sends no request each build).
+            let signed = try store.catalog.signer(of: record.name) != nil
+            guard wanted.contains(where: { $0 == .provenance || $0 == .log || ($0 == .signature && signed) }) else { continue }
             if try await pullRecordOnce(record, files: wanted) { report.records.append(record.name) }
         }
         return report
@@ -179,13 +183,18 @@ public final class Remote: Sendable {
 
     /// One blob, once per process however many builds ask: false when it was there already.
     func pullBlob(_ digest: String) async throws -> Bool {
+        try await once(digest) { try await self.fetchBlob(digest) }
+    }
+
+    /// Runs `body` for `key` once at a time in this process: a second caller waits for the first's result.
+    private func once(_ key: String, _ body: @escaping @Sendable () async throws -> Bool) async throws -> Bool {
         let task = pulling.withLock { running -> Task<Bool, any Error> in
-            if let task = running[digest] { return task }
-            let task = Task { try await self.fetchBlob(digest) }
-            running[digest] = task
+            if let task = running[key] { return task }
+            let task = Task { try await body() }
+            running[key] = task
             return task
         }
-        defer { _ = pulling.withLock { $0.removeValue(forKey: digest) } }
+        defer { _ = pulling.withLock { $0.removeValue(forKey: key) } }
         return try await withTaskCancellationHandler {
             try await task.value
         } onCancel: {
@@ -325,25 +334,13 @@ public final class Remote: Sendable {
     /// One fetch of an image's record at a time, within this process (sibling builds on one
     /// parent) and across processes on this store (a lock beside the records).
     private func pullRecordOnce(_ image: ImageRecord, files: [RemoteArtifact.RecordFile]) async throws -> Bool {
-        let key = "record:" + image.name
-        let task = pulling.withLock { running -> Task<Bool, any Error> in
-            if let task = running[key] { return task }
-            let task = Task {
-                try FileManager.default.createDirectory(atPath: self.store.provenanceDirectory, withIntermediateDirectories: true)
-                let lock = try await FileLock.acquire(self.store.provenanceDirectory + "/.pull-" + image.name + ".lock")
-                defer { withExtendedLifetime(lock) {} }
-                // What another pull fetched meanwhile is not fetched again.
-                let still = files.filter { !FileManager.default.fileExists(atPath: $0.path(in: self.store, for: image)) }
-                return still.isEmpty ? false : try await self.pullRecord(image, files: still)
-            }
-            running[key] = task
-            return task
-        }
-        defer { _ = pulling.withLock { $0.removeValue(forKey: key) } }
-        return try await withTaskCancellationHandler {
-            try await task.value
-        } onCancel: {
-            task.cancel()
+        try await once("record:" + image.name) {
+            try FileManager.default.createDirectory(atPath: self.store.provenanceDirectory, withIntermediateDirectories: true)
+            let lock = try await FileLock.acquire(self.store.provenanceDirectory + "/.pull-" + image.name + ".lock")
+            defer { withExtendedLifetime(lock) {} }
+            // What another pull fetched meanwhile is not fetched again.
+            let still = files.filter { !FileManager.default.fileExists(atPath: $0.path(in: self.store, for: image)) }
+            return still.isEmpty ? false : try await self.pullRecord(image, files: still)
         }
     }
 
