@@ -71,8 +71,9 @@ public final class Remote: Sendable {
     /// then pushes its build record as a referrer of that manifest.
     public func publish(_ image: ImageRecord) async throws -> PushReport {
         var report = PushReport()
+        // The layers are there: this follows pushBlobs (a build's UploadPhase, or `push`), which
+        // uploaded them or found the blob's manifest naming them.
         let layers = try RemoteArtifact.layers(of: image.digest, in: store)
-        try await upload(layers)
         let (_, data) = try RemoteArtifact.manifest(
             layers: layers.map(\.descriptor), type: RemoteArtifact.imageType, annotations: RemoteArtifact.annotations(of: image))
         guard RegistryReference.isTag(image.name) else {
@@ -230,7 +231,10 @@ public final class Remote: Sendable {
             let name = layer.annotations?[RemoteArtifact.title] ?? ""
             let path = staging + "/" + name
             // A file a killed pull finished is checked again, not trusted by its name.
-            if fm.fileExists(atPath: path), (try? Hashing.sha256Hex(fileAt: path)).map({ "sha256:" + $0 }) == layer.digest {
+            // Only a regular file is read (a link could name a FIFO and hang the pull).
+            var info = stat()
+            let regular = lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG
+            if regular, (try? Hashing.sha256Hex(fileAt: path)).map({ "sha256:" + $0 }) == layer.digest {
                 continue
             }
             try? fm.removeItem(atPath: path)

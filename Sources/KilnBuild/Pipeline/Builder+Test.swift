@@ -23,7 +23,7 @@ extension Builder {
         do {
             steps.enter("verify")
             // The test boot stands on the image's chain: leased against gc, and verified like a parent.
-            let chain = try SourcePhase.chain(of: store, from: image.digest)
+            let chain = try store.blobChain(from: image.digest)
             try await store.withBlobLock { try store.lease(chain.map(Store.blobResource), buildID: runID) }
             if let remote = options.remote { _ = try await remote.pull(chainOf: image) }
             try await Verifier.trust(store, image, also: options.signingKey.map { [$0.publicKey] } ?? [])

@@ -21,7 +21,7 @@ struct SourcePhase: BuildPhase {
     func run(_ build: BuildContext) async throws {
         if let parent = build.parent {
             // Leased before it is fetched or checked: gc and the cache prune leave a leased chain alone.
-            let chain = try Self.chain(of: store, from: parent.digest)
+            let chain = try store.blobChain(from: parent.digest)
             try await store.withBlobLock { try store.lease(chain.map(Store.blobResource), buildID: build.buildID) }
             if let remote {
                 build.steps.enter("pull")
@@ -42,8 +42,6 @@ struct SourcePhase: BuildPhase {
         }
     }
 
-    /// The blob `digest` and each blob it is an overlay on, down to its source disk.
-    static func chain(of store: Store, from digest: String) throws -> [String] { try store.blobChain(from: digest) }
 }
 
 /// Starts the provider's machine on the base; undone by destroying it.
