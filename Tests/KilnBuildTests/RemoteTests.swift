@@ -1,8 +1,10 @@
 import Foundation
 import KilnCore
+import KilnGraph
 import KilnModel
 import KilnRegistry
 import KilnStore
+import KilnTemplates
 import KilnTestSupport
 import Testing
 
@@ -48,6 +50,34 @@ final class RemoteFixture {
     }
 }
 
+/// The usual start of these tests: a registry, the two-layer workspace, and its graph built with
+/// the remote (base, then app).
+final class RemoteScenario {
+    let fixture: RemoteFixture
+    let workspace: Workspace
+    let set: TemplateSet
+    let graph: ImageGraph
+    let remote: Remote
+    let builder: Builder
+    private(set) var images: [ImageRecord] = []
+
+    init(deletes: Bool = true) async throws {
+        fixture = try await RemoteFixture(deletes: deletes)
+        workspace = try Workspace()
+        (set, graph) = try workspace.graph()
+        remote = fixture.remote(workspace.store)
+        var options = BuildOptions()
+        options.remote = remote
+        builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
+        images = try await builder.build(graph, secrets: set.sensitiveValues).map(\.image)
+    }
+
+    func remove() {
+        workspace.remove()
+        fixture.remove()
+    }
+}
+
 /// Blob directories a store holds (finished ones; not `.pull-` or `.tmp-`).
 private func blobs(in store: Store) -> Set<String> {
     Set(((try? FileManager.default.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []).filter { !$0.hasPrefix(".") })
@@ -59,16 +89,10 @@ struct RemoteTests {
         "a build pushes its blobs before the catalog names the image; an empty store pulls only its parent's chain; nothing changed means nothing pulled or pushed"
     )
     func pushPullRoundTrip() async throws {
-        let fixture = try await RemoteFixture()
-        defer { fixture.remove() }
-        let workspace = try Workspace()
-        defer { workspace.remove() }
-        let (set, graph) = try workspace.graph()
-        var options = BuildOptions()
-        options.remote = fixture.remote(workspace.store)
-        let first = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
-            .build(graph, secrets: set.sensitiveValues)
-        let (base, app) = (first[0].image, first[1].image)
+        let scenario = try await RemoteScenario()
+        defer { scenario.remove() }
+        let (fixture, workspace) = (scenario.fixture, scenario.workspace)
+        let (base, app) = (scenario.images[0], scenario.images[1])
         let source = try #require(base.backingDigest)
         // Every sealed blob has its manifest; every image its name; the source disk went up with the base.
         let tags = Set(try await fixture.tags())
@@ -130,15 +154,10 @@ struct RemoteTests {
 
     @Test("an outside client (skopeo) pulls what kiln pushed by its digest, and the disk layer is the store's blob byte for byte")
     func skopeoReadsIt() async throws {
-        let fixture = try await RemoteFixture()
-        defer { fixture.remove() }
-        let workspace = try Workspace()
-        defer { workspace.remove() }
-        let (set, graph) = try workspace.graph()
-        var options = BuildOptions()
-        options.remote = fixture.remote(workspace.store)
-        let app = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
-            .build(graph, secrets: set.sensitiveValues)[1].image
+        let scenario = try await RemoteScenario()
+        defer { scenario.remove() }
+        let (fixture, workspace) = (scenario.fixture, scenario.workspace)
+        let app = scenario.images[1]
         let out = workspace.dir + "/skopeo"
         // By digest: the manifest kiln tagged with the image's name, as a deployment pins it.
         let named = try #require(try await fixture.location.client().fetchManifest(app.name))
@@ -169,15 +188,10 @@ struct RemoteTests {
 
     @Test("wrong bytes are refused with nothing installed; a pull cut off resumes from its partial file; a registry that is down is named")
     func faults() async throws {
-        let fixture = try await RemoteFixture()
-        defer { fixture.remove() }
-        let workspace = try Workspace()
-        defer { workspace.remove() }
-        let (set, graph) = try workspace.graph()
-        var options = BuildOptions()
-        options.remote = fixture.remote(workspace.store)
-        let base = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
-            .build(graph, secrets: set.sensitiveValues)[0].image
+        let scenario = try await RemoteScenario()
+        defer { scenario.remove() }
+        let (fixture, workspace) = (scenario.fixture, scenario.workspace)
+        let base = scenario.images[0]
         let source = try #require(base.backingDigest)
         let catalog = "sqlite:" + workspace.store.root + "/catalog.sqlite"
 
@@ -243,15 +257,10 @@ struct RemoteTests {
         "a hostile registry's manifest (a path for a file name, a layer the blob does not list, another digest) is refused before anything is written"
     )
     func hostileManifests() async throws {
-        let fixture = try await RemoteFixture()
-        defer { fixture.remove() }
-        let workspace = try Workspace()
-        defer { workspace.remove() }
-        let (set, graph) = try workspace.graph()
-        var options = BuildOptions()
-        options.remote = fixture.remote(workspace.store)
-        let base = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
-            .build(graph, secrets: set.sensitiveValues)[0].image
+        let scenario = try await RemoteScenario()
+        defer { scenario.remove() }
+        let (fixture, workspace) = (scenario.fixture, scenario.workspace)
+        let base = scenario.images[0]
         let source = try #require(base.backingDigest)
         let client = fixture.location.client()
         let honest = try #require(try await client.fetchManifest(RemoteArtifact.blobTag(source))).decode()
@@ -286,15 +295,10 @@ struct RemoteTests {
 
     @Test("what lies in a pull's staging directory is not trusted: a planted link is not followed, a planted kernel is not installed")
     func plantedStaging() async throws {
-        let fixture = try await RemoteFixture()
-        defer { fixture.remove() }
-        let workspace = try Workspace()
-        defer { workspace.remove() }
-        let (set, graph) = try workspace.graph()
-        var options = BuildOptions()
-        options.remote = fixture.remote(workspace.store)
-        let base = try await Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
-            .build(graph, secrets: set.sensitiveValues)[0].image
+        let scenario = try await RemoteScenario()
+        defer { scenario.remove() }
+        let (fixture, workspace) = (scenario.fixture, scenario.workspace)
+        let base = scenario.images[0]
         let victim = try Store(root: workspace.dir + "/victim", catalog: "sqlite:" + workspace.store.root + "/catalog.sqlite")
         let staging = victim.imagesDirectory + "/.pull-\(base.digest)"
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
@@ -312,17 +316,12 @@ struct RemoteTests {
     @Test("gc deletes a purged image's manifests in the remote (name, build record, blob); a registry that refuses deletes is named")
     func gcDeletesRemoteManifests() async throws {
         for deletes in [true, false] {
-            let fixture = try await RemoteFixture(deletes: deletes)
-            defer { fixture.remove() }
-            let workspace = try Workspace()
-            defer { workspace.remove() }
-            let (set, graph) = try workspace.graph()
-            var options = BuildOptions()
-            options.remote = fixture.remote(workspace.store)
-            let builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
-            let app = try await builder.build(graph, secrets: set.sensitiveValues)[1].image
+            let scenario = try await RemoteScenario(deletes: deletes)
+            defer { scenario.remove() }
+            let (fixture, workspace) = (scenario.fixture, scenario.workspace)
+            let app = scenario.images[1]
             // A newer head, so the first may be deleted.
-            _ = try await builder.build(graph, secrets: set.sensitiveValues, force: true, selected: ["app"])
+            _ = try await scenario.builder.build(scenario.graph, secrets: scenario.set.sensitiveValues, force: true, selected: ["app"])
             let client = fixture.location.client()
             let named = try #require(try await client.fetchManifest(app.name))
             #expect(try await !client.referrers(of: named.digest).isEmpty)
@@ -331,7 +330,7 @@ struct RemoteTests {
             try workspace.store.catalog.transition(app.name, change, dryRun: false)
             let warnings = Locked<[String]>([])
             let report = try await GarbageCollector.run(
-                workspace.store, now: Date().addingTimeInterval(1), dryRun: false, cacheLimit: 1 << 40, remote: options.remote,
+                workspace.store, now: Date().addingTimeInterval(1), dryRun: false, cacheLimit: 1 << 40, remote: scenario.remote,
                 warn: { line in warnings.withLock { $0.append(line) } })
             #expect(report.purged == [app.name])
             if deletes {
@@ -352,17 +351,11 @@ struct RemoteTests {
         "with a remote, image blobs are cache entries: pruned least recently used, leaves first, never one a running build stands on or one the remote lacks"
     )
     func cachePrune() async throws {
-        let fixture = try await RemoteFixture()
-        defer { fixture.remove() }
-        let workspace = try Workspace()
-        defer { workspace.remove() }
-        let (set, graph) = try workspace.graph()
-        var options = BuildOptions()
-        options.remote = fixture.remote(workspace.store)
-        let builder = Builder(store: workspace.store, provider: FakeProvider(), options: options, reporter: nil)
-        let built = try await builder.build(graph, secrets: set.sensitiveValues)
-        let (base, app) = (built[0].image, built[1].image)
-        let remote = try #require(options.remote)
+        let scenario = try await RemoteScenario()
+        defer { scenario.remove() }
+        let (fixture, workspace) = (scenario.fixture, scenario.workspace)
+        let (base, app) = (scenario.images[0], scenario.images[1])
+        let remote = scenario.remote
         // Nothing pruned beyond the limit, and nothing without a remote: there the store is the only copy.
         #expect(try await SourceCache.prune(workspace.store, limit: 1 << 40, remote: remote).isEmpty)
         #expect(try await SourceCache.prune(workspace.store, limit: 0).allSatisfy { $0.kind != .imageBlob })
