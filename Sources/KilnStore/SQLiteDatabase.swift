@@ -15,25 +15,28 @@ final class SQLiteDatabase: SQLDatabase {
         config.busyMode = .timeout(10)
         location = path
         do {
-            pool = try DatabasePool(path: path, configuration: config)
-            try Self.migrateExclusively(pool, path: path)
+            pool = try Self.openExclusively(path: path, configuration: config)
         } catch {
             throw KilnError(.io, "cannot open the catalog at \(path)", cause: error as? any Error & Sendable)
         }
     }
 
-    /// Migrations one process at a time: two kiln processes opening a new store together would
-    /// otherwise both see a migration unapplied, and the second's `ADD COLUMN` fail with
-    /// "duplicate column name". A blocking `flock` beside the file, held for the few
-    /// milliseconds the migrations take; the kernel drops it if the process dies.
-    private static func migrateExclusively(_ pool: DatabasePool, path: String) throws {
+    /// Opening and migrating, one process at a time. Two kiln processes opening a new store
+    /// together would otherwise both see a migration unapplied, and the second's `ADD COLUMN`
+    /// fail with "duplicate column name"; and the pool's first `PRAGMA journal_mode = WAL` on a
+    /// new file answers SQLITE_BUSY at once, without waiting, when another process is switching
+    /// the same file (CI saw it with eight). A blocking `flock` beside the file, held for the few
+    /// milliseconds both take; the kernel drops it if the process dies.
+    private static func openExclusively(path: String, configuration: Configuration) throws -> DatabasePool {
         let fd = open(path + ".migrate.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw KilnError(.io, "cannot open \(path).migrate.lock: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         while flock(fd, LOCK_EX) != 0 {
             guard errno == EINTR else { throw KilnError(.io, "cannot lock \(path).migrate.lock: \(String(cString: strerror(errno)))") }
         }
+        let pool = try DatabasePool(path: path, configuration: configuration)
         try migrator.migrate(pool)
+        return pool
     }
 
     func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
