@@ -13,7 +13,8 @@ import PackageDescription
 //   KilnProviders  -> Model      qemu, aws and plugins, the SSH communicator; no catalog, no database
 //   KilnBuild      -> Graph, Remote, Providers, Disk    the build pipeline
 //   KilnExport     -> Store, Registry, Disk   export formats and registries
-//   KilnCommands   -> Build, Export              the CLI; `kiln` is a thin main over it
+//   KilnServe      -> Store      kiln serve: the catalog as HTML pages and a JSON API (Hummingbird)
+//   KilnCommands   -> Build, Export, Serve       the CLI; `kiln` is a thin main over it
 // kiln builds and runs on Linux only: it uses Glibc directly, Linux user namespaces
 // (mmdebstrap), /proc and QEMU's Linux host features. No `platforms:` line claims otherwise.
 let package = Package(
@@ -33,6 +34,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // TLS to a PostgreSQL catalog (postgres-nio speaks it through NIOSSL).
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // kiln serve: a maintained HTTP server and server-side Mustache templates.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .systemLibrary(
@@ -83,8 +88,14 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .target(
+            name: "KilnServe",
+            dependencies: [
+                "KilnStore", "KilnModel", "KilnCore", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"), .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]),
+        .target(
             name: "KilnCommands",
-            dependencies: ["KilnBuild", "KilnExport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["KilnBuild", "KilnExport", "KilnServe", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "kiln", dependencies: ["KilnCommands"]),
         // Catalog benchmarks at scale (bench/catalog.sh); not part of the test suite.
@@ -107,7 +118,10 @@ let package = Package(
             exclude: ["Fixtures/ec2_throttle_proxy.py", "Fixtures/imds_server.py"]),
         .testTarget(
             name: "KilnBuildTests",
-            dependencies: ["KilnBuild", "KilnExport", "KilnRemote", "KilnRegistry", "KilnModel", "KilnTestSupport", "Yams"],
+            dependencies: [
+                "KilnBuild", "KilnExport", "KilnRemote", "KilnRegistry", "KilnServe", "KilnModel", "KilnTestSupport", "Yams",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
             // Run from their source paths by DownloadTests (a loopback HTTP server) and
             // PluginProviderTests (misbehaving plugins), not bundled.
             exclude: ["Fixtures/range_server.py", "Fixtures/faulty_plugin.py"]),

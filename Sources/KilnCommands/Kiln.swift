@@ -33,7 +33,7 @@ public struct Kiln: AsyncParsableCommand {
         subcommands: [
             Validate.self, Plan.self, Build.self, Images.self, Inspect.self, Logs.self, Resolve.self, Deprecate.self,
             Undeprecate.self, Obsolete.self, Delete.self, Rollback.self, Promote.self, Family.self, Rotate.self, GC.self, Cache.self,
-            Verify.self, CI.self, Refresh.self, Export.self, Keys.self, Sign.self, Test.self, Import.self, Push.self, Pull.self,
+            Verify.self, CI.self, Refresh.self, Export.self, Keys.self, Sign.self, Test.self, Import.self, Push.self, Pull.self, Serve.self,
         ]
     )
 

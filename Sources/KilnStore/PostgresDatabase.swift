@@ -199,7 +199,7 @@ final class PostgresDatabase: SQLDatabase {
     // MARK: - Migrations
 
     /// Versioned, applied in order, each once; the PostgreSQL schema equals SQLite's after its
-    /// migrations v1 through v12-tests (docs/store.md).
+    /// migrations v1 through v13-browse (docs/store.md).
     static let migrations: [(version: String, statements: [String])] = [
         (
             "v1-initial",
@@ -261,6 +261,7 @@ final class PostgresDatabase: SQLDatabase {
                 "CREATE INDEX test_run_on_image ON test_run (image)",
             ]
         ),
+        ("v6-browse", browseIndexes),
     ]
 
     private func migrate() throws {

@@ -66,4 +66,11 @@ public protocol SQLDatabase: Sendable {
     /// the returned value is released; `waiting` is called once if another process holds it.
     /// A process that dies releases its locks.
     func lock(_ name: String, waiting: @Sendable () -> Void) async throws -> any Sendable
+    /// Changes whenever another transaction may have committed; nil when the backend cannot
+    /// tell cheaply (PostgreSQL), and readers that cache must expire what they keep instead.
+    var changeToken: String? { get }
+}
+
+extension SQLDatabase {
+    public var changeToken: String? { nil }
 }

@@ -47,6 +47,16 @@ final class SQLiteDatabase: SQLDatabase {
         try pool.write { db in try body(SQLiteConnection(db: db)) }
     }
 
+    /// The database file's and its write-ahead log's size and modification time: a commit by
+    /// any process appends to the log, a checkpoint rewrites the file. Two `stat` calls.
+    var changeToken: String? {
+        [location, location + "-wal"].map { path in
+            var info = stat()
+            guard stat(path, &info) == 0 else { return "-" }
+            return "\(info.st_size).\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+        }.joined(separator: "/")
+    }
+
     /// A file lock beside the database (`locks/NAME.lock`): every process that opens this
     /// catalog file sees it.
     func lock(_ name: String, waiting: @Sendable () -> Void) async throws -> any Sendable {
@@ -198,6 +208,10 @@ final class SQLiteDatabase: SQLDatabase {
                 t.column("testsHash", .text).notNull()
                 t.column("steps", .text).notNull()
             }
+        }
+        migrator.registerMigration("v13-browse") { db in
+            // kiln serve's pages: a family's newest images, an image's children, the newest builds.
+            for statement in browseIndexes { try db.execute(sql: statement) }
         }
         return migrator
     }

@@ -1,0 +1,213 @@
+import Foundation
+import KilnCore
+import KilnModel
+import KilnStore
+import Synchronization
+
+/// What the pages and the API show, read from the store and its catalog. Both render these
+/// values, so a page never shows something the API does not answer (docs/serve.md).
+struct Browser: Sendable {
+    let store: Store
+    private let cache = SummaryCache()
+
+    init(store: Store) { self.store = store }
+
+    var catalog: Catalog { store.catalog }
+
+    /// Every family's summary. It counts every image (`GROUP BY`), so it is kept until the
+    /// catalog changes: a page of a family with 100,000 versions then costs one indexed query.
+    func summaries() throws -> [FamilySummary] {
+        try cache.get(token: catalog.changeToken) { try catalog.familySummaries() }
+    }
+
+    func families() throws -> FamilyList {
+        FamilyList(families: try summaries())
+    }
+
+    func family(_ name: String) throws -> FamilySummary {
+        guard let summary = try summaries().first(where: { $0.family == name }) else {
+            throw KilnError(.notFound, "no family named '\(name)' in this catalog")
+        }
+        return summary
+    }
+
+    func images(family: String, state: ImageState?, paging: Paging) throws -> ImagePage {
+        let summary = try self.family(family)
+        let total = state.map { summary.counts[$0.rawValue] ?? 0 } ?? summary.total
+        let images = try catalog.images(family: family, state: state, offset: paging.offset, limit: paging.limit)
+        let runs = try catalog.latestTestRuns(of: images.map(\.name))
+        return ImagePage(
+            family: family, state: state?.rawValue, offset: paging.offset, limit: paging.limit, total: total,
+            images: images.map { ImageView($0, store: store, testRun: runs[$0.name]) })
+    }
+
+    /// Why each of these images is stale, by name (see ``Staleness``).
+    func staleness(of images: [ImageView]) throws -> [String: String] {
+        let heads = Dictionary(uniqueKeysWithValues: try summaries().map { ($0.family, $0.head) })
+        var known: [String: ImageRecord] = [:]
+        var reasons: [String: String] = [:]
+        for view in images {
+            var chain: [ImageRecord] = []
+            var next = view.parent
+            while let name = next, chain.count < 64 {
+                guard let parent = try known[name] ?? catalog.image(named: name) else { break }
+                known[name] = parent
+                chain.append(parent)
+                next = parent.parent
+            }
+            guard let image = try catalog.image(named: view.name) else { continue }
+            reasons[view.name] = Staleness.reason(of: image, chain: chain, heads: heads)
+        }
+        return reasons
+    }
+
+    func image(_ name: String) throws -> ImageDetail {
+        guard let image = try catalog.image(named: name) else {
+            throw KilnError(.notFound, "no image named '\(name)' in this catalog")
+        }
+        var chain: [ImageRecord] = []
+        var next = image.parent
+        while let name = next, chain.count < 64, let parent = try catalog.image(named: name) {
+            chain.append(parent)
+            next = parent.parent
+        }
+        let heads = Dictionary(uniqueKeysWithValues: try summaries().map { ($0.family, $0.head) })
+        let stale = Staleness.reason(of: image, chain: chain, heads: heads)
+        let (problems, signer) = Verifier.checkProvenance(store, image, trusted: (try? store.trustedKeys()) ?? [], requireSignature: false)
+        let signature: SignatureStatus =
+            if let signer, problems.isEmpty { SignatureStatus(status: "verified", key: signer, problems: []) } else if !problems.isEmpty {
+                SignatureStatus(status: "problem", key: signer, problems: problems)
+            } else { SignatureStatus(status: "unsigned", key: nil, problems: []) }
+        return ImageDetail(
+            image: ImageView(image, store: store, testRun: try catalog.latestTestRun(of: image.name)),
+            chain: chain.map(\.name), children: try catalog.children(of: image.name).map(\.name), stale: stale != nil,
+            staleBecause: stale, rebuild: try rebuildReason(of: image), signature: signature,
+            events: try catalog.history(image: image.name),
+            tests: try catalog.testRuns(of: image.name).map { TestsView($0, store: store) },
+            packages: try catalog.packages(of: image.name)?.packages.count)
+    }
+
+    /// Why this image was built rather than its family's previous one reused: the build-key
+    /// inputs that differ between the two.
+    func rebuildReason(of image: ImageRecord) throws -> RebuildReason? {
+        guard let previous = try catalog.previous(of: image) else { return nil }
+        func entries(_ json: String?) -> [String: String] {
+            json.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+        }
+        let now = entries(image.keyInputs)
+        let before = entries(previous.keyInputs)
+        let changed = Set(now.keys).union(before.keys).filter { now[$0] != before[$0] }.sorted()
+        return RebuildReason(previous: previous.name, changed: changed)
+    }
+
+    func packages(of name: String, query: String?, paging: Paging) throws -> PackageList {
+        guard try catalog.image(named: name) != nil else { throw KilnError(.notFound, "no image named '\(name)' in this catalog") }
+        let all = try catalog.packages(of: name)?.packages ?? []
+        let needle = query?.lowercased() ?? ""
+        let matching =
+            needle.isEmpty ? all : all.filter { $0.name.lowercased().contains(needle) || $0.source.lowercased().contains(needle) }
+        return PackageList(
+            image: name, query: query, offset: paging.offset, limit: paging.limit, total: matching.count,
+            packages: Array(matching.dropFirst(paging.offset).prefix(paging.limit)))
+    }
+
+    func channels(of family: String) throws -> ChannelList {
+        let summary = try self.family(family)
+        return ChannelList(
+            family: family, current: summary.channels.sorted { $0.key < $1.key }.map { ChannelPointer(channel: $0.key, image: $0.value) },
+            history: try catalog.channelHistory(of: family).reversed())
+    }
+
+    func lineage(all: Bool) throws -> LineageGraph {
+        let states: Set<ImageState> = all ? Set(ImageState.allCases) : [.ready, .testing, .deprecated, .failed]
+        let (images, truncated) = try catalog.lineage(states: states, limit: LineageGraph.maximumNodes)
+        let heads = Dictionary(uniqueKeysWithValues: try summaries().map { ($0.family, $0.head) })
+        return LineageGraph(images: images, heads: heads, truncated: truncated)
+    }
+
+    func builds(family: String?, paging: Paging) throws -> BuildPage {
+        let page = try catalog.builds(family: family, offset: paging.offset, limit: paging.limit)
+        return BuildPage(
+            family: family, offset: page.offset, limit: page.limit, total: page.total, builds: page.items.map(BuildView.init))
+    }
+
+    func build(_ id: String) throws -> BuildRecord {
+        guard let build = try catalog.build(id: id) else { throw KilnError(.notFound, "no build with id '\(id)' in this catalog") }
+        return build
+    }
+
+    /// The build's log: the archive's `build.log` (or `tests.log`) once it is archived, the
+    /// scratch file while it runs on this machine. Both were redacted as they were written.
+    func log(of build: BuildRecord) throws -> String? {
+        if let archive = build.log {
+            let path = store.absolute(archive)
+            let data = try LogArchive.read(path, entry: "build.log") ?? LogArchive.read(path, entry: "tests.log")
+            return data.map { String(decoding: $0, as: UTF8.self) }
+        }
+        return try? String(contentsOfFile: liveLogPath(of: build), encoding: .utf8)
+    }
+
+    func liveLogPath(of build: BuildRecord) -> String { store.scratchDirectory(buildID: build.id) + "/build.log" }
+}
+
+/// `offset` and `limit` of a listing, checked: a bad value is the caller's mistake (400).
+struct Paging: Sendable {
+    var offset: Int
+    var limit: Int
+
+    static let defaultLimit = 50
+
+    init(offset: Int = 0, limit: Int = Paging.defaultLimit) { (self.offset, self.limit) = (offset, limit) }
+
+    init(offset: Substring?, limit: Substring?) throws {
+        self.init()
+        if let offset {
+            guard let value = Int(offset), value >= 0, value <= 10_000_000 else {
+                throw KilnError(.invalidInput, "offset must be a whole number from 0 to 10000000, not '\(offset)'")
+            }
+            self.offset = value
+        }
+        if let limit {
+            guard let value = Int(limit), (1...Catalog.maximumPage).contains(value) else {
+                throw KilnError(.invalidInput, "limit must be a whole number from 1 to \(Catalog.maximumPage), not '\(limit)'")
+            }
+            self.limit = value
+        }
+    }
+}
+
+/// An image is stale when it stands on an image that is no longer its family's head: a newer
+/// base (or app layer) exists, and this image has not been rebuilt on it.
+enum Staleness {
+    /// Why `image` is stale, or nil; `chain` is its ancestors, parent first.
+    static func reason(of image: ImageRecord, chain: [ImageRecord], heads: [String: String?]) -> String? {
+        for ancestor in chain {
+            if let head = heads[ancestor.family] ?? nil, head != ancestor.name {
+                return "built on \(ancestor.name); \(ancestor.family)'s head is now \(head)"
+            }
+        }
+        return nil
+    }
+}
+
+/// The family summaries, kept while the catalog's change token stays the same; a backend
+/// without one (PostgreSQL) keeps them for two seconds.
+final class SummaryCache: Sendable {
+    private struct Entry {
+        var token: String?
+        var made: ContinuousClock.Instant
+        var summaries: [FamilySummary]
+    }
+    private let entry = Mutex<Entry?>(nil)
+    static let lifetime = Duration.seconds(2)
+
+    func get(token: String?, make: () throws -> [FamilySummary]) throws -> [FamilySummary] {
+        let now = ContinuousClock.now
+        if let kept = entry.withLock({ $0 }), kept.token == token, token != nil || now - kept.made < Self.lifetime {
+            return kept.summaries
+        }
+        let summaries = try make()
+        entry.withLock { $0 = Entry(token: token, made: now, summaries: summaries) }
+        return summaries
+    }
+}

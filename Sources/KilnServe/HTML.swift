@@ -1,0 +1,106 @@
+import Foundation
+import Hummingbird
+import KilnCore
+
+enum HTML {
+    /// For text kiln writes into markup itself (the lineage SVG); templates escape through Mustache.
+    static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for character in text {
+            switch character {
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "&": out += "&amp;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    static func response(_ body: String, status: HTTPResponse.Status = .ok, type: String = "text/html; charset=utf-8") -> Response {
+        Response(
+            status: status, headers: [.contentType: type, .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+enum Path {
+    /// A catalog name as one path segment. Image, family and build names are `[a-z0-9.-]`, so
+    /// this is the name itself; anything else is percent-encoded rather than trusted.
+    static func segment(_ name: String) -> String {
+        name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? name
+    }
+}
+
+/// An error as the server answers it: a status and a message, as JSON under /api/ and as a
+/// page elsewhere. Bad input is 400 and unknown names 404, with what was wrong; a 500 is a bug.
+struct Problem: Error {
+    var status: HTTPResponse.Status
+    var message: String
+
+    init(status: HTTPResponse.Status, message: String) { (self.status, self.message) = (status, message) }
+
+    init(_ error: any Error) {
+        if let problem = error as? Problem {
+            self = problem
+        } else if let error = error as? KilnError {
+            let status: HTTPResponse.Status =
+                switch error.code {
+                case .invalidInput: .badRequest
+                case .notFound: .notFound
+                default: .internalServerError
+                }
+            self.init(status: status, message: error.description)
+        } else if let error = error as? any HTTPResponseError {
+            self.init(status: error.status, message: "\(error.status.reasonPhrase.lowercased())")
+        } else {
+            self.init(status: .internalServerError, message: "\(error)")
+        }
+    }
+
+    func response(html: Bool, signIn: Bool = false) -> Response {
+        if !html {
+            let body = (try? JSON.encode(APIError(error: .init(status: status.code, message: message)))) ?? Data()
+            return Response(
+                status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(data: body)))
+        }
+        let page = Pages.render(
+            "error", ["title": "\(status.code) \(status.reasonPhrase)", "message": message, "signIn": signIn, "status": status.code])
+        return HTML.response(page, status: status)
+    }
+}
+
+/// Turns every error a handler throws into a ``Problem`` answer, so nothing reaches the client
+/// as Hummingbird's default text, and an unknown path is a 404 page or JSON like any other.
+struct ProblemAnswers<Context: RequestContext>: RouterMiddleware {
+    let redactor: Redactor
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let api = request.uri.path.hasPrefix("/api/")
+        do {
+            return try await next(request, context)
+        } catch {
+            var problem = Problem(error)
+            problem.message = redactor(problem.message)
+            return problem.response(html: !api)
+        }
+    }
+}
+
+enum JSON {
+    static func encode(_ value: some Encodable) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        return try encoder.encode(value)
+    }
+
+    static func response(_ value: some Encodable) throws -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(data: try encode(value))))
+    }
+}
