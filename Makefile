@@ -15,7 +15,7 @@ DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-cli
                libarchive-dev libnbd-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
                zstd ca-certificates uidmap gpgv debian-archive-keyring
 
-.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export bench-remote man install
+.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export bench-remote bench-serve man install
 
 all: build
 
@@ -38,15 +38,19 @@ deps:
 # dpkg-scanpackages), ansible-core for the ansible: step's tests, and the outside tools the export
 # tests check artifacts with (skopeo, umoci, docker-registry, sfdisk from fdisk; OVMF, the UEFI
 # firmware exported images boot under, cloud-localds for a cloud's NoCloud seed, curl; openssl
-# makes the test PostgreSQL server's TLS certificates). From PyPI
+# makes the test PostgreSQL server's TLS certificates; chromium, headless, renders kiln serve's
+# pages, with a font to draw their text). From PyPI
 # (COMMAND:PACKAGE): check-jsonschema checks generated GitLab pipelines, pyspdxtools the SBOMs,
 # moto_server stands in for EC2 in the aws provider's client tests, junitparser reads
-# kiln build --junit's reports as CI systems do. Python modules (MODULE:PACKAGE): securesystemslib
+# kiln build --junit's reports as CI systems do, schemathesis holds kiln serve's API to its
+# OpenAPI document. Python modules (MODULE:PACKAGE): securesystemslib
 # verifies kiln's DSSE-signed SLSA provenance as an outside verifier.
-PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server] junitparser:junitparser
+PYPI_TOOLS = check-jsonschema:check-jsonschema pyspdxtools:spdx-tools moto_server:moto[server] junitparser:junitparser \
+             schemathesis:schemathesis
 PYPI_MODULES = securesystemslib:securesystemslib[crypto]
 test-deps: deps
-	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl man-db openssl)
+	$(call install-missing,postgresql gnupg xz-utils dpkg-dev ansible-core skopeo umoci docker-registry fdisk busybox-static ovmf cloud-image-utils curl man-db openssl \
+	  chromium fonts-dejavu-core)
 	@# set -f: a package with extras (moto[server]) is a glob pattern to the shell, and would
 	@# match a file named, say, motos in the current directory.
 	@set -f; for tool in $(PYPI_TOOLS); do \
@@ -136,6 +140,11 @@ bench-export: deps
 bench-remote: deps
 	$(call install-missing,jq curl docker-registry skopeo)
 	bench/remote.sh
+
+# B14: kiln serve on a 100,000-image catalog under wrk.
+bench-serve: deps
+	$(call install-missing,jq curl wrk sqlite3)
+	bench/serve.sh
 
 # B4, B8 and B9 only, in under a minute once kiln is built (CI runs it after the tests).
 bench-quick: deps

@@ -46,9 +46,7 @@ names=("Packer's settings: a verbose console" "+ a quiet console" "+ units a bui
 appends=("$stock" "$quiet" "$masked" "$nomitigations" "$networkd" "$units" "$modules")
 kiln_variant=6
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f | %.2f | %.2f", v[1], v[int(NR / 2) + 1], v[NR] }'; }
+source "$(dirname "$0")/lib.sh"
 port=
 ssh_opts() {
   echo -i "$work/key" -p "$port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \

@@ -26,10 +26,7 @@ kiln=$repo/.build/release/kiln
 make -s build-release >/dev/null
 mkdir -p bench/results
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f / %.2f / %.2f", v[1], v[int(NR / 2) + 1], v[NR] }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int(NR / 2) + 1] }'; }
+source bench/lib.sh
 
 echo "building examples/debian into $home once (not timed)" >&2
 "$kiln" build examples/debian --home "$home" >&2
@@ -100,9 +97,9 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
   echo
   echo "| case | min / median / max (s) | goal | result |"
   echo "|---|---|---|---|"
-  echo "| kiln pull into an empty store (verified) | $(printf '%s\n' "${kiln_times[@]}" | stats) | | |"
-  echo "| skopeo copy of the same ${#digests[@]} blobs (dir:) | $(printf '%s\n' "${skopeo_times[@]}" | stats) | | |"
+  echo "| kiln pull into an empty store (verified) | $(printf '%s\n' "${kiln_times[@]}" | stats " / ") | | |"
+  echo "| skopeo copy of the same ${#digests[@]} blobs (dir:) | $(printf '%s\n' "${skopeo_times[@]}" | stats " / ") | | |"
   echo "| ratio kiln / skopeo (medians) | $ratio | ≤ 1.0 | $(awk -v r="$ratio" 'BEGIN { print (r <= 1.0 ? "met" : "missed") }') |"
-  echo "| fresh runner's up-to-date job (kiln build --only shop-web, empty store) | $(printf '%s\n' "${uptodate_times[@]}" | stats) | ≤ 3 s | $(awk -v r="$uptodate_median" 'BEGIN { print (r <= 3.0 ? "met" : "missed") }') |"
+  echo "| fresh runner's up-to-date job (kiln build --only shop-web, empty store) | $(printf '%s\n' "${uptodate_times[@]}" | stats " / ") | ≤ 3 s | $(awk -v r="$uptodate_median" 'BEGIN { print (r <= 3.0 ? "met" : "missed") }') |"
 } | tee "bench/results/remote-$stamp.md" >bench/results/remote-latest.md
 cat bench/results/remote-latest.md

@@ -37,13 +37,7 @@ bench=$repo/.build/release/kiln-bench
 make -s build-release >/dev/null
 mkdir -p bench/results
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-# min | median | max of the numbers on stdin (the median of an even count: the upper middle).
-stats() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f | %.2f | %.2f", v[1], v[int(NR / 2) + 1], v[NR] }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int(NR / 2) + 1] }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-verdict() { awk -v v="$1" -v goal="$2" 'BEGIN { print (v <= goal ? "met" : sprintf("missed by %.0f%%", (v / goal - 1) * 100)) }'; }
+source bench/lib.sh
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 allocated() { du -B1 -c "$@" | tail -1 | cut -f1; }
 

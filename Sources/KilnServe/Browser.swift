@@ -2,6 +2,7 @@ import Foundation
 import KilnCore
 import KilnModel
 import KilnStore
+import NIOCore
 import Synchronization
 
 /// What the pages and the API show, read from the store and its catalog. Both render these
@@ -9,6 +10,7 @@ import Synchronization
 struct Browser: Sendable {
     let store: Store
     private let cache = SummaryCache()
+    let answers = AnswerCache()
 
     init(store: Store) { self.store = store }
 
@@ -139,15 +141,28 @@ struct Browser: Sendable {
     /// The build's log: the archive's `build.log` (or `tests.log`) once it is archived, the
     /// scratch file while it runs on this machine. Both were redacted as they were written.
     func log(of build: BuildRecord) throws -> String? {
+        // A shared catalog is written by other machines: a row naming a path outside the
+        // store's logs/ (or a build id that is a path) is not followed.
+        guard Self.isPlainName(build.id) else { throw KilnError(.storeInconsistent, "build id '\(build.id)' is not a plain name") }
         if let archive = build.log {
+            guard archive.hasPrefix("logs/"), Self.isPlainName(String(archive.dropFirst("logs/".count))) else {
+                throw KilnError(.storeInconsistent, "build \(build.id)'s log '\(archive)' is not in the store's logs/")
+            }
             let path = store.absolute(archive)
             let data = try LogArchive.read(path, entry: "build.log") ?? LogArchive.read(path, entry: "tests.log")
             return data.map { String(decoding: $0, as: UTF8.self) }
         }
-        return try? String(contentsOfFile: liveLogPath(of: build), encoding: .utf8)
+        return liveLogPath(of: build).flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }
     }
 
-    func liveLogPath(of build: BuildRecord) -> String { store.scratchDirectory(buildID: build.id) + "/build.log" }
+    func liveLogPath(of build: BuildRecord) -> String? {
+        Self.isPlainName(build.id) ? store.scratchDirectory(buildID: build.id) + "/build.log" : nil
+    }
+
+    /// One path component: no separator, not `.` or `..`.
+    static func isPlainName(_ name: String) -> Bool {
+        !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.contains("\0")
+    }
 }
 
 /// `offset` and `limit` of a listing, checked: a bad value is the caller's mistake (400).
@@ -187,6 +202,41 @@ enum Staleness {
             }
         }
         return nil
+    }
+}
+
+/// Answers made from the catalog alone (listings, summaries, the lineage), kept while the
+/// catalog's change token stays the same (two seconds on PostgreSQL), the 256 most recent. A
+/// catalog changes a few times an hour; a dashboard reloads the same pages all day. Answers
+/// that also read files the catalog does not cover (an image's provenance and signature, logs)
+/// are never kept.
+final class AnswerCache: Sendable {
+    struct Answer: Sendable {
+        var token: String?
+        var made: ContinuousClock.Instant
+        var type: String
+        var body: ByteBuffer
+    }
+    private let entries = Mutex<[String: Answer]>([:])
+    static let capacity = 256
+    static let largest = 256 << 10
+
+    func get(_ key: String, token: String?, make: () throws -> (type: String, body: ByteBuffer)) throws -> (type: String, body: ByteBuffer)
+    {
+        let now = ContinuousClock.now
+        if let kept = entries.withLock({ $0[key] }), kept.token == token, token != nil || now - kept.made < SummaryCache.lifetime {
+            return (kept.type, kept.body)
+        }
+        let (type, body) = try make()
+        // At most 256 answers of 256 KiB: 64 MiB in the worst case; a larger answer is made each time.
+        guard body.readableBytes <= Self.largest else { return (type, body) }
+        entries.withLock { entries in
+            if entries.count >= Self.capacity, let oldest = entries.min(by: { $0.value.made < $1.value.made })?.key {
+                entries[oldest] = nil
+            }
+            entries[key] = Answer(token: token, made: now, type: type, body: body)
+        }
+        return (type, body)
     }
 }
 

@@ -3,6 +3,8 @@ import Hummingbird
 import KilnCore
 
 enum HTML {
+    static let type = "text/html; charset=utf-8"
+
     /// For text kiln writes into markup itself (the lineage SVG); templates escape through Mustache.
     static func escape(_ text: String) -> String {
         var out = ""

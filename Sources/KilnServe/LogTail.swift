@@ -25,6 +25,7 @@ struct LogTail: Sendable {
     }
 
     private func stream(_ writer: inout any ResponseBodyWriter) async throws {
+        // nil for a build id that is not a plain name: nothing is read, the stream only ends.
         let path = browser.liveLogPath(of: build)
         var offset: UInt64 = 0
         var skip = fromLine
@@ -33,7 +34,7 @@ struct LogTail: Sendable {
         var status = build.status
         while true {
             // Read what was appended since the last look, and send each whole line.
-            if let handle = FileHandle(forReadingAtPath: path) {
+            if let path, let handle = FileHandle(forReadingAtPath: path) {
                 defer { try? handle.close() }
                 try handle.seek(toOffset: offset)
                 let data = handle.readData(ofLength: 1 << 20)

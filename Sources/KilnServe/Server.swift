@@ -65,13 +65,17 @@ public struct KilnServer: Sendable {
         router.post("/login") { request, _ in try await self.signIn(request) }
 
         // Pages.
-        router.get("/") { _, _ in HTML.response(Pages.families(try browser.families(), catalog: catalogName)) }
+        router.get("/") { request, _ in
+            try Self.cached(browser, request, type: HTML.type) { Pages.families(try browser.families(), catalog: catalogName) }
+        }
         router.get("/families/:family") { request, context in
             let family = try context.parameters.require("family")
             let paging = try Paging(request)
-            let page = try browser.images(family: family, state: try Self.state(request), paging: paging)
-            return HTML.response(
-                Pages.family(try browser.family(family), page: page, stale: try browser.staleness(of: page.images), paging: paging))
+            let state = try Self.state(request)
+            return try Self.cached(browser, request, type: HTML.type) {
+                let page = try browser.images(family: family, state: state, paging: paging)
+                return Pages.family(try browser.family(family), page: page, stale: try browser.staleness(of: page.images), paging: paging)
+            }
         }
         router.get("/families/:family/channels") { _, context in
             HTML.response(Pages.channels(try browser.channels(of: try context.parameters.require("family"))))
@@ -110,13 +114,14 @@ public struct KilnServer: Sendable {
             Response(
                 status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPI.document)))
         }
-        router.get("/api/families") { _, _ in try JSON.response(try browser.families()) }
-        router.get("/api/families/:family") { _, context in try JSON.response(try browser.family(try context.parameters.require("family")))
+        router.get("/api/families") { request, _ in try Self.cachedJSON(browser, request) { try browser.families() } }
+        router.get("/api/families/:family") { request, context in
+            let family = try context.parameters.require("family")
+            return try Self.cachedJSON(browser, request) { try browser.family(family) }
         }
         router.get("/api/families/:family/images") { request, context in
-            try JSON.response(
-                try browser.images(
-                    family: try context.parameters.require("family"), state: try Self.state(request), paging: try Paging(request)))
+            let (family, state, paging) = (try context.parameters.require("family"), try Self.state(request), try Paging(request))
+            return try Self.cachedJSON(browser, request) { try browser.images(family: family, state: state, paging: paging) }
         }
         router.get("/api/families/:family/channels") { _, context in
             try JSON.response(try browser.channels(of: try context.parameters.require("family")))
@@ -137,9 +142,13 @@ public struct KilnServer: Sendable {
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: Secrets.redact(String(decoding: data, as: UTF8.self)))))
         }
-        router.get("/api/lineage") { request, _ in try JSON.response(try browser.lineage(all: try Self.flag(request, "all"))) }
+        router.get("/api/lineage") { request, _ in
+            let all = try Self.flag(request, "all")
+            return try Self.cachedJSON(browser, request) { try browser.lineage(all: all) }
+        }
         router.get("/api/builds") { request, _ in
-            try JSON.response(try browser.builds(family: try Self.family(request), paging: try Paging(request)))
+            let (family, paging) = (try Self.family(request), try Paging(request))
+            return try Self.cachedJSON(browser, request) { try browser.builds(family: family, paging: paging) }
         }
         router.get("/api/builds/:id") { _, context in try JSON.response(BuildView(try browser.build(try context.parameters.require("id"))))
         }
@@ -151,6 +160,21 @@ public struct KilnServer: Sendable {
             return HTML.response(Secrets.redact(log), type: "text/plain; charset=utf-8")
         }
         return router
+    }
+
+    /// An answer made from the catalog alone, through ``AnswerCache``: `make` runs only when
+    /// the catalog changed since the same request was last answered.
+    static func cached(_ browser: Browser, _ request: Request, type: String, _ make: () throws -> String) throws -> Response {
+        let (type, body) = try browser.answers.get(request.uri.description, token: browser.catalog.changeToken) {
+            (type, ByteBuffer(string: try make()))
+        }
+        return Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-store"], body: .init(byteBuffer: body))
+    }
+
+    static func cachedJSON(_ browser: Browser, _ request: Request, _ make: () throws -> some Encodable) throws -> Response {
+        try cached(browser, request, type: "application/json") {
+            Secrets.redact(String(decoding: try JSON.encode(try make()), as: UTF8.self))
+        }
     }
 
     /// The sign-in form's answer: the token in an HttpOnly, SameSite=Strict cookie.

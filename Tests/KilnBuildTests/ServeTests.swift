@@ -198,6 +198,18 @@ struct ServeTests {
         #expect(page["total"] as? Int == 2 && (page["images"] as? [[String: Any]])?.first?["name"] as? String == scenario.names["base"]![0])
         let deprecated = try await json("/api/families/base/images?state=DEPRECATED")
         #expect(deprecated["total"] as? Int == 1)
+        // Listings are kept until the catalog changes, and not a moment longer: another process
+        // deprecating the app shows at once, in the API and on the page.
+        let appBefore = try await json("/api/families/app/images")
+        #expect((appBefore["images"] as? [[String: Any]])?.first?["state"] as? String == "READY")
+        let pageBefore = try await server.get("/families/app")
+        let deprecate = try await KilnBinary.run(
+            ["deprecate", scenario.names["app"]![0], "--home", scenario.store.root, "--reason", "test"])
+        #expect(deprecate.status == 0, "\(deprecate.stderr)")
+        let appAfter = try await json("/api/families/app/images")
+        #expect((appAfter["images"] as? [[String: Any]])?.first?["state"] as? String == "DEPRECATED", "\(appAfter)")
+        let pageAfter = try await server.get("/families/app")
+        #expect(pageBefore.body != pageAfter.body && pageAfter.body.contains("DEPRECATED (1)"))
         let builds = try await json("/api/builds?family=product")
         #expect((builds["builds"] as? [[String: Any]])?.first?["failed_step"] as? String != nil)
         let log = try await server.get("/api/builds/\(scenario.failedBuild)/log")

@@ -4,9 +4,10 @@ import GRDB
 import KilnModel
 import KilnStore
 
-/// Fills a fresh store's catalog with `families` x `perFamily` READY images, one transaction.
-func populate(families: Int, perFamily: Int) throws -> Store {
-    let store = try Store(root: NSTemporaryDirectory() + "kiln-bench-" + UUID().uuidString)
+/// Fills a fresh store's catalog with `families` x `perFamily` READY images, one transaction;
+/// with `first`, the first family has that many instead (one long family among short ones).
+func populate(families: Int, perFamily: Int, first: Int? = nil, root: String? = nil) throws -> Store {
+    let store = try Store(root: root ?? NSTemporaryDirectory() + "kiln-bench-" + UUID().uuidString)
     let pool = try DatabasePool(path: store.root + "/catalog.sqlite")
     let start = Date(timeIntervalSince1970: 1_790_000_000)
     try pool.write { db in
@@ -17,7 +18,7 @@ func populate(families: Int, perFamily: Int) throws -> Store {
                 VALUES (?, ?, ?, ?, 'READY', ?, '{}', 't', 0, 'l', 'b', 'image', 0)
                 """)
         for f in 0..<families {
-            for v in 0..<perFamily {
+            for v in 0..<(f == 0 ? first ?? perFamily : perFamily) {
                 let version = String(format: "v%08d-1", v)
                 try statement.execute(arguments: [
                     "fam\(f)-\(version)", "fam\(f)", version, "d\(f)-\(v)", start.addingTimeInterval(Double(v) * 3600),

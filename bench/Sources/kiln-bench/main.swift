@@ -33,9 +33,15 @@ case "snapshot" where arguments.count == 2:
     try await snapshotBenchmark(directory: arguments[1])
 case "generate" where arguments.count == 3:
     try generateGraph(directory: arguments[1], count: Int(arguments[2]) ?? 1_000)
+case "populate" where arguments.count == 5:
+    // B14's catalog: FAMILIES families of PER images each, the first of FIRST.
+    let store = try populate(
+        families: Int(arguments[2]) ?? 100, perFamily: Int(arguments[3]) ?? 100, first: Int(arguments[4]), root: arguments[1])
+    print(store.root)
 case "refresh" where arguments.count == 2:
     try await setUpRefreshBenchmark(directory: arguments[1])
 default:
-    FileHandle.standardError.write(Data("usage: kiln-bench catalog | snapshot DIR | generate DIR COUNT | refresh DIR\n".utf8))
+    FileHandle.standardError.write(
+        Data("usage: kiln-bench catalog | snapshot DIR | generate DIR COUNT | populate DIR FAMILIES PER FIRST | refresh DIR\n".utf8))
     exit(2)
 }
