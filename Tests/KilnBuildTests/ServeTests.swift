@@ -136,6 +136,21 @@ struct ServeTests {
             #expect(seen.contains(page), "the crawl never reached \(page)")
         }
 
+        // Every API answer about every image and build: no sensitive value either.
+        var answers: [String] = ["/api/families", "/api/lineage?all=true", "/api/builds?limit=500"]
+        for names in scenario.names.values {
+            for name in names {
+                answers += ["/api/images/\(name)", "/api/images/\(name)/packages", "/api/images/\(name)/provenance"]
+            }
+        }
+        for build in try scenario.store.catalog.builds() { answers += ["/api/builds/\(build.id)", "/api/builds/\(build.id)/log"] }
+        for family in scenario.names.keys { answers += ["/api/families/\(family)/images", "/api/families/\(family)/channels"] }
+        for path in answers {
+            let answer = try await server.get(path)
+            #expect(answer.status == 200 || (answer.status == 404 && path.hasSuffix("/provenance")), "\(path): \(answer.status)")
+            #expect(!answer.body.contains(ServeScenario.secret), "\(path) shows the sensitive value")
+        }
+
         // The lineage as Chromium draws it: three layers, each edge parent → child, the
         // images on the old base marked stale, the new base its family's head.
         let dom = try await Chromium.dom(server.base + "/lineage")

@@ -41,6 +41,14 @@ struct ServeVMTests {
         #expect(served.body.contains("SSH is up") && served.body.contains("[kiln] step provision[0]"))
         let page = try await server.get("/builds/\(buildID)")
         #expect(page.status == 200 && page.body.contains("SSH is up") && page.body.contains("status-succeeded"))
+        // The same graph as Chromium draws it: the product's chain as three layers joined by edges.
+        let dom = try await Chromium.dom(server.base + "/lineage?all=true")
+        for (parent, child) in [(chain[1], chain[0]), (chain[0], product)] {
+            #expect(dom.contains("data-parent=\"\(parent)\" data-child=\"\(child)\""), "no edge \(parent) -> \(child) in the SVG")
+        }
+        for (name, layer) in [(chain[1], 0), (chain[0], 1), (product, 2)] {
+            #expect(dom.contains("data-name=\"\(name)\" data-layer=\"\(layer)\""), "\(name) is not drawn in layer \(layer)")
+        }
         _ = try await Chromium.screenshot(server.base + "/lineage", name: "vm-lineage")
         _ = try await Chromium.screenshot(server.base + "/builds/\(buildID)", name: "vm-build-log")
         #expect(server.stop() == 0)
