@@ -29,8 +29,16 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Only this machine can connect: 127.0.0.0/8, ::1, localhost.
+    /// An address literal, not a name that merely starts with `127.` (which could resolve anywhere).
     public var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.split(separator: ".").first == "127"
+        if host == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 {
+            return host == "::1" || withUnsafeBytes(of: &v6) { Array($0) } == Array(repeating: 0, count: 15) + [1]
+        }
+        return false
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }

@@ -152,7 +152,8 @@ struct Browser: Sendable {
             let data = try LogArchive.read(path, entry: "build.log") ?? LogArchive.read(path, entry: "tests.log")
             return data.map { String(decoding: $0, as: UTF8.self) }
         }
-        return liveLogPath(of: build).flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }
+        // Decoded leniently: one invalid UTF-8 byte from a guest must not hide the whole log.
+        return liveLogPath(of: build).flatMap { FileManager.default.contents(atPath: $0) }.map { String(decoding: $0, as: UTF8.self) }
     }
 
     func liveLogPath(of build: BuildRecord) -> String? {

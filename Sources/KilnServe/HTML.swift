@@ -5,21 +5,44 @@ import KilnCore
 enum HTML {
     static let type = "text/html; charset=utf-8"
 
-    /// For text kiln writes into markup itself (the lineage SVG); templates escape through Mustache.
+    /// For text kiln writes into markup itself (the lineage SVG, log lines). By Unicode scalar,
+    /// not by Character: a `<` joined to a prepended or combining mark is one Character that
+    /// is not equal to "<", and a Character-wise escape lets it through (the hostile review
+    /// made a `<meta http-equiv=refresh>` that way).
     static func escape(_ text: String) -> String {
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "<": out.append(contentsOf: "&lt;".unicodeScalars)
+            case ">": out.append(contentsOf: "&gt;".unicodeScalars)
+            case "&": out.append(contentsOf: "&amp;".unicodeScalars)
+            case "\"": out.append(contentsOf: "&quot;".unicodeScalars)
+            case "'": out.append(contentsOf: "&#39;".unicodeScalars)
+            default: out.append(scalar)
+            }
+        }
+        return String(out)
+    }
+
+    /// A value made safe for Mustache's own escaping, which compares whole Characters: a markup
+    /// character that is part of a larger Character (joined to a prepended or combining mark)
+    /// becomes U+FFFD, so every `<`, `>`, `&`, `"` and `'` left is a Character of its own and
+    /// is escaped.
+    static func defused(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isMarkup) else { return text }
         var out = ""
-        out.reserveCapacity(text.utf8.count)
         for character in text {
-            switch character {
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "&": out += "&amp;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(character)
+            if character.unicodeScalars.count > 1, character.unicodeScalars.contains(where: isMarkup) {
+                out.append("\u{FFFD}")
+            } else {
+                out.append(character)
             }
         }
         return out
+    }
+
+    static func isMarkup(_ scalar: Unicode.Scalar) -> Bool {
+        scalar == "<" || scalar == ">" || scalar == "&" || scalar == "\"" || scalar == "'"
     }
 
     static func response(_ body: String, status: HTTPResponse.Status = .ok, type: String = "text/html; charset=utf-8") -> Response {
@@ -100,9 +123,10 @@ enum JSON {
         return try encoder.encode(value)
     }
 
+    /// Redacted like every answer: a value from the catalog could hold kiln's own credentials.
     static func response(_ value: some Encodable) throws -> Response {
         Response(
             status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-            body: .init(byteBuffer: ByteBuffer(data: try encode(value))))
+            body: .init(byteBuffer: ByteBuffer(string: Secrets.redact(String(decoding: try encode(value), as: UTF8.self)))))
     }
 }

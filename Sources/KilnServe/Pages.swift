@@ -22,13 +22,17 @@ enum Pages {
     }
 
     /// The context without optionals: an absent value is left out (a false section), a present
-    /// one unwrapped. Mustache would print a boxed `nil` as "nil".
+    /// one unwrapped (Mustache would print a boxed `nil` as "nil"); strings redacted and
+    /// defused (``HTML/defused(_:)``). The SVG and the log are kiln's own markup, escaped by
+    /// scalar and passed as ``Markup``.
     static func plain(_ value: Any) -> Any? {
         let mirror = Mirror(reflecting: value)
         if mirror.displayStyle == .optional {
             guard let wrapped = mirror.children.first?.value else { return nil }
             return plain(wrapped)
         }
+        // Secrets are redacted before escaping (a value with `&` would not match after it).
+        if let text = value as? String { return HTML.defused(Secrets.redact(text)) }
         if let dictionary = value as? [String: Any] { return dictionary.compactMapValues(plain) }
         if let array = value as? [Any] { return array.compactMap(plain) }
         return value
@@ -135,7 +139,7 @@ enum Pages {
             "lineage",
             [
                 "nodeCount": graph.nodes.count, "layerCount": Set(graph.nodes.map(\.layer)).count, "staleCount": graph.staleCount,
-                "all": all, "truncated": graph.truncated, "svg": graph.svg(),
+                "all": all, "truncated": graph.truncated, "svg": Markup(graph.svg()),
             ])
     }
 
@@ -177,7 +181,7 @@ enum Pages {
                 "started": build.started.formatted(.iso8601), "finished": build.finished?.formatted(.iso8601) as Any,
                 "host": build.host as Any, "failedStep": build.failedStep as Any, "message": build.message as Any,
                 "running": running, "hasLog": log != nil, "noLog": noLog, "lineCount": lines.count,
-                "log": LogView.html(lines, failedStep: build.status == .running ? nil : build.failedStep),
+                "log": Markup(LogView.html(lines, failedStep: build.status == .running ? nil : build.failedStep)),
             ])
     }
 
@@ -192,6 +196,12 @@ enum Pages {
 
     static func day(_ date: Date) -> String { date.formatted(.iso8601.year().month().day()) }
     static func dayOf(_ iso: String) -> String { String(iso.prefix(10)) }
+}
+
+/// Markup kiln made itself, escaped by scalar as it was built: rendered with `{{{…}}}`.
+struct Markup: CustomStringConvertible {
+    let description: String
+    init(_ text: String) { description = text }
 }
 
 enum Query {

@@ -26,6 +26,15 @@ public struct KilnServer: Sendable {
                 throw KilnError(.invalidInput, "KILN_SERVE_TOKEN is too short to guard \(address): give at least 16 characters")
             }
         }
+        // The token travels in a cookie and a header: letters, digits and `-._~+/=` only (a `;`
+        // would end the cookie early, and the browser's sign-in would fail without a word).
+        if let token,
+            !token.unicodeScalars.allSatisfy({
+                $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-._~+/=".unicodeScalars.contains($0))
+            })
+        {
+            throw KilnError(.invalidInput, "KILN_SERVE_TOKEN may hold only letters, digits and -._~+/= (openssl rand -hex 24 makes one)")
+        }
         (self.browser, self.address, self.token) = (Browser(store: store), address, token)
     }
 
@@ -37,6 +46,9 @@ public struct KilnServer: Sendable {
         let host = address.host
         let app = Application(
             router: makeRouter(),
+            // A connection that sends no request for 30 s is closed: idle sockets cannot hold
+            // every file descriptor (the review's 20,000 silent connections kept a token holder out).
+            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
             configuration: .init(address: .hostname(host, port: address.port), serverName: "kiln"),
             onServerRunning: { channel in
                 onReady(ListenAddress(host: host, port: channel.localAddress?.port ?? 0))

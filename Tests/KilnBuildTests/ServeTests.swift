@@ -325,6 +325,35 @@ struct ServeTests {
         #expect(server.stop() == 0)
     }
 
+    @Test(
+        "markup joined to a prepended or combining mark is still escaped, in pages, the SVG and logs; kiln's own credentials are redacted from HTML and JSON, escaped or not"
+    )
+    func hostileValues() async throws {
+        let scenario = try await ServeScenario()
+        defer { scenario.remove() }
+        let product = try #require(scenario.names["product"]?.first)
+        let password = "pa'ss&word/42x"
+        let meta = "\u{0600}<meta http-equiv=refresh content=0;url=http://127.0.0.1:9/phish \u{0600}>"
+        let sql = """
+            UPDATE image SET description = '\(meta) \(password.replacingOccurrences(of: "'", with: "''"))',
+              labels = '{"role": "\(meta)"}' WHERE name = '\(product)';
+            """
+        let update = try await ProcessRunner.run(try requiredTool("sqlite3"), [scenario.store.root + "/catalog.sqlite", sql])
+        #expect(update.status == 0, "\(update.stderr)")
+        let server = try scenario.serve(environment: ["PGPASSWORD": password])
+        defer { server.stop() }
+        for path in ["/images/\(product)", "/families/product", "/images/\(product)?q=\(Query.encode(meta))", "/lineage"] {
+            let page = try await server.get(path)
+            #expect(page.status == 200 && !page.body.contains("<meta http-equiv"), "\(path) lets markup through")
+            #expect(!page.body.contains("pa&#39;ss&amp;word") && !page.body.contains(password), "\(path) shows the password")
+        }
+        let dom = try await Chromium.dom(server.base + "/images/\(product)")
+        #expect(!dom.contains("<meta http-equiv=\"refresh\""))
+        let api = try await server.get("/api/images/\(product)")
+        #expect(api.status == 200 && !api.body.contains("pa'ss") && api.body.contains("<sensitive>"), "\(api.body.prefix(400))")
+        #expect(server.stop() == 0)
+    }
+
     @Test("a running build's log is tailed as server-sent events, line by line, then an end event with its status")
     func liveTail() async throws {
         let scenario = try await ServeScenario()
