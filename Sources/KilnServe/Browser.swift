@@ -9,8 +9,10 @@ import Synchronization
 /// values, so a page never shows something the API does not answer (docs/serve.md).
 struct Browser: Sendable {
     let store: Store
-    private let cache = SummaryCache()
-    let answers = AnswerCache()
+    private let summaryCache = CatalogCache<[FamilySummary]>(capacity: 1)
+    /// Rendered answers (``KilnServer/cached(_:_:type:_:)``): 256 of at most 256 KiB, 64 MiB at worst.
+    let answers = CatalogCache<(type: String, body: ByteBuffer)>(capacity: 256)
+    static let largestKeptAnswer = 256 << 10
 
     init(store: Store) { self.store = store }
 
@@ -19,7 +21,26 @@ struct Browser: Sendable {
     /// Every family's summary. It counts every image (`GROUP BY`), so it is kept until the
     /// catalog changes: a page of a family with 100,000 versions then costs one indexed query.
     func summaries() throws -> [FamilySummary] {
-        try cache.get(token: catalog.changeToken) { try catalog.familySummaries() }
+        try summaryCache.get("", token: catalog.changeToken) { try catalog.familySummaries() }
+    }
+
+    /// Each family's head, by family (nil: no READY image).
+    func heads() throws -> [String: String?] {
+        Dictionary(uniqueKeysWithValues: try summaries().map { ($0.family, $0.head) })
+    }
+
+    /// The ancestors of an image whose parent is `parent`, parent first, down to the base (at
+    /// most 64: a cycle a hostile catalog could hold ends there). `known` saves asking twice.
+    func chain(from parent: String?, known: inout [String: ImageRecord]) throws -> [ImageRecord] {
+        var chain: [ImageRecord] = []
+        var next = parent
+        while let name = next, chain.count < 64 {
+            guard let record = try known[name] ?? catalog.image(named: name) else { break }
+            known[name] = record
+            chain.append(record)
+            next = record.parent
+        }
+        return chain
     }
 
     func families() throws -> FamilyList {
@@ -45,20 +66,11 @@ struct Browser: Sendable {
 
     /// Why each of these images is stale, by name (see ``Staleness``).
     func staleness(of images: [ImageView]) throws -> [String: String] {
-        let heads = Dictionary(uniqueKeysWithValues: try summaries().map { ($0.family, $0.head) })
+        let heads = try heads()
         var known: [String: ImageRecord] = [:]
         var reasons: [String: String] = [:]
         for view in images {
-            var chain: [ImageRecord] = []
-            var next = view.parent
-            while let name = next, chain.count < 64 {
-                guard let parent = try known[name] ?? catalog.image(named: name) else { break }
-                known[name] = parent
-                chain.append(parent)
-                next = parent.parent
-            }
-            guard let image = try catalog.image(named: view.name) else { continue }
-            reasons[view.name] = Staleness.reason(of: image, chain: chain, heads: heads)
+            reasons[view.name] = Staleness.reason(chain: try chain(from: view.parent, known: &known), heads: heads)
         }
         return reasons
     }
@@ -67,14 +79,9 @@ struct Browser: Sendable {
         guard let image = try catalog.image(named: name) else {
             throw KilnError(.notFound, "no image named '\(name)' in this catalog")
         }
-        var chain: [ImageRecord] = []
-        var next = image.parent
-        while let name = next, chain.count < 64, let parent = try catalog.image(named: name) {
-            chain.append(parent)
-            next = parent.parent
-        }
-        let heads = Dictionary(uniqueKeysWithValues: try summaries().map { ($0.family, $0.head) })
-        let stale = Staleness.reason(of: image, chain: chain, heads: heads)
+        var known: [String: ImageRecord] = [:]
+        let chain = try chain(from: image.parent, known: &known)
+        let stale = Staleness.reason(chain: chain, heads: try heads())
         let (problems, signer) = Verifier.checkProvenance(store, image, trusted: (try? store.trustedKeys()) ?? [], requireSignature: false)
         let signature: SignatureStatus =
             if let signer, problems.isEmpty { SignatureStatus(status: "verified", key: signer, problems: []) } else if !problems.isEmpty {
@@ -123,8 +130,7 @@ struct Browser: Sendable {
     func lineage(all: Bool) throws -> LineageGraph {
         let states: Set<ImageState> = all ? Set(ImageState.allCases) : [.ready, .testing, .deprecated, .failed]
         let (images, truncated) = try catalog.lineage(states: states, limit: LineageGraph.maximumNodes)
-        let heads = Dictionary(uniqueKeysWithValues: try summaries().map { ($0.family, $0.head) })
-        return LineageGraph(images: images, heads: heads, truncated: truncated)
+        return LineageGraph(images: images, heads: try heads(), truncated: truncated)
     }
 
     func builds(family: String?, paging: Paging) throws -> BuildPage {
@@ -195,8 +201,8 @@ struct Paging: Sendable {
 /// An image is stale when it stands on an image that is no longer its family's head: a newer
 /// base (or app layer) exists, and this image has not been rebuilt on it.
 enum Staleness {
-    /// Why `image` is stale, or nil; `chain` is its ancestors, parent first.
-    static func reason(of image: ImageRecord, chain: [ImageRecord], heads: [String: String?]) -> String? {
+    /// Why an image whose ancestors are `chain` (parent first) is stale, or nil.
+    static func reason(chain: [ImageRecord], heads: [String: String?]) -> String? {
         for ancestor in chain {
             if let head = heads[ancestor.family] ?? nil, head != ancestor.name {
                 return "built on \(ancestor.name); \(ancestor.family)'s head is now \(head)"
@@ -206,59 +212,38 @@ enum Staleness {
     }
 }
 
-/// Answers made from the catalog alone (listings, summaries, the lineage), kept while the
-/// catalog's change token stays the same (two seconds on PostgreSQL), the 256 most recent. A
-/// catalog changes a few times an hour; a dashboard reloads the same pages all day. Answers
-/// that also read files the catalog does not cover (an image's provenance and signature, logs)
-/// are never kept.
-final class AnswerCache: Sendable {
-    struct Answer: Sendable {
+/// Values made from the catalog alone (the family summaries, listings, the lineage), kept while
+/// the catalog's change token stays the same (two seconds on PostgreSQL, which has none), the
+/// `capacity` most recent. A catalog changes a few times an hour; a dashboard reloads the same
+/// pages all day. Answers that also read files the catalog does not cover (an image's
+/// provenance and signature, logs) are never kept.
+final class CatalogCache<Value: Sendable>: Sendable {
+    private struct Entry: Sendable {
         var token: String?
         var made: ContinuousClock.Instant
-        var type: String
-        var body: ByteBuffer
+        var value: Value
     }
-    private let entries = Mutex<[String: Answer]>([:])
-    static let capacity = 256
-    static let largest = 256 << 10
+    private let entries = Mutex<[String: Entry]>([:])
+    let capacity: Int
+    static var lifetime: Duration { .seconds(2) }
 
-    func get(_ key: String, token: String?, make: () throws -> (type: String, body: ByteBuffer)) throws -> (type: String, body: ByteBuffer)
-    {
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// The value kept under `key` while `token` is unchanged, else `make()`'s; `keep` says
+    /// whether a new value may be kept.
+    func get(_ key: String, token: String?, keep: (Value) -> Bool = { _ in true }, make: () throws -> Value) throws -> Value {
         let now = ContinuousClock.now
-        if let kept = entries.withLock({ $0[key] }), kept.token == token, token != nil || now - kept.made < SummaryCache.lifetime {
-            return (kept.type, kept.body)
+        if let kept = entries.withLock({ $0[key] }), kept.token == token, token != nil || now - kept.made < Self.lifetime {
+            return kept.value
         }
-        let (type, body) = try make()
-        // At most 256 answers of 256 KiB: 64 MiB in the worst case; a larger answer is made each time.
-        guard body.readableBytes <= Self.largest else { return (type, body) }
+        let value = try make()
+        guard keep(value) else { return value }
         entries.withLock { entries in
-            if entries.count >= Self.capacity, let oldest = entries.min(by: { $0.value.made < $1.value.made })?.key {
+            if entries[key] == nil, entries.count >= capacity, let oldest = entries.min(by: { $0.value.made < $1.value.made })?.key {
                 entries[oldest] = nil
             }
-            entries[key] = Answer(token: token, made: now, type: type, body: body)
+            entries[key] = Entry(token: token, made: now, value: value)
         }
-        return (type, body)
-    }
-}
-
-/// The family summaries, kept while the catalog's change token stays the same; a backend
-/// without one (PostgreSQL) keeps them for two seconds.
-final class SummaryCache: Sendable {
-    private struct Entry {
-        var token: String?
-        var made: ContinuousClock.Instant
-        var summaries: [FamilySummary]
-    }
-    private let entry = Mutex<Entry?>(nil)
-    static let lifetime = Duration.seconds(2)
-
-    func get(token: String?, make: () throws -> [FamilySummary]) throws -> [FamilySummary] {
-        let now = ContinuousClock.now
-        if let kept = entry.withLock({ $0 }), kept.token == token, token != nil || now - kept.made < Self.lifetime {
-            return kept.summaries
-        }
-        let summaries = try make()
-        entry.withLock { $0 = Entry(token: token, made: now, summaries: summaries) }
-        return summaries
+        return value
     }
 }

@@ -45,9 +45,12 @@ enum HTML {
         scalar == "<" || scalar == ">" || scalar == "&" || scalar == "\"" || scalar == "'"
     }
 
-    static func response(_ body: String, status: HTTPResponse.Status = .ok, type: String = "text/html; charset=utf-8") -> Response {
+    /// Every text answer is made here (pages, JSON, logs, errors; cached ones in
+    /// ``KilnServer/cached(_:_:type:_:)``), so kiln's own credentials are redacted in one place.
+    static func response(_ body: String, status: HTTPResponse.Status = .ok, type: String = HTML.type) -> Response {
         Response(
-            status: status, headers: [.contentType: type, .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: body)))
+            status: status, headers: [.contentType: type, .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: Secrets.redact(body))))
     }
 }
 
@@ -88,9 +91,7 @@ struct Problem: Error {
     func response(html: Bool, signIn: Bool = false) -> Response {
         if !html {
             let body = (try? JSON.encode(APIError(error: .init(status: status.code, message: message)))) ?? Data()
-            return Response(
-                status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                body: .init(byteBuffer: ByteBuffer(data: body)))
+            return HTML.response(String(decoding: body, as: UTF8.self), status: status, type: "application/json")
         }
         let page = Pages.render(
             "error", ["title": "\(status.code) \(status.reasonPhrase)", "message": message, "signIn": signIn, "status": status.code])
@@ -123,10 +124,7 @@ enum JSON {
         return try encoder.encode(value)
     }
 
-    /// Redacted like every answer: a value from the catalog could hold kiln's own credentials.
     static func response(_ value: some Encodable) throws -> Response {
-        Response(
-            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-            body: .init(byteBuffer: ByteBuffer(string: Secrets.redact(String(decoding: try encode(value), as: UTF8.self)))))
+        HTML.response(String(decoding: try encode(value), as: UTF8.self), type: "application/json")
     }
 }

@@ -36,13 +36,15 @@ struct LineageGraph: Codable, Sendable {
             layers[image.name] = value
             return value
         }
-        var stale: [String: Bool] = [:]
-        func isStale(_ image: ImageRecord, depth: Int = 0) -> Bool {
-            if let known = stale[image.name] { return known }
-            guard let parent = image.parent.flatMap({ byName[$0] }), depth < 64 else { return false }
-            let value = (heads[parent.family] ?? nil).map { $0 != parent.name } == true || isStale(parent, depth: depth + 1)
-            stale[image.name] = value
-            return value
+        // The same rule as an image's page (``Staleness``), on ancestors this graph already holds.
+        func isStale(_ image: ImageRecord) -> Bool {
+            var chain: [ImageRecord] = []
+            var next = image.parent
+            while let name = next, chain.count < 64, let parent = byName[name] {
+                chain.append(parent)
+                next = parent.parent
+            }
+            return Staleness.reason(chain: chain, heads: heads) != nil
         }
         nodes = images.map { image in
             Node(

@@ -18,7 +18,7 @@ enum Pages {
     }()
 
     static func render(_ template: String, _ context: [String: Any]) -> String {
-        Secrets.redact(library.render(plain(context), withTemplate: template) ?? "template \(template) is missing")
+        library.render(plain(context), withTemplate: template) ?? "template \(template) is missing"
     }
 
     /// The context without optionals: an absent value is left out (a false section), a present

@@ -105,7 +105,7 @@ public struct KilnServer: Sendable {
             return HTML.response(Pages.lineage(try browser.lineage(all: all), all: all))
         }
         router.get("/lineage.svg") { request, _ in
-            HTML.response(Secrets.redact(try browser.lineage(all: try Self.flag(request, "all")).svg()), type: "image/svg+xml")
+            HTML.response(try browser.lineage(all: try Self.flag(request, "all")).svg(), type: "image/svg+xml")
         }
         router.get("/builds") { request, _ in
             HTML.response(Pages.builds(try browser.builds(family: try Self.family(request), paging: try Paging(request))))
@@ -146,13 +146,13 @@ public struct KilnServer: Sendable {
         }
         router.get("/api/images/:name/provenance") { _, context in
             let name = try context.parameters.require("name")
-            _ = try browser.image(name)
+            guard try browser.catalog.image(named: name) != nil else {
+                throw KilnError(.notFound, "no image named '\(name)' in this catalog")
+            }
             guard let data = browser.store.provenanceData(of: name) else {
                 throw KilnError(.notFound, "\(name) has no provenance record")
             }
-            return Response(
-                status: .ok, headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(string: Secrets.redact(String(decoding: data, as: UTF8.self)))))
+            return HTML.response(String(decoding: data, as: UTF8.self), type: "application/json")
         }
         router.get("/api/lineage") { request, _ in
             let all = try Self.flag(request, "all")
@@ -169,7 +169,7 @@ public struct KilnServer: Sendable {
             guard let log = try browser.log(of: build) else {
                 throw KilnError(.notFound, "build \(build.id) has no log on this machine (status \(build.status.rawValue))")
             }
-            return HTML.response(Secrets.redact(log), type: "text/plain; charset=utf-8")
+            return HTML.response(log, type: "text/plain; charset=utf-8")
         }
         return router
     }
@@ -177,16 +177,14 @@ public struct KilnServer: Sendable {
     /// An answer made from the catalog alone, through ``AnswerCache``: `make` runs only when
     /// the catalog changed since the same request was last answered.
     static func cached(_ browser: Browser, _ request: Request, type: String, _ make: () throws -> String) throws -> Response {
-        let (type, body) = try browser.answers.get(request.uri.description, token: browser.catalog.changeToken) {
-            (type, ByteBuffer(string: try make()))
-        }
+        let (type, body) = try browser.answers.get(
+            request.uri.description, token: browser.catalog.changeToken, keep: { $0.body.readableBytes <= Browser.largestKeptAnswer }
+        ) { (type, ByteBuffer(string: Secrets.redact(try make()))) }
         return Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-store"], body: .init(byteBuffer: body))
     }
 
     static func cachedJSON(_ browser: Browser, _ request: Request, _ make: () throws -> some Encodable) throws -> Response {
-        try cached(browser, request, type: "application/json") {
-            Secrets.redact(String(decoding: try JSON.encode(try make()), as: UTF8.self))
-        }
+        try cached(browser, request, type: "application/json") { String(decoding: try JSON.encode(try make()), as: UTF8.self) }
     }
 
     /// The sign-in form's answer: the token in an HttpOnly, SameSite=Strict cookie.
