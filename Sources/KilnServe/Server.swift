@@ -174,7 +174,7 @@ public struct KilnServer: Sendable {
         return router
     }
 
-    /// An answer made from the catalog alone, through ``AnswerCache``: `make` runs only when
+    /// An answer made from the catalog alone, through the browser's ``CatalogCache``: `make` runs only when
     /// the catalog changed since the same request was last answered.
     static func cached(_ browser: Browser, _ request: Request, type: String, _ make: () throws -> String) throws -> Response {
         let (type, body) = try browser.answers.get(
