@@ -25,12 +25,19 @@ struct Serve: AsyncParsableCommand {
             valueName: "host:port"))
     var listen = "127.0.0.1:8080"
 
+    @Option(
+        help: ArgumentHelp(
+            "Live tails of running builds open at once; past it a new one is answered 503 (each polls its log).",
+            valueName: "n"))
+    var maxStreams = KilnServer.defaultMaxStreams
+
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
         let address = try ListenAddress(parsing: listen)
         let server = try KilnServer(
-            store: try store.open(), address: address, token: ProcessInfo.processInfo.environment["KILN_SERVE_TOKEN"])
+            store: try store.open(), address: address, token: ProcessInfo.processInfo.environment["KILN_SERVE_TOKEN"],
+            maxStreams: maxStreams)
         try await server.run { bound in
             // On standard output, so a script (or a test) that asked for port 0 learns the port.
             try? FileHandle.standardOutput.write(contentsOf: Data("kiln serve: listening on http://\(bound)/ (Ctrl-C stops)\n".utf8))

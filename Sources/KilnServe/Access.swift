@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import KilnCore
+import KilnStore
 
 /// Where `kiln serve` listens: `HOST:PORT`, `[IPV6]:PORT`, or `:PORT` for loopback.
 public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
@@ -123,4 +124,18 @@ extension HTTPField.Name {
     static let xContentTypeOptions = Self("X-Content-Type-Options")!
     static let xFrameOptions = Self("X-Frame-Options")!
     static let referrerPolicy = Self("Referrer-Policy")!
+}
+
+/// Every request reads the catalog leaving out rows it cannot read (``UnreadableRows``): a
+/// shared catalog with one bad row must not take every page down with it. Pages say so at the
+/// top; every answer says how many in `Kiln-Unreadable-Rows`.
+struct LeaveOutUnreadableRows<Context: RequestContext>: RouterMiddleware {
+    static var header: HTTPField.Name { HTTPField.Name("Kiln-Unreadable-Rows")! }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let unreadable = UnreadableRows()
+        var response = try await UnreadableRows.$current.withValue(unreadable) { try await next(request, context) }
+        if unreadable.count > 0 { response.headers[Self.header] = String(unreadable.count) }
+        return response
+    }
 }

@@ -75,10 +75,24 @@ struct Browser: Sendable {
         return reasons
     }
 
-    func image(_ name: String) throws -> ImageDetail {
-        guard let image = try catalog.image(named: name) else {
-            throw KilnError(.notFound, "no image named '\(name)' in this catalog")
+    /// The image named `name`.
+    func record(_ name: String) throws -> ImageRecord {
+        try Self.found("image", named: name) { try catalog.image(named: name) }
+    }
+
+    /// What `read` finds, else 404 — or, when its row was there but could not be read
+    /// (``UnreadableRows``), a fault of the catalog said as such (500), not "no such image".
+    static func found<T>(_ what: String, named name: String, _ read: () throws -> T?) throws -> T {
+        let before = UnreadableRows.current?.all ?? []
+        if let value = try read() { return value }
+        if let why = UnreadableRows.current?.all.subtracting(before).min() {
+            throw KilnError(.storeInconsistent, "\(what) '\(name)' is in the catalog, but its row cannot be read: \(why)")
         }
+        throw KilnError(.notFound, "no \(what) \(what == "build" ? "with id" : "named") '\(name)' in this catalog")
+    }
+
+    func image(_ name: String) throws -> ImageDetail {
+        let image = try record(name)
         var known: [String: ImageRecord] = [:]
         let chain = try chain(from: image.parent, known: &known)
         let stale = Staleness.reason(chain: chain, heads: try heads())
@@ -110,7 +124,7 @@ struct Browser: Sendable {
     }
 
     func packages(of name: String, query: String?, paging: Paging) throws -> PackageList {
-        guard try catalog.image(named: name) != nil else { throw KilnError(.notFound, "no image named '\(name)' in this catalog") }
+        _ = try record(name)
         let all = try catalog.packages(of: name)?.packages ?? []
         let needle = query?.lowercased() ?? ""
         let matching =
@@ -140,8 +154,7 @@ struct Browser: Sendable {
     }
 
     func build(_ id: String) throws -> BuildRecord {
-        guard let build = try catalog.build(id: id) else { throw KilnError(.notFound, "no build with id '\(id)' in this catalog") }
-        return build
+        try Self.found("build", named: id) { try catalog.build(id: id) }
     }
 
     /// The build's log: the archive's `build.log` (or `tests.log`) once it is archived, the
@@ -222,6 +235,8 @@ final class CatalogCache<Value: Sendable>: Sendable {
         var token: String?
         var made: ContinuousClock.Instant
         var value: Value
+        /// Catalog rows left out of `value` (``UnreadableRows``): counted again each time it is used.
+        var unreadable: Set<String>
     }
     private let entries = Mutex<[String: Entry]>([:])
     let capacity: Int
@@ -234,15 +249,18 @@ final class CatalogCache<Value: Sendable>: Sendable {
     func get(_ key: String, token: String?, keep: (Value) -> Bool = { _ in true }, make: () throws -> Value) throws -> Value {
         let now = ContinuousClock.now
         if let kept = entries.withLock({ $0[key] }), kept.token == token, token != nil || now - kept.made < Self.lifetime {
+            UnreadableRows.current?.add(kept.unreadable)
             return kept.value
         }
-        let value = try make()
+        let unreadable = UnreadableRows()
+        let value = try UnreadableRows.$current.withValue(unreadable) { try make() }
+        UnreadableRows.current?.add(unreadable.all)
         guard keep(value) else { return value }
         entries.withLock { entries in
             if entries[key] == nil, entries.count >= capacity, let oldest = entries.min(by: { $0.value.made < $1.value.made })?.key {
                 entries[oldest] = nil
             }
-            entries[key] = Entry(token: token, made: now, value: value)
+            entries[key] = Entry(token: token, made: now, value: value, unreadable: unreadable.all)
         }
         return value
     }

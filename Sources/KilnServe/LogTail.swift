@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import KilnCore
 import KilnModel
+import Synchronization
 
 /// The live tail of a running build as server-sent events: `line` events with each new line of
 /// its log (already redacted when written, and again here), then one `end` event with the
@@ -14,14 +15,27 @@ struct LogTail: Sendable {
     let fromLine: Int
 
     static let poll = Duration.milliseconds(250)
-    /// A comment line this often keeps proxies from closing a quiet stream.
-    static let keepAlive = Duration.seconds(15)
+    /// A comment line this often keeps proxies from closing a quiet stream, and finds a
+    /// client that left (a write fails) so its slot (``StreamSlots``) is freed within seconds.
+    static let keepAlive = Duration.seconds(2)
 
-    func response() -> Response {
+    /// The stream, holding one of `slots`; with every slot taken, 503 and `Retry-After`.
+    func response(slots: StreamSlots) throws -> Response {
+        guard let slot = slots.take() else {
+            throw Problem(
+                status: .serviceUnavailable,
+                message: "\(slots.limit) live tails are open already (kiln serve --max-streams); try again shortly, or reload the page")
+        }
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-store"
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in try await self.stream(&writer) })
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                // The slot is released when the body is done, or dropped unwritten (a HEAD).
+                defer { withExtendedLifetime(slot) {} }
+                try await self.stream(&writer)
+            })
     }
 
     private func stream(_ writer: inout any ResponseBodyWriter) async throws {
@@ -32,6 +46,7 @@ struct LogTail: Sendable {
         var pending = Data()
         var quiet = ContinuousClock.now
         var status = build.status
+        var seen = browser.catalog.changeToken
         while true {
             // Read what was appended since the last look, and send each whole line.
             if let path, let handle = FileHandle(forReadingAtPath: path) {
@@ -67,8 +82,40 @@ struct LogTail: Sendable {
             }
             try await Task.sleep(for: Self.poll)
             // Read the status after sleeping and send the rest of the file once more before
-            // `end`: lines written just before the build ended are not lost.
-            status = (try? browser.catalog.build(id: build.id)?.status) ?? .failed
+            // `end`: lines written just before the build ended are not lost. Only when the
+            // catalog may have changed: many tails must not become a query each every 250 ms.
+            let token = browser.catalog.changeToken
+            if token == nil || token != seen {
+                seen = token
+                status = (try? browser.catalog.build(id: build.id)?.status) ?? .failed
+            }
         }
+    }
+}
+
+/// How many live tails may be open at once. Each one polls its log file and the catalog; the
+/// review's 3,000 open streams slowed every other answer to a second, so past the limit a new
+/// one is refused (503) rather than everyone slowed.
+final class StreamSlots: Sendable {
+    let limit: Int
+    private let open = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    var inUse: Int { open.load(ordering: .relaxed) }
+
+    /// A slot, released when the returned value is freed; nil when all are taken.
+    func take() -> Slot? {
+        while true {
+            let now = open.load(ordering: .relaxed)
+            guard now < limit else { return nil }
+            if open.compareExchange(expected: now, desired: now + 1, ordering: .relaxed).exchanged { return Slot(self) }
+        }
+    }
+
+    final class Slot: Sendable {
+        let slots: StreamSlots
+        init(_ slots: StreamSlots) { self.slots = slots }
+        deinit { slots.open.subtract(1, ordering: .relaxed) }
     }
 }

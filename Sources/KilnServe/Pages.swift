@@ -18,7 +18,20 @@ enum Pages {
     }()
 
     static func render(_ template: String, _ context: [String: Any]) -> String {
-        library.render(plain(context), withTemplate: template) ?? "template \(template) is missing"
+        var context = context
+        // Rows of a shared catalog this page had to leave out (``UnreadableRows``): said at
+        // the top of the page, so a missing image is never silently missing.
+        if let unreadable = UnreadableRows.current, unreadable.count > 0 {
+            let one = unreadable.count == 1
+            context["unreadable"] =
+                [
+                    "count": unreadable.count, "rows": one ? "row" : "rows", "are": one ? "is" : "are",
+                    // The first few: a catalog with thousands of bad rows needs kiln verify, not a page.
+                    "messages": Array(unreadable.all.sorted().prefix(5)),
+                ]
+                as [String: Any]
+        }
+        return library.render(plain(context) ?? [String: Any](), withTemplate: template) ?? "template \(template) is missing"
     }
 
     /// The context without optionals: an absent value is left out (a false section), a present

@@ -11,9 +11,15 @@ public struct KilnServer: Sendable {
     let browser: Browser
     let address: ListenAddress
     let token: String?
+    /// Live tails (server-sent event streams) open at once.
+    let streams: StreamSlots
+    public static let defaultMaxStreams = 64
 
     /// - Throws: ``KilnError/Code/invalidInput`` when `address` is not loopback and no token is given.
-    public init(store: Store, address: ListenAddress, token: String?) throws {
+    public init(store: Store, address: ListenAddress, token: String?, maxStreams: Int = KilnServer.defaultMaxStreams) throws {
+        guard (1...10_000).contains(maxStreams) else {
+            throw KilnError(.invalidInput, "--max-streams must be from 1 to 10000, not \(maxStreams)")
+        }
         let token = token.flatMap { $0.isEmpty ? nil : $0 }
         if !address.isLoopback {
             guard let token else {
@@ -36,6 +42,7 @@ public struct KilnServer: Sendable {
             throw KilnError(.invalidInput, "KILN_SERVE_TOKEN may hold only letters, digits and -._~+/= (openssl rand -hex 24 makes one)")
         }
         (self.browser, self.address, self.token) = (Browser(store: store), address, token)
+        streams = StreamSlots(limit: maxStreams)
     }
 
     /// Serves until the task is cancelled (kiln turns SIGINT and SIGTERM into cancellation);
@@ -66,10 +73,11 @@ public struct KilnServer: Sendable {
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(options: .autoGenerateHeadEndpoints)
         router.add(middleware: SecurityHeaders())
+        router.add(middleware: LeaveOutUnreadableRows())
         router.add(middleware: ProblemAnswers(redactor: Secrets.redactor))
         router.add(middleware: ReadOnly())
         if let token { router.add(middleware: TokenGate(token: token)) }
-        let browser = self.browser
+        let (browser, streams) = (self.browser, self.streams)
         let catalogName = browser.catalog.location
 
         router.get("/static/kiln.css") { _, _ in HTML.response(Templates.css, type: "text/css; charset=utf-8") }
@@ -118,7 +126,7 @@ public struct KilnServer: Sendable {
         router.get("/builds/:id/events") { request, context in
             let build = try browser.build(try context.parameters.require("id"))
             let from = try Self.number(request, "from", default: 0)
-            return LogTail(browser: browser, build: build, fromLine: from).response()
+            return try LogTail(browser: browser, build: build, fromLine: from).response(slots: streams)
         }
 
         // The API: the same values as JSON.
@@ -146,9 +154,7 @@ public struct KilnServer: Sendable {
         }
         router.get("/api/images/:name/provenance") { _, context in
             let name = try context.parameters.require("name")
-            guard try browser.catalog.image(named: name) != nil else {
-                throw KilnError(.notFound, "no image named '\(name)' in this catalog")
-            }
+            _ = try browser.record(name)
             guard let data = browser.store.provenanceData(of: name) else {
                 throw KilnError(.notFound, "\(name) has no provenance record")
             }

@@ -23,6 +23,8 @@ enum Templates {
           <nav><a href="/">Families</a> <a href="/lineage">Lineage</a> <a href="/builds">Builds</a> <a href="/api/openapi.json">API</a></nav>
         </header>
         <main>
+        {{#unreadable}}<div class="notice unreadable"><p>{{count}} catalog {{rows}} could not be read and {{are}} left out here:</p>
+        <ul>{{#messages}}<li>{{.}}</li>{{/messages}}</ul></div>{{/unreadable}}
         {{$body}}{{/body}}
         </main>
         </body>
@@ -203,6 +205,8 @@ enum Templates {
         header.top a { color: #fff; text-decoration: none; margin-right: 1.2em; }
         header.top .brand { font-weight: 700; font-size: 1.2em; }
         main { padding: 1em 1.5em 3em; }
+        .notice { border-left: 4px solid #c27c0e; background: #fff6e5; padding: .4em 1em; margin-bottom: 1em; }
+        .notice p { margin: .2em 0; } .notice ul { margin: .2em 0; }
         h1 { font-size: 1.5em; margin: .3em 0; } h2 { font-size: 1.15em; margin-top: 1.6em; }
         a { color: #1c64b8; }
         table { border-collapse: collapse; margin: .5em 0; background: #fff; }

@@ -46,10 +46,16 @@ extension Catalog {
         try db.read { db in
             var counts: [String: [String: Int]] = [:]
             var newest: [String: Date] = [:]
-            for row in try db.rows("SELECT family, state, COUNT(*) AS n, MAX(created) AS newest FROM image GROUP BY family, state") {
-                let family = try row.required("family", row.string)
-                counts[family, default: [:]][try row.required("state", row.string)] = Int(try row.int64("n") ?? 0)
-                if let date = try row.date("newest"), date > newest[family] ?? .distantPast { newest[family] = date }
+            let groups = try db.rows("SELECT family, state, COUNT(*) AS n, MAX(created) AS newest FROM image GROUP BY family, state")
+            for (family, state, n, date) in try groups.decoded({ row in
+                (
+                    try row.required("family", row.string), try row.required("state", row.string), Int(try row.int64("n") ?? 0),
+                    // A date another machine wrote badly is left out, not its whole family.
+                    (try? row.date("newest")) ?? nil
+                )
+            }) {
+                counts[family, default: [:]][state] = n
+                if let date, date > newest[family] ?? .distantPast { newest[family] = date }
             }
             let current = try Self.currentChannels(db)
             return try counts.keys.sorted().map { family in
@@ -75,7 +81,7 @@ extension Catalog {
         return try db.read { db in
             try db.rows(
                 ImageRecord.select + filter + " ORDER BY created DESC, version DESC LIMIT \(limit) OFFSET \(max(offset, 0))", arguments
-            ).map(ImageRecord.init(row:))
+            ).decoded(ImageRecord.init(row:))
         }
     }
 
@@ -87,7 +93,7 @@ extension Catalog {
             let chosen = try db.rows(
                 ImageRecord.select + " WHERE state IN (\(marks)) ORDER BY created DESC, version DESC LIMIT \(limit + 1)",
                 states.sorted { $0.rawValue < $1.rawValue }.map { .text($0.rawValue) }
-            ).map(ImageRecord.init(row:))
+            ).decoded(ImageRecord.init(row:))
             var byName: [String: ImageRecord] = [:]
             for image in chosen.prefix(limit) { byName[image.name] = image }
             var missing = Set(byName.values.compactMap(\.parent)).subtracting(byName.keys)
@@ -108,7 +114,7 @@ extension Catalog {
                 ImageRecord.select
                     + " WHERE family = ? AND (created < ? OR (created = ? AND version < ?)) ORDER BY created DESC, version DESC LIMIT 1",
                 [.text(image.family), .date(image.created), .date(image.created), .text(image.version)]
-            ).map(ImageRecord.init(row:))
+            ).decoded(ImageRecord.init(row:))
         }
     }
 
@@ -122,7 +128,7 @@ extension Catalog {
             try db.rows(
                 TestRunRecord.select + " WHERE image IN (\(images.map { _ in "?" }.joined(separator: ", "))) ORDER BY started, id",
                 images.map(SQLValue.text)
-            ).map(TestRunRecord.init(row:)).reduce(into: [:]) { $0[$1.image] = $1 }
+            ).decoded(TestRunRecord.init(row:)).reduce(into: [:]) { $0[$1.image] = $1 }
         }
     }
 
@@ -131,7 +137,7 @@ extension Catalog {
         try db.read { db in
             try db.rows(
                 "SELECT id, image, family, fromState, toState, at, actor, reason FROM event WHERE image = ? ORDER BY at, id", [.text(image)]
-            ).map(ImageEvent.init(row:))
+            ).decoded(ImageEvent.init(row:))
         }
     }
 
@@ -144,7 +150,7 @@ extension Catalog {
             let total = try db.count("SELECT COUNT(*) AS n FROM build" + filter, arguments)
             let items = try db.rows(
                 BuildRecord.select + filter + " ORDER BY started DESC, id DESC LIMIT \(limit) OFFSET \(max(offset, 0))", arguments
-            ).map(BuildRecord.init(row:))
+            ).decoded(BuildRecord.init(row:))
             return Page(items: items, offset: offset, limit: limit, total: total)
         }
     }
@@ -152,7 +158,7 @@ extension Catalog {
     /// Test runs of one image, newest first.
     public func testRuns(of image: String) throws -> [TestRunRecord] {
         try db.read { db in
-            try db.rows(TestRunRecord.select + " WHERE image = ? ORDER BY started DESC, id DESC", [.text(image)]).map(
+            try db.rows(TestRunRecord.select + " WHERE image = ? ORDER BY started DESC, id DESC", [.text(image)]).decoded(
                 TestRunRecord.init(row:))
         }
     }
@@ -160,7 +166,7 @@ extension Catalog {
     /// Every family's current channel assignments in one query.
     static func currentChannels(_ db: any SQLConnection) throws -> [String: [String: String]] {
         var current: [String: [String: String]] = [:]
-        for assignment in try db.rows(Self.channelSelect + " ORDER BY at, id").map(ChannelAssignment.init(row:)) {
+        for assignment in try db.rows(Self.channelSelect + " ORDER BY at, id").decoded(ChannelAssignment.init(row:)) {
             current[assignment.family, default: [:]][assignment.name] = assignment.image
         }
         return current

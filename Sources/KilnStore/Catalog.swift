@@ -44,12 +44,12 @@ public final class Catalog: Sendable {
             try db.row(
                 ImageRecord.select + " WHERE family = ? AND buildKey = ? AND state = ? ORDER BY created DESC, version DESC LIMIT 1",
                 [.text(family), .text(buildKey), .text(ImageState.ready.rawValue)]
-            ).map(ImageRecord.init(row:))
+            ).decoded(ImageRecord.init(row:))
         }
     }
 
     public func image(digest: String) throws -> ImageRecord? {
-        try db.read { db in try db.row(ImageRecord.select + " WHERE digest = ? LIMIT 1", [.text(digest)]).map(ImageRecord.init(row:)) }
+        try db.read { db in try db.row(ImageRecord.select + " WHERE digest = ? LIMIT 1", [.text(digest)]).decoded(ImageRecord.init(row:)) }
     }
 
     // MARK: - Source disks
@@ -100,7 +100,7 @@ public final class Catalog: Sendable {
     // MARK: - Images
 
     public func images() throws -> [ImageRecord] {
-        try db.read { db in try db.rows(ImageRecord.select + " ORDER BY family, created, version").map(ImageRecord.init(row:)) }
+        try db.read { db in try db.rows(ImageRecord.select + " ORDER BY family, created, version").decoded(ImageRecord.init(row:)) }
     }
 
     public func image(named name: String) throws -> ImageRecord? {
@@ -108,7 +108,7 @@ public final class Catalog: Sendable {
     }
 
     static func image(named name: String, _ db: any SQLConnection) throws -> ImageRecord? {
-        try db.row(ImageRecord.select + " WHERE name = ?", [.text(name)]).map(ImageRecord.init(row:))
+        try db.row(ImageRecord.select + " WHERE name = ?", [.text(name)]).decoded(ImageRecord.init(row:))
     }
 
     /// The packages recorded for an image at the end of its build; nil when none were (the
@@ -127,10 +127,14 @@ public final class Catalog: Sendable {
     /// A family's images in one state, newest first: the one query behind head, build parents,
     /// rollback and the lifecycle guards.
     static func newest(_ family: String, _ state: ImageState, limit: Int = 1, _ db: any SQLConnection) throws -> [ImageRecord] {
-        try db.rows(
-            ImageRecord.select + " WHERE family = ? AND state = ? ORDER BY created DESC, version DESC LIMIT \(limit)",
-            [.text(family), .text(state.rawValue)]
-        ).map(ImageRecord.init(row:))
+        // A reader that leaves unreadable rows out reads a few more, so one bad row on top does
+        // not hide a family's head.
+        let extra = UnreadableRows.current == nil ? 0 : 8
+        return Array(
+            try db.rows(
+                ImageRecord.select + " WHERE family = ? AND state = ? ORDER BY created DESC, version DESC LIMIT \(limit + extra)",
+                [.text(family), .text(state.rawValue)]
+            ).decoded(ImageRecord.init(row:)).prefix(limit))
     }
 
     /// The image a family resolves to: its newest READY image.
@@ -156,7 +160,7 @@ public final class Catalog: Sendable {
                 try db.row(
                     ImageRecord.select + " WHERE family = ? AND state IN (?, ?) ORDER BY created DESC, version DESC LIMIT 1",
                     [.text(name), .text(ImageState.testing.rawValue), .text(ImageState.failed.rawValue)]
-                ).map(ImageRecord.init(row:))
+                ).decoded(ImageRecord.init(row:))
             }
             if let untested {
                 throw KilnError(
@@ -237,13 +241,13 @@ public final class Catalog: Sendable {
         try db.read { db in
             if let status {
                 return try db.rows(BuildRecord.select + " WHERE status = ? ORDER BY started", [.text(status.rawValue)])
-                    .map(BuildRecord.init(row:))
+                    .decoded(BuildRecord.init(row:))
             }
-            return try db.rows(BuildRecord.select + " ORDER BY started").map(BuildRecord.init(row:))
+            return try db.rows(BuildRecord.select + " ORDER BY started").decoded(BuildRecord.init(row:))
         }
     }
 
     public func build(id: String) throws -> BuildRecord? {
-        try db.read { db in try db.row(BuildRecord.select + " WHERE id = ?", [.text(id)]).map(BuildRecord.init(row:)) }
+        try db.read { db in try db.row(BuildRecord.select + " WHERE id = ?", [.text(id)]).decoded(BuildRecord.init(row:)) }
     }
 }

@@ -49,14 +49,14 @@ extension Catalog {
         try db.read { db in
             try db.row(
                 Self.channelSelect + " WHERE family = ? AND name = ? ORDER BY at DESC, id DESC LIMIT 1", [.text(family), .text(name)]
-            ).map(ChannelAssignment.init(row:))
+            ).decoded(ChannelAssignment.init(row:))
         }
     }
 
     /// Every assignment of the family's channels, oldest first.
     public func channelHistory(of family: String) throws -> [ChannelAssignment] {
         try db.read { db in
-            try db.rows(Self.channelSelect + " WHERE family = ? ORDER BY at, id", [.text(family)]).map(ChannelAssignment.init(row:))
+            try db.rows(Self.channelSelect + " WHERE family = ? ORDER BY at, id", [.text(family)]).decoded(ChannelAssignment.init(row:))
         }
     }
 

@@ -51,7 +51,7 @@ extension Catalog {
             try db.rows(
                 "SELECT id, image, family, fromState, toState, at, actor, reason FROM event WHERE family = ? ORDER BY at, id",
                 [.text(family)]
-            ).map(ImageEvent.init(row:))
+            ).decoded(ImageEvent.init(row:))
         }
     }
 
@@ -182,7 +182,7 @@ extension Catalog {
     }
 
     static func children(of name: String, _ db: any SQLConnection) throws -> [ImageRecord] {
-        try db.rows(ImageRecord.select + " WHERE parent = ? ORDER BY name", [.text(name)]).map(ImageRecord.init(row:))
+        try db.rows(ImageRecord.select + " WHERE parent = ? ORDER BY name", [.text(name)]).decoded(ImageRecord.init(row:))
     }
 
     private static func descendants(of name: String, db: any SQLConnection) throws -> [ImageRecord] {
@@ -219,7 +219,7 @@ extension ImageEvent {
         func state(_ column: String) throws -> ImageState {
             let text = try row.required(column, row.string)
             guard let state = ImageState(rawValue: text) else {
-                throw KilnError(.storeInconsistent, "the catalog names an unknown image state '\(text)'")
+                throw KilnError(.storeInconsistent, "the catalog names an unknown image state \(excerpt(text))")
             }
             return state
         }

@@ -400,10 +400,19 @@ struct PostgresResultRow: SQLRow {
         return cell
     }
 
-    func string(_ column: String) throws -> String? { try cell(column)?.decode(String.self) }
-    func int64(_ column: String) throws -> Int64? { try cell(column)?.decode(Int64.self) }
-    func bool(_ column: String) throws -> Bool? { try cell(column)?.decode(Bool.self) }
-    func date(_ column: String) throws -> Date? { try cell(column)?.decode(Date.self) }
+    func string(_ column: String) throws -> String? { try read(String.self, column) }
+    func int64(_ column: String) throws -> Int64? { try read(Int64.self, column) }
+    func bool(_ column: String) throws -> Bool? { try read(Bool.self, column) }
+    func date(_ column: String) throws -> Date? { try read(Date.self, column) }
+
+    private func read<Value: PostgresDecodable>(_ type: Value.Type, _ column: String) throws -> Value? {
+        do {
+            return try cell(column)?.decode(Value.self)
+        } catch {
+            // postgres-nio's error carries the cell's bytes: name the column only.
+            throw KilnError(.storeInconsistent, unreadableColumn(column, Value.self))
+        }
+    }
 }
 
 /// Runs async work on one NIO event loop and blocks the calling thread until it is done.

@@ -27,7 +27,7 @@ extension ImageRecord {
     init(row: any SQLRow) throws {
         let stateText = try row.required("state", row.string)
         guard let state = ImageState(rawValue: stateText) else {
-            throw KilnError(.storeInconsistent, "the catalog names an unknown image state '\(stateText)'")
+            throw KilnError(.storeInconsistent, "the catalog names an unknown image state \(excerpt(stateText))")
         }
         self.init(
             name: try row.required("name", row.string), family: try row.required("family", row.string),
@@ -58,7 +58,7 @@ extension BuildRecord {
     init(row: any SQLRow) throws {
         let statusText = try row.required("status", row.string)
         guard let status = BuildStatus(rawValue: statusText) else {
-            throw KilnError(.storeInconsistent, "the catalog names an unknown build status '\(statusText)'")
+            throw KilnError(.storeInconsistent, "the catalog names an unknown build status \(excerpt(statusText))")
         }
         self.init(
             id: try row.required("id", row.string), family: try row.required("family", row.string), image: try row.string("image"),

@@ -21,7 +21,7 @@ extension Catalog {
         // One transaction for the whole rotation: all of it happens, as of one `now`, or none.
         try db.write { db in
             let all = try db.rows(ImageRecord.select + " WHERE purged = ? ORDER BY created DESC, version DESC", [.bool(false)])
-                .map(ImageRecord.init(row:))
+                .decoded(ImageRecord.init(row:))
             let channelTargets = try Catalog.channelTargets(db)
             var actions: [RotationAction] = []
             var skipped: [RotationAction] = []
@@ -106,7 +106,7 @@ extension Catalog {
                      i WHERE state = ? AND purged = ? AND purgeOn <= ?
                       AND NOT EXISTS (SELECT 1 FROM image c WHERE c.parent = i.name AND c.purged = ?)
                     """, [.text(ImageState.deleted.rawValue), .bool(false), .date(now), .bool(false)]
-            ).map(ImageRecord.init(row:))
+            ).decoded(ImageRecord.init(row:))
         }
     }
 

@@ -33,6 +33,24 @@ extension SQLRow {
     }
 }
 
+/// The message for a column whose value is not of the type the catalog keeps there.
+func unreadableColumn(_ column: String, _ type: Any.Type) -> String {
+    let kind =
+        switch type {
+        case is Date.Type: "a date"
+        case is Int64.Type: "a whole number"
+        case is Bool.Type: "a boolean"
+        default: "text"
+        }
+    return "the catalog's column '\(column)' holds a value that is not \(kind)"
+}
+
+/// A value read from the catalog, quoted for a message: at most 40 characters, control
+/// characters escaped (another machine may have written anything there).
+func excerpt(_ value: String) -> String {
+    value.count > 40 ? String(value.prefix(40)).debugDescription + "…" : value.debugDescription
+}
+
 /// The statements of one transaction. Placeholders are `?`, in order; a backend that numbers
 /// them (`$1`) rewrites them.
 public protocol SQLConnection {

@@ -247,8 +247,14 @@ struct SQLiteRow: SQLRow {
     func date(_ column: String) throws -> Date? { try read(Date?.self, column) }
 
     private func read<Value: DatabaseValueConvertible>(_ type: Value?.Type, _ column: String) throws -> Value? {
-        guard let index = columns[column] else { return try row.decode(Value?.self, forColumn: column) }
-        return try row.decode(Value?.self, atIndex: index)
+        do {
+            guard let index = columns[column] else { return try row.decode(Value?.self, forColumn: column) }
+            return try row.decode(Value?.self, atIndex: index)
+        } catch {
+            // GRDB's error prints the whole row; a value another machine wrote may be anything
+            // (a secret pasted in the wrong column), so the message names the column only.
+            throw KilnError(.storeInconsistent, unreadableColumn(column, Value.self))
+        }
     }
 }
 

@@ -101,7 +101,7 @@ extension Catalog {
         let decided = try db.row(
             TestRunRecord.select + " WHERE image = ? AND status IN (?, ?) ORDER BY started DESC, id DESC LIMIT 1",
             [.text(name), .text(TestStatus.passed.rawValue), .text(TestStatus.failed.rawValue)]
-        ).map(TestRunRecord.init(row:))
+        ).decoded(TestRunRecord.init(row:))
         if let decided, decided.status == .failed {
             return "its newest tests failed at \(decided.failedStep ?? "?") (test run \(decided.id)); kiln test \(name) first"
         }
@@ -115,18 +115,18 @@ extension Catalog {
 
     static func latestTestRun(of image: String, _ db: any SQLConnection) throws -> TestRunRecord? {
         try db.row(TestRunRecord.select + " WHERE image = ? ORDER BY started DESC, id DESC LIMIT 1", [.text(image)])
-            .map(TestRunRecord.init(row:))
+            .decoded(TestRunRecord.init(row:))
     }
 
     public func testRun(id: String) throws -> TestRunRecord? {
-        try db.read { db in try db.row(TestRunRecord.select + " WHERE id = ?", [.text(id)]).map(TestRunRecord.init(row:)) }
+        try db.read { db in try db.row(TestRunRecord.select + " WHERE id = ?", [.text(id)]).decoded(TestRunRecord.init(row:)) }
     }
 
     /// Every image's newest test run, by image name (`kiln images`): one query for the listing.
     public func latestTestRuns() throws -> [String: TestRunRecord] {
         try db.read { db in
             // Oldest first: each image's newest run is the last one written into the dictionary.
-            try db.rows(TestRunRecord.select + " ORDER BY started, id").map(TestRunRecord.init(row:)).reduce(into: [:]) {
+            try db.rows(TestRunRecord.select + " ORDER BY started, id").decoded(TestRunRecord.init(row:)).reduce(into: [:]) {
                 $0[$1.image] = $1
             }
         }
@@ -141,7 +141,7 @@ extension Catalog {
                 ImageRecord.select
                     + " WHERE family = ? AND buildKey = ? AND state IN (?, ?) AND purged = ? ORDER BY created DESC, version DESC LIMIT 1",
                 [.text(family), .text(buildKey), .text(ImageState.testing.rawValue), .text(ImageState.failed.rawValue), .bool(false)]
-            ).map(ImageRecord.init(row:))
+            ).decoded(ImageRecord.init(row:))
         }
     }
 }
@@ -165,11 +165,11 @@ extension TestRunRecord {
     init(row: any SQLRow) throws {
         let statusText = try row.required("status", row.string)
         guard let status = TestStatus(rawValue: statusText) else {
-            throw KilnError(.storeInconsistent, "the catalog names an unknown test status '\(statusText)'")
+            throw KilnError(.storeInconsistent, "the catalog names an unknown test status \(excerpt(statusText))")
         }
         let stepsText = try row.required("steps", row.string)
         guard let steps = try? JSONDecoder().decode([TestStepResult].self, from: Data(stepsText.utf8)) else {
-            throw KilnError(.storeInconsistent, "the catalog's steps of test run \(try row.string("id") ?? "?") cannot be read")
+            throw KilnError(.storeInconsistent, "the catalog's steps of test run \(excerpt(try row.string("id") ?? "?")) cannot be read")
         }
         self.init(
             id: try row.required("id", row.string), image: try row.required("image", row.string), build: try row.string("build"),

@@ -87,11 +87,32 @@ final class ServeScenario: @unchecked Sendable {
         }
     }
 
-    func serve(listen: String = "127.0.0.1:0", environment: [String: String] = [:]) throws -> ServeProcess {
-        try ServeProcess(home: store.root, listen: listen, environment: environment)
+    func serve(listen: String = "127.0.0.1:0", environment: [String: String] = [:], arguments: [String] = []) throws -> ServeProcess {
+        try ServeProcess(home: store.root, listen: listen, environment: environment, arguments: arguments)
+    }
+
+    /// Runs `sql` on the catalog with the sqlite3 tool, as another program sharing it would.
+    func alter(_ sql: String) async throws {
+        let update = try await ProcessRunner.run(try requiredTool("sqlite3"), [store.root + "/catalog.sqlite", sql])
+        #expect(update.status == 0, "\(update.stderr)")
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: dir) }
+}
+
+/// Every page reached from `/` by internal links (at most 400), with its answer.
+private func crawl(_ server: ServeProcess) async throws -> [String: ServeProcess.Answer] {
+    var answers: [String: ServeProcess.Answer] = [:]
+    var queue = ["/"]
+    while let path = queue.popLast(), answers.count < 400 {
+        guard answers[path] == nil else { continue }
+        let answer = try await server.get(path)
+        answers[path] = answer
+        if answer.header("Content-Type")?.hasPrefix("text/html") == true {
+            queue += links(in: answer.body).filter { answers[$0] == nil }
+        }
+    }
+    return answers
 }
 
 /// Internal links of an HTML page (`href="/…"`), without their fragments.
@@ -114,18 +135,15 @@ struct ServeTests {
         defer { server.stop() }
         // Crawl from the families page: every internal link answers 200, and no page shows a
         // secret or a Swift `nil`.
-        var seen: Set<String> = []
-        var queue = ["/"]
-        while let path = queue.popLast(), seen.count < 400 {
-            guard seen.insert(path).inserted else { continue }
-            let answer = try await server.get(path)
+        let crawled = try await crawl(server)
+        for (path, answer) in crawled {
             #expect(answer.status == 200, "\(path) answered \(answer.status): \(answer.body.prefix(300))")
             #expect(!answer.body.contains(ServeScenario.secret), "\(path) shows the sensitive value")
             if answer.header("Content-Type")?.hasPrefix("text/html") == true {
                 #expect(!answer.body.contains(">nil<") && !answer.body.contains("/nil\""), "\(path) renders a nil")
-                queue += links(in: answer.body).filter { !seen.contains($0) }
             }
         }
+        let seen = Set(crawled.keys)
         let product = try #require(scenario.names["product"]?.first)
         let oldApp = try #require(scenario.names["app"]?.first)
         let base = try #require(scenario.names["base"])
@@ -338,8 +356,7 @@ struct ServeTests {
             UPDATE image SET description = '\(meta) \(password.replacingOccurrences(of: "'", with: "''"))',
               labels = '{"role": "\(meta)"}' WHERE name = '\(product)';
             """
-        let update = try await ProcessRunner.run(try requiredTool("sqlite3"), [scenario.store.root + "/catalog.sqlite", sql])
-        #expect(update.status == 0, "\(update.stderr)")
+        try await scenario.alter(sql)
         let server = try scenario.serve(environment: ["PGPASSWORD": password])
         defer { server.stop() }
         for path in ["/images/\(product)", "/families/product", "/images/\(product)?q=\(Query.encode(meta))", "/lineage"] {
@@ -351,6 +368,112 @@ struct ServeTests {
         #expect(!dom.contains("<meta http-equiv=\"refresh\""))
         let api = try await server.get("/api/images/\(product)")
         #expect(api.status == 200 && !api.body.contains("pa'ss") && api.body.contains("<sensitive>"), "\(api.body.prefix(400))")
+        #expect(server.stop() == 0)
+    }
+
+    @Test(
+        "rows another machine wrote badly into a shared catalog are left out and counted, every other page still answers, and no message shows a row's values"
+    )
+    func unreadableRows() async throws {
+        let scenario = try await ServeScenario()
+        defer { scenario.remove() }
+        let product = try #require(scenario.names["product"]?.first)
+        let oldBase = try #require(scenario.names["base"]?.first)
+        let marker = "ROW-MARKER-71"
+        try await scenario.alter(
+            """
+            UPDATE image SET created = 'yesterday', description = '\(marker)' WHERE name = '\(product)';
+            UPDATE image SET state = 'MELTED' WHERE name = '\(oldBase)';
+            UPDATE build SET started = 'never' WHERE id = '\(scenario.failedBuild)';
+            """)
+        let server = try scenario.serve()
+        defer { server.stop() }
+        let broken: Set<String> = ["/images/\(product)", "/images/\(oldBase)"]
+        let crawled = try await crawl(server)
+        for (path, answer) in crawled {
+            #expect(!answer.body.contains(marker), "\(path) shows a value of an unreadable row")
+            if broken.contains(path) {
+                #expect(answer.status == 500 && answer.body.contains("its row cannot be read"), "\(path): \(answer.status)")
+            } else {
+                #expect(answer.status == 200, "\(path) answered \(answer.status): \(answer.body.prefix(300))")
+            }
+        }
+        #expect(crawled.keys.contains("/families/product") && crawled.keys.contains("/lineage"))
+        // The pages that left a row out say so, naming the row and the column.
+        let family = try #require(crawled["/families/product"])
+        // (The app family's "built on" needs the old base's row: two rows are left out.)
+        #expect(family.body.contains("2 catalog rows could not be read"), "\(family.body.prefix(2000))")
+        #expect(
+            family.body.contains("row &quot;\(product)&quot;: the catalog&#39;s column &#39;created&#39; holds a value that is not a date"),
+            "\(family.body.prefix(2000))")
+        #expect(family.body.contains("row &quot;\(oldBase)&quot;: the catalog names an unknown image state &quot;MELTED&quot;"))
+        #expect(family.header("Kiln-Unreadable-Rows") == "2")
+        let builds = try #require(crawled["/builds"])
+        #expect(builds.status == 200 && builds.header("Kiln-Unreadable-Rows") == "1")
+        #expect(!builds.body.contains("href=\"/builds/\(scenario.failedBuild)\""), "the unreadable build is listed")
+
+        // The API: the rest of the listing, the count in a header, the same again from the cache.
+        for _ in 0..<2 {
+            let images = try await server.get("/api/families/product/images")
+            #expect(images.status == 200 && !images.body.contains(product), "\(images.body)")
+            #expect(images.header("Kiln-Unreadable-Rows") == "2", "\(images.headers)")
+        }
+        let image = try await server.get("/api/images/\(product)")
+        #expect(image.status == 500 && image.body.contains("its row cannot be read") && !image.body.contains(marker), "\(image.body)")
+        let families = try await server.get("/api/families")
+        #expect(families.status == 200 && !families.body.contains(marker))
+
+        // The CLI stops at such a row, naming it and the column, not its values.
+        let inspect = try await KilnBinary.run(["inspect", product, "--home", scenario.store.root])
+        #expect(inspect.status != 0 && inspect.stderr.contains(product) && inspect.stderr.contains("'created'"), "\(inspect.stderr)")
+        #expect(!inspect.stderr.contains(marker))
+        #expect(server.stop() == 0)
+    }
+
+    @Test("live tails beyond --max-streams are answered 503 with a message, and a closed one frees its slot")
+    func streamCap() async throws {
+        let scenario = try await ServeScenario()
+        defer { scenario.remove() }
+        let id = "20261205T000000-product-cap"
+        try scenario.store.catalog.insert(BuildRecord(id: id, family: "product", status: .running, started: Date(), pid: getpid()))
+        let server = try scenario.serve(arguments: ["--max-streams", "2"])
+        defer { server.stop() }
+        let curl = try requiredTool("curl")
+        func open(seconds: Int) -> Task<ProcessResult, any Error> {
+            Task {
+                try await ProcessRunner.run(
+                    curl,
+                    [
+                        "-sS", "-N", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "\(seconds)",
+                        server.base + "/builds/\(id)/events",
+                    ],
+                    timeout: .seconds(seconds + 10))
+            }
+        }
+        let first = open(seconds: 3)
+        let second = open(seconds: 30)
+        try await Task.sleep(for: .seconds(1.5))
+        let refused = try await server.get("/builds/\(id)/events")
+        #expect(refused.status == 503 && refused.body.contains("live tails are open already"), "\(refused.status) \(refused.body)")
+        // The first client gives up after 3 s: its slot is free once the server notices.
+        _ = try await first.value
+        var admitted = false
+        for _ in 0..<40 where !admitted {
+            let third = try await ProcessRunner.run(
+                curl, ["-sS", "-N", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", server.base + "/builds/\(id)/events"],
+                timeout: .seconds(10))
+            admitted = third.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "200"
+            if !admitted { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        #expect(admitted, "no slot came free after a client left")
+        // The build ends: the open stream ends with it.
+        var record = try #require(try scenario.store.catalog.build(id: id))
+        record.status = .succeeded
+        try scenario.store.catalog.update(record)
+        let last = try await second.value
+        #expect(last.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "200", "\(last.stdout) \(last.stderr)")
+        let bad = try await KilnBinary.run(["serve", "--home", scenario.store.root, "--max-streams", "0"])
+        #expect(bad.status == 2 && bad.stderr.contains("--max-streams"), "\(bad.stderr)")
         #expect(server.stop() == 0)
     }
 

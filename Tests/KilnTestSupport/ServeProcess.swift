@@ -13,13 +13,15 @@ public final class ServeProcess: @unchecked Sendable {
     private let process = Process()
     private let guardian: OrphanGuard
 
-    public init(home: String, catalog: String? = nil, listen: String = "127.0.0.1:0", environment: [String: String] = [:]) throws {
+    public init(
+        home: String, catalog: String? = nil, listen: String = "127.0.0.1:0", environment: [String: String] = [:], arguments: [String] = []
+    ) throws {
         logPath = NSTemporaryDirectory() + "kiln-serve-" + UUID().uuidString + ".log"
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         defer { try? log.close() }
         process.executableURL = URL(fileURLWithPath: KilnBinary.path)
-        process.arguments = ["serve", "--home", home, "--listen", listen] + (catalog.map { ["--catalog", $0] } ?? [])
+        process.arguments = ["serve", "--home", home, "--listen", listen] + (catalog.map { ["--catalog", $0] } ?? []) + arguments
         var env = ProcessInfo.processInfo.environment.filter { !OwnSecrets.isWithheld($0.key) }
         env.merge(environment) { $1 }
         process.environment = env

@@ -3,12 +3,12 @@ import KilnCore
 import KilnTestSupport
 import Testing
 
-@Suite("kiln serve on a store built in real VMs")
-struct ServeVMTests {
+// In the VM suite, so KILN_SKIP_VM_TESTS (make test-fast) skips it too.
+extension VMBuildTests {
     @Test(
         "examples/debian, built for real: the lineage has its three layers and their edges, and the product's build log is served whole, as kiln logs prints it"
     )
-    func realStore() async throws {
+    func serveRealStore() async throws {
         let build = try await SharedStore.shared.exampleBuild()
         #expect(build.status == 0, "\(build.stderr)")
         let home = SharedStore.shared.home
