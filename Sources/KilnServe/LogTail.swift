@@ -19,12 +19,18 @@ struct LogTail: Sendable {
     /// client that left (a write fails) so its slot (``StreamSlots``) is freed within seconds.
     static let keepAlive = Duration.seconds(2)
 
+    /// Seconds a client refused for want of a slot is told to wait.
+    static let retryAfter = 5
+
     /// The stream, holding one of `slots`; with every slot taken, 503 and `Retry-After`.
-    func response(slots: StreamSlots) throws -> Response {
+    func response(slots: StreamSlots) -> Response {
         guard let slot = slots.take() else {
-            throw Problem(
+            var refused = Problem(
                 status: .serviceUnavailable,
-                message: "\(slots.limit) live tails are open already (kiln serve --max-streams); try again shortly, or reload the page")
+                message: "\(slots.limit) live tails are open already (kiln serve --max-streams); try again shortly, or reload the page"
+            ).response(html: false)
+            refused.headers[.retryAfter] = String(Self.retryAfter)
+            return refused
         }
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
@@ -101,8 +107,6 @@ final class StreamSlots: Sendable {
     private let open = Atomic<Int>(0)
 
     init(limit: Int) { self.limit = limit }
-
-    var inUse: Int { open.load(ordering: .relaxed) }
 
     /// A slot, released when the returned value is freed; nil when all are taken.
     func take() -> Slot? {

@@ -126,7 +126,7 @@ public struct KilnServer: Sendable {
         router.get("/builds/:id/events") { request, context in
             let build = try browser.build(try context.parameters.require("id"))
             let from = try Self.number(request, "from", default: 0)
-            return try LogTail(browser: browser, build: build, fromLine: from).response(slots: streams)
+            return LogTail(browser: browser, build: build, fromLine: from).response(slots: streams)
         }
 
         // The API: the same values as JSON.

@@ -439,30 +439,26 @@ struct ServeTests {
         let server = try scenario.serve(arguments: ["--max-streams", "2"])
         defer { server.stop() }
         let curl = try requiredTool("curl")
-        func open(seconds: Int) -> Task<ProcessResult, any Error> {
-            Task {
-                try await ProcessRunner.run(
-                    curl,
-                    [
-                        "-sS", "-N", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "\(seconds)",
-                        server.base + "/builds/\(id)/events",
-                    ],
-                    timeout: .seconds(seconds + 10))
-            }
+        /// A client that holds the stream for `seconds`, then leaves; its HTTP status.
+        @Sendable func tail(seconds: Int) async throws -> String {
+            let result = try await ProcessRunner.run(
+                curl,
+                ["-sS", "-N", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "\(seconds)", server.base + "/builds/\(id)/events"],
+                timeout: .seconds(seconds + 10))
+            return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
+        func open(seconds: Int) -> Task<String, any Error> { Task { try await tail(seconds: seconds) } }
         let first = open(seconds: 3)
         let second = open(seconds: 30)
         try await Task.sleep(for: .seconds(1.5))
         let refused = try await server.get("/builds/\(id)/events")
         #expect(refused.status == 503 && refused.body.contains("live tails are open already"), "\(refused.status) \(refused.body)")
+        #expect(refused.header("Retry-After") == "\(LogTail.retryAfter)")
         // The first client gives up after 3 s: its slot is free once the server notices.
         _ = try await first.value
         var admitted = false
         for _ in 0..<40 where !admitted {
-            let third = try await ProcessRunner.run(
-                curl, ["-sS", "-N", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", server.base + "/builds/\(id)/events"],
-                timeout: .seconds(10))
-            admitted = third.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "200"
+            admitted = try await tail(seconds: 1) == "200"
             if !admitted { try await Task.sleep(for: .milliseconds(500)) }
         }
         #expect(admitted, "no slot came free after a client left")
@@ -471,7 +467,7 @@ struct ServeTests {
         record.status = .succeeded
         try scenario.store.catalog.update(record)
         let last = try await second.value
-        #expect(last.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "200", "\(last.stdout) \(last.stderr)")
+        #expect(last == "200", "\(last)")
         let bad = try await KilnBinary.run(["serve", "--home", scenario.store.root, "--max-streams", "0"])
         #expect(bad.status == 2 && bad.stderr.contains("--max-streams"), "\(bad.stderr)")
         #expect(server.stop() == 0)
