@@ -1,6 +1,7 @@
 import Foundation
 import KilnCore
 import KilnModel
+import KilnProviders
 import KilnRemote
 import KilnStore
 
@@ -12,6 +13,8 @@ public struct CacheEntry: Sendable, Codable, Equatable {
         case download
         /// With a remote (docs/remote.md): an image's blob, fetched again on demand.
         case imageBlob = "image blob"
+        /// A booted build VM saved for the next build on the same parent (docs/building.md).
+        case warmSnapshot = "warm snapshot"
     }
 
     public var kind: Kind
@@ -26,6 +29,9 @@ public struct CacheEntry: Sendable, Codable, Equatable {
     /// Of an image blob: its digest, and the blob its disk is an overlay on.
     var digest: String?
     var backing: String?
+    /// Of no use any more: a warm snapshot whose parent blob is gone, or a save whose kiln
+    /// died. Every prune removes these, whatever the limit.
+    var stale = false
 }
 
 /// The source cache, bounded in size: `kiln cache`, `kiln cache prune`, and the prune that
@@ -73,6 +79,22 @@ public enum SourceCache {
                     kind: .download, description: name, path: path, bytes: try size(of: path), lastUsed: modified,
                     inUse: leased.contains(Store.downloadResource(name))))
         }
+        for snapshot in WarmSnapshotEntry.list(in: store.warmSnapshotsDirectory) {
+            var entry = CacheEntry(
+                kind: .warmSnapshot, description: "", path: snapshot.path, bytes: try size(of: snapshot.path),
+                lastUsed: snapshot.lastUsed, inUse: snapshot.saving)
+            if let parent = snapshot.parent {
+                let name =
+                    try store.catalog.image(digest: parent)?.name
+                    ?? store.catalog.sources().first { $0.digest == parent }.map { "source disk \($0.description)" }
+                entry.description = "booted on \(name ?? String(parent.prefix(12))), \(snapshot.cpus) CPUs, \(snapshot.memoryMiB) MiB"
+                entry.stale = !fm.fileExists(atPath: store.blobDirectory(digest: parent))
+            } else {
+                entry.description = snapshot.saving ? "being saved" : "unfinished save"
+                entry.stale = !snapshot.saving
+            }
+            entries.append(entry)
+        }
         if remote {
             let sources = Set(try store.catalog.sources().map(\.digest))
             for name in (try? fm.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []
@@ -115,6 +137,11 @@ public enum SourceCache {
             var total = all.reduce(0) { $0 + $1.bytes }
             var removed: [CacheEntry] = []
             var kept = Set(all.compactMap(\.digest))
+            for entry in all where entry.stale && !entry.inUse {
+                if !dryRun { try FileManager.default.removeItem(atPath: entry.path) }
+                total -= entry.bytes
+                removed.append(entry)
+            }
             var progress = true
             while total > limit && progress {
                 progress = false
@@ -140,7 +167,7 @@ public enum SourceCache {
 
     static func size(of path: String) throws -> UInt64 {
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         guard isDirectory.boolValue else { return try Store.allocatedBytes(path) }
         return try FileManager.default.contentsOfDirectory(atPath: path).reduce(0) {
             $0 + (try Store.allocatedBytes(path + "/" + $1))

@@ -49,6 +49,12 @@ struct Build: AsyncParsableCommand {
             "Seconds the guest has to seal its disk, and QEMU to exit; then QEMU is killed and the build fails.", valueName: "seconds"))
     var shutdownTimeout: Int = 120
 
+    @Flag(
+        help: ArgumentHelp(
+            "Boot every build VM from scratch: neither resume a warm snapshot of a VM booted on the same parent nor save one (docs/building.md)."
+        ))
+    var noWarm = false
+
     @Option(
         name: .short,
         help: ArgumentHelp("Build up to N independent images at once (default: what the machine holds: cores, memory).", valueName: "N"))
@@ -130,6 +136,7 @@ struct Build: AsyncParsableCommand {
         options.bootTimeout = .seconds(bootTimeout)
         options.stepTimeout = .seconds(stepTimeout)
         options.shutdownTimeout = .seconds(shutdownTimeout)
+        options.warm = !noWarm
         options.origin = OriginSource(templates: templates.path)
         options.onBreakpoint = breakpointMode
         options.debug = debug

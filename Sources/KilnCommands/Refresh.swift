@@ -44,6 +44,9 @@ struct Refresh: AsyncParsableCommand {
     @Flag(name: .customLong("no-rotate"), help: "Do not rotate the rebuilt families afterwards.")
     var noRotate = false
 
+    @Flag(help: "Boot every build VM from scratch, without warm snapshots (as kiln build --no-warm).")
+    var noWarm = false
+
     /// `--check`'s status when something has updates: distinct from 1 (the check failed).
     static let updatesAvailable: Int32 = 10
 
@@ -70,6 +73,7 @@ struct Refresh: AsyncParsableCommand {
         var options = BuildOptions()
         options.bootTimeout = .seconds(bootTimeout)
         options.freshSources = outdated
+        options.warm = !noWarm
         options.origin = OriginSource(templates: templates.path)
         // No family moves until every rebuilt image has passed its tests.
         options.holdReady = true

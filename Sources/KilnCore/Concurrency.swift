@@ -42,13 +42,16 @@ public enum Timeout {
         return await withCheckedContinuation { continuation in
             pending.set(continuation)
             let timer = Task {
-                try? await Task.sleep(for: limit)
+                // A timer cancelled because the task finished must not answer: on another
+                // thread it could resume before the watcher's `true` (a QEMU that exited at
+                // once was reported as not stopping).
+                do { try await Task.sleep(for: limit) } catch { return }
                 resume(false)
             }
             Task {
                 _ = await task.result
-                timer.cancel()
                 resume(true)
+                timer.cancel()
             }
         }
     }

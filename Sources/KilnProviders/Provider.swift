@@ -32,6 +32,9 @@ public struct MachineSpec: Sendable {
     public var purpose = Purpose.build
     /// Guest TCP ports forwarded from free loopback ports (a test boot's `test.ports`).
     public var ports: [Int] = []
+    /// Where a build VM may be resumed from, and saved as, a warm snapshot of a machine booted
+    /// on the same parent (docs/building.md); nil boots cold. Providers that cannot ignore it.
+    public var warm: WarmCache?
 
     public enum Purpose: Sendable {
         /// Provisioning: the fastest boot kiln can make, on a disk that becomes the image.
@@ -62,6 +65,16 @@ public struct MachineSpec: Sendable {
     /// qemu's settings (the defaults when the template gave none, or the build's provider
     /// is a test's stand-in for qemu).
     public var qemu: QemuSettings { settings.qemu ?? QemuSettings() }
+}
+
+/// The warm snapshots a build may use: their directory, and the blob the build's disk stands on.
+public struct WarmCache: Sendable {
+    public var directory: String
+    public var parentDigest: String
+
+    public init(directory: String, parentDigest: String) {
+        (self.directory, self.parentDigest) = (directory, parentDigest)
+    }
 }
 
 /// A provider makes machines; the pair mirrors a hypervisor and its instances.

@@ -74,6 +74,8 @@ public final class Store: Sendable {
     /// Provider plugins of this store (`kiln-provider-NAME`), found before those on `PATH`.
     public var pluginDirectory: String { root + "/plugins" }
     public var cacheDirectory: String { root + "/cache" }
+    /// Warm snapshots of booted build VMs, one directory each (docs/building.md).
+    public var warmSnapshotsDirectory: String { cacheDirectory + "/warm" }
 
     /// Held while `family` builds, by whichever kiln process builds it: two processes on one
     /// store never build the same family at once, and the second sees the first's result.

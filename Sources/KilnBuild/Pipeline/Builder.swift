@@ -20,6 +20,9 @@ public struct BuildOptions: Sendable {
     public var shutdownTimeout: Duration = .seconds(120)
     /// How long one step may run before it is stopped and the build fails.
     public var stepTimeout: Duration = .seconds(7200)
+    /// Resume build VMs from warm snapshots of machines booted on the same parent, and save
+    /// them (docs/building.md); `--no-warm` boots every VM cold.
+    public var warm = true
     /// The commit and CI job recorded on every image built.
     public var origin: OriginSource?
     /// Bases built from their repositories' current state rather than pinned to their newest

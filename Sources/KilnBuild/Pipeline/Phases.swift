@@ -63,6 +63,7 @@ struct BootPhase: BuildPhase {
         spec.templateDirectory = URL(fileURLWithPath: build.template.file).deletingLastPathComponent().path
         spec.stepTimeout = options.stepTimeout
         if case .providerImage(let id) = build.template.source { spec.sourceImage = id }
+        if options.warm, let base { spec.warm = WarmCache(directory: store.warmSnapshotsDirectory, parentDigest: base) }
         if let parent = build.parent, let artifact = try store.artifact(of: parent) {
             spec.parentArtifact = artifact
             spec.parentDirectory = baseDirectory

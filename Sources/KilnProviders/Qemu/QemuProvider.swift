@@ -78,6 +78,9 @@ public struct QemuProvider: Provider {
         // A test boot is a deployment's boot: firmware and the image's own boot loader, never
         // kiln's kernel and command line.
         if spec.isTestBoot { (spec.kernel, spec.initrd) = (nil, nil) }
+        let accelerator = await Accelerator.choose(log: log)
+        let warm = await warmPlan(spec, accelerator: accelerator)
+        if let warm, let machine = await resume(spec, plan: warm, accelerator: accelerator, log: log) { return machine }
         let disk = spec.diskDirectory + "/" + ImageFiles.disk
         try await ProcessRunner.check(
             "qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.backingDisk, "-F", "qcow2", disk],
@@ -87,9 +90,7 @@ public struct QemuProvider: Provider {
             try await ProcessRunner.check("qemu-img", ["resize", "-q", "-f", "qcow2", disk, "+\(growBy)"])
         }
         let key = spec.scratchDirectory + "/id_ed25519"
-        try await ProcessRunner.check(
-            "ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "kiln-\(spec.isTestBoot ? "test" : "build")-\(spec.buildID)", "-f", key])
-        let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8)
+        let publicKey = try await Self.makeKey(spec)
         let port = try Self.freeLoopbackPort()
         var forwards: [Int: Int] = [:]
         for guestPort in spec.ports {
@@ -97,7 +98,6 @@ public struct QemuProvider: Provider {
             while hostPort == port || forwards.values.contains(hostPort) { hostPort = try Self.freeLoopbackPort() }
             forwards[guestPort] = hostPort
         }
-        let accelerator = await Accelerator.choose(log: log)
         if spec.kernel == nil {
             try NoCloudSeed.write(to: Self.seedPath(spec), buildID: spec.buildID, publicKey: publicKey)
             log.emit(
@@ -111,7 +111,9 @@ public struct QemuProvider: Provider {
             log.emit("kiln", "guest port \(guestPort) is forwarded from 127.0.0.1:\(hostPort)")
         }
 
-        let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey, forwards: forwards)
+        // A build boot takes commands (a warm snapshot's save) on a control socket.
+        let qmp = spec.isTestBoot ? nil : Self.qmpSocketPath()
+        let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey, forwards: forwards, qmp: qmp)
         log.emit(
             "kiln",
             "booting \(spec.isTestBoot ? "test VM" : "VM") (\(accelerator.name), \(spec.qemu.cpus) CPUs, \(spec.qemu.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
@@ -127,7 +129,7 @@ public struct QemuProvider: Provider {
                 keyPath: key, port: port, probeWait: spec.isTestBoot ? SSHClient.heldProbeWait : SSHClient.shortProbeWait),
             scratchDirectory: spec.scratchDirectory,
             prelude: spec.isTestBoot ? nil : Self.prepareResolver)
-        let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, ports: forwards)
+        let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, ports: forwards, qmp: qmp)
         let started = ContinuousClock.now
         // Boot and login apart: a slow boot and a slow first login have different causes.
         let banner = Locked<Duration?>(nil)
@@ -148,11 +150,12 @@ public struct QemuProvider: Provider {
         }
         let answered = banner.value.map { " (sshd answered after \($0.kilnDescription))" } ?? ""
         log.emit("kiln", "SSH is up after \((ContinuousClock.now - started).kilnDescription)\(answered)")
+        if let warm, let qmp { await saveWarm(warm, spec: spec, qmp: qmp, publicKey: publicKey, accelerator: accelerator, log: log) }
         return machine
     }
 
     static func arguments(
-        _ spec: MachineSpec, accelerator: Accelerator, port: Int, publicKey: String, forwards: [Int: Int] = [:]
+        _ spec: MachineSpec, accelerator: Accelerator, port: Int, publicKey: String, forwards: [Int: Int] = [:], qmp: String? = nil
     ) -> [String] {
         let network =
             (["user,id=net0,hostfwd=tcp:127.0.0.1:\(port)-:22"]
@@ -175,6 +178,13 @@ public struct QemuProvider: Provider {
             "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root="
                 + Data(publicKey.utf8).base64EncodedString(),
         ]
+        if !spec.isTestBoot {
+            // A new generation ID whenever the machine is resumed from a warm snapshot: the
+            // guest kernel (Linux >= 5.18) reseeds its random number generator from it, so two
+            // builds resumed from one snapshot never share random bytes.
+            arguments += ["-device", "vmgenid,guid=auto"]
+        }
+        if let qmp { arguments += ["-qmp", "unix:\(qmp),server=on,wait=off"] }
         if let kernel = spec.kernel, let initrd = spec.initrd {
             arguments += ["-kernel", kernel, "-initrd", initrd, "-append", kernelCommandLine]
         } else {
@@ -224,13 +234,16 @@ final class QemuMachine: Machine {
     let ssh: SSHCommunicator
     let spec: MachineSpec
     let ports: [Int: Int]
+    /// QEMU's control socket, removed with the machine.
+    let qmp: String?
     private let exited = Locked(false)
 
-    init(qemu: Task<ProcessResult, any Error>, ssh: SSHCommunicator, spec: MachineSpec, ports: [Int: Int] = [:]) {
+    init(qemu: Task<ProcessResult, any Error>, ssh: SSHCommunicator, spec: MachineSpec, ports: [Int: Int] = [:], qmp: String? = nil) {
         self.qemu = qemu
         self.ssh = ssh
         self.spec = spec
         self.ports = ports
+        self.qmp = qmp
         Task { [exited] in
             _ = await qemu.result
             exited.set(true)
@@ -323,5 +336,6 @@ final class QemuMachine: Machine {
         qemu.cancel()
         _ = await qemu.result
         await ssh.close()
+        if let qmp { unlink(qmp) }
     }
 }

@@ -1,0 +1,185 @@
+import Foundation
+import KilnCore
+import KilnModel
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Warm snapshots on the qemu provider (``WarmSnapshot``, docs/building.md): a build boot on a
+/// parent with a matching snapshot resumes it; one without saves one once SSH answers. Either
+/// way a failure is a notice and a cold boot, never a failed build.
+extension QemuProvider {
+    /// What a build boot's warm snapshot is looked up and saved as.
+    struct WarmPlan: Sendable {
+        let root: String
+        let key: String
+        let parent: String
+        let qemuVersion: String
+        var directory: String { root + "/" + key }
+    }
+
+    /// nil when the boot cannot be warm: a test boot (a deployment's boot, from firmware), a
+    /// disk that boots through its own boot loader, or no warm cache (`--no-warm`).
+    func warmPlan(_ spec: MachineSpec, accelerator: Accelerator) async -> WarmPlan? {
+        guard let warm = spec.warm, !spec.isTestBoot, spec.kernel != nil,
+            let version = try? await WarmSnapshot.qemuVersion()
+        else { return nil }
+        // The machine's shape without what is the build's own (paths, ports, the key).
+        var shape = spec
+        (shape.buildID, shape.diskDirectory, shape.scratchDirectory) = ("", "DISK", "SCRATCH")
+        (shape.kernel, shape.initrd, shape.ports) = ("KERNEL", "INITRD", [])
+        let arguments = Self.arguments(shape, accelerator: accelerator, port: 0, publicKey: "", qmp: "QMP")
+        let key = WarmSnapshot.key(parent: warm.parentDigest, qemuVersion: version, machineArguments: arguments)
+        return WarmPlan(root: warm.directory, key: key, parent: warm.parentDigest, qemuVersion: version)
+    }
+
+    /// The running machine resumed from the plan's snapshot; nil, having said why when there
+    /// was one, when the caller is to boot cold. Leaves nothing of the attempt behind.
+    func resume(_ spec: MachineSpec, plan: WarmPlan, accelerator: Accelerator, log: BuildLog) async -> QemuMachine? {
+        let snapshot: WarmSnapshot
+        switch await WarmSnapshot.open(plan.directory, key: plan.key) {
+        case .missing:
+            return nil
+        case .unusable(let reason):
+            log.emit("kiln", "notice: the warm snapshot of this parent is unusable (\(reason)): it is removed, and the VM boots cold")
+            try? FileManager.default.removeItem(atPath: plan.directory)
+            return nil
+        case .found(let found):
+            snapshot = found
+        }
+        do {
+            return try await resume(spec, from: snapshot, accelerator: accelerator, log: log)
+        } catch {
+            log.emit("kiln", "notice: resuming the warm snapshot failed (\(error)): the VM boots cold, and saves a new one")
+            try? FileManager.default.removeItem(atPath: plan.directory)
+            for name in [ImageFiles.disk] { try? FileManager.default.removeItem(atPath: spec.diskDirectory + "/" + name) }
+            for name in ["id_ed25519", "id_ed25519.pub", "known_hosts", Self.warmKeyName] {
+                try? FileManager.default.removeItem(atPath: spec.scratchDirectory + "/" + name)
+            }
+            return nil
+        }
+    }
+
+    /// The private half of the snapshot's key, in the build's scratch directory while it is used.
+    static let warmKeyName = "warm_key"
+
+    private func resume(_ spec: MachineSpec, from snapshot: WarmSnapshot, accelerator: Accelerator, log: BuildLog) async throws
+        -> QemuMachine
+    {
+        let started = ContinuousClock.now
+        let fm = FileManager.default
+        // The copy is the build's disk: it is checked again, the bytes used being the bytes checked.
+        let disk = spec.diskDirectory + "/" + ImageFiles.disk
+        try fm.copyItem(atPath: snapshot.diskPath, toPath: disk)
+        chmod(disk, 0o644)
+        guard try await blocking({ try Hashing.sha256Hex(fileAt: disk) }) == snapshot.manifest.diskSHA256 else {
+            throw KilnError(.storeInconsistent, "the copy of its boot overlay does not match its digest")
+        }
+        let warmKey = spec.scratchDirectory + "/" + Self.warmKeyName
+        try fm.copyItem(atPath: snapshot.keyPath, toPath: warmKey)
+        chmod(warmKey, 0o600)
+        defer { try? fm.removeItem(atPath: warmKey) }
+        let publicKey = try await Self.makeKey(spec)
+        let port = try Self.freeLoopbackPort()
+        let qmp = Self.qmpSocketPath()
+        // The same machine, device for device, as the one saved (its SMBIOS credential too),
+        // started to receive the saved state instead of booting.
+        let arguments =
+            Self.arguments(spec, accelerator: accelerator, port: port, publicKey: snapshot.manifest.publicKey, qmp: qmp)
+            + ["-incoming", "exec:cat " + ShellQuote.quote(snapshot.statePath)]
+        log.emit(
+            "kiln",
+            "resuming the warm snapshot \(snapshot.manifest.key.prefix(12)) of this parent (\(accelerator.name), \(spec.qemu.cpus) CPUs, \(spec.qemu.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
+        )
+        let qemu = Task {
+            try await ProcessRunner.run("qemu-system-x86_64", arguments) { line in
+                log.emit(line.stream == .stdout ? "console" : "qemu", line.text)
+            }
+        }
+        let ssh = SSHCommunicator(
+            client: SSHClient(keyPath: spec.scratchDirectory + "/id_ed25519", port: port), scratchDirectory: spec.scratchDirectory,
+            prelude: Self.prepareResolver)
+        let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, qmp: qmp)
+        do {
+            let loaded = try await blocking {
+                let connection = try QMPConnection(path: qmp, timeout: .seconds(20))
+                let deadline = ContinuousClock.now + .seconds(120)
+                // `inmigrate` while the state loads; `paused` once it has (it was saved paused).
+                while try connection.status() != "paused" {
+                    guard ContinuousClock.now < deadline else { throw KilnError(.timeout, "its state did not load within 120 s") }
+                    usleep(20_000)
+                }
+                let loaded = ContinuousClock.now - started
+                try connection.execute("cont")
+                return loaded
+            }
+            // Once, with the snapshot's key: the build's own key replaces it (overwritten in
+            // place first, so its bytes do not stay in a freed block of the image).
+            let handover = """
+                f=/root/.ssh/authorized_keys
+                shred -n 0 -z "$f" 2>/dev/null || true
+                printf '%s\\n' \(ShellQuote.quote(publicKey.trimmingCharacters(in: .whitespacesAndNewlines))) > "$f"
+                """
+            let first = SSHClient(keyPath: warmKey, port: port)
+            let deadline = ContinuousClock.now + .seconds(60)
+            while true {
+                guard machine.isRunning else { throw KilnError(.providerFailed, "QEMU exited after resuming") }
+                let result = try await first.run(handover, timeout: .seconds(30))
+                if result.succeeded { break }
+                // 255 is ssh's own failure (the forwarded port not through yet); anything else is the guest's.
+                guard result.status == 255, ContinuousClock.now < deadline else {
+                    throw KilnError(.providerFailed, "the guest did not take the build's key (exit \(result.status)): \(result.stderr)")
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            try await ssh.connect(deadline: ContinuousClock.now + .seconds(60), isAlive: { [machine] in machine.isRunning })
+            // The guest's clock stopped at the save: set to the host's over the logged-in
+            // connection, where a command takes a fraction of a second (a login takes seconds).
+            let clock = try await ssh.client.run("date -u -s @\(String(format: "%.3f", Date().timeIntervalSince1970)) >/dev/null")
+            if !clock.succeeded { log.emit("kiln", "warning: the guest's clock could not be set: \(clock.stderr)") }
+            snapshot.touch()
+            log.emit(
+                "kiln",
+                "SSH is up after \((ContinuousClock.now - started).kilnDescription), resumed from the warm snapshot (state loaded in \(loaded.kilnDescription)); the build logs in with its own key"
+            )
+            return machine
+        } catch {
+            await machine.destroy()
+            throw error
+        }
+    }
+
+    /// Saves the cold-booted guest as the plan's snapshot; a failure is a warning.
+    func saveWarm(_ plan: WarmPlan, spec: MachineSpec, qmp: String, publicKey: String, accelerator: Accelerator, log: BuildLog) async {
+        let manifest = WarmSnapshot.Manifest(
+            format: WarmSnapshot.format, key: plan.key, parent: plan.parent, qemu: plan.qemuVersion, accelerator: accelerator.name,
+            cpus: spec.qemu.cpus, memoryMiB: spec.qemu.memoryMiB, created: Date(), stateSHA256: "", diskSHA256: "",
+            publicKey: publicKey, pausedSeconds: 0, saveSeconds: 0)
+        do {
+            let (paused, total) = try await WarmSnapshot.save(
+                qmp: qmp, key: plan.key, root: plan.root, manifest: manifest, disk: spec.diskDirectory + "/" + ImageFiles.disk,
+                privateKey: spec.scratchDirectory + "/id_ed25519", buildID: spec.buildID)
+            log.emit(
+                "kiln",
+                "warm snapshot saved in \(total.kilnDescription) (the guest paused for \(paused.kilnDescription)): the next build on this parent resumes it instead of booting"
+            )
+        } catch {
+            log.emit("kiln", "warning: no warm snapshot was saved (\(error)); the next build on this parent boots cold too")
+        }
+    }
+
+    /// QEMU's control socket: short, in the temporary directory, as a Unix socket path holds
+    /// at most 107 bytes and the store's scratch directory can be deeper than that.
+    static func qmpSocketPath() -> String {
+        NSTemporaryDirectory() + "kiln-qmp-\(UUID().uuidString.prefix(12).lowercased()).sock"
+    }
+
+    /// The build's own key pair, in its scratch directory; returns the public half.
+    static func makeKey(_ spec: MachineSpec) async throws -> String {
+        let key = spec.scratchDirectory + "/id_ed25519"
+        try await ProcessRunner.check(
+            "ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "kiln-\(spec.isTestBoot ? "test" : "build")-\(spec.buildID)", "-f", key])
+        return try String(contentsOfFile: key + ".pub", encoding: .utf8)
+    }
+}
