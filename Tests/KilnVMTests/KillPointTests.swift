@@ -49,7 +49,8 @@ extension VMBuildTests {
             // The seal and the catalog write take milliseconds: kiln waits 2 s between them here
             // (a test-only delay), so a kill after "sealed disk" lands before the image is named.
             let build = try await ProcessRunner.run(
-                Repo.kiln, ["build", dir, "--force", "--home", home], environment: ["KILN_TEST_DELAY_COMMIT_MS": "2000"],
+                // Cold boots, whose phases the markers name (WarmVMTests kills a warm snapshot's save).
+                Repo.kiln, ["build", dir, "--force", "--no-warm", "--home", home], environment: ["KILN_TEST_DELAY_COMMIT_MS": "2000"],
                 timeout: .seconds(900)
             ) { line in
                 guard line.text.contains(phase.marker), !fired.value else { return }
@@ -88,10 +89,10 @@ extension VMBuildTests {
 
     /// QEMU or ssh processes of killed-app builds still running (QEMU is named kiln-BUILDID;
     /// ssh carries the build's key path).
-    func survivors(home: String) async throws -> [String] {
+    func survivors(home: String, family: String = "killed-app") async throws -> [String] {
         var found: [String] = []
         for _ in 0..<20 {
-            let result = try await ProcessRunner.run("pgrep", ["-a", "-f", "kiln-[0-9T]+-killed-app|builds/[^ ]*killed-app"])
+            let result = try await ProcessRunner.run("pgrep", ["-a", "-f", "kiln-[0-9T]+-\(family)|builds/[^ ]*\(family)"])
             found = result.stdout.split(separator: "\n").map(String.init).filter { !$0.contains("pgrep") }
             if found.isEmpty { return [] }
             try await Task.sleep(for: .milliseconds(100))

@@ -246,13 +246,15 @@ struct VMBuildTests {
             .write(toFile: dir + "/app.yaml", atomically: true, encoding: .utf8)
         let home = SharedStore.shared.home
         let build = Task { try await SharedStore.shared.kiln(["build", dir]) }
-        // Wait until the VM is booting, then interrupt kiln as a terminal's Ctrl-C would.
+        // Wait until the VM is booting (or resuming a warm snapshot), then interrupt kiln as a
+        // terminal's Ctrl-C would.
         var booting = false
         for _ in 0..<600 where !booting {
             try await Task.sleep(for: .milliseconds(100))
             let scratch = (try? FileManager.default.contentsOfDirectory(atPath: home + "/builds")) ?? []
             booting = scratch.filter { $0.contains("interrupted-app") }.contains { id in
-                (try? String(contentsOfFile: home + "/builds/\(id)/build.log", encoding: .utf8))?.contains("booting VM") == true
+                let log = (try? String(contentsOfFile: home + "/builds/\(id)/build.log", encoding: .utf8)) ?? ""
+                return log.contains("booting VM") || log.contains("resuming the warm snapshot")
             }
         }
         try #require(booting)

@@ -35,8 +35,9 @@ extension QemuProvider {
     }
 
     /// The running machine resumed from the plan's snapshot; nil, having said why when there
-    /// was one, when the caller is to boot cold. Leaves nothing of the attempt behind.
-    func resume(_ spec: MachineSpec, plan: WarmPlan, accelerator: Accelerator, log: BuildLog) async -> QemuMachine? {
+    /// was one, when the caller is to boot cold. Leaves nothing of the attempt behind. Throws
+    /// only when the build is cancelled: an interrupted build does not go on to boot cold.
+    func resume(_ spec: MachineSpec, plan: WarmPlan, accelerator: Accelerator, log: BuildLog) async throws -> QemuMachine? {
         let snapshot: WarmSnapshot
         switch await WarmSnapshot.open(plan.directory, key: plan.key) {
         case .missing:
@@ -51,12 +52,13 @@ extension QemuProvider {
         do {
             return try await resume(spec, from: snapshot, accelerator: accelerator, log: log)
         } catch {
-            log.emit("kiln", "notice: resuming the warm snapshot failed (\(error)): the VM boots cold, and saves a new one")
-            try? FileManager.default.removeItem(atPath: plan.directory)
-            for name in [ImageFiles.disk] { try? FileManager.default.removeItem(atPath: spec.diskDirectory + "/" + name) }
+            try? FileManager.default.removeItem(atPath: spec.diskDirectory + "/" + ImageFiles.disk)
             for name in ["id_ed25519", "id_ed25519.pub", "known_hosts", Self.warmKeyName] {
                 try? FileManager.default.removeItem(atPath: spec.scratchDirectory + "/" + name)
             }
+            try Task.checkCancellation()
+            log.emit("kiln", "notice: resuming the warm snapshot failed (\(error)): the VM boots cold, and saves a new one")
+            try? FileManager.default.removeItem(atPath: plan.directory)
             return nil
         }
     }
@@ -101,18 +103,25 @@ extension QemuProvider {
             client: SSHClient(keyPath: spec.scratchDirectory + "/id_ed25519", port: port), scratchDirectory: spec.scratchDirectory,
             prelude: Self.prepareResolver)
         let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, qmp: qmp)
+        // The whole resume is bounded as a boot is (--boot-timeout).
+        let deadline = started + spec.bootTimeout
+        let limit = spec.bootTimeout.kilnDescription
         do {
-            let loaded = try await blocking {
-                let connection = try QMPConnection(path: qmp, timeout: .seconds(20))
-                let deadline = ContinuousClock.now + .seconds(120)
-                // `inmigrate` while the state loads; `paused` once it has (it was saved paused).
-                while try connection.status() != "paused" {
-                    guard ContinuousClock.now < deadline else { throw KilnError(.timeout, "its state did not load within 120 s") }
-                    usleep(20_000)
+            // Stopping QEMU closes its socket: a cancelled build's wait ends there.
+            let loaded = try await withTaskCancellationHandler {
+                try await blocking {
+                    let connection = try QMPConnection(path: qmp, timeout: .seconds(20))
+                    // `inmigrate` while the state loads; `paused` once it has (it was saved paused).
+                    while try connection.status() != "paused" {
+                        guard ContinuousClock.now < deadline else { throw KilnError(.timeout, "its state did not load within \(limit)") }
+                        usleep(20_000)
+                    }
+                    let loaded = ContinuousClock.now - started
+                    try connection.execute("cont")
+                    return loaded
                 }
-                let loaded = ContinuousClock.now - started
-                try connection.execute("cont")
-                return loaded
+            } onCancel: {
+                qemu.cancel()
             }
             // Once, with the snapshot's key: the build's own key replaces it (overwritten in
             // place first, so its bytes do not stay in a freed block of the image).
@@ -122,10 +131,9 @@ extension QemuProvider {
                 printf '%s\\n' \(ShellQuote.quote(publicKey.trimmingCharacters(in: .whitespacesAndNewlines))) > "$f"
                 """
             let first = SSHClient(keyPath: warmKey, port: port)
-            let deadline = ContinuousClock.now + .seconds(60)
             while true {
                 guard machine.isRunning else { throw KilnError(.providerFailed, "QEMU exited after resuming") }
-                let result = try await first.run(handover, timeout: .seconds(30))
+                let result = try await first.run(handover, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
                 if result.succeeded { break }
                 // 255 is ssh's own failure (the forwarded port not through yet); anything else is the guest's.
                 guard result.status == 255, ContinuousClock.now < deadline else {
@@ -133,7 +141,7 @@ extension QemuProvider {
                 }
                 try await Task.sleep(for: .milliseconds(200))
             }
-            try await ssh.connect(deadline: ContinuousClock.now + .seconds(60), isAlive: { [machine] in machine.isRunning })
+            try await ssh.connect(deadline: deadline, isAlive: { [machine] in machine.isRunning })
             // The guest's clock stopped at the save: set to the host's over the logged-in
             // connection, where a command takes a fraction of a second (a login takes seconds).
             let clock = try await ssh.client.run("date -u -s @\(String(format: "%.3f", Date().timeIntervalSince1970)) >/dev/null")

@@ -80,7 +80,7 @@ public struct QemuProvider: Provider {
         if spec.isTestBoot { (spec.kernel, spec.initrd) = (nil, nil) }
         let accelerator = await Accelerator.choose(log: log)
         let warm = await warmPlan(spec, accelerator: accelerator)
-        if let warm, let machine = await resume(spec, plan: warm, accelerator: accelerator, log: log) { return machine }
+        if let warm, let machine = try await resume(spec, plan: warm, accelerator: accelerator, log: log) { return machine }
         let disk = spec.diskDirectory + "/" + ImageFiles.disk
         try await ProcessRunner.check(
             "qemu-img", ["create", "-q", "-f", "qcow2", "-b", spec.backingDisk, "-F", "qcow2", disk],
