@@ -15,7 +15,7 @@ DEB_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs fdisk openssh-cli
                libarchive-dev libnbd-dev libsqlite3-dev zlib1g-dev libcurl4-openssl-dev libxml2-dev \
                zstd ca-certificates uidmap gpgv debian-archive-keyring
 
-.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-export bench-remote bench-serve man install
+.PHONY: all deps test-deps build release build-release demo test test-fast lint format clean bench bench-quick bench-warm bench-export bench-remote bench-serve man install
 
 all: build
 
@@ -130,6 +130,12 @@ BENCH_PACKAGES = packer jq python3
 bench: deps
 	$(call install-missing,$(BENCH_PACKAGES))
 	bench/run.sh
+
+# Warm snapshots (issue 28): B1 cold, B1-warm and B5 beside Packer's B1, and the save time;
+# results in bench/results/warm-latest.md (~10 min under TCG).
+bench-warm: deps
+	$(call install-missing,$(BENCH_PACKAGES))
+	bench/run.sh --warm
 
 # B11: export of a 2 GiB image (time, peak memory, pushes to a loopback registry).
 bench-export: deps

@@ -5,6 +5,8 @@
 #                               writes bench/results/latest.md and a dated copy
 #   bench/run.sh --quick        B4, B8, B9 and B10 only, no VM booted once the graph is built
 #                               (what CI runs); writes bench/results/quick.md (not kept in git)
+#   bench/run.sh --warm         B1 (cold), B1-warm and B5 beside Packer's B1, and the warm
+#                               snapshot's save time (~10 min); writes bench/results/warm-latest.md
 #
 # BENCH_HOME (default /tmp/kiln-bench) is kiln's store for the run; its Debian source disk is
 # made once and then shared by every case, Packer's included. BENCH_GRAPH (default
@@ -15,12 +17,14 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 quick=0
+warm_only=0
 runs=3
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
+    --warm) warm_only=1 ;;
     --runs) runs=$2; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -225,7 +229,8 @@ b1_runs=$((runs + 2))
 echo "B1/B2: one image, one shell step, $b1_runs runs each, interleaved" >&2
 b1_kiln=(); b1_packer=(); b2=(); b2_boot=(); b2_banner=(); b2_stop=()
 for i in $(seq "$b1_runs"); do
-  t=$(kiln_build bench/templates/one --force)
+  # Cold: every VM booted (B1-warm below resumes one).
+  t=$(kiln_build bench/templates/one --force --no-warm)
   b1_kiln+=("$t")
   name=$(awk '/^built / { print $2 }' "$work/kiln.log")
   g=$(guest_time "$name")
@@ -239,11 +244,71 @@ done
 b1_ratio=$(ratio "$(printf '%s\n' "${b1_kiln[@]}" | median)" "$(printf '%s\n' "${b1_packer[@]}" | median)")
 b2_median=$(printf '%s\n' "${b2[@]}" | median)
 
+# --- B1-warm: the same image again, its VM resumed from the source disk's warm snapshot ----
+# The setup build saved it (docs/building.md#warm-snapshots); each run says whether it resumed.
+echo "B1-warm: $b1_runs runs" >&2
+b1w=(); b1w_resumed=0; b1w_boot=()
+for i in $(seq "$b1_runs"); do
+  b1w+=("$(kiln_build bench/templates/one --force)")
+  if grep -q "resumed from the warm snapshot" "$work/kiln.log"; then b1w_resumed=$((b1w_resumed + 1)); fi
+  name=$(awk '/^built / { print $2 }' "$work/kiln.log")
+  b1w_boot+=("$(log_value "$name" "SSH is up after")")
+  echo "  run $i: kiln ${b1w[-1]} s (resumed to SSH in ${b1w_boot[-1]} s)" >&2
+done
+b1w_median=$(printf '%s\n' "${b1w[@]}" | median)
+b1w_ratio=$(ratio "$b1w_median" "$(printf '%s\n' "${b1_packer[@]}" | median)")
+# Saves: the setup build's (the source disk's snapshot) and, below, each B3 run's.
+saves=($(grep -o "warm snapshot saved in [0-9.]* s" "$work/setup.err" | awk '{ print $5 }' || true))
+
+# B5 after a product-only change: the product's VM resumed from the app's snapshot.
+b5_runs() {
+  b5=(); b5_vms=(); b5_resumed=()
+  for i in $(seq "$runs"); do
+    b5+=("$(kiln_build "$graph" --var release="bench-$(date +%s)-$i")")
+    b5_vms+=("$(grep -c "booting VM" "$work/kiln.log" || true)")
+    b5_resumed+=("$(grep -c "resumed from the warm snapshot" "$work/kiln.log" || true)")
+    echo "  run $i: kiln ${b5[-1]} s (VMs booted ${b5_vms[-1]}, resumed ${b5_resumed[-1]})" >&2
+  done
+  b5_median=$(printf '%s\n' "${b5[@]}" | median)
+}
+warm_rows() {
+  local packer_b1; packer_b1=$(printf '%s\n' "${b1_packer[@]}" | median)
+  echo "| B1-warm | B1 again, its VM resumed from the source disk's warm snapshot (resumed: $b1w_resumed of $b1_runs) | $(printf '%s\n' "${b1w[@]}" | stats) s | $packer_b1 s (B1) | $b1w_ratio; resumed to SSH in $(printf '%s\n' "${b1w_boot[@]}" | median) s (median) | ≤ 5 s: $(verdict "$b1w_median" 5); ≤ 0.25 × Packer: $(verdict "$b1w_ratio" 0.25) |"
+  echo "| B5-warm | after a product-only change, the product's VM resumed from the app's snapshot (VMs booted per run: $(list "${b5_vms[@]}"); resumed: $(list "${b5_resumed[@]}")) | $(printf '%s\n' "${b5[@]}" | stats) s | $packer_b1 s (B1) | $(ratio "$b5_median" "$packer_b1") | ≤ 5 s: $(verdict "$b5_median" 5) |"
+  echo "| save | a warm snapshot's save (pause, state to a file, overlay copy, hashes), each save of the run: $(list "${saves[@]}") s | $(printf '%s\n' "${saves[@]}" | stats) s | | | ≤ 2 s: $(verdict "$(printf '%s\n' "${saves[@]}" | sort -g | tail -1)" 2) |"
+}
+list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
+
+if [ "$warm_only" = 1 ]; then
+  echo "the graph, once (B5's starting point, saving the snapshots; not timed)" >&2
+  kiln_build "$graph" --force >/dev/null
+  saves+=($(grep -o "warm snapshot saved in [0-9.]* s" "$work/kiln.log" | awk '{ print $5 }' || true))
+  echo "B5-warm: $runs runs" >&2
+  b5_runs
+  {
+    header "kiln warm snapshots beside Packer (bench/run.sh --warm)"
+    echo "- peer: $packer_version, QEMU builder, the same source disk, kernel, initrd, 2 CPUs, 1024 MiB, accelerator: $accel"
+    echo "- runs: B1 and B1-warm $b1_runs each (B1 interleaved with Packer), B5 $runs; min | median | max; ratios are of medians"
+    echo
+    echo "| id | case | kiln min | median | max | Packer median | ratio or value | goal |"
+    echo "|---|---|---|---|---|---|---|---|"
+    echo "| B1 | one image, one shell step, cold (--no-warm) | $(printf '%s\n' "${b1_kiln[@]}" | stats) s | $(printf '%s\n' "${b1_packer[@]}" | median) s | $b1_ratio | ≤ 0.6: $(verdict "$b1_ratio" 0.6) |"
+    warm_rows
+    echo
+    echo "Every run: B1 kiln $(list "${b1_kiln[@]}") s, Packer $(list "${b1_packer[@]}") s; B1-warm $(list "${b1w[@]}") s; B5-warm $(list "${b5[@]}") s."
+  } >"$work/warm.md"
+  cp "$work/warm.md" "bench/results/warm-$(date -u +%Y%m%d-%H%M%S).md"
+  cp "$work/warm.md" bench/results/warm-latest.md
+  cat bench/results/warm-latest.md
+  exit 0
+fi
+
 # --- B3: the three-layer graph, first build ----------------------------------------------
 echo "B3: base -> app -> product, $runs runs each, interleaved" >&2
 b3_kiln=(); b3_packer=(); p_base=(); p_app=(); p_product=()
 for i in $(seq "$runs"); do
   b3_kiln+=("$(kiln_build "$graph" --force)")
+  saves+=($(grep -o "warm snapshot saved in [0-9.]* s" "$work/kiln.log" | awk '{ print $5 }' || true))
   a=$(packer_build "$work/p-base" "$source_disk" "$graph/base.sh")
   b=$(packer_build "$work/p-app" "$work/p-base/image.qcow2" "$graph/app.sh")
   c=$(packer_build "$work/p-product" "$work/p-app/image.qcow2" "$graph/product.sh")
@@ -266,12 +331,7 @@ b6_ratio=$(ratio "$kiln_bytes_with_source" "$packer_bytes")
 echo "B4: no change; B5: product-only change" >&2
 b4
 b4_ratio=$(ratio "$b4_median" "$packer_chain")
-b5=(); b5_vms=()
-for i in $(seq "$runs"); do
-  b5+=("$(kiln_build "$graph" --var release="bench-$(date +%s)-$i")")
-  b5_vms+=("$(grep -c "booting VM" "$work/kiln.log" || true)")
-done
-b5_median=$(printf '%s\n' "${b5[@]}" | median)
+b5_runs
 b5_ratio=$(ratio "$b5_median" "$packer_chain")
 b5_vs_one=$(ratio "$b5_median" "$(printf '%s\n' "${b1_kiln[@]}" | median)")
 
@@ -306,7 +366,6 @@ b10
 echo "levers: what each boot-time choice is worth" >&2
 lever_rows=$(bench/levers.sh "$source_disk" "$kernel" "$initrd" "$accel" "$runs")
 
-list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
 {
   header "kiln beside Packer"
   echo "- peer: $packer_version, QEMU builder, the same source disk ($(mib "$(allocated "$source_disk")"), $disk_size), kernel, initrd,"
@@ -316,10 +375,11 @@ list() { printf '%s\n' "$@" | paste -sd' ' | sed 's/ /, /g'; }
   echo
   echo "| id | case | kiln min | median | max | Packer median | ratio or value | goal |"
   echo "|---|---|---|---|---|---|---|---|"
-  echo "| B1 | one image, one shell step | $(printf '%s\n' "${b1_kiln[@]}" | stats) s | $(printf '%s\n' "${b1_packer[@]}" | median) s | $b1_ratio | ≤ 0.6: $(verdict "$b1_ratio" 0.6) |"
+  echo "| B1 | one image, one shell step, cold (--no-warm) | $(printf '%s\n' "${b1_kiln[@]}" | stats) s | $(printf '%s\n' "${b1_packer[@]}" | median) s | $b1_ratio | ≤ 0.6: $(verdict "$b1_ratio" 0.6) |"
   echo "| B2 | kiln's overhead in B1: wall − (boot to SSH + steps + power-off) | $(printf '%s\n' "${b2[@]}" | stats) s | | boot to SSH $(printf '%s\n' "${b2_boot[@]}" | median) s (sshd's banner $(printf '%s\n' "${b2_banner[@]}" | median) s), power-off $(printf '%s\n' "${b2_stop[@]}" | median) s (medians) | ≤ 3 s: $(verdict "$b2_median" 3) |"
   echo "| B3 | base → app → product, first build (Packer: three chained builds) | $(printf '%s\n' "${b3_kiln[@]}" | stats) s | $packer_chain s | $b3_ratio | ≤ 0.6: $(verdict "$b3_ratio" 0.6) |"
   echo "| B4 | the graph rebuilt, no change (5 runs; VMs booted: $b4_vms) | $(printf '%s\n' "${b4_times[@]}" | stats) s | $packer_chain s (rebuilds all: B3) | $b4_ratio | < 2 s: $(verdict "$b4_median" 2) |"
+  warm_rows
   echo "| B5 | after a product-only change (VMs booted per run: $(list "${b5_vms[@]}")) | $(printf '%s\n' "${b5[@]}" | stats) s | $packer_chain s (full chain: B3) | $b5_ratio; kiln B5 / kiln B1: $b5_vs_one | ≈ one VM cycle |"
   echo "| B6 | disk bytes of the three images (kiln: three overlays, $(mib "$kiln_bytes"); the median column adds the source disk they stand on) | | $(mib "$kiln_bytes_with_source") | | $(mib "$packer_bytes") (three full disks) | $b6_ratio | ≤ 0.4: $(verdict "$b6_ratio" 0.4) |"
   echo "| B12 | the product's test phase: a test boot of the sealed image (SeaBIOS, its GRUB, its first boot) and 3 test steps | $(printf '%s\n' "${b12[@]}" | stats) s | | test boot to SSH $(printf '%s\n' "${b12_boot[@]}" | median) s (median) | ≤ B1 + 2 s ($b12_goal s): $(verdict "$b12_median" "$b12_goal") |"

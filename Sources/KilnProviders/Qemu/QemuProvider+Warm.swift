@@ -99,9 +99,11 @@ extension QemuProvider {
                 log.emit(line.stream == .stdout ? "console" : "qemu", line.text)
             }
         }
-        let ssh = SSHCommunicator(
-            client: SSHClient(keyPath: spec.scratchDirectory + "/id_ed25519", port: port), scratchDirectory: spec.scratchDirectory,
-            prelude: Self.prepareResolver)
+        // The one login with the snapshot's key is the build's master connection: a login
+        // costs seconds under TCG, a command over it a fraction of one.
+        var client = SSHClient(keyPath: spec.scratchDirectory + "/id_ed25519", port: port)
+        client.masterKeyPath = warmKey
+        let ssh = SSHCommunicator(client: client, scratchDirectory: spec.scratchDirectory, prelude: Self.prepareResolver)
         let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, qmp: qmp)
         // The whole resume is bounded as a boot is (--boot-timeout).
         let deadline = started + spec.bootTimeout
@@ -123,33 +125,25 @@ extension QemuProvider {
             } onCancel: {
                 qemu.cancel()
             }
-            // Once, with the snapshot's key: the build's own key replaces it (overwritten in
-            // place first, so its bytes do not stay in a freed block of the image).
-            let handover = """
+            try await ssh.connect(deadline: deadline, isAlive: { [machine] in machine.isRunning })
+            // The snapshot's key logged in once; the build's own key replaces it (overwritten in
+            // place first, so its bytes do not stay in a freed block of the image), and every
+            // later login (a reconnect, ansible, a person at a breakpoint) uses the build's key.
+            // The guest's clock, stopped at the save, is set to the host's.
+            let handover = try await ssh.client.run(
+                """
                 f=/root/.ssh/authorized_keys
                 shred -n 0 -z "$f" 2>/dev/null || true
                 printf '%s\\n' \(ShellQuote.quote(publicKey.trimmingCharacters(in: .whitespacesAndNewlines))) > "$f"
-                """
-            let first = SSHClient(keyPath: warmKey, port: port)
-            while true {
-                guard machine.isRunning else { throw KilnError(.providerFailed, "QEMU exited after resuming") }
-                let result = try await first.run(handover, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
-                if result.succeeded { break }
-                // 255 is ssh's own failure (the forwarded port not through yet); anything else is the guest's.
-                guard result.status == 255, ContinuousClock.now < deadline else {
-                    throw KilnError(.providerFailed, "the guest did not take the build's key (exit \(result.status)): \(result.stderr)")
-                }
-                try await Task.sleep(for: .milliseconds(200))
+                date -u -s @\(String(format: "%.3f", Date().timeIntervalSince1970)) >/dev/null
+                """, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
+            guard handover.succeeded else {
+                throw KilnError(.providerFailed, "the guest did not take the build's key (exit \(handover.status)): \(handover.stderr)")
             }
-            try await ssh.connect(deadline: deadline, isAlive: { [machine] in machine.isRunning })
-            // The guest's clock stopped at the save: set to the host's over the logged-in
-            // connection, where a command takes a fraction of a second (a login takes seconds).
-            let clock = try await ssh.client.run("date -u -s @\(String(format: "%.3f", Date().timeIntervalSince1970)) >/dev/null")
-            if !clock.succeeded { log.emit("kiln", "warning: the guest's clock could not be set: \(clock.stderr)") }
             snapshot.touch()
             log.emit(
                 "kiln",
-                "SSH is up after \((ContinuousClock.now - started).kilnDescription), resumed from the warm snapshot (state loaded in \(loaded.kilnDescription)); the build logs in with its own key"
+                "SSH is up after \((ContinuousClock.now - started).kilnDescription), resumed from the warm snapshot (state loaded in \(loaded.kilnDescription)); the snapshot's key is replaced by the build's own"
             )
             return machine
         } catch {

@@ -27,6 +27,9 @@ struct SSHClient: Sendable {
 
     /// How long one readiness probe holds its connection (see ``connectMaster(deadline:isAlive:onBanner:)``).
     let probeWait: Int32
+    /// The key the master connection logs in with when it is not ``keyPath``: a resumed warm
+    /// snapshot's, whose one login hands the guest over to ``keyPath`` (docs/building.md).
+    var masterKeyPath: String?
 
     init(
         keyPath: String, port: Int, host: String = "127.0.0.1", user: String = "root", program: String = "ssh",
@@ -39,9 +42,11 @@ struct SSHClient: Sendable {
         controlPath = NSTemporaryDirectory() + "kiln-ssh-\(tag).sock"
     }
 
-    private var options: [String] {
+    private var options: [String] { options(key: keyPath) }
+
+    private func options(key: String) -> [String] {
         [
-            "-i", keyPath, "-p", String(port),
+            "-i", key, "-p", String(port),
             // Trust on first use, per build: the guest makes a fresh host key at boot, and the
             // first login happens while the provider's machine provably holds the address (the
             // provider checks it is still alive after that login). From then on the key is
@@ -119,7 +124,8 @@ struct SSHClient: Sendable {
             let master = Task {
                 defer { exited.set(true) }
                 return try await ProcessRunner.run(
-                    program, options + ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", destination])
+                    program,
+                    options(key: masterKeyPath ?? keyPath) + ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N", destination])
             }
             // The master creates its socket once it has logged in. The machine must still be
             // alive then: the host key just recorded must be its guest's.
