@@ -75,12 +75,12 @@ extension VMBuildTests {
         let parent = try #require(try await store.image("debian-12-nginx")["digest"] as? String)
         for family in ["wc-cold", "wc-prime", "wc-warm1", "wc-warm2"] { try warmProduct(family, in: root + "/" + family) }
         // The cold build: a boot of its own, no snapshot used or saved.
-        let cold = try await store.kiln(["build", root + "/wc-cold", "--no-warm"])
+        let cold = try await store.kiln(["build", root + "/wc-cold", "--no-warm", "--force"])
         try #require(cold.status == 0, "\(cold.stderr.suffix(3000))")
         #expect(cold.stderr.contains("booting VM") && !cold.stderr.contains("warm snapshot"), "\(cold.stderr)")
         if try warmSnapshots(on: parent).isEmpty {
             // None saved on the app yet (the cache may have pruned it): a first build saves one.
-            let prime = try await store.kiln(["build", root + "/wc-prime"])
+            let prime = try await store.kiln(["build", root + "/wc-prime", "--force"])
             try #require(prime.status == 0, "\(prime.stderr.suffix(3000))")
             #expect(prime.stderr.contains("warm snapshot saved in"), "\(prime.stderr)")
         }
@@ -88,7 +88,7 @@ extension VMBuildTests {
         let started = Date()
         var warm: [[String: Any]] = []
         for family in ["wc-warm1", "wc-warm2"] {
-            let build = try await store.kiln(["build", root + "/" + family])
+            let build = try await store.kiln(["build", root + "/" + family, "--force"])
             try #require(build.status == 0, "\(build.stderr.suffix(3000))")
             #expect(build.stderr.contains("resumed from the warm snapshot"), "\(build.stderr)")
             #expect(!build.stderr.contains("booting VM"), "\(build.stderr)")
