@@ -101,7 +101,7 @@ extension QemuProvider {
         }
         // The one login with the snapshot's key is the build's master connection: a login
         // costs seconds under TCG, a command over it a fraction of one.
-        var client = SSHClient(keyPath: spec.scratchDirectory + "/id_ed25519", port: port)
+        var client = SSHClient(keyPath: spec.scratchDirectory + "/id_ed25519", port: port, probeWait: SSHClient.noProbe)
         client.masterKeyPath = warmKey
         let ssh = SSHCommunicator(client: client, scratchDirectory: spec.scratchDirectory, prelude: Self.prepareResolver)
         let machine = QemuMachine(qemu: qemu, ssh: ssh, spec: spec, qmp: qmp)
@@ -126,6 +126,7 @@ extension QemuProvider {
                 qemu.cancel()
             }
             try await ssh.connect(deadline: deadline, isAlive: { [machine] in machine.isRunning })
+            let loggedIn = ContinuousClock.now - started
             // The snapshot's key logged in once; the build's own key replaces it (overwritten in
             // place first, so its bytes do not stay in a freed block of the image), and every
             // later login (a reconnect, ansible, a person at a breakpoint) uses the build's key.
@@ -143,7 +144,7 @@ extension QemuProvider {
             snapshot.touch()
             log.emit(
                 "kiln",
-                "SSH is up after \((ContinuousClock.now - started).kilnDescription), resumed from the warm snapshot (state loaded in \(loaded.kilnDescription)); the snapshot's key is replaced by the build's own"
+                "SSH is up after \((ContinuousClock.now - started).kilnDescription), resumed from the warm snapshot (state loaded in \(loaded.kilnDescription), logged in after \(loggedIn.kilnDescription)); the snapshot's key is replaced by the build's own"
             )
             return machine
         } catch {
