@@ -84,7 +84,7 @@ extension QemuProvider {
         defer { try? fm.removeItem(atPath: warmKey) }
         let publicKey = try await Self.makeKey(spec)
         let port = try Self.freeLoopbackPort()
-        let qmp = Self.qmpSocketPath()
+        let qmp = try Self.qmpSocketPath()
         // The same machine, device for device, as the one saved (its SMBIOS credential too),
         // started to receive the saved state instead of booting.
         let arguments =
@@ -173,9 +173,22 @@ extension QemuProvider {
     }
 
     /// QEMU's control socket: short, in the temporary directory, as a Unix socket path holds
-    /// at most 107 bytes and the store's scratch directory can be deeper than that.
-    static func qmpSocketPath() -> String {
-        NSTemporaryDirectory() + "kiln-qmp-\(UUID().uuidString.prefix(12).lowercased()).sock"
+    /// at most 107 bytes and the store's scratch directory can be deeper than that. In a
+    /// directory of its own, mode 0700: whoever can connect to it commands QEMU (a `migrate`
+    /// to `exec:` runs a shell command as kiln's user), and QEMU creates the socket with the
+    /// process's umask, which may let a group write it.
+    static func qmpSocketPath() throws -> String {
+        var template = Array((NSTemporaryDirectory() + "kiln-qmp-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw KilnError(.io, "cannot create a directory for QEMU's control socket: \(String(cString: strerror(errno)))")
+        }
+        return String(cString: made) + "/qmp.sock"
+    }
+
+    /// Removes the socket ``qmpSocketPath()`` made and its directory.
+    static func removeQMPSocket(_ path: String) {
+        unlink(path)
+        rmdir((path as NSString).deletingLastPathComponent)
     }
 
     /// The build's own key pair, in its scratch directory; returns the public half.

@@ -112,7 +112,7 @@ public struct QemuProvider: Provider {
         }
 
         // A build boot takes commands (a warm snapshot's save) on a control socket.
-        let qmp = spec.isTestBoot ? nil : Self.qmpSocketPath()
+        let qmp = spec.isTestBoot ? nil : try Self.qmpSocketPath()
         let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey, forwards: forwards, qmp: qmp)
         log.emit(
             "kiln",
@@ -336,6 +336,6 @@ final class QemuMachine: Machine {
         qemu.cancel()
         _ = await qemu.result
         await ssh.close()
-        if let qmp { unlink(qmp) }
+        if let qmp { QemuProvider.removeQMPSocket(qmp) }
     }
 }
