@@ -81,7 +81,8 @@ public enum SourceCache {
         }
         for snapshot in WarmSnapshotEntry.list(in: store.warmSnapshotsDirectory) {
             var entry = CacheEntry(
-                kind: .warmSnapshot, description: "", path: snapshot.path, bytes: try size(of: snapshot.path),
+                // A save may finish (renamed) or be pruned while this looks.
+                kind: .warmSnapshot, description: "", path: snapshot.path, bytes: (try? size(of: snapshot.path)) ?? 0,
                 lastUsed: snapshot.lastUsed, inUse: snapshot.saving)
             if let parent = snapshot.parent {
                 let name =

@@ -30,8 +30,22 @@ extension QemuProvider {
         (shape.buildID, shape.diskDirectory, shape.scratchDirectory) = ("", "DISK", "SCRATCH")
         (shape.kernel, shape.initrd, shape.ports) = ("KERNEL", "INITRD", [])
         let arguments = Self.arguments(shape, accelerator: accelerator, port: 0, publicKey: "", qmp: "QMP")
-        let key = WarmSnapshot.key(parent: warm.parentDigest, qemuVersion: version, machineArguments: arguments)
+        // Under KVM (`-cpu host`) the guest runs on the host's CPU model and features: a
+        // snapshot from another CPU or kernel (a shared store, an upgrade) is another key.
+        let key = WarmSnapshot.key(parent: warm.parentDigest, qemuVersion: version, machineArguments: arguments + Self.hostSignature())
         return WarmPlan(root: warm.directory, key: key, parent: warm.parentDigest, qemuVersion: version)
+    }
+
+    /// The host's CPU model and feature flags, and its kernel release.
+    static func hostSignature() -> [String] {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let lines = cpuinfo.split(separator: "\n")
+        let model = lines.first { $0.hasPrefix("model name") }.map(String.init) ?? ""
+        let flags = lines.first { $0.hasPrefix("flags") }.map(String.init) ?? ""
+        var name = utsname()
+        uname(&name)
+        let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return [model, flags, release]
     }
 
     /// The running machine resumed from the plan's snapshot; nil, having said why when there
@@ -39,7 +53,7 @@ extension QemuProvider {
     /// only when the build is cancelled: an interrupted build does not go on to boot cold.
     func resume(_ spec: MachineSpec, plan: WarmPlan, accelerator: Accelerator, log: BuildLog) async throws -> QemuMachine? {
         let snapshot: WarmSnapshot
-        switch await WarmSnapshot.open(plan.directory, key: plan.key) {
+        switch WarmSnapshot.open(plan.directory, key: plan.key) {
         case .missing:
             return nil
         case .unusable(let reason):
@@ -53,35 +67,60 @@ extension QemuProvider {
             return try await resume(spec, from: snapshot, accelerator: accelerator, log: log)
         } catch {
             try? FileManager.default.removeItem(atPath: spec.diskDirectory + "/" + ImageFiles.disk)
-            for name in ["id_ed25519", "id_ed25519.pub", "known_hosts", Self.warmKeyName] {
+            for name in ["id_ed25519", "id_ed25519.pub", "known_hosts", Self.warmKeyName, Self.warmStateName] {
                 try? FileManager.default.removeItem(atPath: spec.scratchDirectory + "/" + name)
             }
             try Task.checkCancellation()
-            log.emit("kiln", "notice: resuming the warm snapshot failed (\(error)): the VM boots cold, and saves a new one")
+            if let unusable = error as? WarmSnapshot.Unusable {
+                log.emit("kiln", "notice: the warm snapshot of this parent is unusable (\(unusable)): it is removed, and the VM boots cold")
+            } else {
+                log.emit("kiln", "notice: resuming the warm snapshot failed (\(error)): the VM boots cold, and saves a new one")
+            }
             try? FileManager.default.removeItem(atPath: plan.directory)
             return nil
         }
     }
 
-    /// The private half of the snapshot's key, in the build's scratch directory while it is used.
+    /// The private half of the snapshot's key, and a link to its state, in the build's
+    /// scratch directory while they are used.
     static let warmKeyName = "warm_key"
+    static let warmStateName = "warm_state"
 
     private func resume(_ spec: MachineSpec, from snapshot: WarmSnapshot, accelerator: Accelerator, log: BuildLog) async throws
         -> QemuMachine
     {
         let started = ContinuousClock.now
         let fm = FileManager.default
-        // The copy is the build's disk: it is checked again, the bytes used being the bytes checked.
+        // The overlay's copy is the build's disk, and QEMU loads the state through a link of
+        // its own: both are checked against their digests there, so the bytes used are the
+        // bytes checked, whatever happens to the shared entry meanwhile (a prune, a new save).
         let disk = spec.diskDirectory + "/" + ImageFiles.disk
+        let state = spec.scratchDirectory + "/" + Self.warmStateName
+        let warmKey = spec.scratchDirectory + "/" + Self.warmKeyName
+        defer {
+            try? fm.removeItem(atPath: warmKey)
+            try? fm.removeItem(atPath: state)
+        }
         try fm.copyItem(atPath: snapshot.diskPath, toPath: disk)
         chmod(disk, 0o644)
-        guard try await blocking({ try Hashing.sha256Hex(fileAt: disk) }) == snapshot.manifest.diskSHA256 else {
-            throw KilnError(.storeInconsistent, "the copy of its boot overlay does not match its digest")
+        if link(snapshot.statePath, state) != 0 { try fm.copyItem(atPath: snapshot.statePath, toPath: state) }
+        let (stateDigest, diskDigest) = try await blocking {
+            (try Hashing.sha256Hex(fileAt: state), try Hashing.sha256Hex(fileAt: disk))
         }
-        let warmKey = spec.scratchDirectory + "/" + Self.warmKeyName
+        guard stateDigest == snapshot.manifest.stateSHA256 else {
+            throw WarmSnapshot.Unusable(description: "its memory state does not match its digest")
+        }
+        guard diskDigest == snapshot.manifest.diskSHA256 else {
+            throw WarmSnapshot.Unusable(description: "its boot overlay does not match its digest")
+        }
+        // The overlay stands on the parent's disk and names no other file: a qcow2 header can
+        // name any host file as its backing or data file.
+        let header = try await DiskImage.info(disk, format: "qcow2")
+        guard header.backingFilename == spec.backingDisk, header.dataFile == nil, header.extentFiles.isEmpty else {
+            throw WarmSnapshot.Unusable(description: "its boot overlay names another file than the parent's disk")
+        }
         try fm.copyItem(atPath: snapshot.keyPath, toPath: warmKey)
         chmod(warmKey, 0o600)
-        defer { try? fm.removeItem(atPath: warmKey) }
         let publicKey = try await Self.makeKey(spec)
         let port = try Self.freeLoopbackPort()
         let qmp = try Self.qmpSocketPath()
@@ -89,7 +128,7 @@ extension QemuProvider {
         // started to receive the saved state instead of booting.
         let arguments =
             Self.arguments(spec, accelerator: accelerator, port: port, publicKey: snapshot.manifest.publicKey, qmp: qmp)
-            + ["-incoming", "exec:cat " + ShellQuote.quote(snapshot.statePath)]
+            + ["-incoming", "exec:cat " + ShellQuote.quote(state)]
         log.emit(
             "kiln",
             "resuming the warm snapshot \(snapshot.manifest.key.prefix(12)) of this parent (\(accelerator.name), \(spec.qemu.cpus) CPUs, \(spec.qemu.memoryMiB) MiB, ssh on 127.0.0.1:\(port))"
@@ -153,8 +192,24 @@ extension QemuProvider {
         }
     }
 
-    /// Saves the cold-booted guest as the plan's snapshot; a failure is a warning.
-    func saveWarm(_ plan: WarmPlan, spec: MachineSpec, qmp: String, publicKey: String, accelerator: Accelerator, log: BuildLog) async {
+    /// Saves the cold-booted guest as the plan's snapshot; a failure is a warning, unless the
+    /// guest could not be run again (``WarmSnapshot/StillPaused``), or the build was cancelled.
+    func saveWarm(_ plan: WarmPlan, spec: MachineSpec, qmp: String, publicKey: String, accelerator: Accelerator, log: BuildLog)
+        async throws
+    {
+        // The state takes up to the guest's memory: not where it would leave the build short.
+        var volume = statvfs()
+        if statvfs(plan.root.isEmpty ? "/" : (plan.root as NSString).deletingLastPathComponent, &volume) == 0 {
+            let free = UInt64(volume.f_bavail) * UInt64(volume.f_frsize)
+            let needed = UInt64(spec.qemu.memoryMiB + 1024) << 20
+            if free < needed {
+                log.emit(
+                    "kiln",
+                    "notice: no warm snapshot saved: \(free >> 20) MiB free where the cache is, a snapshot may take \(needed >> 20) MiB with room to spare"
+                )
+                return
+            }
+        }
         let manifest = WarmSnapshot.Manifest(
             format: WarmSnapshot.format, key: plan.key, parent: plan.parent, qemu: plan.qemuVersion, accelerator: accelerator.name,
             cpus: spec.qemu.cpus, memoryMiB: spec.qemu.memoryMiB, created: Date(), stateSHA256: "", diskSHA256: "",
@@ -167,7 +222,10 @@ extension QemuProvider {
                 "kiln",
                 "warm snapshot saved in \(total.kilnDescription) (the guest paused for \(paused.kilnDescription)): the next build on this parent resumes it instead of booting"
             )
+        } catch let error as WarmSnapshot.StillPaused {
+            throw KilnError(.providerFailed, "\(error)")
         } catch {
+            try Task.checkCancellation()
             log.emit("kiln", "warning: no warm snapshot was saved (\(error)); the next build on this parent boots cold too")
         }
     }

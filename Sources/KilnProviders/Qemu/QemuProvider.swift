@@ -47,6 +47,9 @@ public struct QemuProvider: Provider {
         "sys-fs-fuse-connections.mount", "sys-kernel-config.mount",
         "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer",
         "systemd-tmpfiles-clean.timer", "systemd-repart.service", "systemd-growfs-root.service",
+        // Daily jobs that would also catch up at once when a warm snapshot's clock is set
+        // forward (Persistent=true), rotating logs and rebuilding caches in the image.
+        "logrotate.timer", "man-db.timer",
     ]
 
     /// Syncs, has the kernel remount every filesystem read-only (SysRq `u`: a clean filesystem
@@ -150,7 +153,14 @@ public struct QemuProvider: Provider {
         }
         let answered = banner.value.map { " (sshd answered after \($0.kilnDescription))" } ?? ""
         log.emit("kiln", "SSH is up after \((ContinuousClock.now - started).kilnDescription)\(answered)")
-        if let warm, let qmp { await saveWarm(warm, spec: spec, qmp: qmp, publicKey: publicKey, accelerator: accelerator, log: log) }
+        if let warm, let qmp {
+            do {
+                try await saveWarm(warm, spec: spec, qmp: qmp, publicKey: publicKey, accelerator: accelerator, log: log)
+            } catch {
+                await machine.destroy()
+                throw error
+            }
+        }
         return machine
     }
 
@@ -295,6 +305,9 @@ final class QemuMachine: Machine {
             shred -n 0 -z -u /root/.ssh/authorized_keys 2>/dev/null || true
             rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile) \(SSHCommunicator.environmentFile)
             rm -f /var/lib/dbus/machine-id
+            # The seed systemd saved at this boot: every instance of the image (and every image
+            # resumed from one warm snapshot) would start from the same one.
+            rm -f /var/lib/systemd/random-seed
             # cloud-init's state of this boot (instance, keys it set up, logs) is not the image's.
             if command -v cloud-init >/dev/null 2>&1; then cloud-init clean --logs >/dev/null 2>&1 || true; fi
             \(QemuProvider.restoreResolver)

@@ -66,25 +66,39 @@ struct WarmSnapshot: Sendable {
         case found(WarmSnapshot)
     }
 
-    /// The entry for `key` when there is one whose files are the bytes it recorded.
-    static func open(_ directory: String, key: String) async -> Lookup {
+    /// Why an entry cannot be used: it is removed, and the VM boots cold.
+    struct Unusable: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// The entry for `key`, when there is one that is kiln's user's alone. Its files are
+    /// checked against their digests where they are used (``QemuProvider``'s resume), on
+    /// links or copies of them: the bytes checked are the bytes loaded, whatever happens to the
+    /// shared entry meanwhile.
+    static func open(_ directory: String, key: String) -> Lookup {
         let manifestPath = directory + "/" + manifestFile
-        guard FileManager.default.fileExists(atPath: manifestPath) else { return .missing }
+        var info = stat()
+        guard lstat(manifestPath, &info) == 0 else { return .missing }
+        // A snapshot is a guest's memory and disk: one another user could plant or change
+        // (a group-writable cache) would put their bytes in a signed image.
+        let parent = (directory as NSString).deletingLastPathComponent
+        for (path, isDirectory) in [(parent, true), (directory, true)]
+            + [stateFile, diskFile, keyFile, manifestFile].map({ (directory + "/" + $0, false) })
+        where !isPrivate(path, directory: isDirectory) {
+            return .unusable("\(path) is not kiln's user's alone (a link, another owner, or writable by others)")
+        }
         guard let data = FileManager.default.contents(atPath: manifestPath),
             let manifest = try? decoder.decode(Manifest.self, from: data)
         else { return .unusable("its manifest cannot be read") }
         guard manifest.format == format, manifest.key == key else { return .unusable("it was saved for another machine") }
-        let snapshot = WarmSnapshot(directory: directory, manifest: manifest)
-        do {
-            let (state, disk) = try await blocking {
-                (try Hashing.sha256Hex(fileAt: snapshot.statePath), try Hashing.sha256Hex(fileAt: snapshot.diskPath))
-            }
-            guard state == manifest.stateSHA256 else { return .unusable("its memory state does not match its digest") }
-            guard disk == manifest.diskSHA256 else { return .unusable("its boot overlay does not match its digest") }
-        } catch {
-            return .unusable("\(error)")
-        }
-        return .found(snapshot)
+        return .found(WarmSnapshot(directory: directory, manifest: manifest))
+    }
+
+    /// Owned by this process's user, writable by no one else, and not a symbolic link.
+    static func isPrivate(_ path: String, directory: Bool) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return false }
+        return info.st_mode & S_IFMT == (directory ? S_IFDIR : S_IFREG) && info.st_uid == geteuid() && info.st_mode & 0o022 == 0
     }
 
     /// Saves the running guest behind `qmp` as the entry `key`: pauses it, streams its state
@@ -100,6 +114,10 @@ struct WarmSnapshot: Sendable {
         try? FileManager.default.removeItem(atPath: temporary)
         try makePrivateDirectory(temporary)
         let state = temporary + "/" + stateFile
+        // QEMU closes the channel once the migration completes, and may stop a `cat` that
+        // has not exited yet: `state` appears only when cat wrote the whole stream.
+        let partial = state + ".part"
+        let command = "cat > \(ShellQuote.quote(partial)) && mv \(ShellQuote.quote(partial)) \(ShellQuote.quote(state))"
         do {
             let paused = try await blocking {
                 let connection = try QMPConnection(path: qmp, timeout: .seconds(10))
@@ -109,7 +127,7 @@ struct WarmSnapshot: Sendable {
                     // QEMU's default limit (32 MiB/s) is for a live migration over a network;
                     // a stopped guest into a local file goes as fast as the disk takes it.
                     try connection.execute("migrate-set-parameters", ["max-bandwidth": Int64(1) << 40])
-                    try connection.execute("migrate", ["uri": "exec:cat > " + ShellQuote.quote(state)])
+                    try connection.execute("migrate", ["uri": "exec:" + command])
                     let deadline = ContinuousClock.now + .seconds(120)
                     while true {
                         let (status, error) = try connection.migration()
@@ -124,12 +142,19 @@ struct WarmSnapshot: Sendable {
                     // migration completed, and the paused guest writes nothing more.
                     try FileManager.default.copyItem(atPath: disk, toPath: temporary + "/" + diskFile)
                 } catch {
-                    _ = try? connection.execute("cont")
+                    // A migration still under way would pause the guest again when it ends.
+                    _ = try? connection.execute("migrate_cancel")
+                    for _ in 0..<500 where ((try? connection.migration().status) ?? "") == "active" { usleep(20_000) }
+                    try resumeGuest(connection)
                     throw error
                 }
                 // `cont` after a completed migration takes the disk back and runs the guest on.
-                try connection.execute("cont")
+                try resumeGuest(connection)
                 return ContinuousClock.now - pausedAt
+            }
+            for _ in 0..<500 where !FileManager.default.fileExists(atPath: state) { try await Task.sleep(for: .milliseconds(20)) }
+            guard FileManager.default.fileExists(atPath: state) else {
+                throw KilnError(.providerFailed, "the guest's state was not written whole")
             }
             try await testDelay("KILN_TEST_DELAY_WARM_SAVE_MS")
             var manifest = base
@@ -143,6 +168,7 @@ struct WarmSnapshot: Sendable {
             manifest.pausedSeconds = paused.seconds
             manifest.saveSeconds = total.seconds
             try encoder.encode(manifest).write(to: URL(fileURLWithPath: temporary + "/" + manifestFile))
+            chmod(temporary + "/" + manifestFile, 0o600)
             // Another build on the same parent may have saved first: its entry stands.
             if rename(temporary, root + "/" + key) != 0 { try? FileManager.default.removeItem(atPath: temporary) }
             return (paused, total)
@@ -150,6 +176,19 @@ struct WarmSnapshot: Sendable {
             try? FileManager.default.removeItem(atPath: temporary)
             throw error
         }
+    }
+
+    /// The guest paused for a save, running again; a guest that is not is a failed build VM.
+    private static func resumeGuest(_ connection: QMPConnection) throws {
+        _ = try? connection.execute("cont")
+        let status = try connection.status()
+        guard status == "running" else { throw StillPaused(status: status) }
+    }
+
+    /// The save left the guest stopped: the build cannot go on with this VM.
+    struct StillPaused: Error, CustomStringConvertible {
+        let status: String
+        var description: String { "the VM did not run again after a warm snapshot's save (QEMU says \(status))" }
     }
 
     /// Marks the entry used now: the cache prunes the least recently used first.
