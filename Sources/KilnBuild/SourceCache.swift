@@ -60,7 +60,9 @@ public enum SourceCache {
         // Bases made before kiln recorded backing digests: any source disk may be theirs.
         let legacyBases = try store.catalog.hasBasesWithoutBacking()
         var entries: [CacheEntry] = []
-        for source in try store.catalog.sources() {
+        // Read once: the source disks are entries themselves and name warm snapshots' parents.
+        let sourceRecords = try store.catalog.sources()
+        for source in sourceRecords {
             let directory = store.blobDirectory(digest: source.digest)
             guard fm.fileExists(atPath: directory) else { continue }
             entries.append(
@@ -87,7 +89,7 @@ public enum SourceCache {
             if let parent = snapshot.parent {
                 let name =
                     try store.catalog.image(digest: parent)?.name
-                    ?? store.catalog.sources().first { $0.digest == parent }.map { "source disk \($0.description)" }
+                    ?? sourceRecords.first { $0.digest == parent }.map { "source disk \($0.description)" }
                 entry.description = "booted on \(name ?? String(parent.prefix(12))), \(snapshot.cpus) CPUs, \(snapshot.memoryMiB) MiB"
                 entry.stale = !fm.fileExists(atPath: store.blobDirectory(digest: parent))
             } else {
@@ -97,7 +99,7 @@ public enum SourceCache {
             entries.append(entry)
         }
         if remote {
-            let sources = Set(try store.catalog.sources().map(\.digest))
+            let sources = Set(sourceRecords.map(\.digest))
             for name in (try? fm.contentsOfDirectory(atPath: store.imagesDirectory)) ?? []
             where !name.hasPrefix(".") && !sources.contains(name) {
                 guard let image = try store.catalog.image(digest: name) else { continue }

@@ -152,7 +152,10 @@ struct WarmSnapshot: Sendable {
                 try resumeGuest(connection)
                 return ContinuousClock.now - pausedAt
             }
-            for _ in 0..<500 where !FileManager.default.fileExists(atPath: state) { try await Task.sleep(for: .milliseconds(20)) }
+            for _ in 0..<500 {
+                if FileManager.default.fileExists(atPath: state) { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
             guard FileManager.default.fileExists(atPath: state) else {
                 throw KilnError(.providerFailed, "the guest's state was not written whole")
             }
