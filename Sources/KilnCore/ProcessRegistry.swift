@@ -128,8 +128,8 @@ public final class ProcessRegistry: Sendable {
             let childrenPath = directory + "/\(owner).children"
             // Only a record kiln's own user wrote, that no one else could have changed, names
             // processes to signal: a forged file must not make kiln kill an arbitrary process.
-            guard Self.isOwnPrivateFile(lockPath),
-                !FileManager.default.fileExists(atPath: childrenPath) || Self.isOwnPrivateFile(childrenPath)
+            guard PrivatePath.isOwn(lockPath),
+                !FileManager.default.fileExists(atPath: childrenPath) || PrivatePath.isOwn(childrenPath)
             else { continue }
             var alive: [(pid: Int32, start: UInt64)] = []
             let text = (try? String(contentsOfFile: childrenPath, encoding: .utf8)) ?? ""
@@ -146,13 +146,6 @@ public final class ProcessRegistry: Sendable {
             reaped.append(Reaped(owner: owner, killed: killed))
         }
         return reaped
-    }
-
-    /// Owned by this process's user and writable by no one else.
-    static func isOwnPrivateFile(_ path: String) -> Bool {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return false }
-        return info.st_mode & S_IFMT == S_IFREG && info.st_uid == geteuid() && info.st_mode & 0o022 == 0
     }
 
     /// The user a process runs as (its real uid, from /proc).

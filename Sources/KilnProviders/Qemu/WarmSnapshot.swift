@@ -82,9 +82,9 @@ struct WarmSnapshot: Sendable {
         // A snapshot is a guest's memory and disk: one another user could plant or change
         // (a group-writable cache) would put their bytes in a signed image.
         let parent = (directory as NSString).deletingLastPathComponent
-        for (path, isDirectory) in [(parent, true), (directory, true)]
-            + [stateFile, diskFile, keyFile, manifestFile].map({ (directory + "/" + $0, false) })
-        where !isPrivate(path, directory: isDirectory) {
+        for (path, kind) in [(parent, PrivatePath.Kind.directory), (directory, .directory)]
+            + [stateFile, diskFile, keyFile, manifestFile].map({ (directory + "/" + $0, PrivatePath.Kind.file) })
+        where !PrivatePath.isOwn(path, kind) {
             return .unusable("\(path) is not kiln's user's alone (a link, another owner, or writable by others)")
         }
         guard let data = FileManager.default.contents(atPath: manifestPath),
@@ -92,13 +92,6 @@ struct WarmSnapshot: Sendable {
         else { return .unusable("its manifest cannot be read") }
         guard manifest.format == format, manifest.key == key else { return .unusable("it was saved for another machine") }
         return .found(WarmSnapshot(directory: directory, manifest: manifest))
-    }
-
-    /// Owned by this process's user, writable by no one else, and not a symbolic link.
-    static func isPrivate(_ path: String, directory: Bool) -> Bool {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return false }
-        return info.st_mode & S_IFMT == (directory ? S_IFDIR : S_IFREG) && info.st_uid == geteuid() && info.st_mode & 0o022 == 0
     }
 
     /// Saves the running guest behind `qmp` as the entry `key`: pauses it, streams its state
