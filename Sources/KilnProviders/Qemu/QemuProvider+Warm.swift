@@ -166,15 +166,23 @@ extension QemuProvider {
             }
             try await ssh.connect(deadline: deadline, isAlive: { [machine] in machine.isRunning })
             let loggedIn = ContinuousClock.now - started
-            // The snapshot's key logged in once; the build's own key replaces it (overwritten in
-            // place first, so its bytes do not stay in a freed block of the image), and every
+            // The snapshot's key logged in once; the build's own key replaces it, and every
             // later login (a reconnect, ansible, a person at a breakpoint) uses the build's key.
-            // The guest's clock, stopped at the save, is set to the host's.
+            // The new line is written over the old one in place, padded with spaces to its
+            // length: the file keeps its block, so the old key's bytes are not left in a
+            // freed block of the image (the seal zeroes and removes the file). Shell builtins
+            // only (the length counted by `read`): a program started in a just-resumed guest
+            // costs a translation of its code under TCG. The guest's clock, stopped at the
+            // save, is set to the host's.
             let handover = try await ssh.client.run(
                 """
                 f=/root/.ssh/authorized_keys
-                shred -n 0 -z "$f" 2>/dev/null || true
-                printf '%s\\n' \(ShellQuote.quote(publicKey.trimmingCharacters(in: .whitespacesAndNewlines))) > "$f"
+                length=0
+                if [ -f "$f" ]; then
+                  while IFS= read -r line || [ -n "$line" ]; do length=$((length + ${#line} + 1)); done < "$f"
+                fi
+                [ "$length" -gt 1 ] || length=2
+                printf "%-$((length - 1))s\\n" \(ShellQuote.quote(publicKey.trimmingCharacters(in: .whitespacesAndNewlines))) 1<> "$f"
                 date -u -s @\(String(format: "%.3f", Date().timeIntervalSince1970)) >/dev/null
                 """, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
             guard handover.succeeded else {

@@ -54,13 +54,20 @@ public struct QemuProvider: Provider {
 
     /// Syncs, has the kernel remount every filesystem read-only (SysRq `u`: a clean filesystem
     /// without systemd's slow shutdown under TCG), and waits up to 5 s for the root to be.
+    /// Defines `root_is_read_only` for what follows. POSIX sh (it also runs as the boot-loader
+    /// installer's PID 1), and shell builtins where a program would do: a program started in
+    /// a guest just resumed from a warm snapshot costs a translation of its code under TCG.
     public static let remountReadOnly = """
+        root_is_read_only() {
+          while read -r device mountpoint type options rest; do
+            [ "$mountpoint" = / ] && case $options in ro | ro,*) return 0 ;; esac
+          done </proc/mounts
+          return 1
+        }
         sync
         echo u > /proc/sysrq-trigger
-        for i in $(seq 50); do
-          awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' && break
-          sleep 0.1
-        done
+        waited=0
+        until root_is_read_only || [ "$waited" -ge 100 ]; do sleep 0.05; waited=$((waited + 1)); done
         """
 
     /// QEMU's user-mode network: fixed addresses, the same in every build VM.
@@ -303,11 +310,11 @@ final class QemuMachine: Machine {
         let seal = """
             # Overwritten before removal: a freed block would keep the key on the disk.
             shred -n 0 -z -u /root/.ssh/authorized_keys 2>/dev/null || true
-            rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile) \(SSHCommunicator.environmentFile)
-            rm -f /var/lib/dbus/machine-id
-            # The seed systemd saved at this boot: every instance of the image (and every image
-            # resumed from one warm snapshot) would start from the same one.
-            rm -f /var/lib/systemd/random-seed
+            # With them, the dbus machine-id and the seed systemd saved at this boot: every
+            # instance of the image (and every image resumed from one warm snapshot) would
+            # start from the same one. One rm: each program started costs under TCG.
+            rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_* \(SSHCommunicator.scriptFile) \(SSHCommunicator.stepGroupFile) \(SSHCommunicator.environmentFile) \
+              /var/lib/dbus/machine-id /var/lib/systemd/random-seed
             # cloud-init's state of this boot (instance, keys it set up, logs) is not the image's.
             if command -v cloud-init >/dev/null 2>&1; then cloud-init clean --logs >/dev/null 2>&1 || true; fi
             \(QemuProvider.restoreResolver)
@@ -315,7 +322,7 @@ final class QemuMachine: Machine {
             # Blocks this layer wrote and freed again (package lists, caches) leave the overlay.
             fstrim / 2>/dev/null || true
             \(QemuProvider.remountReadOnly)
-            awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro' || { echo 'root filesystem is still writable' >&2; exit 1; }
+            root_is_read_only || { echo 'root filesystem is still writable' >&2; exit 1; }
             """
         log.emit("kiln", "removing build credentials and stopping the VM")
         let result: ProcessResult
