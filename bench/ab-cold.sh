@@ -10,7 +10,7 @@
 #   (the same build as the current one's); OLD_KILN=/tmp/kiln-old/.build/release/kiln
 # Both build bench/templates/one with --force in BENCH_HOME (default /tmp/kiln-bench; its
 # source disk is made once, not timed); the current kiln with --no-warm, the old one as it is
-# (it has no warm snapshots). Runs alternate old/new so that a machine's drift hits both.
+# (it has no warm snapshots). Each run builds once with each, which goes first alternating.
 # OLD_COMMIT, if set, is written into the report beside OLD_KILN's path.
 # Writes bench/results/ab-cold-latest.md and a dated copy.
 set -euo pipefail
@@ -46,9 +46,16 @@ build() {
 echo "setup: the source disk (not timed)" >&2
 "$new" build bench/templates/one --home "$home" --no-warm >/dev/null 2>&1
 old_times=(); new_times=()
+# Pairs in ABBA order (old first, then new first, ...): a host whose speed drifts steadily
+# through the run favours neither kiln.
 for i in $(seq "$runs"); do
-  old_times+=("$(build "$old")")
-  new_times+=("$(build "$new" --no-warm)")
+  if [ $((i % 2)) = 1 ]; then
+    old_times+=("$(build "$old")")
+    new_times+=("$(build "$new" --no-warm)")
+  else
+    new_times+=("$(build "$new" --no-warm)")
+    old_times+=("$(build "$old")")
+  fi
   echo "  run $i: old ${old_times[-1]} s, new ${new_times[-1]} s" >&2
 done
 old_median=$(printf '%s\n' "${old_times[@]}" | median)
@@ -60,14 +67,14 @@ new_median=$(printf '%s\n' "${new_times[@]}" | median)
   echo "- machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r)"
   echo "- old: $old${OLD_COMMIT:+ (commit $OLD_COMMIT)}"
   echo "- new: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (uncommitted changes)'), --no-warm"
-  echo "- runs: $runs each, alternating; min | median | max"
+  echo "- runs: $runs each, in pairs whose order alternates (old-new, new-old, ...); min | median | max"
   echo
   echo "| kiln | min | median | max |"
   echo "|---|---|---|---|"
   echo "| old | $(printf '%s\n' "${old_times[@]}" | stats) s |"
   echo "| new | $(printf '%s\n' "${new_times[@]}" | stats) s |"
   echo
-  echo "new / old (medians): $(ratio "$new_median" "$old_median")."
+  echo "new / old (medians): $(ratio "$new_median" "$old_median"); the median of the pairs' differences (new - old): $(for i in "${!old_times[@]}"; do awk -v a="${new_times[$i]}" -v b="${old_times[$i]}" 'BEGIN { printf "%.2f\n", a - b }'; done | median) s."
   echo "Every run: old $(printf '%s, ' "${old_times[@]}" | sed 's/, $//') s; new $(printf '%s, ' "${new_times[@]}" | sed 's/, $//') s."
 } >"$work/ab.md"
 cp "$work/ab.md" "bench/results/ab-cold-$(date -u +%Y%m%d-%H%M%S).md"
