@@ -53,7 +53,7 @@ public struct QemuProvider: Provider {
     ]
 
     /// Syncs, has the kernel remount every filesystem read-only (SysRq `u`: a clean filesystem
-    /// without systemd's slow shutdown under TCG), and waits up to 5 s for the root to be.
+    /// without systemd's slow shutdown under TCG), and waits up to 5 s for that to finish.
     /// Defines `root_is_read_only` for what follows. POSIX sh (it also runs as the boot-loader
     /// installer's PID 1), and shell builtins where a program would do: a program started in
     /// a guest just resumed from a warm snapshot costs a translation of its code under TCG.
@@ -64,10 +64,18 @@ public struct QemuProvider: Provider {
           done </proc/mounts
           return 1
         }
+        remounts_completed() { dmesg 2>/dev/null | grep -c 'Emergency Remount complete' || true; }
+        before=$(remounts_completed)
         sync
         echo u > /proc/sysrq-trigger
+        # The root shows read-only before ext4 has flushed its journal and marked itself clean
+        # (ext4 sets the flag first): the kernel's "Emergency Remount complete" is the end of
+        # it. Without dmesg the wait runs out after 5 s, and the flush is long done by then.
         waited=0
-        until root_is_read_only || [ "$waited" -ge 100 ]; do sleep 0.05; waited=$((waited + 1)); done
+        until { root_is_read_only && [ "$(remounts_completed)" -gt "$before" ]; } || [ "$waited" -ge 100 ]; do
+          sleep 0.05
+          waited=$((waited + 1))
+        done
         """
 
     /// QEMU's user-mode network: fixed addresses, the same in every build VM.
