@@ -173,9 +173,11 @@ extension QemuProvider {
             // freed block of the image (the seal zeroes and removes the file). Shell builtins
             // only (the length counted by `read`): a program started in a just-resumed guest
             // costs a translation of its code under TCG. The guest's clock, stopped at the
-            // save, is set to the host's.
+            // save, is set to the host's, and its random number generator reseeded
+            // (``reseedRandom``) before the build runs anything.
             let handover = try await ssh.client.run(
                 """
+                \(Self.reseedRandom())
                 f=/root/.ssh/authorized_keys
                 length=0
                 if [ -f "$f" ]; then
@@ -186,18 +188,49 @@ extension QemuProvider {
                 date -u -s @\(String(format: "%.3f", Date().timeIntervalSince1970)) >/dev/null
                 """, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
             guard handover.succeeded else {
-                throw KilnError(.providerFailed, "the guest did not take the build's key (exit \(handover.status)): \(handover.stderr)")
+                throw KilnError(
+                    .providerFailed,
+                    "the guest did not take the build's key, clock and random seed (exit \(handover.status)): \(handover.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+                )
             }
             snapshot.touch()
+            let reseeded = handover.stdout.contains("vmgenid") ? "its vmgenid driver" : "the host's bytes"
             log.emit(
                 "kiln",
-                "SSH is up after \((ContinuousClock.now - started).kilnDescription), resumed from the warm snapshot (state loaded in \(loaded.kilnDescription), logged in after \(loggedIn.kilnDescription)); the snapshot's key is replaced by the build's own"
+                "SSH is up after \((ContinuousClock.now - started).kilnDescription), resumed from the warm snapshot (state loaded in \(loaded.kilnDescription), logged in after \(loggedIn.kilnDescription)); the snapshot's key is replaced by the build's own, the guest's random number generator reseeded from \(reseeded)"
             )
             return machine
         } catch {
             await machine.destroy()
             throw error
         }
+    }
+
+    /// Shell (POSIX sh) that leaves a just-resumed guest's random number generator (CRNG) in a
+    /// state no sibling resumed from the same snapshot shares, before the build runs anything:
+    /// each resumed guest starts with the snapshot's, and Linux reseeds it by itself only
+    /// from time to time. A kernel whose vmgenid driver is bound to the machine's device has
+    /// reseeded on the resume, from the new generation ID (the script prints "vmgenid").
+    /// Otherwise (Debian's cloud kernel builds no vmgenid driver) 64 bytes of the host's
+    /// randomness are written into the kernel's input pool and the CRNG is reseeded from it
+    /// at once with the RNDRESEEDCRNG ioctl (Linux >= 4.17, root). The ioctl needs a
+    /// program: perl, which every Debian system has (perl-base is essential). A guest
+    /// without it fails the handover, and so the resume: the build boots cold.
+    /// The one login before this (the handover's own) is the only session drawn from the
+    /// snapshot's CRNG; nothing secret passes over it (the build's public key, the time).
+    static func reseedRandom() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<64).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 8) }
+        // printf's octal escapes: the bytes reach the guest as text, whatever they are.
+        let escaped = bytes.map { "\\" + String(repeating: "0", count: 3 - $0.count) + $0 }.joined()
+        return """
+            printf '\(escaped)' > /dev/urandom
+            if [ -e /sys/bus/acpi/drivers/vmgenid/QEMUVGID:00 ]; then
+              echo vmgenid
+            else
+              perl -e 'open(my $r, ">", "/dev/urandom") or die "/dev/urandom: $!\\n"; ioctl($r, 0x5207, 0) or die "cannot reseed the random number generator (RNDRESEEDCRNG): $!\\n"'
+            fi
+            """
     }
 
     /// Saves the cold-booted guest as the plan's snapshot; a failure is a warning, unless the

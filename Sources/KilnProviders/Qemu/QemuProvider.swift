@@ -129,8 +129,10 @@ public struct QemuProvider: Provider {
             log.emit("kiln", "guest port \(guestPort) is forwarded from 127.0.0.1:\(hostPort)")
         }
 
-        // A build boot takes commands (a warm snapshot's save) on a control socket.
-        let qmp = spec.isTestBoot ? nil : try Self.qmpSocketPath()
+        // A boot that saves a warm snapshot takes the save's commands on a control socket;
+        // one that saves none (a test boot, `--no-warm`) is started as it was before warm
+        // snapshots existed.
+        let qmp = warm == nil ? nil : try Self.qmpSocketPath()
         let arguments = Self.arguments(spec, accelerator: accelerator, port: port, publicKey: publicKey, forwards: forwards, qmp: qmp)
         log.emit(
             "kiln",
@@ -203,13 +205,12 @@ public struct QemuProvider: Provider {
             "type=11,value=io.systemd.credential.binary:ssh.authorized_keys.root="
                 + Data(publicKey.utf8).base64EncodedString(),
         ]
-        if !spec.isTestBoot {
-            // A new generation ID whenever the machine is resumed from a warm snapshot: the
-            // guest kernel (Linux >= 5.18) reseeds its random number generator from it, so two
-            // builds resumed from one snapshot never share random bytes.
-            arguments += ["-device", "vmgenid,guid=auto"]
-        }
-        if let qmp { arguments += ["-qmp", "unix:\(qmp),server=on,wait=off"] }
+        // A machine with a control socket is one a warm snapshot is saved from or resumed
+        // into; only such a machine needs either. The generation ID changes whenever it is
+        // resumed, and a guest kernel with the vmgenid driver (Linux >= 5.18, when built in:
+        // Debian's cloud kernel has none) reseeds its random number generator from it before
+        // anything runs; the handover reseeds it otherwise (QemuProvider+Warm.swift).
+        if let qmp { arguments += ["-device", "vmgenid,guid=auto", "-qmp", "unix:\(qmp),server=on,wait=off"] }
         if let kernel = spec.kernel, let initrd = spec.initrd {
             arguments += ["-kernel", kernel, "-initrd", initrd, "-append", kernelCommandLine]
         } else {
