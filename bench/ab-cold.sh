@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cold B1 of two kilns on one machine, interleaved: is the current release build's cold boot
-# as fast as an older kiln's? (issue 28: the warm snapshots added a vmgenid device, a QMP
-# socket and masked timers to every build VM; a cold B1 must not have paid for them.)
+# as fast as an older kiln's? (issue 28: a cold B1 must not pay for warm snapshots. With
+# --no-warm a build VM has no vmgenid device and no QMP socket, as before them; it keeps two
+# more masked timers and the seal's wait for the end of the read-only remount.)
 #
 #   bench/ab-cold.sh OLD_KILN [--runs N]
 #
