@@ -177,7 +177,8 @@ extension QemuProvider {
             // (``reseedRandom``) before the build runs anything.
             let handover = try await ssh.client.run(
                 """
-                \(Self.reseedRandom())
+                set -e
+                \(Self.reseedRandom)
                 f=/root/.ssh/authorized_keys
                 length=0
                 if [ -f "$f" ]; then
@@ -186,7 +187,8 @@ extension QemuProvider {
                 [ "$length" -gt 1 ] || length=2
                 printf "%-$((length - 1))s\\n" \(ShellQuote.quote(publicKey.trimmingCharacters(in: .whitespacesAndNewlines))) 1<> "$f"
                 date -u -s @\(String(format: "%.3f", Date().timeIntervalSince1970)) >/dev/null
-                """, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
+                """, input: .data(Data((0..<Self.reseedBytes).map { _ in UInt8.random(in: .min ... .max) })),
+                timeout: max(deadline - ContinuousClock.now, .seconds(1)))
             guard handover.succeeded else {
                 throw KilnError(
                     .providerFailed,
@@ -211,27 +213,24 @@ extension QemuProvider {
     /// each resumed guest starts with the snapshot's, and Linux reseeds it by itself only
     /// from time to time. A kernel whose vmgenid driver is bound to the machine's device has
     /// reseeded on the resume, from the new generation ID (the script prints "vmgenid").
-    /// Otherwise (Debian's cloud kernel builds no vmgenid driver) 64 bytes of the host's
-    /// randomness are written into the kernel's input pool and the CRNG is reseeded from it
-    /// at once with the RNDRESEEDCRNG ioctl (Linux >= 4.17, root). The ioctl needs a
-    /// program: perl, which every Debian system has (perl-base is essential). A guest
-    /// without it fails the handover, and so the resume: the build boots cold.
-    /// The one login before this (the handover's own) is the only session drawn from the
-    /// snapshot's CRNG; nothing secret passes over it (the build's public key, the time).
-    static func reseedRandom() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<64).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 8) }
-        // printf's octal escapes: the bytes reach the guest as text, whatever they are.
-        let escaped = bytes.map { "\\" + String(repeating: "0", count: 3 - $0.count) + $0 }.joined()
-        return """
-            printf '\(escaped)' > /dev/urandom
-            if [ -e /sys/bus/acpi/drivers/vmgenid/QEMUVGID:00 ]; then
-              echo vmgenid
-            else
-              perl -e 'open(my $r, ">", "/dev/urandom") or die "/dev/urandom: $!\\n"; ioctl($r, 0x5207, 0) or die "cannot reseed the random number generator (RNDRESEEDCRNG): $!\\n"'
-            fi
-            """
-    }
+    /// Otherwise (Debian's cloud kernel builds no vmgenid driver) the ``reseedBytes`` bytes of
+    /// the host's randomness on standard input go into the kernel's input pool and the CRNG is
+    /// reseeded from it at once with the RNDRESEEDCRNG ioctl (Linux >= 4.17, root). On standard
+    /// input, not in the command: a command line is readable by every local user of the host
+    /// (`ps`) while ssh runs. The ioctl needs a program: perl, which every Debian system has
+    /// (perl-base is essential). A guest without it fails the handover, and so the resume: the
+    /// build boots cold. The one login before this (the handover's own) is the only session
+    /// drawn from the snapshot's CRNG; nothing secret passes over it (the build's public key,
+    /// the time).
+    static let reseedRandom = """
+        if [ -e /sys/bus/acpi/drivers/vmgenid/QEMUVGID:00 ]; then
+          echo vmgenid
+        else
+          command -v perl >/dev/null || { echo "no vmgenid driver and no perl to reseed the random number generator with" >&2; exit 1; }
+          perl -e 'binmode STDIN; read(STDIN, my $seed, \(reseedBytes)) == \(reseedBytes) or die "no seed on standard input\\n"; open(my $r, ">", "/dev/urandom") or die "/dev/urandom: $!\\n"; syswrite($r, $seed) == \(reseedBytes) or die "/dev/urandom: $!\\n"; ioctl($r, 0x5207, 0) or die "cannot reseed the random number generator (RNDRESEEDCRNG): $!\\n"'
+        fi
+        """
+    static let reseedBytes = 64
 
     /// Saves the cold-booted guest as the plan's snapshot; a failure is a warning, unless the
     /// guest could not be run again (``WarmSnapshot/StillPaused``), or the build was cancelled.
